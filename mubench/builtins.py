@@ -1,0 +1,18 @@
+"""The built-in plug-ins: one line per model, method kind, suite kind and scorer."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registries
+
+
+def register_builtins(r: "Registries") -> None:
+    # models
+    r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
+    # method kinds
+    r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
+    # suite kinds
+    r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
+    # scorers
+    r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")

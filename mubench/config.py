@@ -1,0 +1,251 @@
+"""Typed run configuration with Hydra-style ``key=value`` overrides.
+
+``mubench run suite=micro method=random-mask method.ratio=0.5 limit=8`` resolves to a
+:class:`ResolvedConfig`: the top-level :class:`RunConfig` plus one :class:`Component` each for the
+model, the method and the suite. A component's parameters are the dataclass ``Params`` of the
+registered class; a spec YAML (``methods/NAME.yaml``, ``suites/NAME.yaml``) names its ``kind`` and
+fills those parameters; ``method.KEY=VALUE`` overrides them. Unknown names and keys, and values of
+the wrong type, raise :class:`~mubench.errors.UsageError` with close matches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import UsageError, close_matches
+from .registry import Registries
+from .specs import find_spec, load_yaml
+
+COMPONENTS = ("model", "method", "suite")
+SPEC_META_KEYS = ("kind", "description", "paper")
+
+
+@dataclass
+class RunConfig:
+    """Top-level keys of ``mubench run``."""
+
+    suite: str = "micro"  # suite spec name or path to a YAML file
+    method: str = "sd"  # method spec name or path to a YAML file
+    model: str = "micro"  # registered model name
+    limit: Optional[int] = None  # first N prompts of the suite
+    batch_size: int = 8  # images per denoiser call (results do not depend on it)
+    seed: int = 0  # run seed; image j of prompt i uses a stream seeded by (seed, suite, prompt id, j)
+    device: str = "auto"  # cpu | cuda | cuda:N | auto
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    out: Optional[str] = None  # folder for results.json and samples.jsonl
+    store: Optional[str] = None  # SQLite results store (default under the user cache dir)
+    cache: Optional[str] = None  # sample / score cache folder (default under the user cache dir)
+    train: str = "auto"  # auto | never | force: train a method's missing artifact on demand
+    weights: str = "pretrained"  # pretrained | random (build the model from its config, for inspection and tests)
+
+
+ALLOWED = {
+    "device": None,
+    "dtype": ("auto", "float32", "float16", "bfloat16"),
+    "train": ("auto", "never", "force"),
+    "weights": ("pretrained", "random"),
+}
+
+
+@dataclass
+class Component:
+    """A resolved model, method or suite: registry kind, typed params, where it came from."""
+
+    role: str  # model | method | suite
+    name: str  # spec / registry name
+    kind: str  # registry key of the implementing class
+    params: Any  # instance of the class's Params dataclass
+    description: str = ""
+    source: str = ""  # spec file path, or "registry"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "params": to_plain(self.params)}
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.as_dict())
+
+
+@dataclass
+class ResolvedConfig:
+    run: RunConfig
+    model: Component
+    method: Component
+    suite: Component
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": to_plain(self.run),
+            "model": self.model.as_dict(),
+            "method": self.method.as_dict(),
+            "suite": self.suite.as_dict(),
+        }
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses (nested) → plain JSON-able dicts."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), truncated to ``length`` hex digits."""
+    blob = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """``["a=1", "method.ratio=0.5"]`` → ``[("a", 1), ("method.ratio", 0.5)]``; values parsed as YAML scalars."""
+    parsed = []
+    for arg in args:
+        key, sep, raw = arg.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {arg!r}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        if value is None and raw.strip().lower() not in ("null", "none", "~"):
+            value = raw
+        if isinstance(value, str) and value.strip().lower() == "none":
+            value = None
+        parsed.append((key, value))
+    return parsed
+
+
+def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    """Reject keys that ``cls`` (a dataclass, possibly nested) does not have, with close matches."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            hint = close_matches(key, fields)
+            msg = f"unknown key {where}{key!r}"
+            if hint:
+                msg += f"; did you mean {' or '.join(repr(where + h) for h in hint)}?"
+            msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
+            raise UsageError(msg)
+        ftype = fields[key].type
+        sub = _dataclass_type(cls, key)
+        if sub is not None and isinstance(value, dict):
+            _check_keys(sub, value, f"{where}{key}.")
+        del ftype
+
+
+def _dataclass_type(cls: type, name: str) -> type | None:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    tp = hints.get(name)
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"key {key!r} conflicts with an earlier override")
+        node[parts[-1]] = value
+    return out
+
+
+def build_params(cls: type, *layers: dict[str, Any], where: str = "") -> Any:
+    """Merge dict layers onto the dataclass defaults with type checking (OmegaConf structured)."""
+    for layer in layers:
+        _check_keys(cls, layer, where)
+    try:
+        conf = OmegaConf.structured(cls)
+        for layer in layers:
+            conf = OmegaConf.merge(conf, OmegaConf.create(layer))
+        obj = OmegaConf.to_object(conf)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        raise UsageError(f"bad value for {where}{key}: {str(err).splitlines()[0]}") from None
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as err:
+            raise UsageError(f"bad value in {where.rstrip('.') or 'config'}: {err}") from None
+    return obj
+
+
+def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Registries) -> Component:
+    registry = {"model": regs.models, "method": regs.methods, "suite": regs.suites}[role]
+    if role == "model":
+        cls = registry.get(name)
+        params = build_params(cls.Params, overrides, where="model.")
+        return Component(role, name, name, params, registry.help(name), "registry")
+    spec_name, path = find_spec(role + "s", name)
+    spec = load_yaml(path)
+    kind = spec.pop("kind", None)
+    if not kind:
+        raise UsageError(f"{path}: a {role} spec needs a 'kind' (one of {', '.join(registry.names())})")
+    cls = registry.get(kind)
+    description = str(spec.pop("description", ""))
+    for meta in SPEC_META_KEYS:
+        spec.pop(meta, None)
+    params = build_params(cls.Params, spec, overrides, where=f"{role}.")
+    return Component(role, spec_name, kind, params, description, str(path))
+
+
+def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]] = None) -> ResolvedConfig:
+    """Resolve ``key=value`` arguments into a :class:`ResolvedConfig` (raises UsageError)."""
+    pairs = parse_overrides(args)
+    top: dict[str, Any] = dict(defaults or {})
+    sub: dict[str, list[tuple[str, Any]]] = {c: [] for c in COMPONENTS}
+    for key, value in pairs:
+        head, dot, rest = key.partition(".")
+        if dot and head in COMPONENTS:
+            sub[head].append((rest, value))
+        elif dot:
+            raise _unknown_top(key)
+        else:
+            top[key] = value
+    _check_keys(RunConfig, top, "")
+    run = build_params(RunConfig, top)
+    for key, allowed in ALLOWED.items():
+        value = getattr(run, key)
+        if allowed and value not in allowed:
+            raise UsageError(f"bad value {key}={value!r}; expected one of {', '.join(allowed)}")
+    if run.limit is not None and run.limit < 1:
+        raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
+    if run.batch_size < 1:
+        raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
+    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs) for c in COMPONENTS}
+    return ResolvedConfig(run=run, **comps)
+
+
+def _unknown_top(key: str) -> UsageError:
+    head = key.split(".")[0]
+    names = [f.name for f in dataclasses.fields(RunConfig)] + list(COMPONENTS)
+    hint = close_matches(head, names)
+    msg = f"unknown key {key!r}"
+    if hint:
+        msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+    return UsageError(msg)
+
+
+def params_dataclass(**kwargs: Any):  # pragma: no cover - convenience for plug-in authors
+    return dataclass(**kwargs)
+
+
+__all__ = [
+    "RunConfig", "Component", "ResolvedConfig", "resolve", "resolve_component", "build_params",
+    "parse_overrides", "stable_hash", "to_plain", "field", "Literal",
+]

@@ -1,0 +1,35 @@
+"""Errors that the CLI turns into a clear message and an exit code (never a traceback)."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class MubenchError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(MubenchError):
+    """Bad input from the user: unknown name or key, bad value, unusable file. Exit 2."""
+
+    exit_code = 2
+
+
+class AssetError(UsageError):
+    """A local file a model, suite or scorer needs is missing or does not match its checksum."""
+
+
+def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+
+
+def unknown(kind: str, word: str, choices: Iterable[str]) -> UsageError:
+    choices = sorted(set(choices))
+    hint = close_matches(word, choices)
+    msg = f"unknown {kind} {word!r}"
+    if hint:
+        msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+    msg += f"\n  known: {', '.join(choices) if choices else '(none)'}"
+    return UsageError(msg)

@@ -1,0 +1,94 @@
+"""The method plug-in contract: "base model + a change".
+
+A method kind is registered under a name (``sd``, ``random-mask``, ``maskunet``...) as a class with
+a ``Params`` dataclass. A method spec (``methods/NAME.yaml``) names the kind and its parameters.
+``prepare`` returns a :class:`Prepared` method: the changed denoiser plus per-batch / per-step hooks
+the shared sampler calls. Any randomness a method uses at sampling time is drawn from the per-image
+generators it is handed (see :mod:`mubench.seeding`), never from the global RNG.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from ..models.base import ModelBundle
+
+
+@dataclass
+class MethodContext:
+    """What ``prepare`` may use besides the base model."""
+
+    artifacts_dir: Path  # content-addressed trained artifacts live below this folder
+    train: str = "auto"  # auto | never | force
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    seed: int = 0
+    model_name: str = ""
+    show_progress: bool = True
+
+
+@dataclass
+class RowInfo:
+    """Which image a row of the denoiser batch belongs to (with CFG a batch holds 2 rows per image)."""
+
+    image: int  # index into the batch of images (and into ``generators``)
+    cond: bool  # False for the unconditional (null-prompt) half of classifier-free guidance
+
+
+@dataclass
+class StepState:
+    step_index: int
+    num_steps: int
+    timestep: torch.Tensor  # scalar timestep of the scheduler
+    latents: torch.Tensor  # [B, C, H, W] current latents (one row per image)
+    rows: list[RowInfo]  # layout of the denoiser batch about to be run
+    generators: list[torch.Generator]  # one per image: the per-image random stream
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Prepared:
+    """A prepared method. The default is the base model unchanged."""
+
+    def __init__(self, denoiser: nn.Module, *, added_params: int = 0, trainable_params: int = 0,
+                 artifact: Optional[str] = None, info: Optional[dict[str, Any]] = None) -> None:
+        self.denoiser = denoiser
+        self.added_params = added_params
+        self.trainable_params = trainable_params
+        self.artifact = artifact  # content hash of a trained artifact, if any
+        self.info = dict(info or {})  # recorded in results.json (e.g. mode=faithful, mask sampling)
+
+    def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
+        """Called once per batch of images before the first step (e.g. draw masks fixed per image)."""
+
+    def before_step(self, state: StepState) -> None:
+        """Called before each denoiser call (e.g. resample masks, set the timestep a mask generator sees)."""
+
+    def predict(self, state: StepState, model_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Return the denoiser output for this step. Training-free methods may optimise first."""
+        return model_fn()
+
+    def end_batch(self) -> None:
+        """Called after the last step of a batch (drop per-batch state)."""
+
+
+class Method(ABC):
+    """A registered method kind."""
+
+    Params: ClassVar[type]
+    trainable: ClassVar[bool] = False  # True when prepare() may train an artifact
+
+    def __init__(self, params: Any, name: str) -> None:
+        self.params = params
+        self.name = name
+
+    @abstractmethod
+    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared: ...
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

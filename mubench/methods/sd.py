@@ -1,0 +1,19 @@
+"""``sd``: the base model as is."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models.base import ModelBundle
+from .base import Method, MethodContext, Prepared
+
+
+@dataclass
+class SDParams:
+    pass
+
+
+class BaseModelMethod(Method):
+    Params = SDParams
+
+    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared:
+        return Prepared(bundle.denoiser, info={"change": "none"})

@@ -1,0 +1,79 @@
+"""The suite plug-in contract: a prompt set (or class labels), a generation protocol, scorers, metrics."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from ..metrics.core import Metric
+
+
+@dataclass
+class PromptItem:
+    id: str  # stable id; seeds and sharding use it
+    prompt: Any  # text prompt, or class label for class-conditional suites
+    meta: dict[str, Any] = field(default_factory=dict)  # what scorers need (category, attributes, tags...)
+
+
+@dataclass
+class SamplerParams:
+    """Generation protocol. ``None`` means "the model's default" (see ModelBundle.default_sampler)."""
+
+    scheduler: Optional[str] = None  # ddim | dpmsolver++ | ddpm | euler
+    steps: Optional[int] = None
+    guidance: Optional[float] = None  # classifier-free guidance scale (1 = off)
+    resolution: Optional[int] = None  # image side in pixels
+    eta: float = 0.0  # DDIM eta
+
+
+@dataclass
+class SuiteParams:
+    images_per_prompt: int = 1
+    sampler: SamplerParams = field(default_factory=SamplerParams)
+
+
+@dataclass
+class SampleRecord:
+    """One generated image and its per-image scores (what a suite aggregates)."""
+
+    item: PromptItem
+    image_index: int
+    seed: int
+    key: str
+    path: str
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # scorer name -> per-image result
+
+
+@dataclass
+class ScorerUse:
+    """A scorer a suite uses: registry name and parameters."""
+
+    scorer: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Suite(ABC):
+    Params: ClassVar[type] = SuiteParams
+
+    def __init__(self, params: Any, name: str) -> None:
+        self.params = params
+        self.name = name
+
+    @abstractmethod
+    def items(self) -> list[PromptItem]:
+        """All prompts of the suite, in a fixed order (``limit=N`` takes the first N)."""
+
+    @abstractmethod
+    def scorers(self) -> dict[str, ScorerUse]:
+        """Scorer instance name → registry scorer + params."""
+
+    @abstractmethod
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        """Per-image scores → metrics (with bootstrap CIs where the metric allows)."""
+
+    def check_assets(self) -> None:
+        """Raise AssetError naming any missing local file before any work is done."""
+
+    def protocol(self) -> dict[str, Any]:
+        """Suite-specific protocol facts recorded next to every number."""
+        return {}
