@@ -1,0 +1,162 @@
+"""The one denoising loop every method uses.
+
+Classifier-free guidance, diffusers schedulers, text- or class-conditional denoisers, per-image
+random streams and the method hooks of :class:`~mubench.methods.base.Prepared`. Image ``b`` of a
+batch draws its initial noise (and ancestral noise, and method noise) only from ``generators[b]``,
+so a batch of 3 gives bitwise the same images as three batches of 1.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       EulerDiscreteScheduler)
+
+from .errors import UsageError
+from .methods.base import Prepared, RowInfo, StepState
+from .models.base import Conditioning, ModelBundle
+from .seeding import image_generator
+
+SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "ddim": (DDIMScheduler, {}),
+    "ddpm": (DDPMScheduler, {}),
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "euler": (EulerDiscreteScheduler, {}),
+}
+
+
+@dataclass
+class SamplerConfig:
+    scheduler: str = "ddim"
+    steps: int = 50
+    guidance: float = 7.5
+    resolution: int = 512
+    eta: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "steps": self.steps, "guidance": self.guidance,
+                "resolution": self.resolution, "eta": self.eta}
+
+
+def resolve_sampler(bundle: ModelBundle, overrides: Any) -> SamplerConfig:
+    """Suite sampler params (None = model default) → a complete :class:`SamplerConfig`."""
+    merged: dict[str, Any] = {"resolution": bundle.resolution}
+    merged.update(bundle.default_sampler)
+    for key in ("scheduler", "steps", "guidance", "resolution", "eta"):
+        value = getattr(overrides, key, None)
+        if value is not None:
+            merged[key] = value
+    cfg = SamplerConfig(**merged)
+    if cfg.scheduler not in SCHEDULERS:
+        raise UsageError(f"unknown scheduler {cfg.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
+    if cfg.steps < 1:
+        raise UsageError(f"sampler steps must be >= 1, got {cfg.steps}")
+    return cfg
+
+
+def make_scheduler(name: str, model_config: dict[str, Any]):
+    cls, extra = SCHEDULERS[name]
+    config = dict(model_config)
+    config.update(extra)
+    return cls.from_config(config)
+
+
+def call_denoiser(bundle: ModelBundle, denoiser: torch.nn.Module, x: torch.Tensor, t: torch.Tensor,
+                  cond: Conditioning) -> torch.Tensor:
+    """One denoiser forward for a batch; returns the prediction with the latents' channel count."""
+    custom = bundle.extras.get("forward")
+    if custom is not None:
+        return custom(denoiser, x, t, cond)
+    timesteps = t.expand(x.shape[0]) if t.ndim == 0 else t
+    if bundle.conditioning_kind == "class":
+        out = denoiser(x, timesteps, class_labels=cond.class_labels).sample
+    else:
+        out = denoiser(x, timesteps, encoder_hidden_states=cond.hidden_states,
+                       encoder_attention_mask=cond.attention_mask).sample
+    if out.shape[1] != x.shape[1]:  # learned-sigma models (DiT) predict 2C channels
+        out = out[:, : x.shape[1]]
+    return out
+
+
+def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
+                   cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Run the denoising loop; returns final latents [B, C, h, w] (float32, CPU)."""
+    if len(prompts) != len(seeds):
+        raise ValueError("one seed per prompt")
+    device = next(bundle.denoiser.parameters()).device
+    dtype = next(bundle.denoiser.parameters()).dtype
+    n = len(prompts)
+    generators = [image_generator(s) for s in seeds]
+    scheduler = make_scheduler(cfg.scheduler, bundle.scheduler_config)
+    scheduler.set_timesteps(cfg.steps)
+    shape = bundle.codec.latent_shape(cfg.resolution, cfg.resolution)
+    noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+    latents = (noise * scheduler.init_noise_sigma).to(device)
+    use_cfg = cfg.guidance != 1.0
+    cond = bundle.conditioner.encode(prompts)
+    if use_cfg:
+        cond = Conditioning.cat(bundle.conditioner.unconditional(n), cond)
+        rows = [RowInfo(b, False) for b in range(n)] + [RowInfo(b, True) for b in range(n)]
+    else:
+        rows = [RowInfo(b, True) for b in range(n)]
+    step_kwargs: dict[str, Any] = {}
+    if cfg.scheduler == "ddim":
+        step_kwargs["eta"] = cfg.eta
+    if cfg.scheduler in ("ddpm", "ddim") and (cfg.scheduler == "ddpm" or cfg.eta > 0):
+        step_kwargs["generator"] = generators  # per-image ancestral noise
+    prepared.begin_batch(generators, rows)
+    try:
+        with torch.no_grad():
+            for i, t in enumerate(scheduler.timesteps):
+                x = torch.cat([latents, latents]) if use_cfg else latents
+                x = scheduler.scale_model_input(x, t).to(dtype)
+                state = StepState(i, len(scheduler.timesteps), t, latents, rows, generators)
+                prepared.before_step(state)
+
+                def model_fn(x=x, t=t) -> torch.Tensor:
+                    return call_denoiser(bundle, prepared.denoiser, x, t.to(device), cond).float()
+
+                out = prepared.predict(state, model_fn)
+                if use_cfg:
+                    uncond, condo = out.chunk(2)
+                    out = uncond + cfg.guidance * (condo - uncond)
+                latents = _step(scheduler, out, t, latents, step_kwargs)
+                if step_callback is not None:
+                    step_callback(i)
+    finally:
+        prepared.end_batch()
+    return latents.float().cpu()
+
+
+def _step(scheduler, out: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, kwargs: dict[str, Any]):
+    generators = kwargs.get("generator")
+    if generators is None:
+        return scheduler.step(out, t, latents, **kwargs, return_dict=True).prev_sample
+    # diffusers draws ancestral noise with ``randn_tensor`` in the scheduler's module; draw it per image
+    # from that image's own stream on the CPU instead, so it does not depend on batch size or device.
+    module = sys.modules[type(scheduler).__module__]
+    saved = module.randn_tensor
+
+    def per_image_randn(shape, generator=None, device=None, dtype=None, layout=None):
+        draws = [torch.randn(tuple(shape[1:]), generator=g, dtype=torch.float32) for g in generators]
+        return torch.stack(draws).to(device=device or latents.device, dtype=dtype or latents.dtype)
+
+    module.randn_tensor = per_image_randn
+    try:
+        rest = {k: v for k, v in kwargs.items() if k != "generator"}
+        return scheduler.step(out, t, latents, **rest, return_dict=True).prev_sample
+    finally:
+        module.randn_tensor = saved
+
+
+def sample_images(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
+                  cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Sample and decode: float32 images [B, 3, H, W] in [0, 1] on the CPU."""
+    latents = sample_latents(bundle, prepared, prompts, seeds, cfg, step_callback)
+    device = next(bundle.denoiser.parameters()).device
+    with torch.no_grad():
+        images = bundle.codec.decode(latents.to(device))
+    return images.float().clamp(0, 1).cpu()
