@@ -82,12 +82,19 @@ def call_denoiser(bundle: ModelBundle, denoiser: torch.nn.Module, x: torch.Tenso
 
 
 def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
-                   cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """Run the denoising loop; returns final latents [B, C, h, w] (float32, CPU)."""
+                   cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None,
+                   per_image: bool = True) -> torch.Tensor:
+    """Run the denoising loop; returns final latents [B, C, h, w] (float32, CPU).
+
+    ``per_image=True`` (the default) evaluates the denoiser one image at a time (its CFG pair in one call), so every
+    call has the same shape whatever the batch size, and the images are bitwise independent of batching and
+    sharding: CPU GEMM/conv kernels change the last bits of a row with the batch they are computed in.
+    ``per_image=False`` runs all rows in one call (faster on GPUs; images may then differ at the 1e-6 level).
+    """
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
-    device = next(bundle.denoiser.parameters()).device
-    dtype = next(bundle.denoiser.parameters()).dtype
+    param = next(bundle.denoiser.parameters())
+    device, dtype = param.device, param.dtype
     n = len(prompts)
     generators = [image_generator(s) for s in seeds]
     scheduler = make_scheduler(cfg.scheduler, bundle.scheduler_config)
@@ -96,39 +103,51 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
     noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
     latents = (noise * scheduler.init_noise_sigma).to(device)
     use_cfg = cfg.guidance != 1.0
-    cond = bundle.conditioner.encode(prompts)
-    if use_cfg:
-        cond = Conditioning.cat(bundle.conditioner.unconditional(n), cond)
-        rows = [RowInfo(b, False) for b in range(n)] + [RowInfo(b, True) for b in range(n)]
-    else:
-        rows = [RowInfo(b, True) for b in range(n)]
+    chunks = [[b] for b in range(n)] if per_image else [list(range(n))]
+    conds = [_chunk_conditioning(bundle, [prompts[b] for b in chunk], use_cfg) for chunk in chunks]
+    rows = [_rows(chunk, use_cfg) for chunk in chunks]
     step_kwargs: dict[str, Any] = {}
     if cfg.scheduler == "ddim":
         step_kwargs["eta"] = cfg.eta
-    if cfg.scheduler in ("ddpm", "ddim") and (cfg.scheduler == "ddpm" or cfg.eta > 0):
+    if cfg.scheduler == "ddpm" or (cfg.scheduler == "ddim" and cfg.eta > 0):
         step_kwargs["generator"] = generators  # per-image ancestral noise
-    prepared.begin_batch(generators, rows)
+    prepared.begin_batch(generators, [r for chunk_rows in rows for r in chunk_rows])
     try:
         with torch.no_grad():
             for i, t in enumerate(scheduler.timesteps):
-                x = torch.cat([latents, latents]) if use_cfg else latents
-                x = scheduler.scale_model_input(x, t).to(dtype)
-                state = StepState(i, len(scheduler.timesteps), t, latents, rows, generators)
-                prepared.before_step(state)
+                x_all = scheduler.scale_model_input(latents, t)
+                out = torch.empty_like(latents, dtype=torch.float32)
+                for chunk, cond, chunk_rows in zip(chunks, conds, rows):
+                    x = x_all[chunk]
+                    x = (torch.cat([x, x]) if use_cfg else x).to(dtype)
+                    state = StepState(i, len(scheduler.timesteps), t, latents[chunk], chunk_rows, generators)
+                    prepared.before_step(state)
 
-                def model_fn(x=x, t=t) -> torch.Tensor:
-                    return call_denoiser(bundle, prepared.denoiser, x, t.to(device), cond).float()
+                    def model_fn(x=x, t=t, cond=cond) -> torch.Tensor:
+                        return call_denoiser(bundle, prepared.denoiser, x, t.to(device), cond).float()
 
-                out = prepared.predict(state, model_fn)
-                if use_cfg:
-                    uncond, condo = out.chunk(2)
-                    out = uncond + cfg.guidance * (condo - uncond)
+                    pred = prepared.predict(state, model_fn)
+                    if use_cfg:
+                        uncond, condo = pred.chunk(2)
+                        pred = uncond + cfg.guidance * (condo - uncond)
+                    out[chunk] = pred
                 latents = _step(scheduler, out, t, latents, step_kwargs)
                 if step_callback is not None:
                     step_callback(i)
     finally:
         prepared.end_batch()
     return latents.float().cpu()
+
+
+def _chunk_conditioning(bundle: ModelBundle, prompts: list[Any], use_cfg: bool) -> Conditioning:
+    cond = bundle.conditioner.encode(prompts)
+    return Conditioning.cat(bundle.conditioner.unconditional(len(prompts)), cond) if use_cfg else cond
+
+
+def _rows(chunk: list[int], use_cfg: bool) -> list[RowInfo]:
+    """Denoiser batch layout of one call: [uncond rows; cond rows] with CFG."""
+    cond_rows = [RowInfo(b, True) for b in chunk]
+    return ([RowInfo(b, False) for b in chunk] + cond_rows) if use_cfg else cond_rows
 
 
 def _step(scheduler, out: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, kwargs: dict[str, Any]):
@@ -153,10 +172,13 @@ def _step(scheduler, out: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, 
 
 
 def sample_images(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
-                  cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """Sample and decode: float32 images [B, 3, H, W] in [0, 1] on the CPU."""
-    latents = sample_latents(bundle, prepared, prompts, seeds, cfg, step_callback)
+                  cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None,
+                  per_image: bool = True) -> torch.Tensor:
+    """Sample and decode: float32 images [B, 3, H, W] in [0, 1] on the CPU (decoded one image at a time when
+    ``per_image``, for the same reason as the denoiser calls)."""
+    latents = sample_latents(bundle, prepared, prompts, seeds, cfg, step_callback, per_image)
     device = next(bundle.denoiser.parameters()).device
     with torch.no_grad():
-        images = bundle.codec.decode(latents.to(device))
-    return images.float().clamp(0, 1).cpu()
+        parts = latents.split(1) if per_image else [latents]
+        images = torch.cat([bundle.codec.decode(p.to(device)).float().cpu() for p in parts])
+    return images.clamp(0, 1)
