@@ -23,6 +23,7 @@ def _register_commands() -> None:
 
     app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(run.run_command)
     app.command("list")(listing.list_command)
+    app.command("assets")(__import__("mubench.commands.assets", fromlist=["assets_command"]).assets_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,88 @@
+"""``mubench assets [list|verify|where] [suite=S] [model=M] [scorer=X] [assets.NAME=PATH] [--json]``."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from .. import assets as A
+from ..config import parse_overrides
+from ..errors import AssetError, UsageError
+
+ACTIONS = ("list", "verify", "where")
+FILTERS = ("suite", "model", "scorer")
+
+
+def assets_command(
+    action: str = typer.Argument("list", help="list: what is needed and whether it is found; verify: also check "
+                                              "sha256 (exit 2 on any missing or mismatching asset); where: every "
+                                              "place mubench looks, in order"),
+    args: Optional[list[str]] = typer.Argument(None, help="suite=NAME, model=NAME, scorer=NAME filter the manifest; "
+                                                          "assets.NAME=PATH points one asset at a file"),
+    json_out: bool = typer.Option(False, "--json", help="print a JSON list on stdout"),
+) -> None:
+    """The external files (weights, data) suites, models and scorers need; nothing is ever downloaded."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    filters: dict[str, str] = {}
+    overrides: list[tuple[str, object]] = []
+    for key, value in parse_overrides(list(args or [])):
+        if key in FILTERS:
+            filters[key] = str(value)
+        elif key.startswith("assets."):
+            overrides.append((key, value))
+        else:
+            raise UsageError(f"unknown key {key!r}; expected suite=, model=, scorer= or assets.NAME=PATH")
+    paths = A.parse_asset_overrides(overrides)
+    selected = A.select(**filters)
+    if not selected:
+        raise UsageError(f"no asset is used by {', '.join(f'{k}={v}' for k, v in filters.items())}")
+
+    rows = []
+    failed = False
+    for asset in selected:
+        row: dict = {"name": asset.name, "kind": asset.kind, "description": asset.description,
+                     "used_by": list(asset.used_by), "expected_sha256": asset.sha256,
+                     "config_key": asset.config_key}
+        if action == "where":
+            row["looked"] = [f"{w}: {p}" for w, p in A.candidates(asset, paths.get(asset.name))]
+            for repo in A._hf_repos(asset):
+                row["looked"].append(f"Hugging Face cache: {repo}" + (f" / {asset.hf_filename}"
+                                                                       if asset.hf_filename else ""))
+        else:
+            st = A.status(asset, paths.get(asset.name), verify=(action == "verify"))
+            row.update(found=st.ok, path=str(st.path) if st.path else None, sha256=st.sha256)
+            if not st.ok:
+                row["problem"] = st.message
+                failed = True
+        rows.append(row)
+
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print(action, rows)
+    if action == "verify" and failed:
+        bad = [r["name"] for r in rows if not r["found"]]
+        raise AssetError(f"{len(bad)} asset(s) missing or not matching: {', '.join(bad)}")
+
+
+def _print(action: str, rows: list[dict]) -> None:
+    for row in rows:
+        if action == "where":
+            typer.echo(f"{row['name']}  ({row['description']})")
+            for entry in row["looked"]:
+                typer.echo(f"    {entry}")
+            continue
+        mark = "ok     " if row["found"] else "MISSING"
+        where = row["path"] or "-"
+        typer.echo(f"{mark} {row['name']:<26} {where}")
+        if row.get("sha256"):
+            pinned = row["expected_sha256"]
+            typer.echo(f"        sha256 {row['sha256']}" + ("" if pinned else "  (not pinned in the manifest)"))
+        if action == "verify" and not row["found"]:
+            for line in row["problem"].splitlines():
+                typer.echo(f"        {line}")
+    if action != "where":
+        missing = sum(not r["found"] for r in rows)
+        typer.echo(f"{len(rows) - missing} of {len(rows)} assets found")
