@@ -1,0 +1,449 @@
+"""The results store: one SQLite file holding every run's results, samples and per-image scores.
+
+Tables (schema version :data:`SCHEMA_VERSION`, recorded in ``meta`` and in ``PRAGMA application_id``):
+
+- ``runs``: one row per run (id, time, suite, method, model, protocol hash, git) plus the whole
+  ``results.json`` object, so nothing a run recorded is lost;
+- ``results``: one row per (run, metric): value, CI, n, direction, queryable with plain SQL;
+- ``samples``: one row per generated image (prompt id, image index, seed, path, sha256, sample key);
+- ``scores``: one row per (image, scorer): the scorer's per-image result as JSON.
+
+The file is opened in WAL mode with a busy timeout and every write is one ``BEGIN IMMEDIATE``
+transaction, so several processes (two ``mubench run`` at once, an ``accelerate`` main process and
+a report) can share one store without losing rows. Only the standard library's ``sqlite3`` is used.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from .errors import UsageError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x6D756263  # "mubc": marks a SQLite file as a mubench store
+BUSY_TIMEOUT_S = 60.0
+RESULTS_SCHEMA = "mubench.results/1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    created       TEXT NOT NULL,
+    recorded      TEXT NOT NULL,
+    suite         TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    protocol_hash TEXT NOT NULL,
+    git           TEXT,
+    n_samples     INTEGER NOT NULL DEFAULT 0,
+    results_json  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_key ON runs (suite, method, model, protocol_hash, created);
+CREATE TABLE IF NOT EXISTS results (
+    run_id           TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    metric           TEXT NOT NULL,
+    value            REAL,
+    ci_low           REAL,
+    ci_high          REAL,
+    n                INTEGER,
+    higher_is_better INTEGER NOT NULL,
+    PRIMARY KEY (run_id, metric)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    prompt_id   TEXT NOT NULL,
+    image_index INTEGER NOT NULL,
+    seed        INTEGER,
+    path        TEXT,
+    sha256      TEXT,
+    key         TEXT,
+    sample_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, prompt_id, image_index)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    run_id      TEXT NOT NULL,
+    prompt_id   TEXT NOT NULL,
+    image_index INTEGER NOT NULL,
+    scorer      TEXT NOT NULL,
+    score_json  TEXT NOT NULL,
+    PRIMARY KEY (run_id, prompt_id, image_index, scorer),
+    FOREIGN KEY (run_id, prompt_id, image_index)
+        REFERENCES samples (run_id, prompt_id, image_index) ON DELETE CASCADE
+);
+"""
+
+_TABLES = ("meta", "runs", "results", "samples", "scores")
+
+
+def mubench_home() -> Path:
+    """Root of mubench's user data: ``$MUBENCH_HOME`` if set, else the platformdirs user cache dir."""
+    env = os.environ.get("MUBENCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mubench"))
+
+
+def default_store_path() -> Path:
+    """``$MUBENCH_HOME/store.sqlite``, or ``store.sqlite`` under the user cache dir."""
+    return mubench_home() / "store.sqlite"
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON for what scorers return: numpy scalars become numbers; arrays/tensors are not stored."""
+    item = getattr(obj, "item", None)
+    shape = getattr(obj, "shape", None)
+    if shape is not None and tuple(shape) == () and callable(item):
+        return item()
+    if shape is not None:
+        return {"__array__": list(shape)}  # features (e.g. for FID) stay in the score cache, not the store
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, allow_nan=True)  # key order kept: metric order is meaningful
+
+
+def _float(x: Any) -> Optional[float]:
+    if x is None:
+        return None
+    value = float(x)
+    return value
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Store:
+    """A mubench results store in one SQLite file.
+
+    ``Store(path)`` creates the file (and its folder) when missing; ``Store(path, create=False)``
+    raises :class:`~mubench.errors.UsageError` instead, which is what read-only commands want.
+    A file that is not SQLite, or a SQLite file that is not a mubench store, or one written by a
+    newer mubench, raises UsageError naming the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        if not self.path.exists():
+            if not create:
+                raise UsageError(f"no results store at {self.path} (nothing has been recorded there yet; "
+                                 f"run `mubench run ... store={self.path}` first or pass store=PATH)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise UsageError(f"store path {self.path} is a folder; expected a SQLite file (e.g. {self.path}/store.sqlite)")
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as err:
+            raise UsageError(f"cannot open results store {self.path}: {err}") from None
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            raise UsageError(f"{self.path} is not a readable mubench results store ({err})") from None
+        except UsageError:
+            self._conn.close()
+            raise
+
+    # -- connection and schema -------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # look before touching anything: one read snapshot of the header and the table list
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # DatabaseError on a non-SQLite file
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.execute("COMMIT")
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
+            raise UsageError(f"{self.path} is a SQLite file but not a mubench results store "
+                             f"(application id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if app_id == APPLICATION_ID and "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if self.journal_mode != "wal":  # e.g. a store copied without its -wal file
+                self._set_wal()
+        else:  # a new (empty) file: make it a store; WAL mode is persistent in the file
+            self._set_wal()
+            with self._write() as cur:
+                for stmt in _DDL.split(";"):
+                    if stmt.strip():
+                        cur.execute(stmt)
+                row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:  # we are first (another process may have created it meanwhile)
+                    cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    cur.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (_utc_now(),))
+                    cur.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    return
+        if row is None:
+            raise UsageError(f"{self.path}: mubench store without a schema version (damaged?)")
+        try:
+            version = int(row[0])
+        except ValueError:
+            version = -1
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"{self.path} has store schema version {row[0]}, newer than this mubench "
+                             f"understands ({SCHEMA_VERSION}); upgrade mubench or use another store=PATH")
+        if version < 1:
+            raise UsageError(f"{self.path}: unrecognised store schema version {row[0]!r}")
+
+    def _set_wal(self) -> None:
+        """Switch to WAL (persistent in the file). The switch needs a brief exclusive lock: retry."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self.journal_mode = str(mode).lower()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, taking the write lock up front (no deadlock on lock upgrade)."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        return int(self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def record_run(self, results: dict[str, Any], samples: Sequence[dict[str, Any]] = ()) -> str:
+        """Store one run (its ``results.json`` object and per-image sample dicts); return its run id.
+
+        Recording the same ``run_id`` again replaces that run's rows (idempotent), all in one transaction.
+        """
+        _validate_results(results)
+        run_id = str(results["run_id"])
+        metrics = results.get("metrics") or {}
+        sample_rows, score_rows = [], []
+        for s in samples:
+            try:
+                prompt_id, image_index = str(s["prompt_id"]), int(s["image_index"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise UsageError(f"run {run_id}: a sample needs prompt_id and image_index ({err!r})") from None
+            meta = {k: v for k, v in s.items() if k != "scores"}
+            sample_rows.append((run_id, prompt_id, image_index, s.get("seed"), s.get("path"), s.get("sha256"),
+                                s.get("key"), _dumps(meta)))
+            for scorer, score in (s.get("scores") or {}).items():
+                score_rows.append((run_id, prompt_id, image_index, str(scorer), _dumps(score)))
+        with self._write() as cur:
+            cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            cur.execute(
+                "INSERT INTO runs (run_id, created, recorded, suite, method, model, protocol_hash, git, n_samples, "
+                "results_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, str(results.get("created") or _utc_now()), _utc_now(), str(results["suite"]),
+                 str(results["method"]), str(results["model"]), str(results.get("protocol_hash") or ""),
+                 results.get("git"), len(sample_rows), _dumps(results)),
+            )
+            cur.executemany(
+                "INSERT INTO results (run_id, metric, value, ci_low, ci_high, n, higher_is_better) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, name, _float(m.get("value")), _float(m.get("ci_low")), _float(m.get("ci_high")),
+                  m.get("n"), int(bool(m.get("higher_is_better", True)))) for name, m in metrics.items()],
+            )
+            cur.executemany("INSERT INTO samples (run_id, prompt_id, image_index, seed, path, sha256, key, "
+                            "sample_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sample_rows)
+            cur.executemany("INSERT INTO scores (run_id, prompt_id, image_index, scorer, score_json) "
+                            "VALUES (?, ?, ?, ?, ?)", score_rows)
+        return run_id
+
+    def delete_run(self, run_id: str) -> bool:
+        with self._write() as cur:
+            cur.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            return cur.rowcount > 0
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def runs(self, suite: Optional[str] = None, methods: Optional[Sequence[str]] = None,
+             model: Optional[str] = None, limit: Optional[int] = None) -> list[dict[str, Any]]:
+        """Recorded runs, newest first: id, times, suite, method, model, protocol hash, git, counts, metrics."""
+        where, args = _filters(suite, methods, model)
+        sql = ("SELECT run_id, created, recorded, suite, method, model, protocol_hash, git, n_samples, results_json "
+               f"FROM runs {where} ORDER BY created DESC, rowid DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for row in self._conn.execute(sql, args):
+            results = json.loads(row[9])
+            out.append({
+                "run_id": row[0], "created": row[1], "recorded": row[2], "suite": row[3], "method": row[4],
+                "model": row[5], "protocol_hash": row[6], "git": row[7], "n_samples": row[8],
+                "metrics": {k: v.get("value") for k, v in (results.get("metrics") or {}).items()},
+                "total_s": (results.get("timing") or {}).get("total_s"),
+            })
+        return out
+
+    def get_results(self, run_id: str) -> dict[str, Any]:
+        """The stored ``results.json`` object of one run (a unique prefix of the id is accepted)."""
+        rows = self._conn.execute("SELECT results_json FROM runs WHERE run_id = ? OR run_id LIKE ? LIMIT 2",
+                                  (run_id, run_id.replace("%", "") + "%")).fetchall()
+        if not rows:
+            raise UsageError(f"no run {run_id!r} in {self.path}")
+        if len(rows) > 1:
+            exact = self._conn.execute("SELECT results_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if exact is None:
+                raise UsageError(f"run id prefix {run_id!r} is ambiguous in {self.path}")
+            rows = [exact]
+        return json.loads(rows[0][0])
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's sample dicts with their ``scores``, ordered by (prompt_id, image_index)."""
+        samples: dict[tuple[str, int], dict[str, Any]] = {}
+        for pid, idx, blob in self._conn.execute(
+                "SELECT prompt_id, image_index, sample_json FROM samples WHERE run_id = ? "
+                "ORDER BY prompt_id, image_index", (run_id,)):
+            sample = json.loads(blob)
+            sample["scores"] = {}
+            samples[(pid, idx)] = sample
+        for pid, idx, scorer, blob in self._conn.execute(
+                "SELECT prompt_id, image_index, scorer, score_json FROM scores WHERE run_id = ?", (run_id,)):
+            samples[(pid, idx)]["scores"][scorer] = json.loads(blob)
+        return list(samples.values())
+
+    def latest_results(self, suite: Optional[str] = None, methods: Optional[Sequence[str]] = None,
+                       model: Optional[str] = None) -> list[dict[str, Any]]:
+        """The newest run's ``results.json`` per (suite, method, model, protocol_hash), oldest key first."""
+        where, args = _filters(suite, methods, model)
+        sql = f"""
+            SELECT results_json FROM (
+                SELECT results_json, suite, method, model, protocol_hash, created, rowid AS rid,
+                       ROW_NUMBER() OVER (PARTITION BY suite, method, model, protocol_hash
+                                          ORDER BY created DESC, rowid DESC) AS rank
+                FROM runs {where})
+            WHERE rank = 1 ORDER BY suite, method, model, created, rid"""
+        return [json.loads(r[0]) for r in self._conn.execute(sql, args)]
+
+    def count(self, table: str) -> int:
+        if table not in _TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _filters(suite: Optional[str], methods: Optional[Sequence[str]], model: Optional[str]) -> tuple[str, list]:
+    clauses, args = [], []
+    if suite:
+        clauses.append("suite = ?")
+        args.append(suite)
+    if methods:
+        methods = list(methods)
+        clauses.append(f"method IN ({', '.join('?' * len(methods))})")
+        args.extend(methods)
+    if model:
+        clauses.append("model = ?")
+        args.append(model)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _validate_results(results: Any) -> None:
+    if not isinstance(results, dict):
+        raise UsageError(f"a results object must be a dict, got {type(results).__name__}")
+    missing = [k for k in ("run_id", "suite", "method", "model") if not results.get(k)]
+    if missing:
+        raise UsageError(f"results object lacks {', '.join(missing)}")
+    metrics = results.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise UsageError("results 'metrics' must map metric names to {value, ci_low, ci_high, n, higher_is_better}")
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "value" not in m:
+            raise UsageError(f"results metric {name!r} must be a dict with a 'value'")
+        value = m["value"]
+        if value is not None and not isinstance(value, (int, float)):
+            raise UsageError(f"results metric {name!r}: value {value!r} is not a number")
+        if isinstance(value, float) and math.isinf(value):
+            pass  # stored as is; SQLite keeps infinities
+
+
+def read_results_dir(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """``results.json`` objects from a run's ``out`` folder, a results file, or a folder of run folders."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = [p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))
+    else:
+        raise UsageError(f"results path {p} does not exist")
+    if not files:
+        raise UsageError(f"no results.json under {p}")
+    out = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsageError(f"{f}: cannot read results ({err})") from None
+        try:
+            _validate_results(data)
+        except UsageError as err:
+            raise UsageError(f"{f}: {err}") from None
+        out.append(data)
+    return out
+
+
+def select_results(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,
+                   methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> tuple[list[dict], str]:
+    """Results to report or check, and a description of where they came from.
+
+    ``results`` (a run's ``out`` folder, a ``results.json`` file or a folder of run folders) wins over
+    ``store``; from a store, the newest run per (suite, method, model, protocol hash) is taken.
+    No matching results raises UsageError.
+    """
+    if results is not None and store is not None:
+        raise UsageError("pass results=DIR or store=PATH, not both")
+    if results is not None:
+        found = [r for r in read_results_dir(results)
+                 if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
+                 and (not model or r.get("model") == model)]
+        source = f"results {results}"
+    else:
+        with Store(store, create=False) as st:
+            found = st.latest_results(suite=suite, methods=methods, model=model)
+            source = f"store {st.path}"
+    if not found:
+        filters = ", ".join(f"{k}={v if isinstance(v, str) else ','.join(v)}"
+                            for k, v in (("suite", suite), ("methods", methods), ("model", model)) if v)
+        raise UsageError(f"no results in {source}" + (f" match {filters}" if filters else ""))
+    return found, source
+
+
+__all__ = ["Store", "select_results", "default_store_path", "mubench_home", "read_results_dir", "SCHEMA_VERSION", "RESULTS_SCHEMA"]
