@@ -14,5 +14,7 @@ def register_builtins(r: "Registries") -> None:
     r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
+    r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")
     # scorers
     r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")
+    r.scorers.register("blip-vqa", "mubench.scorers.blip_vqa:BlipVqa", "T2I-CompBench BLIP-VQA: product over noun phrases of first-step P(yes)/(P(yes)+P(no))")

@@ -71,6 +71,12 @@ class Suite(ABC):
     def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
         """Per-image scores → metrics (with bootstrap CIs where the metric allows)."""
 
+    def image_seed(self, item: PromptItem, image_index: int, run_seed: int) -> Optional[int]:
+        """A seed fixed by the suite's reference protocol for this image, or None (the default) to use the
+        harness's per-image stream :func:`mubench.seeding.image_seed`. Suites that reproduce a reference's
+        seeds (T2I-CompBench: 42 + j) override it."""
+        return None
+
     def check_assets(self) -> None:
         """Raise AssetError naming any missing local file before any work is done."""
 
