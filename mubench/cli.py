@@ -23,6 +23,10 @@ def _register_commands() -> None:
 
     app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(run.run_command)
     app.command("list")(listing.list_command)
+    app.command("runs")(__import__("mubench.commands.runs", fromlist=["runs_command"]).runs_command)
+    app.command("report")(__import__("mubench.commands.report", fromlist=["report_command"]).report_command)
+    app.command("baseline")(__import__("mubench.commands.baseline", fromlist=["x"]).baseline_command)
+    app.command("check")(__import__("mubench.commands.check", fromlist=["check_command"]).check_command)
     app.command("assets")(__import__("mubench.commands.assets", fromlist=["assets_command"]).assets_command)
 
 

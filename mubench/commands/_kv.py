@@ -1,0 +1,58 @@
+"""``KEY=VALUE`` arguments of the result commands (report, runs, baseline, check)."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+from ..config import parse_overrides
+from ..errors import UsageError, close_matches
+
+
+def parse_kv(args: Optional[Sequence[str]], keys: Iterable[str], prefixes: Iterable[str] = (),
+             command: str = "") -> dict[str, Any]:
+    """``["store=x", "tolerance.fid=abs:1"]`` → dict; a key outside ``keys`` (or ``PREFIX.anything``)
+    raises UsageError with close matches and the valid keys."""
+    keys, prefixes = list(keys), list(prefixes)
+    out: dict[str, Any] = {}
+    for key, value in parse_overrides(list(args or [])):
+        head = key.split(".", 1)[0]
+        if key in keys or ("." in key and head in prefixes and key.split(".", 1)[1]):
+            out[key] = value
+            continue
+        valid = keys + [f"{p}.NAME" for p in prefixes]
+        hint = close_matches(key, keys + prefixes) or close_matches(head, keys + prefixes)
+        where = f" for `mubench {command}`" if command else ""
+        msg = f"unknown key {key!r}{where}"
+        if hint:
+            msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+        raise UsageError(msg + f"\n  valid keys: {', '.join(valid)}")
+    return out
+
+
+def as_list(value: Any, key: str) -> Optional[list[str]]:
+    """``methods=a,b`` (or a YAML list) → ``["a", "b"]``; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    else:
+        items = [v.strip() for v in str(value).split(",")]
+    items = [v for v in items if v]
+    if not items:
+        raise UsageError(f"{key}= needs at least one name")
+    return items
+
+
+def as_str(value: Any) -> Optional[str]:
+    return None if value is None or value == "" else str(value)
+
+
+def as_bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+        return False
+    if value in (0, 1):
+        return bool(value)
+    raise UsageError(f"bad value {key}={value!r}; expected true or false")

@@ -1,0 +1,65 @@
+"""``mubench check --baseline FILE``: fail (exit 1) when a metric got worse than the baseline."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ..errors import UsageError
+from ._kv import as_list, as_str, parse_kv
+
+KEYS = ("store", "results", "suite", "methods", "model", "tolerance", "protocol")
+
+
+def check_command(
+    args: Optional[list[str]] = typer.Argument(
+        None, metavar="KEY=VALUE",
+        help="results=DIR (run folder(s)) | store=PATH (default: the user store) | suite=S | methods=a,b | model=M | "
+             "tolerance=abs:X|rel:Y|ci:K (all metrics) | tolerance.METRIC=abs:X|rel:Y|ci:K | "
+             "protocol=strict|any (compare across a changed protocol)"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="FILE", help="Baseline JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+) -> None:
+    """Compare results with a baseline; exit 1 if a metric is worse beyond tolerance, 2 on unusable input.
+
+    Direction aware: for a lower-is-better metric (FID) only an increase counts; improvements are shown and pass. Which tolerance applies: tolerance.METRIC on the command line > the file's METRIC > tolerance on the command line > the file's '*' > exact.
+
+    Example: mubench check --baseline reports/baselines/micro.json results=out/
+    """
+    from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance, render_check
+    from ..store import select_results
+
+    if not baseline:
+        raise UsageError("mubench check needs --baseline FILE")
+    kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="check")
+    tolerances = {k.split(".", 1)[1]: parse_tolerance(v, k) for k, v in kv.items() if k.startswith("tolerance.")}
+    if kv.get("tolerance") is not None:
+        tolerances[DEFAULT_KEY] = parse_tolerance(kv["tolerance"], "tolerance")
+    protocol = kv.get("protocol", "strict")
+    if protocol not in ("strict", "any"):
+        raise UsageError(f"bad value protocol={protocol!r}; expected strict or any")
+    base = load_baseline(baseline)
+    methods = as_list(kv.get("methods"), "methods")
+    suite, model = as_str(kv.get("suite")), as_str(kv.get("model"))
+    base["entries"] = [e for e in base["entries"] if (not suite or e["suite"] == suite)
+                       and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
+    if not base["entries"]:
+        raise UsageError(f"baseline {baseline} has no entries matching the given suite/methods/model")
+    current, source = select_results(store=as_str(kv.get("store")), results=as_str(kv.get("results")),
+                                     suite=suite, methods=methods, model=model)
+    report = compare(base, current, tolerances, any_protocol=protocol == "any")
+    if as_json:
+        typer.echo(json.dumps(report.as_dict() | {"baseline": str(baseline), "source": source}, indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+        console.print(f"baseline {baseline} vs {source}")
+        render_check(report, console)
+    if report.failed:
+        failures = report.failures()
+        raise RegressionError(f"check failed: {len(failures)} metric(s) worse than {baseline} beyond tolerance, "
+                              "missing, or under a changed protocol")

@@ -1,0 +1,180 @@
+"""`mubench baseline` / `mubench check`: direction-aware regression checks with tolerances (no models)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mubench.check import compare, load_baseline, make_baseline, parse_tolerance, Tolerance
+from mubench.cli import main
+from mubench.errors import UsageError
+from mubench.store import Store
+from results_fakes import fake_results
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def _run_dir(root, name: str, results: dict) -> str:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps(results))
+    return str(d)
+
+
+@pytest.fixture
+def baseline(tmp_path, capsys):
+    """A baseline written by the CLI from a store: sd on micro, fid 20 (lower better), clip 0.30 (higher better)."""
+    store = tmp_path / "base.sqlite"
+    with Store(store) as st:
+        st.record_run(fake_results("sd", {"fid": 20.0, "clip": 0.30}, ci=0.5))
+    path = tmp_path / "baseline.json"
+    code, _, err = call(capsys, "baseline", "--write", str(path), f"store={store}", "tolerance.clip=rel:0.1")
+    assert code == 0, err
+    return path
+
+
+def test_baseline_file_holds_metrics_protocol_and_tolerances(baseline):
+    data = load_baseline(baseline)
+    [entry] = data["entries"]
+    assert (entry["suite"], entry["method"], entry["model"], entry["protocol_hash"]) == ("micro", "sd", "micro",
+                                                                                          "proto-a")
+    assert entry["metrics"]["fid"] == {"value": 20.0, "ci_low": 19.5, "ci_high": 20.5, "n": 100,
+                                       "higher_is_better": False}
+    assert entry["protocol"]["sampler"]["steps"] == 20
+    assert data["tolerances"] == {"clip": "rel:0.1"}
+
+
+def test_equal_results_pass(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 20.0, "clip": 0.30}))
+    code, out, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}")
+    assert code == 0, out + err
+    assert "check passed" in out
+
+
+def test_injected_regression_fails_with_a_readable_diff(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 23.5, "clip": 0.30}))  # FID up = worse
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}")
+    assert code == 1
+    assert "REGRESSED" in out and "check failed" in out
+    assert "fid: 20 → 23.5 (lower is better; worse by 3.5 > allowed" in out
+
+
+def test_improvements_pass_in_both_directions(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 15.0, "clip": 0.40}))
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["passed"] is True
+    assert {f["metric"]: f["status"] for f in report["findings"]} == {"fid": "better", "clip": "better"}
+
+
+def test_lower_clip_is_a_regression_but_within_file_tolerance_passes(tmp_path, baseline, capsys):
+    within = _run_dir(tmp_path, "within", fake_results("sd", {"fid": 20.0, "clip": 0.28}))  # -6.7% < rel:0.1
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={within}", "--json")
+    assert code == 0
+    assert {f["metric"]: f["status"] for f in json.loads(out)["findings"]}["clip"] == "worse, within tolerance"
+    beyond = _run_dir(tmp_path, "beyond", fake_results("sd", {"fid": 20.0, "clip": 0.26}))  # -13%
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={beyond}")
+    assert code == 1 and "clip: 0.3 → 0.26 (higher is better" in out
+
+
+def test_command_line_tolerance_overrides_the_file(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 21.0, "clip": 0.28}))
+    code, _, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}")
+    assert code == 1  # fid exact by default
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance.fid=abs:1.5")
+    assert code == 0, out
+    code, _, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance.fid=abs:1.5",
+                      "tolerance.clip=rel:0.01")  # the command line beats the file's rel:0.1 for clip
+    assert code == 1
+    code, _, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance=rel:0.06")
+    assert code == 0  # default for fid (5% worse); the file's clip rel:0.1 still applies
+    code, _, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance.fid=ci:2")
+    assert code == 0  # 2 x CI half-width 0.5 = 1.0 >= 1.0 worse
+
+
+def test_check_against_a_store_and_protocol_change(tmp_path, baseline, capsys):
+    store = tmp_path / "current.sqlite"
+    with Store(store) as st:
+        st.record_run(fake_results("sd", {"fid": 20.0, "clip": 0.30}, protocol_hash="proto-b", steps=50))
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"store={store}")
+    assert code == 1 and "PROTOCOL CHANGED" in out and "sampler.steps 20 → 50" in out
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"store={store}", "protocol=any")
+    assert code == 0, out
+    with Store(store) as st:  # a run under the baseline's protocol is preferred when both exist
+        st.record_run(fake_results("sd", {"fid": 25.0, "clip": 0.30}, created="2025-01-01T00:00:00+00:00"))
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"store={store}")
+    assert code == 1 and "REGRESSED" in out and "PROTOCOL" not in out
+
+
+def test_missing_metric_fails_and_new_metric_is_shown(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 20.0, "overall": 0.5}))
+    code, out, _ = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "--json")
+    assert code == 1
+    statuses = {f["metric"]: f["status"] for f in json.loads(out)["findings"]}
+    assert statuses == {"fid": "ok", "clip": "MISSING", "overall": "new"}
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"schema": "something/9", "entries": []}), "'schema'"),
+    (json.dumps({"schema": "mubench.baseline/1", "entries": []}), "non-empty list"),
+    (json.dumps({"schema": "mubench.baseline/1", "entries": [{"suite": "micro", "method": "sd", "model": "m",
+                                                              "metrics": {"fid": {"value": "x"}}}]}), "numeric"),
+    (json.dumps({"schema": "mubench.baseline/1", "tolerances": {"fid": "pct:3"},
+                 "entries": [{"suite": "micro", "method": "sd", "model": "m", "metrics": {"fid": {"value": 1}}}]}),
+     "unknown tolerance kind"),
+])
+def test_missing_or_malformed_baseline_exits_2(tmp_path, capsys, content, needle):
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 20.0}))
+    code, out, err = call(capsys, "check", "--baseline", str(path), f"results={run}")
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_no_matching_results_and_bad_arguments_exit_2(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("lora", {"fid": 20.0}))
+    code, _, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}")
+    assert code == 2 and "no current results match the baseline" in err
+    code, _, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerence.fid=abs:1")
+    assert code == 2 and "did you mean 'tolerance'" in err
+    code, _, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance.fid=lots")
+    assert code == 2 and "not a tolerance" in err
+    code, _, err = call(capsys, "check", f"results={run}")
+    assert code == 2 and "--baseline" in err
+    code, _, err = call(capsys, "baseline", f"results={run}")
+    assert code == 2 and "--write" in err
+
+
+def test_subprocess_exit_code_1_on_regression(tmp_path, baseline):
+    """What CI sees: `python -m mubench check` exits 1 and prints the diff (one subprocess: imports are slow)."""
+    bad = _run_dir(tmp_path, "bad", fake_results("sd", {"fid": 30.0, "clip": 0.30}))
+    proc = subprocess.run([sys.executable, "-m", "mubench", "check", "--baseline", str(baseline), f"results={bad}"],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 1 and "REGRESSED" in proc.stdout and "Traceback" not in proc.stderr
+    assert "check failed" in proc.stderr
+
+
+def test_tolerance_parsing_and_direction_in_the_library():
+    assert parse_tolerance("abs:0.5") == Tolerance("abs", 0.5)
+    assert parse_tolerance("rel:5%") == Tolerance("rel", 0.05)
+    assert parse_tolerance(2) == Tolerance("abs", 2.0)
+    with pytest.raises(UsageError):
+        parse_tolerance("abs:-1")
+    base = make_baseline([fake_results("sd", {"fid": 10.0, "clip": 0.5})])
+    report = compare(base, [fake_results("sd", {"fid": 9.0, "clip": 0.4})], {"clip": "abs:0.05"})
+    by_metric = {f.metric: f for f in report.findings}
+    assert by_metric["fid"].status == "better" and by_metric["fid"].worse_by == pytest.approx(-1.0)
+    assert by_metric["clip"].status == "REGRESSED" and by_metric["clip"].worse_by == pytest.approx(0.1)
+    assert report.failed

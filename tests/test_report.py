@@ -1,0 +1,187 @@
+"""`mubench report` and `mubench runs` over a store of fake results (no models)."""
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from mubench.cli import main
+from mubench.errors import UsageError
+from mubench.report import build_table, load_table_spec, parse_table_spec, render
+from mubench.store import Store
+from results_fakes import fake_results
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process (main() maps errors to exit codes); return (code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "store.sqlite"
+    with Store(path) as st:
+        st.record_run(fake_results("sd", {"fid": 23.39, "clip": 0.331}, ci=0.2))
+        st.record_run(fake_results("lora", {"fid": 23.18, "clip": 0.329}, ci=0.2))
+        st.record_run(fake_results("maskunet", {"fid": 21.88, "clip": 0.334}, ci=0.2))
+        st.record_run(fake_results("full-ft", {"fid": 24.45, "clip": 0.330}, ci=0.2))
+    return path
+
+
+def _latex_rows(text: str) -> dict[str, list[str]]:
+    body = text.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    rows = {}
+    for line in body.strip().splitlines():
+        cells = [c.strip() for c in line.rstrip("\\ ").split("&")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_latex_tabular_bolds_the_best_value_direction_aware(store, capsys):
+    code, out, err = call(capsys, "report", "--latex", f"store={store}")
+    assert code == 0, err
+    assert r"\begin{tabular}" in out and r"\end{tabular}" in out and r"\toprule" in out
+    header = out.split(r"\toprule")[1].split(r"\midrule")[0]
+    assert r"fid $\downarrow^{a}$" in header and r"clip $\uparrow^{a}$" in header
+    rows = _latex_rows(out)
+    assert list(rows) == ["sd", "full-ft", "lora", "maskunet"]  # the project's method order
+    # lower FID is best: maskunet's 21.88, not full-ft's 24.45; higher CLIP is best: maskunet's 0.334
+    assert rows["maskunet"] == [r"\textbf{21.88}", r"\textbf{0.334}"]
+    assert rows["full-ft"] == ["24.45", "0.330"] and rows["sd"] == ["23.39", "0.331"]
+    assert out.count(r"\textbf") == 2
+    assert "$^{a}$ micro: ddim 20 steps" in out and "fid n=100" in out  # protocol and n as footnote
+
+
+def test_bold_follows_direction_when_higher_fid_would_win(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        st.record_run(fake_results("sd", {"fid": 10.0, "single_object": 0.9}))
+        st.record_run(fake_results("lora", {"fid": 30.0, "single_object": 0.5}))
+    code, out, _ = call(capsys, "report", "--markdown", f"store={path}")
+    assert code == 0
+    assert "| sd | **10.00** | **0.900** |" in out and "| lora | 30.00 | 0.500 |" in out
+    assert "fid ↓ [a]" in out and "single_object ↑ [a]" in out
+
+
+def test_markdown_with_ci_and_ties_are_not_bold(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        st.record_run(fake_results("sd", {"clip": 0.33, "fid": 20.0}, ci=0.5))
+        st.record_run(fake_results("lora", {"clip": 0.33, "fid": 21.0}, ci=0.5))
+    code, out, _ = call(capsys, "report", f"store={path}", "ci=true")
+    assert code == 0
+    assert "| sd | 0.330 ± 0.500 | **20.00 ± 0.50** |" in out  # all-tied clip column: nothing bold
+    assert "half the width of the 95% bootstrap confidence interval" in out
+
+
+def test_csv_round_trips_through_pandas(store, capsys):
+    code, out, _ = call(capsys, "report", "--csv", f"store={store}", "methods=sd,maskunet")
+    assert code == 0
+    frame = pd.read_csv(io.StringIO(out), comment="#", index_col=0)
+    assert list(frame.index) == ["sd", "maskunet"]
+    assert frame.loc["maskunet", "fid [a]"] == pytest.approx(21.88)
+    assert frame.loc["sd", "clip [a]"] == pytest.approx(0.331)
+    assert "# [a] micro:" in out
+
+
+def test_different_protocols_are_split_and_flagged(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        st.record_run(fake_results("sd", {"fid": 20.0}, protocol_hash="p-20-steps", steps=20))
+        st.record_run(fake_results("lora", {"fid": 30.0}, protocol_hash="p-20-steps", steps=20))
+        st.record_run(fake_results("maskunet", {"fid": 10.0}, protocol_hash="p-50-steps", steps=50))
+    code, out, _ = call(capsys, "report", f"store={path}")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "| Method | fid ↓ [a] | fid ↓ [b] |"
+    assert "| sd | **20.00** | – |" in lines and "| maskunet | – | **10.00** |" in lines  # 10 < 20 but never compared
+    assert "made under 2 different protocols" in out and "not comparable" in out
+    assert "differs from [a] in sampler.steps 20 → 50" in out
+
+
+def test_paper_table_spec_fixes_rows_columns_and_caption(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        for method, v14, v17 in (("sd", 12.85, 23.39), ("full-ft", 14.06, 24.45), ("lora", 12.82, 23.18),
+                                 ("maskunet", 11.72, 21.88), ("dropout", 26.0, 26.56)):
+            st.record_run(fake_results(method, {"fid": v14, "clip": 0.32}, suite="coco2014-30k", protocol_hash="c14"))
+            st.record_run(fake_results(method, {"fid": v17, "clip": 0.33}, suite="coco", protocol_hash="c17"))
+    code, out, err = call(capsys, "report", "--latex", f"store={path}", "table=paper-table1")
+    assert code == 0, err
+    assert r"\caption{Quantitative results of zero-shot generation" in out and r"\label{tab:coco-zero-shot}" in out
+    rows = _latex_rows(out)
+    assert list(rows) == ["SD 1.5", "Full Fine-tune", "LoRA", "MaskUNet"]  # dropout is not in Table 1
+    assert rows["MaskUNet"] == [r"\textbf{11.72}", "0.32", r"\textbf{21.88}", "0.33"]
+    header = out.split(r"\toprule")[1].split(r"\midrule")[0]
+    assert r"COCO 2014 FID-30k $\downarrow^{a}$" in header and r"COCO 2017 CLIP $\uparrow^{b}$" in header
+
+    code, out, _ = call(capsys, "report", f"store={path}", "table=paper-supp-table4")
+    assert code == 0
+    assert "| Dropout (ratio=0.1) | 26.56 | 0.33 |" in out and "| MaskUNet | **21.88** | 0.33 |" in out
+    assert "| Random Mask | – | – |" in out and "no stored results for: Random Mask" in out
+
+
+def test_micro_spec_lists_all_micro_metrics():
+    spec = load_table_spec("micro")
+    assert [c.metric for c in spec.columns] == ["fid", "clip", "color", "shape", "texture", "single_object",
+                                                "two_object", "counting", "colors", "position", "color_attr",
+                                                "overall"]
+    assert [r.method for r in spec.rows] == ["sd", "full-ft", "lora", "dropout", "random-mask", "maskunet",
+                                             "maskunet-free"]
+
+
+def test_table_spec_errors_name_the_bad_key():
+    with pytest.raises(UsageError, match="did you mean 'metric'"):
+        parse_table_spec({"columns": [{"metrc": "fid"}]})
+    with pytest.raises(UsageError, match="not a Python number format"):
+        parse_table_spec({"columns": [{"metric": "fid", "format": "two decimals"}]})
+    with pytest.raises(UsageError, match="did you mean 'caption'"):
+        parse_table_spec({"captoin": "x"})
+
+
+def test_several_models_get_a_model_column():
+    table = build_table([fake_results("sd", {"fid": 1.0}, model="a"), fake_results("sd", {"fid": 2.0}, model="b")])
+    out = render(table, "markdown")
+    assert "| Method | Model | fid ↓ [a] |" in out and "| sd | a | **1.00** |" in out and "| sd | b | 2.00 |" in out
+
+
+def test_report_usage_errors_exit_2(tmp_path, store, capsys):
+    code, _, err = call(capsys, "report", f"store={store}", "sute=micro")
+    assert code == 2 and "did you mean 'suite'" in err and "Traceback" not in err
+    code, _, err = call(capsys, "report", f"store={tmp_path / 'none.sqlite'}")
+    assert code == 2 and "no results store" in err
+    code, _, err = call(capsys, "report", f"store={store}", "suite=coco")
+    assert code == 2 and "no results" in err and "suite=coco" in err
+    code, _, err = call(capsys, "report", f"store={store}", "table=paper-tabel1")
+    assert code == 2 and "paper-table1" in err
+    code, _, err = call(capsys, "report", "--latex", "--csv", f"store={store}")
+    assert code == 2
+
+
+def test_report_from_results_dirs_and_out_file(tmp_path, capsys):
+    for method, fid in (("sd", 20.0), ("lora", 19.0)):
+        d = tmp_path / "runs" / method
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(fake_results(method, {"fid": fid})))
+    target = tmp_path / "table.tex"
+    code, out, err = call(capsys, "report", "--latex", f"results={tmp_path / 'runs'}", f"out={target}")
+    assert code == 0 and out == "" and "wrote" in err
+    assert _latex_rows(target.read_text())["lora"] == [r"\textbf{19.00}"]
+
+
+def test_runs_lists_runs_as_table_and_json(store, capsys):
+    code, out, _ = call(capsys, "runs", f"store={store}", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"sd", "lora", "maskunet", "full-ft"}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r["run_id"]) for r in rows)
+    code, out, _ = call(capsys, "runs", f"store={store}", "methods=lora")
+    assert code == 0 and "lora" in out and "maskunet" not in out and "fid=23.18" in out
+    code, _, err = call(capsys, "runs", f"store={store}", "limit=0")
+    assert code == 2 and "limit" in err
