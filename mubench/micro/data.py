@@ -20,6 +20,7 @@ palette colour), so the oracle in :mod:`mubench.micro.oracle` can recover them e
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -176,6 +177,35 @@ def parse_caption(caption: str) -> tuple[tuple[Phrase, ...], Optional[str]]:
     if relation is not None and len(phrases) != 2:
         raise ValueError(f"caption {caption!r}: a relation joins exactly two phrases")
     return tuple(phrases), relation
+
+
+def describes(phrases: tuple[Phrase, ...] | list[Phrase], relation: Optional[str],
+              objects: tuple[MicroObject, ...] | list[MicroObject]) -> bool:
+    """Is the caption (``phrases``, ``relation``) true of exactly these objects? Every object must be
+    claimed by one phrase (counts exact), each phrase's named attributes must hold, and a relation
+    must hold between the centres of the objects of phrase 0 and phrase 1. The empty caption
+    describes everything."""
+    if not phrases:
+        return True
+    if sum(p.count for p in phrases) != len(objects):
+        return False
+    slots = [p for p in phrases for _ in range(p.count)]
+    owner = [i for i, p in enumerate(phrases) for _ in range(p.count)]
+    for perm in itertools.permutations(range(len(objects))):
+        if all(slots[k].matches(objects[perm[k]]) for k in range(len(slots))):
+            if relation is None:
+                return True
+            a = [objects[perm[k]] for k in range(len(slots)) if owner[k] == 0]
+            b = [objects[perm[k]] for k in range(len(slots)) if owner[k] == 1]
+            if all(_relation_holds(relation, x, y) for x in a for y in b):
+                return True
+    return False
+
+
+def _relation_holds(relation: str, a: MicroObject, b: MicroObject) -> bool:
+    dx, dy = a.x - b.x, a.y - b.y
+    return {"left of": dx < -abs(dy), "right of": dx > abs(dy), "above": dy < -abs(dx),
+            "below": dy > abs(dx)}[relation]
 
 
 # ---------------------------------------------------------------------------------------------
