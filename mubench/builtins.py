@@ -15,6 +15,8 @@ def register_builtins(r: "Registries") -> None:
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
     r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")
+    r.suites.register("geneval", "mubench.suites.geneval:GenEvalSuite", "GenEval: 553 prompts x 4 images, official correctness rules, overall = mean of task means")
     # scorers
     r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")
     r.scorers.register("blip-vqa", "mubench.scorers.blip_vqa:BlipVqa", "T2I-CompBench BLIP-VQA: product over noun phrases of first-step P(yes)/(P(yes)+P(no))")
+    r.scorers.register("geneval-detector", "mubench.scorers.geneval_detector:GenEvalDetector", "GenEval verdicts from Mask2Former detections and CLIP colour classification")

@@ -1,0 +1,243 @@
+"""GenEval: every correctness rule on crafted detections, summary, official results import, folder layout, tiny backend."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mubench.assets import get_asset
+from mubench.config import build_params
+from mubench.errors import AssetError, UsageError
+from mubench.scorers.base import ScorerContext
+from mubench.scorers.geneval_detector import (ClipColorClassifier, GenEvalDetector, GenEvalDetectorParams, tiny_clip)
+from mubench.suites.base import PromptItem, SampleRecord
+from mubench.suites.geneval import (GenEvalParams, GenEvalSuite, export_samples, import_folder, metrics_from_rows,
+                                    read_metadata, read_results_jsonl, summary_from_results)
+from mubench.suites.geneval_rules import (COLORS, OBJECT_NAMES, Detection, RuleParams, compute_iou, evaluate, judge,
+                                          keep_detections, relative_position, summarize)
+
+torch.set_num_threads(1)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "geneval"
+
+
+def D(x1, y1, x2, y2, score=0.99):
+    return Detection((x1, y1, x2, y2), score)
+
+
+def test_official_metadata_parses_to_counts_and_hash():
+    path = SHARED / "evaluation_metadata.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == get_asset("geneval-metadata").sha256
+    rows = read_metadata(path)
+    assert len(rows) == 553
+    counts = {t: sum(r["tag"] == t for r in rows) for t in {r["tag"] for r in rows}}
+    assert counts == {"single_object": 80, "two_object": 99, "counting": 80, "colors": 94, "position": 100,
+                      "color_attr": 100}
+    names = [ln.strip() for ln in (SHARED / "object_names.txt").read_text().splitlines() if ln.strip()]
+    assert tuple(names) == OBJECT_NAMES
+    assert {c["class"] for r in rows for c in r["include"]} <= set(OBJECT_NAMES)
+    s = GenEvalSuite(build_params(GenEvalParams, {"metadata": str(path)}), "geneval")
+    items = s.items()
+    assert len(items) == 553 and items[0].id == "geneval-00000" and items[0].meta["tag"] == "single_object"
+
+
+def test_missing_metadata_stops_with_assets_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUBENCH_HOME", str(tmp_path))
+    with pytest.raises(AssetError, match="5c48e0813e81"):
+        GenEvalSuite(build_params(GenEvalParams, {}), "geneval").check_assets()
+
+
+def test_thresholds_cap_order_and_nms():
+    dets = {"dog": [D(0, 0, 9, 9, 0.3), D(0, 0, 9, 9, 0.31), D(20, 0, 29, 9, 0.8)], "cat": [D(0, 0, 1, 1, 0.2)]}
+    kept = keep_detections(dets, "single_object")
+    assert [d.score for d in kept["dog"]] == [0.8, 0.31]  # strictly above 0.3, sorted by confidence
+    assert "cat" not in kept  # classes left empty are dropped
+    kept = keep_detections(dets, "counting")  # 0.9 for every class when the tag is counting
+    assert kept == {}
+    many = {"cup": [D(i, 0, i + 1, 1, 0.5 + i / 100) for i in range(20)]}
+    assert len(keep_detections(many, "two_object")["cup"]) == 16
+    # IoU with the +1-pixel convention: boxes 0..9 and 5..14 overlap 5x10 of 10x10 each
+    assert compute_iou((0, 0, 9, 9), (5, 0, 14, 9)) == pytest.approx(50 / 150)
+    near = {"car": [D(0, 0, 9, 9, 0.9), D(5, 0, 14, 9, 0.8), D(40, 0, 49, 9, 0.7)]}
+    assert len(keep_detections(near, "two_object")["car"]) == 3  # NMS off by default (max_overlap 1.0)
+    kept = keep_detections(near, "two_object", RuleParams(max_overlap=0.3))
+    assert [d.score for d in kept["car"]] == [0.9, 0.7]
+
+
+def test_relative_position_by_hand():
+    a = D(0, 0, 10, 10)
+    # offset (-50, 0), revised -(50 - 0.1*20) = -48 → dx = -0.96
+    assert relative_position(a, D(50, 0, 60, 10)) == {"left of"}
+    assert relative_position(D(50, 0, 60, 10), a) == {"right of"}
+    # offset (-30, -30), revised (-28, -28)/42.43 = (-0.66, -0.66): both relations (y grows downward)
+    assert relative_position(a, D(30, 30, 40, 40)) == {"left of", "above"}
+    assert relative_position(D(0, 30, 10, 40), a) == {"below"}
+    # centres 1 px apart, less than 0.1 * (10 + 10): no relation at all
+    assert relative_position(a, D(1, 1, 11, 11)) == set()
+    # offset (-12, -3): revised (-10, -1) / 12.37 = (-0.81, -0.08) → only left of
+    assert relative_position(a, D(12, 3, 22, 13)) == {"left of"}
+
+
+def _meta(tag, include, exclude=()):
+    return {"tag": tag, "include": list(include), "exclude": list(exclude), "prompt": "p"}
+
+
+def test_include_exclude_and_counting_rules():
+    single = _meta("single_object", [{"class": "bench", "count": 1}])
+    assert judge(single, {"bench": [D(0, 0, 5, 5, 0.4)]}).correct
+    v = judge(single, {"bench": [D(0, 0, 5, 5, 0.29)]})
+    assert not v.correct and v.reason == "expected bench>=1, found 0"
+    two = _meta("two_object", [{"class": "cat", "count": 1}, {"class": "dog", "count": 1}])
+    assert not judge(two, {"cat": [D(0, 0, 5, 5)]}).correct
+    assert judge(two, {"cat": [D(0, 0, 5, 5)], "dog": [D(9, 9, 12, 12)]}).correct
+    count2 = _meta("counting", [{"class": "clock", "count": 2}], [{"class": "clock", "count": 3}])
+    assert judge(count2, {"clock": [D(0, 0, 1, 1, 0.95), D(5, 5, 6, 6, 0.92), D(9, 9, 10, 10, 0.6)]}).correct
+    v = judge(count2, {"clock": [D(0, 0, 1, 1, 0.95), D(5, 5, 6, 6, 0.92), D(9, 9, 10, 10, 0.91)]})
+    assert not v.correct and v.reason == "expected clock<3, found 3"
+    v = judge(count2, {"clock": [D(0, 0, 1, 1, 0.95), D(5, 5, 6, 6, 0.85)]})
+    assert not v.correct and v.reason == "expected clock>=2, found 1"
+
+
+def test_colour_rules_use_top_count_objects():
+    meta = _meta("colors", [{"class": "car", "count": 1, "color": "red"}])
+    seen = []
+
+    def colours(objs, cls):
+        seen.append((len(objs), cls))
+        return ["red" if o.score > 0.9 else "blue" for o in objs]
+
+    assert evaluate(meta, {"car": [D(0, 0, 1, 1, 0.95), D(2, 2, 3, 3, 0.5)]}, colours).correct
+    assert seen == [(1, "car")]  # only the most confident object is classified
+    v = evaluate(meta, {"car": [D(0, 0, 1, 1, 0.8), D(2, 2, 3, 3, 0.95)]}, colours)
+    assert not v.correct and v.reason == "expected red car>=1, found 0 red; and 1 blue"
+    attr = _meta("color_attr", [{"class": "cup", "count": 1, "color": "green"}, {"class": "dog", "count": 1, "color": "red"}])
+    assert not evaluate(attr, {"cup": [D(0, 0, 1, 1, 0.95)], "dog": [D(0, 0, 1, 1, 0.95)]}, lambda o, c: ["red"]).correct
+    assert evaluate(attr, {"cup": [D(0, 0, 1, 1)], "dog": [D(0, 0, 1, 1)]},
+                    lambda o, c: ["green" if c == "cup" else "red"]).correct
+
+
+def test_position_rules():
+    meta = _meta("position", [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}])
+    bear, dog_right, dog_left = D(0, 0, 10, 10), D(50, 0, 60, 10), D(-60, 0, -50, 10)
+    assert evaluate(meta, {"teddy bear": [bear], "dog": [dog_right]}).correct
+    v = evaluate(meta, {"teddy bear": [bear], "dog": [dog_left]})
+    assert not v.correct and v.reason == "expected dog right of target, found left of target"
+    v = evaluate(meta, {"dog": [dog_right]})
+    assert not v.correct and v.reason == "expected teddy bear>=1, found 0\nno target for dog to be right of"
+    # only the top-count objects of the target group are used (the second bear, left of the dog, is ignored)
+    assert evaluate(meta, {"teddy bear": [bear, D(100, 0, 110, 10, 0.5)], "dog": [dog_right]}).correct
+
+
+def test_summary_is_mean_of_task_means():
+    rows = [{"tag": "single_object", "correct": c} for c in (True, True, False, True)]
+    rows += [{"tag": "counting", "correct": c} for c in (False, True)]
+    s = summarize(rows)
+    assert s == {"single_object": 0.75, "counting": 0.5, "overall": 0.625}  # image-weighted would be 0.667
+    m = metrics_from_rows([{**r, "prompt_id": f"p{i // 2}"} for i, r in enumerate(rows)])
+    assert m["overall"].value == 0.625 and m["single_object"].n == 4 and m["overall"].higher_is_better is True
+
+
+def test_official_results_jsonl_import(tmp_path):
+    f = tmp_path / "results.jsonl"
+    lines = [{"filename": f"out/{i // 4:05d}/samples/{i % 4:05d}.png", "tag": tag, "prompt": "p", "correct": ok,
+              "reason": "", "metadata": "{}", "details": "{}"}
+             for i, (tag, ok) in enumerate([("colors", True), ("colors", False), ("colors", False), ("colors", False),
+                                            ("position", True), ("position", True), ("position", True),
+                                            ("position", False)])]
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    rows = read_results_jsonl(f)
+    assert rows[5]["prompt_id"] == "geneval-00001" and rows[5]["image_index"] == 1
+    m = summary_from_results(f)
+    assert m["colors"].value == 0.25 and m["position"].value == 0.75 and m["overall"].value == 0.5
+    f.write_text('{"tag": "colors", "correct": "yes"}\n')
+    with pytest.raises(UsageError, match="true or false"):
+        read_results_jsonl(f)
+    with pytest.raises(UsageError):
+        read_results_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_export_import_reference_layout(tmp_path):
+    items = [PromptItem(f"geneval-{i:05d}", f"a photo of {i}", {"tag": "single_object", "prompt": f"a photo of {i}",
+                                                               "include": [], "index": i}) for i in range(2)]
+    recs = []
+    for it in items:
+        for j in range(2):
+            src = tmp_path / f"{it.id}-{j}.png"
+            Image.fromarray(np.full((4, 4, 3), j, np.uint8)).save(src)
+            recs.append(SampleRecord(it, j, 0, "k", str(src)))
+    export_samples(recs, tmp_path / "out")
+    assert json.loads((tmp_path / "out/00001/metadata.jsonl").read_text())["prompt"] == "a photo of 1"
+    Image.new("RGB", (4, 4)).save(tmp_path / "out/00000/samples/grid.png")  # stray grid is skipped
+    back = import_folder(tmp_path / "out", items)
+    assert [(s.item.id, s.image_index) for s in back] == [(it.id, j) for it in items for j in range(2)]
+    (tmp_path / "out/00001/metadata.jsonl").write_text(json.dumps({"prompt": "other"}) + "\n")
+    with pytest.raises(UsageError, match="is not prompt 1"):
+        import_folder(tmp_path / "out", items)
+
+
+def test_colour_classifier_crops_and_template_average():
+    model, tok = tiny_clip(0)
+    clf = ClipColorClassifier(model, tok, image_size=32)
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (10, 5, 20, 15))
+    mask = np.zeros((20, 40), bool)
+    mask[5:15, 10:15] = True
+    crop = clf.crops(img, [Detection((10, 5, 20, 15), 0.9, mask)])[0]
+    arr = np.asarray(crop)
+    assert crop.size == (10, 10)
+    assert tuple(arr[0, 0]) == (255, 0, 0) and tuple(arr[0, 9]) == (153, 153, 153)  # outside the mask: #999
+    w = clf.text_weights("car")
+    assert w.shape[0] == 10
+    torch.testing.assert_close(w.norm(dim=-1), torch.ones(10))
+    enc = tok(["a photo of a red car", "a photo of a red-colored car", "a photo of a red object"], padding=True,
+              return_tensors="pt")
+    with torch.no_grad():
+        e = model.text_projection(model.text_model(**enc).pooler_output)
+    e = e / e.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(w[0], e.mean(0) / e.mean(0).norm())
+    out = clf(img, [Detection((10, 5, 20, 15), 0.9, mask), Detection((0, 0, 40, 20), 0.8, None)], "car")
+    assert len(out) == 2 and set(out) <= set(COLORS)
+
+
+def test_tiny_detector_scorer_runs_every_path():
+    ctx = ScorerContext(torch.device("cpu"), weights="random")
+    images = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    items = [PromptItem("a", "p", _meta("colors", [{"class": "car", "count": 1, "color": "red"}])),
+             PromptItem("b", "q", _meta("position", [{"class": "cat", "count": 1},
+                                                     {"class": "dog", "count": 1, "position": ["left of", 0]}]))]
+    strict = GenEvalDetector(build_params(GenEvalDetectorParams, {}), ctx, "geneval")
+    out = strict.score(images, items)
+    assert [o["correct"] for o in out] == [False, False]  # a random detector is never confident
+    assert out[0]["reason"].startswith("expected car>=1")
+    loose = GenEvalDetector(build_params(GenEvalDetectorParams, {"threshold": -1.0}), ctx, "geneval")
+    raw = loose.detector(Image.fromarray((images[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)))
+    assert raw and all(d.mask.shape == (48, 64) for ds in raw.values() for d in ds)
+    res = loose.score(images, items)
+    assert all(isinstance(r["correct"], bool) for r in res) and all(r["tag"] for r in res)
+    # force the colour and position paths through the tiny CLIP with a stub detector
+    loose.detector = lambda pil: {"car": [Detection((0, 0, 20, 20), 0.9, None)],
+                                  "cat": [Detection((40, 0, 60, 20), 0.9, None)], "dog": [Detection((0, 0, 10, 10), 0.9, None)]}
+    res = loose.score(images, items)
+    assert res[1]["correct"] is True  # dog (centre 5) left of cat (centre 50)
+    assert res[0]["correct"] is (res[0]["reason"] == "")
+    assert res[0]["details"]["car"] == [[0, 0, 20, 20]]
+
+
+def test_yaml_spec_resolves():
+    from mubench.specs import find_spec, load_yaml
+
+    _, path = find_spec("suites", "geneval")
+    spec = load_yaml(path)
+    spec.pop("kind"), spec.pop("description")
+    p = build_params(GenEvalParams, spec)
+    assert p.images_per_prompt == 4 and p.sampler.steps == 50 and p.sampler.guidance == 9.0
+    assert p.detector.counting_threshold == 0.9
