@@ -11,7 +11,7 @@
   images per prompt, prompts, seed, dtype, scorers with version and weights hash) and the n behind it;
 - headers carry the metric's direction (↑ higher is better, ↓ lower is better) and the best value of
   each column is in bold, direction aware, compared at the displayed precision; when every row ties,
-  nothing is bold (as in the paper's tables).
+  nothing is bold (as in the paper's tables), nor is a column's only value.
 """
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ class Table:
         return float("nan") if cell is None or cell.value is None else float(cell.value)
 
     def best(self) -> dict[int, set[int]]:
-        """Column index → row indices holding its best value at display precision (empty when all tie)."""
+        """Column index → row indices holding its best value at display precision (empty when all tie,
+        and when the column has a single value: there is nothing to be best against)."""
         frame = self.frame()
         out: dict[int, set[int]] = {}
         for j, col in enumerate(self.columns):
@@ -203,7 +204,7 @@ class Table:
             shown = {i: format_value(self._value(i, j), col.format) for i in range(len(self.rows))
                      if math.isfinite(self._value(i, j))}
             winners = {i for i, s in shown.items() if s == format_value(best, col.format)}
-            out[j] = set() if len(winners) == len(shown) and len(shown) > 1 else winners
+            out[j] = winners if len(winners) < len(shown) else set()  # a lone or all-tied value is not "best"
         return out
 
 

@@ -15,7 +15,6 @@ a report) can share one store without losing rows. Only the standard library's `
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import time
@@ -120,10 +119,7 @@ def _dumps(obj: Any) -> str:
 
 
 def _float(x: Any) -> Optional[float]:
-    if x is None:
-        return None
-    value = float(x)
-    return value
+    return None if x is None else float(x)
 
 
 def _utc_now() -> str:
@@ -389,10 +385,8 @@ def _validate_results(results: Any) -> None:
         if not isinstance(m, dict) or "value" not in m:
             raise UsageError(f"results metric {name!r} must be a dict with a 'value'")
         value = m["value"]
-        if value is not None and not isinstance(value, (int, float)):
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise UsageError(f"results metric {name!r}: value {value!r} is not a number")
-        if isinstance(value, float) and math.isinf(value):
-            pass  # stored as is; SQLite keeps infinities
 
 
 def read_results_dir(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
