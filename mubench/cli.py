@@ -18,23 +18,29 @@ app = typer.Typer(
 )
 
 
-def _register_commands() -> None:
-    from .commands import listing, run
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # commands that take KEY=VALUE arguments
 
-    app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(run.run_command)
+
+def _register_commands() -> None:
+    """One line per command; each command's code is imported only when the CLI starts."""
+    from .commands import assets, baseline, check, inspect, listing, report, run, runs, zoo
+
+    app.command("run", help=run.RUN_HELP, context_settings=EXTRA_ARGS)(run.run_command)
     app.command("list")(listing.list_command)
-    app.command("runs")(__import__("mubench.commands.runs", fromlist=["runs_command"]).runs_command)
-    app.command("report")(__import__("mubench.commands.report", fromlist=["report_command"]).report_command)
-    app.command("baseline")(__import__("mubench.commands.baseline", fromlist=["x"]).baseline_command)
-    app.command("check")(__import__("mubench.commands.check", fromlist=["check_command"]).check_command)
-    app.command("assets")(__import__("mubench.commands.assets", fromlist=["assets_command"]).assets_command)
+    app.command("runs")(runs.runs_command)
+    app.command("report")(report.report_command)
+    app.command("baseline")(baseline.baseline_command)
+    app.command("check")(check.check_command)
+    app.command("inspect", help=inspect.INSPECT_HELP, context_settings=EXTRA_ARGS)(inspect.inspect_command)
+    app.command("assets")(assets.assets_command)
+    app.add_typer(zoo.app, name="zoo")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: mubench errors become a message on stderr and their exit code."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except MubenchError as err:
         typer.secho(f"mubench: error: {err}", err=True, fg=typer.colors.RED)
         sys.exit(err.exit_code)
@@ -50,4 +56,4 @@ def main(argv: list[str] | None = None) -> None:
             err.show()
             sys.exit(2 if isinstance(err, click.exceptions.UsageError) else 1)
         raise
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -223,11 +224,13 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         value = getattr(run, key)
         if allowed and value not in allowed:
             raise UsageError(f"bad value {key}={value!r}; expected one of {', '.join(allowed)}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", run.device):
+        raise UsageError(f"bad value device={run.device!r}; expected cpu, cuda, cuda:N or auto")
     if run.limit is not None and run.limit < 1:
         raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
     if run.batch_size < 1:
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
-    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs) for c in COMPONENTS}
+    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs) for c in ("suite", "method", "model")}
     return ResolvedConfig(run=run, **comps)
 
 

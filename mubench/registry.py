@@ -53,6 +53,11 @@ class Registry(Generic[T]):
             self._targets[name] = target
         return target  # type: ignore[return-value]
 
+    def target(self, name: str) -> str:
+        """Where an entry lives ("module:attr"), without importing it."""
+        t = self._targets[name]
+        return t if isinstance(t, str) else f"{getattr(t, '__module__', '?')}:{getattr(t, '__qualname__', t)}"
+
     def help(self, name: str) -> str:
         return self._help.get(name, "")
 

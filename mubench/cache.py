@@ -1,0 +1,117 @@
+"""Content-addressed caches with atomic writes.
+
+Samples are PNG files named by their sample key (a hash of everything that decides their pixels). Per-image scores
+are ``.npz`` files under a folder named by the scorer key (name, version, weights hash) and the sample key. Every
+file is written to a temporary name, fsynced and renamed, so a killed run leaves no half file and loses no
+finished one; re-running the same command finds them and does only what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - filesystems without directory fsync
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] → PNG bytes (fixed encoder settings, so the bytes are reproducible)."""
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+def to_uint8(images) -> np.ndarray:
+    """float [B,3,H,W] in [0,1] (torch or numpy) → uint8 [B,H,W,3], rounding to nearest."""
+    arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+class Cache:
+    """Sample and score cache rooted at ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # samples -------------------------------------------------------------------------------------------------
+    def sample_path(self, key: str) -> Path:
+        return self.root / "samples" / key[:2] / f"{key}.png"
+
+    def has_sample(self, key: str) -> bool:
+        return self.sample_path(key).is_file()
+
+    def write_sample(self, key: str, image: np.ndarray) -> str:
+        """Store one uint8 [H,W,3] image; returns the sha256 of the PNG file."""
+        data = png_bytes(image)
+        atomic_write_bytes(self.sample_path(key), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def read_sample(self, key: str) -> np.ndarray:
+        with Image.open(self.sample_path(key)) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+    def sample_sha256(self, key: str) -> str:
+        return hashlib.sha256(self.sample_path(key).read_bytes()).hexdigest()
+
+    # scores --------------------------------------------------------------------------------------------------
+    def score_path(self, scorer_key: str, sample_key: str) -> Path:
+        return self.root / "scores" / scorer_key / sample_key[:2] / f"{sample_key}.npz"
+
+    def has_score(self, scorer_key: str, sample_key: str) -> bool:
+        return self.score_path(scorer_key, sample_key).is_file()
+
+    def write_score(self, scorer_key: str, sample_key: str, result: dict[str, Any]) -> None:
+        arrays = {k: np.asarray(v) for k, v in result.items() if isinstance(v, np.ndarray)}
+        plain = {k: _plain(v) for k, v in result.items() if not isinstance(v, np.ndarray)}
+        buf = io.BytesIO()
+        np.savez(buf, __json__=np.frombuffer(json.dumps(plain, sort_keys=True).encode(), dtype=np.uint8), **arrays)
+        atomic_write_bytes(self.score_path(scorer_key, sample_key), buf.getvalue())
+
+    def read_score(self, scorer_key: str, sample_key: str) -> dict[str, Any]:
+        with np.load(self.score_path(scorer_key, sample_key), allow_pickle=False) as data:
+            out: dict[str, Any] = json.loads(bytes(data["__json__"]).decode())
+            for name in data.files:
+                if name != "__json__":
+                    out[name] = data[name]
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,315 @@
+"""The one flow: config → model → method.prepare → generate → score → aggregate → store.
+
+Each stage reads only what the stage before it wrote (the content-addressed caches), so a run killed at any point
+resumes when the same command is run again, re-scoring happens without regenerating, and several processes
+(``accelerate launch``) can share the work: each generates and scores the prompts of its shard, the main process
+aggregates everything from the caches once all are done.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from . import __version__
+from .cache import Cache, atomic_write_text, to_uint8
+from .config import ResolvedConfig, build_params, stable_hash, to_plain
+from .errors import UsageError
+from .methods.base import MethodContext, Prepared
+from .models.base import LoadContext, ModelBundle
+from .registry import Registries
+from .sampler import SamplerConfig, resolve_sampler, sample_images
+from .scorers.base import Scorer, ScorerContext
+from .seeding import image_seed
+from .store import Store, default_store_path, mubench_home
+from .suites.base import PromptItem, SampleRecord, Suite
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Shard:
+    """This process's share of the work: prompts whose position % world == rank."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class PlannedSample:
+    item: PromptItem
+    image_index: int
+    seed: int
+    key: str
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI uses to draw progress bars (no-ops by default)."""
+
+    start: Callable[[str, int], None] = lambda stage, total: None
+    advance: Callable[[str, int], None] = lambda stage, n: None
+    log: Callable[[str], None] = lambda msg: None
+
+
+@dataclass
+class RunOutput:
+    results: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad value device={name!r}; expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda was asked for but no CUDA device is available (use device=cpu or auto)")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def cache_root(run_cache: Optional[str]) -> Path:
+    if run_cache:
+        return Path(run_cache).expanduser()
+    return Path(os.environ.get("MUBENCH_CACHE", mubench_home() / "cache"))
+
+
+def git_revision() -> Optional[str]:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "mubench": __version__}
+    for name in ("torch", "diffusers", "transformers", "accelerate", "peft", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Runner:
+    """Holds the resolved pieces of one run; ``execute()`` runs every stage."""
+
+    def __init__(self, cfg: ResolvedConfig, regs: Registries, shard: Optional[Shard] = None,
+                 progress: Optional[Progress] = None) -> None:
+        self.cfg = cfg
+        self.regs = regs
+        self.shard = shard or Shard()
+        self.progress = progress or Progress()
+        self.device = resolve_device(cfg.run.device)
+        self.dtype = resolve_dtype(cfg.run.dtype, self.device)
+        self.cache = Cache(cache_root(cfg.run.cache))
+        self.suite: Suite = regs.suites.get(cfg.suite.kind)(cfg.suite.params, cfg.suite.name)
+        self.timing: dict[str, float] = {}
+
+    # stages --------------------------------------------------------------------------------------------------
+    def items(self) -> list[PromptItem]:
+        items = self.suite.items()
+        if self.cfg.run.limit is not None:
+            items = items[: self.cfg.run.limit]
+        if not items:
+            raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
+        return items
+
+    def load_model(self) -> ModelBundle:
+        model_cls = self.regs.models.get(self.cfg.model.kind)
+        return model_cls.load(self.cfg.model.params, LoadContext(self.device, self.dtype, self.cfg.run.weights))
+
+    def prepare(self, bundle: ModelBundle) -> Prepared:
+        method_cls = self.regs.methods.get(self.cfg.method.kind)
+        method = method_cls(self.cfg.method.params, self.cfg.method.name)
+        ctx = MethodContext(artifacts_dir=self.cache.root / "artifacts", train=self.cfg.run.train,
+                            device=self.device, dtype=self.dtype, seed=self.cfg.run.seed,
+                            model_name=self.cfg.model.name)
+        return method.prepare(bundle, ctx)
+
+    def scorers(self) -> dict[str, Scorer]:
+        out = {}
+        ctx = ScorerContext(self.device, torch.float32, self.cfg.run.weights)
+        for name, use in self.suite.scorers().items():
+            cls = self.regs.scorers.get(use.scorer)
+            out[name] = cls(build_params(cls.Params, dict(use.params), where=f"scorer {name}: "), ctx, name)
+        return out
+
+    def plan(self, bundle: ModelBundle, prepared: Prepared, sampler: SamplerConfig,
+             items: list[PromptItem]) -> list[PlannedSample]:
+        """Every image of the run with its seed and content key (what decides its pixels)."""
+        run = self.cfg.run
+        base = {
+            "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(), "artifact": prepared.artifact,
+            "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
+            "batching": "per-image",
+        }
+        planned = []
+        ipp = getattr(self.suite.params, "images_per_prompt", 1)
+        for item in items:
+            for j in range(ipp):
+                seed = image_seed(run.seed, self.cfg.suite.name, item.id, j)
+                key = stable_hash({**base, "prompt": item.prompt, "seed": seed}, length=32)
+                planned.append(PlannedSample(item, j, seed, key))
+        return planned
+
+    def my_share(self, planned: list[PlannedSample], items: list[PromptItem]) -> list[PlannedSample]:
+        position = {item.id: i for i, item in enumerate(items)}
+        return [p for p in planned if position[p.item.id] % self.shard.world == self.shard.rank]
+
+    def generate(self, bundle: ModelBundle, prepared: Prepared, sampler: SamplerConfig,
+                 todo: list[PlannedSample]) -> None:
+        missing = [p for p in todo if not self.cache.has_sample(p.key)]
+        self.progress.start("generate", len(missing))
+        bs = self.cfg.run.batch_size
+        for start in range(0, len(missing), bs):
+            batch = missing[start:start + bs]
+            images = sample_images(bundle, prepared, [p.item.prompt for p in batch], [p.seed for p in batch], sampler)
+            for p, img in zip(batch, to_uint8(images)):
+                self.cache.write_sample(p.key, img)
+            self.progress.advance("generate", len(batch))
+
+    def score(self, scorers: dict[str, Scorer], todo: list[PlannedSample]) -> None:
+        for name, scorer in scorers.items():
+            skey = scorer_key(scorer)
+            missing = [p for p in todo if not self.cache.has_score(skey, p.key)]
+            self.progress.start(f"score:{name}", len(missing))
+            bs = max(1, self.cfg.run.batch_size)
+            for start in range(0, len(missing), bs):
+                batch = missing[start:start + bs]
+                images = torch.stack([torch.from_numpy(self.cache.read_sample(p.key).copy()).permute(2, 0, 1)
+                                      for p in batch]).float().div(255).to(self.device)
+                results = scorer.score(images, [p.item for p in batch])
+                for p, res in zip(batch, results):
+                    self.cache.write_score(skey, p.key, res)
+                self.progress.advance(f"score:{name}", len(batch))
+
+    def records(self, scorers: dict[str, Scorer], planned: list[PlannedSample]) -> list[SampleRecord]:
+        out = []
+        for p in planned:
+            path = self.cache.sample_path(p.key)
+            if not path.is_file():
+                raise UsageError(f"sample {p.key} of prompt {p.item.id} is missing after generation "
+                                 "(did another process fail? re-run the same command to resume)")
+            scores = {name: self.cache.read_score(scorer_key(s), p.key) for name, s in scorers.items()}
+            out.append(SampleRecord(p.item, p.image_index, p.seed, p.key, str(path), scores))
+        return out
+
+    # the whole flow ------------------------------------------------------------------------------------------
+    def execute(self) -> Optional[RunOutput]:
+        t0 = time.perf_counter()
+        self.suite.check_assets()
+        items = self.items()
+        bundle = self.load_model()
+        prepared = self.prepare(bundle)
+        sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None))
+        scorers = self.scorers()
+        self.timing["prepare_s"] = time.perf_counter() - t0
+        planned = self.plan(bundle, prepared, sampler, items)
+        mine = self.my_share(planned, items)
+        t1 = time.perf_counter()
+        self.generate(bundle, prepared, sampler, mine)
+        self.timing["generate_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self.score(scorers, mine)
+        self.timing["score_s"] = time.perf_counter() - t2
+        self.shard.barrier()
+        if not self.shard.is_main:
+            return None
+        records = self.records(scorers, planned)
+        metrics = self.suite.aggregate(records)
+        self.timing["total_s"] = time.perf_counter() - t0
+        results = self.results(bundle, prepared, sampler, scorers, items, metrics)
+        samples = [sample_row(r) for r in records]
+        return RunOutput(results, samples)
+
+    def results(self, bundle, prepared, sampler, scorers, items, metrics) -> dict[str, Any]:
+        run = self.cfg.run
+        protocol = {
+            "suite": self.cfg.suite.name,
+            "suite_params": to_plain(self.cfg.suite.params),
+            "sampler": sampler.as_dict(),
+            "images_per_prompt": getattr(self.suite.params, "images_per_prompt", 1),
+            "n_prompts": len(items),
+            "seed": run.seed,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device_type": self.device.type,
+            "scorers": {name: s.describe() for name, s in scorers.items()},
+            **self.suite.protocol(),
+        }
+        return {
+            "schema": "mubench.results/1",
+            "run_id": uuid.uuid4().hex,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "suite": self.cfg.suite.name,
+            "method": self.cfg.method.name,
+            "model": self.cfg.model.name,
+            "metrics": {k: m.as_dict() for k, m in metrics.items()},
+            "config": self.cfg.as_dict(),
+            "protocol": protocol,
+            "protocol_hash": stable_hash(protocol),
+            "method_info": {"added_params": prepared.added_params, "trainable_params": prepared.trainable_params,
+                            "artifact": prepared.artifact, **to_plain(prepared.info)},
+            "model_fingerprint": bundle.fingerprint,
+            "versions": package_versions(),
+            "git": git_revision(),
+            "timing": {k: round(v, 3) for k, v in self.timing.items()},
+        }
+
+
+def scorer_key(scorer: Scorer) -> str:
+    return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
+                                            "weights": scorer.weights_hash(), "params": to_plain(scorer.params)})
+
+
+def sample_row(record: SampleRecord) -> dict[str, Any]:
+    """One line of samples.jsonl: ids, seed, file, sha256 and the per-image scalar scores."""
+    import hashlib
+
+    path = Path(record.path)
+    scores = {name: {k: v for k, v in res.items() if not hasattr(v, "shape")} for name, res in record.scores.items()}
+    return {"prompt_id": record.item.id, "image_index": record.image_index, "seed": record.seed,
+            "prompt": record.item.prompt if isinstance(record.item.prompt, (str, int)) else str(record.item.prompt),
+            "key": record.key, "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "scores": scores}
+
+
+def write_outputs(out_dir: Path, output: RunOutput) -> None:
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(s, sort_keys=True, default=str) + "\n" for s in output.samples)
+    atomic_write_text(out_dir / "samples.jsonl", lines)
+    atomic_write_text(out_dir / "results.json", json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def record_in_store(store_path: Optional[str], output: RunOutput) -> Path:
+    path = Path(store_path).expanduser() if store_path else default_store_path()
+    with Store(path) as store:
+        store.record_run(output.results, output.samples)
+    return path

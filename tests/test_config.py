@@ -1,0 +1,77 @@
+"""Config resolution: overrides, spec lookup, close-match errors."""
+from __future__ import annotations
+
+import pytest
+
+from mubench.config import parse_overrides, resolve
+from mubench.errors import UsageError
+from mubench.registry import load_registries
+
+
+@pytest.fixture(scope="module")
+def regs():
+    return load_registries()
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e=", "f=none", "g=[1, 2]"]) == [
+        ("a", 1), ("b", 0.5), ("c", True), ("d", "hello"), ("e", ""), ("f", None), ("g", [1, 2])]
+
+
+def test_resolve_defaults_and_overrides(regs):
+    cfg = resolve(["suite=toy", "model=tiny-sd", "limit=2", "suite.images_per_prompt=3",
+                   "suite.sampler.steps=7", "model.seed=5"], regs)
+    assert cfg.run.limit == 2
+    assert cfg.suite.params.images_per_prompt == 3
+    assert cfg.suite.params.sampler.steps == 7
+    assert cfg.model.params.seed == 5
+    assert cfg.method.name == "sd" and cfg.method.kind == "sd"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["method=sdd"], "did you mean 'sd'"),
+    (["suite=tyo"], "did you mean 'toy'"),
+    (["model=tiny-sdd"], "did you mean 'tiny-sd'"),
+    (["limt=3"], "did you mean 'limit'"),
+    (["suite=toy", "suite.images_per_promt=3"], "did you mean 'suite.images_per_prompt'"),
+    (["suite=toy", "suite.sampler.stpes=3"], "suite.sampler.steps"),
+    (["limit=abc"], "limit"),
+    (["limit=0"], "positive"),
+    (["device=gpu"], "device"),
+    (["train=sometimes"], "auto, never, force"),
+    (["nokey"], "KEY=VALUE"),
+])
+def test_bad_input_is_a_usage_error(regs, args, needle):
+    base = ["suite=toy", "model=tiny-sd"]
+    with pytest.raises(UsageError) as err:
+        resolve(base + args, regs)
+    assert needle in str(err.value)
+
+
+def test_user_yaml_spec(tmp_path, regs):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("kind: toy\nimages_per_prompt: 4\nprompts: ['a cat']\n")
+    cfg = resolve([f"suite={spec}", "model=tiny-sd"], regs)
+    assert cfg.suite.name == "mine" and cfg.suite.params.images_per_prompt == 4
+    assert cfg.suite.params.prompts == ["a cat"]
+
+
+def test_yaml_is_loaded_safely(tmp_path, regs):
+    spec = tmp_path / "evil.yaml"
+    spec.write_text("kind: toy\nprompts: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        resolve([f"suite={spec}"], regs)
+
+
+def test_registry_lazy_and_plugins(regs):
+    from mubench.registry import Registry
+
+    r: Registry = Registry("thing")
+    r.register("json-dumps", "json:dumps")
+    import json
+
+    assert r.get("json-dumps") is json.dumps
+    with pytest.raises(UsageError, match="did you mean 'json-dumps'"):
+        r.get("json-dump")
+    with pytest.raises(ValueError):
+        r.register("json-dumps", "json:loads")
