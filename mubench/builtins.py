@@ -10,8 +10,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def register_builtins(r: "Registries") -> None:
     # models
     r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
+    r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)")
     # method kinds
     r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
+    r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
     r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")

@@ -55,12 +55,14 @@ class Prepared:
     """A prepared method. The default is the base model unchanged."""
 
     def __init__(self, denoiser: nn.Module, *, added_params: int = 0, trainable_params: int = 0,
-                 artifact: Optional[str] = None, info: Optional[dict[str, Any]] = None) -> None:
+                 artifact: Optional[str] = None, info: Optional[dict[str, Any]] = None,
+                 layers: Optional[list[dict[str, Any]]] = None) -> None:
         self.denoiser = denoiser
         self.added_params = added_params
         self.trainable_params = trainable_params
         self.artifact = artifact  # content hash of a trained artifact, if any
         self.info = dict(info or {})  # recorded in results.json (e.g. mode=faithful, mask sampling)
+        self.layers = list(layers or [])  # the layers the method changes (name, kind, shape...), for `inspect`
 
     def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
         """Called once per batch of images before the first step (e.g. draw masks fixed per image)."""
@@ -88,6 +90,11 @@ class Method(ABC):
 
     @abstractmethod
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared: ...
+
+    def build(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared:
+        """The changed model's structure with freshly initialised added weights, no artifact loaded or trained
+        (``mubench inspect``, and the starting point of training). Default: :meth:`prepare`."""
+        return self.prepare(bundle, ctx)
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:

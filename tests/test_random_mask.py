@@ -1,0 +1,95 @@
+"""``random-mask``: the ratio is the fraction zeroed, resampling policies, masks per image, spec validation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mubench.config import resolve_component
+from mubench.errors import UsageError
+from mubench.methods.base import MethodContext, RowInfo, StepState
+from mubench.methods.random_mask import RandomMask, RandomMaskParams
+from mubench.registry import load_registries
+from mubench.sampler import SamplerConfig, sample_images
+from mubench.seeding import image_generator
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+def _prepare(bundle, **kw):
+    return RandomMask(RandomMaskParams(**kw), "random-mask").prepare(bundle, MethodContext(Path(".")))
+
+
+def _masked_weights(prepared, images: list[int], step: int, generators):
+    """Run the hooks for one call holding ``images`` (CFG rows) and return each layer's MaskedWeights."""
+    rows = [RowInfo(i, False) for i in images] + [RowInfo(i, True) for i in images]
+    prepared.before_step(StepState(step, 3, torch.tensor(500), torch.zeros(len(images), 4, 16, 16), rows, generators))
+    return [layer.module.mask_fn(layer.module) for layer in prepared.masked]
+
+
+def _zeroed(prepared, mws) -> torch.Tensor:
+    """Per mask: fraction of weights zeroed (base weights are never exactly 0)."""
+    return torch.stack([torch.stack([(w == 0).float().sum() for w in mw.weight]) for mw in mws]).sum(0) / \
+        sum(layer.numel for layer in prepared.masked)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
+def test_ratio_is_the_fraction_zeroed(bundle, ratio):
+    prepared = _prepare(bundle, ratio=ratio)
+    gens = [image_generator(s) for s in (1, 2)]
+    prepared.begin_batch(gens, [])
+    mws = _masked_weights(prepared, [0, 1], 0, gens)
+    n = sum(layer.numel for layer in prepared.masked)
+    frac = _zeroed(prepared, mws)
+    assert torch.all((frac - ratio).abs() < 5 * (ratio * (1 - ratio) / n) ** 0.5), frac
+    # both CFG rows of an image share its mask: 2 images -> 2 masks for 4 rows, grouped [0, 1, 0, 1]
+    assert all(mw.weight.shape[0] == 2 and mw.groups.index.tolist() == [0, 1, 0, 1] for mw in mws)
+    # the two images' masks differ
+    assert not torch.equal(mws[0].weight[0] == 0, mws[0].weight[1] == 0)
+    assert prepared.info["ratio"] == ratio and prepared.info["masked_layers"] == 16
+
+
+@pytest.mark.parametrize("resample", ["step", "image"])
+def test_resampling_policy(bundle, resample):
+    prepared = _prepare(bundle, ratio=0.5, resample=resample)
+    gens = [image_generator(7)]
+    prepared.begin_batch(gens, [RowInfo(0, False), RowInfo(0, True)])
+    first = [mw.weight.clone() for mw in _masked_weights(prepared, [0], 0, gens)]
+    second = [mw.weight.clone() for mw in _masked_weights(prepared, [0], 1, gens)]
+    same = all(torch.equal(a, b) for a, b in zip(first, second))
+    assert same == (resample == "image")
+    assert prepared.info["resample"] == resample
+
+
+def test_extreme_ratios_on_images(bundle):
+    cfg = SamplerConfig(steps=2, guidance=3.0, resolution=32)
+    from mubench.methods.base import Prepared
+
+    base = sample_images(bundle, Prepared(bundle.denoiser), ["a red circle"], [5], cfg)
+    keep_all = sample_images(bundle, _prepare(bundle, ratio=0.0), ["a red circle"], [5], cfg)
+    assert torch.equal(base, keep_all)
+    drop_all = sample_images(bundle, _prepare(bundle, ratio=1.0), ["a red circle"], [5], cfg)
+    assert not torch.equal(base, drop_all)
+
+
+def test_masks_are_inactive_outside_the_sampler(bundle):
+    prepared = _prepare(bundle, ratio=0.9)
+    x, t, ctx = torch.randn(1, 4, 16, 16), torch.tensor([10]), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        assert torch.equal(prepared.denoiser(x, t, ctx).sample, bundle.denoiser(x, t, ctx).sample)
+
+
+def test_spec_and_validation():
+    regs = load_registries(plugins=False)
+    comp = resolve_component("method", "random-mask", {}, regs)
+    assert comp.kind == "random-mask" and comp.params.resample in ("step", "image")
+    for bad in ({"ratio": 1.5}, {"resample": "never"}, {"layers": "encoder"}):
+        with pytest.raises(UsageError):
+            resolve_component("method", "random-mask", bad, regs)
