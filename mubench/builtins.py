@@ -16,9 +16,12 @@ def register_builtins(r: "Registries") -> None:
     r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
+    r.suites.register("micro", "mubench.suites.micro:MicroSuite", "the micro world's COCO / T2I-CompBench / GenEval analogues (CPU)")
     r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")
     r.suites.register("geneval", "mubench.suites.geneval:GenEvalSuite", "GenEval: 553 prompts x 4 images, official correctness rules, overall = mean of task means")
     # scorers
     r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")
+    r.scorers.register("micro-clip", "mubench.micro.scorers:MicroClipScorer", "micro-CLIP cosine and FID features (micro world)")
+    r.scorers.register("micro-oracle", "mubench.micro.scorers:MicroOracleScorer", "micro world oracle: recovered objects, GenEval-style correctness, bindings")
     r.scorers.register("blip-vqa", "mubench.scorers.blip_vqa:BlipVqa", "T2I-CompBench BLIP-VQA: product over noun phrases of first-step P(yes)/(P(yes)+P(no))")
     r.scorers.register("geneval-detector", "mubench.scorers.geneval_detector:GenEvalDetector", "GenEval verdicts from Mask2Former detections and CLIP colour classification")

@@ -328,6 +328,37 @@ def generate_scene(rng: np.random.Generator, kind: str, split: str = "train") ->
     raise RuntimeError(f"could not place a {kind} scene")  # pragma: no cover - sizes always fit
 
 
+def realize(phrases: tuple[Phrase, ...] | list[Phrase], relation: Optional[str], rng: np.random.Generator,
+            split: str = "test") -> Scene:
+    """A scene the caption (``phrases``, ``relation``) is true of: named attributes as named, the others
+    drawn from ``rng`` as ``split`` draws them (colours of an unnamed colour from the split's pairs).
+    The suites use it for held-out real images of their prompts' captions."""
+    if not phrases:
+        raise UsageError("cannot realise the empty caption")
+    pairs = _allowed_pairs(split) if split != "compositional" else [(c, s) for c in COLORS for s in SHAPES]
+    bg_level = int(rng.integers(215, 246))
+    background = tuple(int(np.clip(bg_level + rng.integers(-6, 7), 0, 255)) for _ in range(3))
+    n = sum(p.count for p in phrases)
+    if n > 4:
+        raise UsageError(f"a micro scene holds at most 4 objects; the caption names {n}")
+    for _ in range(50):
+        specs = []
+        for ph in phrases:
+            colors = [c for c, sh in pairs if sh == ph.shape] if ph.color is None else [ph.color]
+            color = colors[rng.integers(len(colors))]
+            fill = ph.fill or _draw_fill(rng)
+            specs += [(ph.shape, color, fill)] * ph.count  # a plural phrase: one colour, one fill
+        lo, hi = SIZE_RANGE[n]
+        sizes = [int(rng.integers(lo, hi + 1)) for _ in specs]
+        centres = _place(rng, sizes, relation)
+        if centres is None:
+            continue
+        objects = tuple(MicroObject(sh, c, f, size, x, y) for (sh, c, f), size, (x, y) in zip(specs, sizes, centres))
+        kind = "relation" if relation else ("count" if phrases[0].count > 1 else ("single" if n == 1 else "two"))
+        return Scene(objects, background, caption_for(phrases, relation), kind, tuple(phrases), relation)  # type: ignore[arg-type]
+    raise RuntimeError(f"could not place a scene for {caption_for(phrases, relation)!r}")  # pragma: no cover
+
+
 def make_scenes(split: str, n: int, mix: Optional[dict[str, float]] = None, seed: int = 0) -> list[Scene]:
     """The first ``n`` scenes of ``split`` (deterministic; a prefix of any longer call).
 

@@ -241,6 +241,19 @@ class Oracle:
         return out
 
 
+    def binding(self, detections: list[Detection], phrase: Phrase, by: str, judged: str) -> tuple[bool, str]:
+        """T2I-CompBench-style attribute binding: the largest object whose ``by`` attribute is the
+        phrase's (e.g. its shape) must carry the phrase's ``judged`` attribute (e.g. its colour)."""
+        key, want = getattr(phrase, by), getattr(phrase, judged)
+        if key is None or want is None:
+            raise ValueError(f"phrase {phrase.text()!r} names no {by if key is None else judged}")
+        objs = [d for d in detections if getattr(d, by) == key]  # largest first
+        if not objs:
+            return False, f"no {key} object"
+        got = getattr(objs[0], judged)
+        return got == want, "" if got == want else f"the {key} object is {got}, expected {want}"
+
+
 @dataclass
 class Match:
     """A ground-truth object and the detection matched to it (None when missed)."""

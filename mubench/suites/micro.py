@@ -1,0 +1,221 @@
+"""Suite kind ``micro``: the micro world's analogues of the real suites, with the same metric names.
+
+Prompt sets (fixed ids ``<task>/<k:04d>``, drawn from seeded streams of the ``test`` split; the
+binding tasks may use the ``compositional`` split, whose colour–shape pairs training never saw):
+
+* COCO analogue — ``coco``: captions of test-split scenes (the training mix of kinds).
+  ``fid``: Fréchet distance in micro-CLIP's penultimate feature space between the generated images
+  and held-out real renders of the same captions (one per generated image); ``clip``: mean raw
+  cosine between image and caption in micro-CLIP space.
+* T2I-CompBench analogue — ``color``, ``shape``, ``texture``: two objects with bound attributes
+  ("a red circle and a blue square"; texture: "a striped circle and a solid square"). Per image,
+  the fraction of its noun phrases whose binding the oracle finds right: colour — the largest
+  object of the phrase's shape has its colour; shape — the largest object of the phrase's colour
+  has its shape; texture — the largest object of the phrase's shape has its fill.
+* GenEval analogue — ``single_object`` ("a circle"), ``two_object`` ("a circle and a square"),
+  ``counting`` ("three triangles"), ``colors`` ("a red circle"), ``position`` ("a circle to the
+  left of a square"), ``color_attr`` ("a red circle and a blue square"): per image correct /
+  incorrect with a reason (GenEval's rules, shapes as classes); ``overall`` = mean of the six task
+  means (its CI from a bootstrap stratified by task, resampling prompts).
+
+Every metric but ``fid`` carries a 95% bootstrap CI resampling prompts. ``limit=N`` keeps the first
+N prompts of an order that interleaves the tasks proportionally, so a small run still has every task.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..metrics.core import Metric, bootstrap_mean
+from ..micro import data as D
+from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite, SuiteParams
+
+COCO_TASKS = ("coco",)
+BINDING_TASKS = {"color": ("shape", "color"), "shape": ("color", "shape"), "texture": ("shape", "fill")}
+GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TASKS = COCO_TASKS + tuple(BINDING_TASKS) + GENEVAL_TASKS
+PROMPT_SEED = 7  # stream seed the suite's prompts are drawn from (scene_rng(split, k, seed))
+
+
+@dataclass
+class MicroFidParams:
+    force: bool = False  # compute FID even with fewer images than feature dimensions (label it!)
+
+
+@dataclass
+class MicroSuiteParams(SuiteParams):
+    """Prompt counts per task (0 drops a task), the binding tasks' split, FID and bootstrap settings."""
+
+    images_per_prompt: int = 1
+    sampler: SamplerParams = field(default_factory=lambda: SamplerParams(scheduler="ddim", steps=20, guidance=4.0))
+    coco: int = 240
+    color: int = 60
+    shape: int = 60
+    texture: int = 60
+    single_object: int = 40
+    two_object: int = 50
+    counting: int = 40
+    colors: int = 50
+    position: int = 50
+    color_attr: int = 50
+    binding_split: str = "test"  # test | compositional: split of the colour/shape/texture prompts
+    fid: MicroFidParams = field(default_factory=MicroFidParams)
+    bootstrap_resamples: int = 2000
+
+
+def _pick(rng: np.random.Generator, seq: list[Any] | tuple[Any, ...]) -> Any:
+    return seq[int(rng.integers(len(seq)))]
+
+
+def task_prompt(task: str, k: int, split: str = "test") -> tuple[tuple[D.Phrase, ...], str | None]:
+    """The phrases and relation of prompt ``k`` of ``task`` (deterministic)."""
+    rng = D.scene_rng(split, k, PROMPT_SEED + 1000 * TASKS.index(task))
+    shapes = list(D.SHAPES)
+    pairs = D._allowed_pairs("test")
+    if task == "coco":
+        scene = D.generate_scene(rng, _kind(rng), "test")
+        return scene.phrases, scene.relation
+    if task in BINDING_TASKS:
+        if split == "compositional":  # one object of a held-out pair, the other of any pair
+            first = _pick(rng, sorted(D.HELD_OUT))
+            others = [(c, s) for c in D.COLORS for s in D.SHAPES if c != first[0] and s != first[1]]
+        else:
+            first = _pick(rng, pairs)
+            others = [(c, s) for c, s in pairs if c != first[0] and s != first[1]]
+        second = _pick(rng, others)
+        objs = [first, second] if rng.random() < 0.5 else [second, first]
+        if task == "texture":
+            fills = list(D.FILLS) if rng.random() < 0.5 else list(D.FILLS)[::-1]
+            return tuple(D.Phrase(s, None, f) for (c, s), f in zip(objs, fills)), None
+        return tuple(D.Phrase(s, c) for c, s in objs), None
+    if task == "single_object":
+        return (D.Phrase(shapes[k % len(shapes)]),), None
+    if task == "two_object":
+        a, b = rng.choice(len(shapes), size=2, replace=False)
+        return (D.Phrase(shapes[a]), D.Phrase(shapes[b])), None
+    if task == "counting":
+        return (D.Phrase(shapes[k % len(shapes)], count=2 + (k // len(shapes)) % 3),), None
+    if task == "colors":
+        c, s = pairs[k % len(pairs)]
+        return (D.Phrase(s, c),), None
+    if task == "position":
+        a, b = rng.choice(len(shapes), size=2, replace=False)
+        return (D.Phrase(shapes[a]), D.Phrase(shapes[b])), D.RELATIONS[k % len(D.RELATIONS)]
+    if task == "color_attr":
+        first = _pick(rng, pairs)
+        second = _pick(rng, [(c, s) for c, s in pairs if c != first[0] and s != first[1]])
+        return (D.Phrase(first[1], first[0]), D.Phrase(second[1], second[0])), None
+    raise ValueError(f"unknown micro task {task!r}")
+
+
+def _kind(rng: np.random.Generator) -> str:
+    kinds, cum = D._check_mix(D.DEFAULT_MIX)
+    return kinds[min(int(np.searchsorted(cum, rng.random(), side="right")), len(kinds) - 1)]
+
+
+class MicroSuite(Suite):
+    Params = MicroSuiteParams
+
+    def __init__(self, params: MicroSuiteParams, name: str) -> None:
+        super().__init__(params, name)
+        if params.binding_split not in ("test", "compositional"):
+            raise UsageError(f"suite.binding_split must be 'test' or 'compositional', got {params.binding_split!r}")
+        for task in TASKS:
+            if getattr(params, task) < 0:
+                raise UsageError(f"suite.{task} must be >= 0, got {getattr(params, task)}")
+        if params.images_per_prompt < 1:
+            raise UsageError(f"suite.images_per_prompt must be >= 1, got {params.images_per_prompt}")
+
+    def items(self) -> list[PromptItem]:
+        p = self.params
+        per_task: list[tuple[float, int, PromptItem]] = []
+        for t_index, task in enumerate(TASKS):
+            n = getattr(p, task)
+            split = p.binding_split if task in BINDING_TASKS else "test"
+            for k in range(n):
+                phrases, relation = task_prompt(task, k, split)
+                meta: dict[str, Any] = {"task": task, "split": split, "key": k + 100_000 * t_index}
+                if task in COCO_TASKS:
+                    meta["references"] = p.images_per_prompt
+                if task in BINDING_TASKS:
+                    meta["bind"] = list(BINDING_TASKS[task])
+                item = PromptItem(f"{task}/{k:04d}", D.caption_for(phrases, relation), meta)
+                per_task.append(((k + 0.5) / n, t_index, item))
+        per_task.sort(key=lambda x: (x[0], x[1]))  # proportional interleaving of the tasks
+        return [item for _, _, item in per_task]
+
+    def scorers(self) -> dict[str, ScorerUse]:
+        return {"clip": ScorerUse("micro-clip"), "oracle": ScorerUse("micro-oracle")}
+
+    def protocol(self) -> dict[str, Any]:
+        return {"world": "micro", "prompt_seed": PROMPT_SEED, "binding_split": self.params.binding_split,
+                "fid_features": "micro-clip penultimate image features",
+                "fid_reference": "held-out real renders of the same captions, one per generated image",
+                "clip_score": "raw cosine (micro-clip)",
+                "geneval_rules": "GenEval correctness rules, shapes as classes (micro-oracle)",
+                "binding_rule": "largest object with the phrase's key attribute carries the judged attribute"}
+
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        by_task: dict[str, list[SampleRecord]] = {}
+        for r in records:
+            by_task.setdefault(r.item.meta.get("task", ""), []).append(r)
+        rs = self.params.bootstrap_resamples
+        metrics: dict[str, Metric] = {}
+        coco = by_task.get("coco", [])
+        if coco:
+            fid = self._fid(coco)
+            if fid is not None:
+                metrics["fid"] = fid
+            metrics["clip"] = bootstrap_mean([r.scores["clip"]["clip"] for r in coco], True, resamples=rs,
+                                             groups=[r.item.id for r in coco])
+        for task in BINDING_TASKS:
+            recs = by_task.get(task, [])
+            if recs:
+                metrics[task] = bootstrap_mean([float(r.scores["oracle"]["binding_score"]) for r in recs], True,
+                                               resamples=rs, groups=[r.item.id for r in recs])
+        present = [t for t in GENEVAL_TASKS if by_task.get(t)]
+        for task in present:
+            recs = by_task[task]
+            metrics[task] = bootstrap_mean([float(bool(r.scores["oracle"]["correct"])) for r in recs], True,
+                                           resamples=rs, groups=[r.item.id for r in recs])
+        if present:
+            metrics["overall"] = self._overall({t: by_task[t] for t in present})
+        return metrics
+
+    def _fid(self, recs: list[SampleRecord]) -> Metric | None:
+        from ..metrics.fid import fid_from_features
+
+        gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in recs])
+        ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in recs])
+        try:
+            value = fid_from_features(gen, ref, force=self.params.fid.force)
+        except UsageError as err:
+            if "refused" not in str(err):
+                raise
+            warnings.warn(f"micro suite: no fid metric: {err}", stacklevel=2)
+            return None
+        return Metric(float(value), None, None, len(recs), higher_is_better=False)
+
+    def _overall(self, groups: dict[str, list[SampleRecord]]) -> Metric:
+        """Mean of the task means; CI from a bootstrap resampling prompts within each task."""
+        rng = np.random.default_rng(0)
+        rs = self.params.bootstrap_resamples
+        means, boots = [], []
+        for recs in groups.values():
+            ids = np.unique([r.item.id for r in recs], return_inverse=True)[1]
+            x = np.array([float(bool(r.scores["oracle"]["correct"])) for r in recs])
+            sums = np.bincount(ids, weights=x)
+            counts = np.bincount(ids).astype(np.float64)
+            means.append(x.mean())
+            pick = rng.integers(0, len(sums), size=(rs, len(sums)))
+            boots.append(sums[pick].sum(1) / counts[pick].sum(1))
+        value = float(np.mean(means))
+        n = sum(len(v) for v in groups.values())
+        if n < 2:
+            return Metric(value, None, None, n, True)
+        lo, hi = np.percentile(np.mean(boots, axis=0), [2.5, 97.5])
+        return Metric(value, float(lo), float(hi), n, True)

@@ -1,0 +1,163 @@
+"""Suite ``micro``: prompt sets, the scorers on rendered images, and aggregation on crafted records."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mubench.builtins import register_builtins
+from mubench.config import build_params
+from mubench.specs import find_spec, load_yaml
+from mubench.metrics.fid import fid_from_features
+from mubench.micro import data as D
+from mubench.micro.clip import uint8_to_float
+from mubench.micro.scorers import MicroClipScorer, MicroClipScorerParams, MicroOracleScorer, reference_scenes
+from mubench.micro.oracle import OracleParams
+from mubench.registry import Registries
+from mubench.scorers.base import ScorerContext
+from mubench.suites.base import PromptItem, SampleRecord
+from mubench.suites.micro import GENEVAL_TASKS, TASKS, MicroSuite, MicroSuiteParams
+
+METRICS = {"fid", "clip", "color", "shape", "texture", *GENEVAL_TASKS, "overall"}
+
+
+def small_params(**kw) -> MicroSuiteParams:
+    counts = dict(coco=6, color=3, shape=3, texture=3, single_object=3, two_object=3, counting=3, colors=3,
+                  position=4, color_attr=3)
+    counts.update(kw)
+    return MicroSuiteParams(**counts, bootstrap_resamples=200)
+
+
+def test_items_are_fixed_interleaved_and_parse():
+    suite = MicroSuite(MicroSuiteParams(), "micro")
+    items = suite.items()
+    assert len(items) == 700 and len({i.id for i in items}) == 700
+    assert [i.id for i in items] == [i.id for i in MicroSuite(MicroSuiteParams(), "micro").items()]
+    assert {i.meta["task"] for i in items[:20]} == set(TASKS)  # limit=20 still covers every task
+    for item in items:
+        phrases, relation = D.parse_caption(item.prompt)
+        task = item.meta["task"]
+        if task == "single_object":
+            assert len(phrases) == 1 and phrases[0].color is None and phrases[0].count == 1
+        if task == "counting":
+            assert 2 <= phrases[0].count <= 4
+        if task == "position":
+            assert relation in D.RELATIONS and phrases[0].shape != phrases[1].shape
+        if task in ("color", "shape", "color_attr"):
+            assert phrases[0].color != phrases[1].color and phrases[0].shape != phrases[1].shape
+            assert not {(p.color, p.shape) for p in phrases} & D.HELD_OUT
+        if task == "texture":
+            assert {p.fill for p in phrases} == set(D.FILLS)
+    comp = MicroSuite(MicroSuiteParams(binding_split="compositional"), "micro").items()
+    for item in comp:
+        if item.meta["task"] in ("color", "shape"):
+            assert {(p.color, p.shape) for p in D.parse_caption(item.prompt)[0]} & D.HELD_OUT
+
+
+def test_spec_and_registry():
+    data = load_yaml(find_spec("suites", "micro")[1])
+    assert data["kind"] == "micro"
+    params = build_params(MicroSuiteParams, {k: v for k, v in data.items() if k not in ("kind", "description")},
+                          where="suite.")
+    assert params == MicroSuiteParams()  # the spec states the defaults explicitly
+    assert params.sampler.steps == 20 and params.sampler.guidance == 4.0 and params.sampler.scheduler == "ddim"
+    regs = Registries()
+    register_builtins(regs)
+    assert regs.suites.get("micro") is MicroSuite
+    assert regs.scorers.get("micro-clip") is MicroClipScorer and regs.scorers.get("micro-oracle") is MicroOracleScorer
+
+
+def _render_records(suite: MicroSuite, scorers, use_truth: bool = True):
+    """Records whose 'generated' image is a real render of the prompt (a perfect model)."""
+    records = []
+    for n, item in enumerate(suite.items()):
+        phrases, relation = D.parse_caption(item.prompt)
+        scene = D.realize(phrases, relation, np.random.default_rng(n), "compositional")
+        img = uint8_to_float(D.render(scene)[None])
+        scores = {name: s.score(img, [item])[0] for name, s in scorers.items()}
+        records.append(SampleRecord(item, 0, n, f"k{n}", "", scores))
+    return records
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    ctx = ScorerContext(torch.device("cpu"), weights="random")
+    return {"clip": MicroClipScorer(MicroClipScorerParams(), ctx, "clip"),
+            "oracle": MicroOracleScorer(OracleParams(), ctx, "oracle")}
+
+
+def test_real_renders_score_perfectly(scorers):
+    suite = MicroSuite(small_params(coco=70), "micro")
+    metrics = suite.aggregate(_render_records(suite, scorers))
+    assert set(metrics) == METRICS
+    for name in ("color", "shape", "texture", *GENEVAL_TASKS, "overall"):
+        assert metrics[name].value == 1.0, name
+    assert metrics["fid"].higher_is_better is False and metrics["fid"].n == 70 and metrics["fid"].ci_low is None
+    assert np.isfinite(metrics["fid"].value) and metrics["fid"].value >= 0
+    assert -1 <= metrics["clip"].value <= 1 and metrics["clip"].ci_low <= metrics["clip"].value
+
+
+def test_blank_images_fail_with_reasons(scorers):
+    suite = MicroSuite(small_params(), "micro")
+    items = suite.items()
+    blank = torch.full((len(items), 3, 32, 32), 0.9)
+    res = scorers["oracle"].score(blank, items)
+    assert all(r["n_objects"] == 0 and r["correct"] is False and r["reason"].startswith("expected") for r in res)
+    binding = [r for r, it in zip(res, items) if it.meta["task"] == "color"]
+    assert binding and all(r["binding_score"] == 0.0 and "no " in r["binding_reason"] for r in binding)
+
+
+def _crafted(task: str, k: int, oracle: dict, clip: dict | None = None, image_index: int = 0) -> SampleRecord:
+    item = PromptItem(f"{task}/{k:04d}", "a circle", {"task": task})
+    return SampleRecord(item, image_index, 0, f"{task}{k}{image_index}", "", {"oracle": oracle, "clip": clip or {}})
+
+
+def test_aggregation_reproduces_hand_computed_values():
+    suite = MicroSuite(small_params(), "micro")
+    recs = []
+    # GenEval analogue: task means 2/4, 1/2, 1/1, 0/2, 3/3, 1/4 -> overall = mean of task means
+    pattern = {"single_object": [1, 0, 1, 0], "two_object": [1, 0], "counting": [1], "colors": [0, 0],
+               "position": [1, 1, 1], "color_attr": [0, 0, 1, 0]}
+    for task, vals in pattern.items():
+        for k, v in enumerate(vals):
+            recs.append(_crafted(task, k, {"correct": bool(v), "reason": "" if v else "x"}))
+    # binding: color 0.5, 1, 0 -> 0.5; two images of one prompt for texture
+    for k, v in enumerate([0.5, 1.0, 0.0]):
+        recs.append(_crafted("color", k, {"binding_score": v, "correct": False}))
+    recs.append(_crafted("texture", 0, {"binding_score": 1.0, "correct": True}, image_index=0))
+    recs.append(_crafted("texture", 0, {"binding_score": 0.5, "correct": False}, image_index=1))
+    # COCO analogue: clip mean, FID of crafted features against reference rows picked by image index
+    rng = np.random.default_rng(0)
+    gen = rng.normal(size=(80, 4))
+    ref = rng.normal(0.5, 1.0, size=(80, 2, 4))
+    for k in range(40):
+        for j in range(2):
+            recs.append(_crafted("coco", k, {"correct": True}, {"clip": 0.1 * (k % 3), "features": gen[2 * k + j],
+                                                                  "ref_features": ref[k]}, image_index=j))
+    m = suite.aggregate(recs)
+    assert m["single_object"].value == 0.5 and m["two_object"].value == 0.5 and m["counting"].value == 1.0
+    assert m["colors"].value == 0.0 and m["position"].value == 1.0 and m["color_attr"].value == 0.25
+    assert m["overall"].value == pytest.approx((0.5 + 0.5 + 1 + 0 + 1 + 0.25) / 6)
+    assert m["overall"].n == 16 and m["overall"].ci_low <= m["overall"].value <= m["overall"].ci_high
+    assert m["color"].value == pytest.approx(0.5) and m["texture"].value == pytest.approx(0.75)
+    assert m["texture"].n == 2 and "shape" not in m
+    assert m["clip"].value == pytest.approx(np.mean([0.1 * (k % 3) for k in range(40) for _ in range(2)]))
+    want = fid_from_features(gen, np.stack([ref[k][j] for k in range(40) for j in range(2)]))
+    assert m["fid"].value == pytest.approx(want, rel=1e-9) and m["fid"].n == 80
+    assert m["colors"].ci_low == m["colors"].ci_high == 0.0
+
+
+def test_fid_is_omitted_below_feature_dim_unless_forced(scorers):
+    suite = MicroSuite(small_params(coco=5), "micro")
+    recs = [r for r in _render_records(suite, scorers) if r.item.meta["task"] == "coco"]
+    with pytest.warns(UserWarning, match="refused"):
+        assert "fid" not in suite.aggregate(recs)
+    forced = MicroSuite(small_params(coco=5), "micro")
+    forced.params.fid.force = True
+    assert np.isfinite(forced.aggregate(recs)["fid"].value)
+
+
+def test_reference_scenes_are_deterministic_and_true_to_caption():
+    a = reference_scenes("two red squares", "test", 3, 2)
+    assert a == reference_scenes("two red squares", "test", 3, 2) and a[0] != a[1]
+    assert all(D.describes(*D.parse_caption("two red squares"), s.objects) for s in a)
