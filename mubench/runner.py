@@ -7,6 +7,7 @@ aggregates everything from the caches once all are done.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -17,7 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
+from PIL import Image
 
 from . import __version__
 from .cache import Cache, atomic_write_text, to_uint8
@@ -52,7 +55,7 @@ class Shard:
 class PlannedSample:
     item: PromptItem
     image_index: int
-    seed: int
+    seed: Optional[int]  # None for images made by another tool
     key: str
 
 
@@ -173,7 +176,9 @@ class Runner:
         ipp = getattr(self.suite.params, "images_per_prompt", 1)
         for item in items:
             for j in range(ipp):
-                seed = image_seed(run.seed, self.cfg.suite.name, item.id, j)
+                seed = self.suite.image_seed(item, j, run.seed)
+                if seed is None:
+                    seed = image_seed(run.seed, self.cfg.suite.name, item.id, j)
                 key = stable_hash({**base, "prompt": item.prompt, "seed": seed}, length=32)
                 planned.append(PlannedSample(item, j, seed, key))
         return planned
@@ -248,12 +253,42 @@ class Runner:
         samples = [sample_row(r) for r in records]
         return RunOutput(results, samples)
 
+    def execute_external(self, folder: Path, label: str) -> RunOutput:
+        """Score images made by another tool (``mubench score images=DIR``): no model, no generation."""
+        t0 = time.perf_counter()
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"images={folder}: no such folder")
+        self.suite.check_assets()
+        items = self.items()
+        found = self.suite.import_images(folder, items)
+        if not found:
+            raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "
+                             "(see the suite's folder naming in docs)")
+        planned = []
+        for img in found:
+            with Image.open(img.path) as pil:
+                pixels = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+            key = "ext-" + hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()[:28]
+            if not self.cache.has_sample(key):
+                self.cache.write_sample(key, pixels)
+            planned.append(PlannedSample(img.item, img.image_index, None, key))
+        scorers = self.scorers()
+        self.score(scorers, planned)
+        records = self.records(scorers, planned)
+        metrics = self.suite.aggregate(records)
+        self.timing["total_s"] = time.perf_counter() - t0
+        used = {p.item.id for p in planned}
+        results = self.results(None, None, None, scorers, [it for it in items if it.id in used], metrics)
+        results.update({"method": label, "model": "external", "images": str(folder)})
+        return RunOutput(results, [sample_row(r) for r in records])
+
     def results(self, bundle, prepared, sampler, scorers, items, metrics) -> dict[str, Any]:
         run = self.cfg.run
         protocol = {
             "suite": self.cfg.suite.name,
             "suite_params": to_plain(self.cfg.suite.params),
-            "sampler": sampler.as_dict(),
+            "sampler": sampler.as_dict() if sampler else {"external": True},
             "images_per_prompt": getattr(self.suite.params, "images_per_prompt", 1),
             "n_prompts": len(items),
             "seed": run.seed,
@@ -273,9 +308,9 @@ class Runner:
             "config": self.cfg.as_dict(),
             "protocol": protocol,
             "protocol_hash": stable_hash(protocol),
-            "method_info": {"added_params": prepared.added_params, "trainable_params": prepared.trainable_params,
-                            "artifact": prepared.artifact, **to_plain(prepared.info)},
-            "model_fingerprint": bundle.fingerprint,
+            "method_info": ({"added_params": prepared.added_params, "trainable_params": prepared.trainable_params,
+                             "artifact": prepared.artifact, **to_plain(prepared.info)} if prepared else {}),
+            "model_fingerprint": bundle.fingerprint if bundle else None,
             "versions": package_versions(),
             "git": git_revision(),
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
@@ -289,8 +324,6 @@ def scorer_key(scorer: Scorer) -> str:
 
 def sample_row(record: SampleRecord) -> dict[str, Any]:
     """One line of samples.jsonl: ids, seed, file, sha256 and the per-image scalar scores."""
-    import hashlib
-
     path = Path(record.path)
     scores = {name: {k: v for k, v in res.items() if not hasattr(v, "shape")} for name, res in record.scores.items()}
     return {"prompt_id": record.item.id, "image_index": record.image_index, "seed": record.seed,

@@ -130,3 +130,21 @@ def test_help_and_list():
     assert proc.returncode == 0 and "batch_size" in proc.stdout
     proc = run_cli("list", "methods")
     assert proc.returncode == 0 and "sd" in proc.stdout
+
+
+def test_score_folder_gives_the_run_metrics(tmp_path):
+    """Images scored from a folder (another tool's output) give the same metrics as the run that made them."""
+    out = tmp_path / "out"
+    assert run_cli("run", *TINY, "limit=2", f"out={out}").returncode == 0
+    folder = tmp_path / "images"
+    for s in map(json.loads, (out / "samples.jsonl").read_text().splitlines()):
+        (folder / s["prompt_id"]).mkdir(parents=True, exist_ok=True)
+        (folder / s["prompt_id"] / f"{s['image_index']}.png").write_bytes(Path(s["path"]).read_bytes())
+    proc = run_cli("score", "suite=toy", "limit=2", f"images={folder}", "label=copied", "--json")
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads(proc.stdout)
+    made = json.loads((out / "results.json").read_text())
+    assert scored["method"] == "copied" and scored["model"] == "external"
+    assert scored["metrics"] == made["metrics"]
+    proc = run_cli("score", "suite=toy", f"images={tmp_path / 'missing'}")
+    assert proc.returncode == 2 and "no such folder" in proc.stderr

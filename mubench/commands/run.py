@@ -114,6 +114,10 @@ def _print_summary(results: dict, store_path: Path, out: Optional[str]) -> None:
     console.print(table)
     p = results["protocol"]
     s = p["sampler"]
-    console.print(f"protocol {results['protocol_hash']}: {s['scheduler']} {s['steps']} steps, guidance {s['guidance']}, "
-                  f"{s['resolution']}px, {p['n_prompts']} prompts × {p['images_per_prompt']} images, seed {p['seed']}")
+    if "scheduler" in s:
+        made = f"{s['scheduler']} {s['steps']} steps, guidance {s['guidance']}, {s['resolution']}px"
+    else:
+        made = "images made by another tool"
+    console.print(f"protocol {results['protocol_hash']}: {made}, {p['n_prompts']} prompts × "
+                  f"{p['images_per_prompt']} images, seed {p['seed']}")
     console.print(f"stored in {store_path}" + (f"; results in {out}/results.json" if out else ""))

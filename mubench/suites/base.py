@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from ..metrics.core import Metric
@@ -45,6 +46,15 @@ class SampleRecord:
 
 
 @dataclass
+class ImportedImage:
+    """An image made by another tool, mapped to a prompt of the suite."""
+
+    item: PromptItem
+    image_index: int
+    path: Path
+
+
+@dataclass
 class ScorerUse:
     """A scorer a suite uses: registry name and parameters."""
 
@@ -76,6 +86,26 @@ class Suite(ABC):
         harness's per-image stream :func:`mubench.seeding.image_seed`. Suites that reproduce a reference's
         seeds (T2I-CompBench: 42 + j) override it."""
         return None
+
+    def image_seed(self, item: PromptItem, image_index: int, run_seed: int) -> Optional[int]:
+        """A suite whose reference fixes seeds (T2I-CompBench: 42..51) returns them here; None = the per-image
+        stream seeded by (run seed, suite, prompt id, image index)."""
+        return None
+
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list["ImportedImage"]:
+        """Map a folder of images made by another tool to this suite's prompts (``mubench score images=DIR``).
+
+        Default naming: ``DIR/<prompt id>/<image index>.png``. Suites with a reference layout override this.
+        """
+        by_id = {it.id: it for it in items}
+        out = []
+        for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+            if sub.name not in by_id:
+                continue
+            for img in sorted(sub.glob("*.png")):
+                if img.stem.isdigit():
+                    out.append(ImportedImage(by_id[sub.name], int(img.stem), img))
+        return out
 
     def check_assets(self) -> None:
         """Raise AssetError naming any missing local file before any work is done."""
