@@ -5,7 +5,7 @@ under ``mubench._specs``. A path to a user YAML file is accepted wherever a spec
 """
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,18 @@ def spec_dir(kind: str) -> Path:
     source = Path(__file__).resolve().parent.parent / kind
     if source.is_dir():
         return source
-    package = "mubench._specs." + kind.replace("/", ".")
+    return installed_data_dir("mubench._specs." + kind.replace("/", ".")) or source
+
+
+def installed_data_dir(package: str) -> Path | None:
+    """Folder of an installed data package (a namespace package: no ``__init__.py``), or None."""
     try:
-        return Path(str(resources.files(package)))
-    except ModuleNotFoundError:  # pragma: no cover - broken install
-        return source
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
