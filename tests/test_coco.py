@@ -148,7 +148,7 @@ def test_fid_refused_below_feature_dimension_unless_forced(fake_coco):
     cap, img_dir = fake_coco
     s = make_suite(cap, img_dir)
     recs = _records(s, _generated(10, 4))
-    with pytest.raises(UsageError, match="10 images but the features have 16 dimensions"):
+    with pytest.raises(UsageError, match="generated set has 10 images but the features have 16 dimensions.*suite.fid_force=true"):
         s.aggregate(recs)
     forced = make_suite(cap, img_dir, fid_force=True).aggregate(recs)
     assert np.isfinite(forced["fid"].value)
@@ -186,3 +186,19 @@ def test_specs_resolve():
         assert p.year == year and p.fid.resolution == res and p.fid.protocol == "clean"
     with pytest.raises(UsageError):
         build_params(CocoParams, {"fid": {"protocol": "tf"}})
+
+
+def test_import_folder_by_image_id(fake_coco, tmp_path):
+    from mubench.suites.coco import import_folder
+
+    cap, img_dir = fake_coco
+    items = make_suite(cap, img_dir).items()
+    d = tmp_path / "mine"
+    d.mkdir()
+    Image.new("RGB", (8, 8)).save(d / "000000001007.png")
+    Image.new("RGB", (8, 8)).save(d / "1014.png")
+    got = import_folder(d, items)
+    assert [(s.item.meta["image_id"], s.image_index) for s in got] == [(1007, 0), (1014, 0)]
+    Image.new("RGB", (8, 8)).save(d / "42.png")
+    with pytest.raises(UsageError, match="42"):
+        import_folder(d, items)

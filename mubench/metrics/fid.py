@@ -191,19 +191,21 @@ def as_gaussian(stats: Union[FIDStats, Gaussian, tuple]) -> Gaussian:
 
 
 def fid_from_stats(a: Union[FIDStats, Gaussian, tuple], b: Union[FIDStats, Gaussian, tuple],
-                   force: bool = False, **kwargs: Any) -> float:
+                   force: bool = False, *, names: tuple[str, str] = ("first", "second"),
+                   force_hint: str = "force=True", **kwargs: Any) -> float:
     """FID between two feature sets; refuses fewer images than feature dimensions unless ``force``.
 
     With n < d images the covariance estimate has rank < d: the square-root term becomes unstable and
     the number is dominated by estimator bias, so it is not comparable to anything. Sides whose count
-    is unknown (published reference statistics) are not checked. Extra keyword arguments go to
+    is unknown (published reference statistics) are not checked. ``names`` name the two sides and
+    ``force_hint`` the setting that forces, in the message. Extra keyword arguments go to
     :func:`frechet_distance`.
     """
     ga, gb = as_gaussian(a), as_gaussian(b)
     if ga.dim != gb.dim:
         raise UsageError(f"FID statistics have different feature dimensions: {ga.dim} vs {gb.dim} "
                          "(were they made with the same extractor?)")
-    for side, g in (("first", ga), ("second", gb)):
+    for side, g in zip(names, (ga, gb)):
         if g.count is None:
             continue
         if g.count < 2:
@@ -213,7 +215,7 @@ def fid_from_stats(a: Union[FIDStats, Gaussian, tuple], b: Union[FIDStats, Gauss
                 f"FID refused: the {side} set has {g.count} images but the features have {g.dim} dimensions; "
                 f"with fewer images than dimensions the covariance is singular and the value is dominated by "
                 f"bias, not comparable to any published number. Use at least {g.dim} images, or force it "
-                f"(force=True, e.g. suite.fid.force=true) and label the number as such.")
+                f"({force_hint}) and label the number as such.")
     return frechet_distance(ga.mu, ga.sigma, gb.mu, gb.sigma, **kwargs)
 
 

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -221,13 +221,15 @@ class CocoSuite(Suite):
             raise UsageError(f"samples were scored by different FID extractors: {sorted(extractors)}")
         gen = FIDStats.from_features(np.stack([np.asarray(r.scores["fid"]["features"]) for r in records]))
         ref = self.reference_stats(extractors.pop())
-        metrics["fid"] = Metric(fid_from_stats(gen, ref, force=self.params.fid_force), None, None, gen.count, False)
+        metrics["fid"] = Metric(fid_from_stats(gen, ref, force=self.params.fid_force,
+                                                  names=("generated", "reference"),
+                                                  force_hint="suite.fid_force=true"), None, None, gen.count, False)
         return metrics
 
     def protocol(self) -> dict[str, Any]:
         p = self.params
         out = {"benchmark": f"COCO-{p.year} val captions, {p.selection}", "fid_protocol": p.fid.protocol,
-               "fid_resolution": p.fid.resolution, "fid_resample": p.fid.resample, "reference": p.reference,
+               "fid_resolution": p.fid.resolution, "fid_forced": p.fid_force, "fid_resample": p.fid.resample, "reference": p.reference,
                "clip_backbone": p.clip.backbone, "clip_prefix": p.clip.prefix,
                "clip_metrics": "clip = raw mean cosine; clip_x100 = 100*max(mean, 0) (torchmetrics)"}
         try:
@@ -235,6 +237,32 @@ class CocoSuite(Suite):
         except UsageError:
             pass
         return out
+
+
+@dataclass
+class ImportedSample:
+    item: PromptItem
+    image_index: int
+    path: Path
+
+
+def import_folder(folder: Union[str, Path], items: list[PromptItem]) -> list[ImportedSample]:
+    """Images made elsewhere, named by COCO image id (``<image_id>.png``, zero padding allowed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    by_id = {it.meta["image_id"]: it for it in items}
+    out = []
+    for path in sorted(folder.glob("*.png")):
+        if not path.stem.isdigit():
+            raise UsageError(f"{path.name}: COCO samples are named <image_id>.png")
+        iid = int(path.stem)
+        if iid not in by_id:
+            raise UsageError(f"{path.name}: image id {iid} is not in this suite's caption selection")
+        out.append(ImportedSample(by_id[iid], 0, path))
+    if not out:
+        raise UsageError(f"no <image_id>.png images in {folder}")
+    return sorted(out, key=lambda s: s.item.meta["image_id"])
 
 
 def _existing_dir(path: str) -> Path:
