@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +42,24 @@ class InspectConfig:
 
 def inspect_method(args: list[str]) -> dict[str, Any]:
     """Resolve ``KEY=VALUE`` args, build model + method, return the report (see module docstring)."""
-    from ..config import build_params, parse_overrides, resolve_component, _nest, _check_keys
+    from ..config import build_params, resolve_component
     from ..errors import UsageError
     from ..methods.base import MethodContext, count_params
     from ..models.base import LoadContext
     from ..registry import load_registries
+    from ._kv import parse_kv
 
-    top: dict[str, Any] = {}
-    sub: dict[str, list[tuple[str, Any]]] = {"model": [], "method": []}
-    for key, value in parse_overrides(args):
-        head, dot, rest = key.partition(".")
-        if dot and head in sub:
-            sub[head].append((rest, value))
-        else:
-            top[key] = value
-    _check_keys(InspectConfig, top, "")
+    flat = parse_kv(args, [f.name for f in fields(InspectConfig)], prefixes=("model", "method"), command="inspect")
+    top = {k: v for k, v in flat.items() if "." not in k}
+    sub: dict[str, dict[str, Any]] = {"model": {}, "method": {}}
+    for key, value in flat.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            node = sub[head]
+            *parents, leaf = rest.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
     cfg: InspectConfig = build_params(InspectConfig, top)
     if cfg.weights not in ("pretrained", "random"):
         raise UsageError(f"bad value weights={cfg.weights!r}; expected pretrained or random")
@@ -68,8 +71,8 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
     except RuntimeError:
         raise UsageError(f"bad value device={device!r}") from None
     regs = load_registries()
-    model_c = resolve_component("model", cfg.model, _nest(sub["model"]), regs)
-    method_c = resolve_component("method", cfg.method, _nest(sub["method"]), regs)
+    model_c = resolve_component("model", cfg.model, sub["model"], regs)
+    method_c = resolve_component("method", cfg.method, sub["method"], regs)
     with torch.random.fork_rng(devices=[]):
         bundle = regs.models.get(model_c.kind).load(model_c.params, LoadContext(dev, torch.float32, cfg.weights))
     method = regs.methods.get(method_c.kind)(method_c.params, method_c.name)
