@@ -11,6 +11,7 @@ def register_builtins(r: "Registries") -> None:
     # models
     r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
     r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)")
+    r.models.register("micro", "mubench.micro.model:MicroModel", "the embedded micro world's text-to-image model (zoo/micro)")
     # method kinds
     r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
     r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")

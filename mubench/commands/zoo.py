@@ -1,0 +1,78 @@
+"""``mubench zoo build micro [--out DIR] [KEY=VALUE...]`` and ``mubench zoo verify micro [--out DIR]``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+
+from ..errors import UsageError, unknown
+
+app = typer.Typer(help="Build and verify the embedded model zoo (the micro world's weights).", no_args_is_help=True)
+ENTRIES = ("micro",)
+
+
+def _check_entry(name: str) -> None:
+    if name not in ENTRIES:
+        raise unknown("zoo entry", name, ENTRIES)
+
+
+def _recipe(args: list[str]):
+    """KEY=VALUE overrides of :class:`~mubench.micro.zoo.BuildParams` (values parsed as YAML scalars)."""
+    from ..micro.zoo import BuildParams
+
+    fields = {f.name for f in dataclasses.fields(BuildParams)}
+    values = {}
+    for arg in args:
+        if "=" not in arg:
+            raise UsageError(f"expected KEY=VALUE, got {arg!r}")
+        key, raw = arg.split("=", 1)
+        if key not in fields:
+            raise unknown("build parameter", key, fields)
+        try:
+            values[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise UsageError(f"bad value for {key}: {raw!r} ({err})") from err
+    return BuildParams(**values)
+
+
+@app.command("build")
+def build_command(
+    name: str = typer.Argument("micro", help="zoo entry to build (micro)"),
+    args: Optional[list[str]] = typer.Argument(None, help="recipe overrides, e.g. steps=3000 threads=2 "
+                                                          "max_train_minutes=90 (see docs/micro-world.md)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the repository's zoo/<name>)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar; the log still goes to build.log"),
+    no_eval: bool = typer.Option(False, "--no-eval", help="skip the build's own quality check"),
+) -> None:
+    """Train the micro world's weights reproducibly (seeded, resumable) and write safetensors + manifest.json + build.log."""
+    _check_entry(name)
+    from ..micro.zoo import build_zoo
+
+    params = _recipe(list(args or []))
+    manifest = build_zoo(name, out, params, show_progress=not quiet, echo=True, evaluate=not no_eval)
+    base = manifest.get("quality", {}).get("base")
+    if base:
+        typer.echo(f"single_object={base['single_object']:.3f} color={base['color']:.3f} shape={base['shape']:.3f}")
+
+
+@app.command("verify")
+def verify_command(
+    name: str = typer.Argument("micro", help="zoo entry to verify (micro)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="zoo folder (default: the shipped zoo/<name>)"),
+    json_out: bool = typer.Option(False, "--json", help="print {file: sha256} as JSON"),
+) -> None:
+    """Check every file of the zoo entry against the sha256 in its manifest (exit 2 on a mismatch)."""
+    _check_entry(name)
+    from ..micro.assets import verify_all, zoo_dir
+
+    folder = zoo_dir(name, out)
+    hashes = verify_all(folder)
+    if json_out:
+        typer.echo(json.dumps(hashes, indent=2))
+    else:
+        for f, h in hashes.items():
+            typer.echo(f"ok  {f}  {h}")

@@ -1,0 +1,417 @@
+"""``mubench zoo build micro``: train the micro world's weights reproducibly and check their quality.
+
+:func:`build_zoo` runs, seeded and resumable:
+
+1. the text encoder and the UNet, trained jointly from scratch by mubench's trainer
+   (:func:`mubench.train.train`) on the micro ``train`` split (v-prediction, min-SNR weighting,
+   caption dropout for classifier-free guidance, EMA) → ``text_encoder.safetensors`` and
+   ``unet.safetensors`` (the EMA weights). This is the part ``max_train_minutes`` may time-box;
+   the learning rate is constant after warm-up, so a build stopped at step N equals one with
+   ``steps=N`` (the manifest records both);
+2. micro-CLIP (:func:`mubench.micro.clip.train_micro_clip`) → ``micro-clip.safetensors``;
+3. its own quality check: single-object prompts of the ``test`` split's (colour, shape) pairs sampled
+   with the shared sampler (:func:`mubench.sampler.sample_images`) and read by the oracle, for the
+   built model, the same model with 50 % of its decoder attention weights zeroed, and random
+   weights; plus a Fréchet distance in micro-CLIP feature space against real images;
+4. ``manifest.json`` (configs, sha256 per file, data seeds, the training recipe, build metrics,
+   timings) and ``build.log``.
+
+Checkpoints go to ``<out>/.build/`` so a killed build resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from ..models.base import LoadContext
+from ..train import IteratorSource, TrainConfig, diffusion_loss, train
+from . import data as D
+from .assets import MANIFEST, sha256_file
+from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
+                    default_configs, encode_text, random_parts)
+
+CLIP_FILE = "micro-clip.safetensors"
+LOG_FILE = "build.log"
+MANIFEST_FORMAT = "mubench-zoo-micro/1"
+DECODER_ATTN_LINEARS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass
+class BuildParams:
+    """The build recipe (recorded in the manifest). See docs/micro-world.md for why these values."""
+
+    seed: int = 0  # seeds weights, the data stream, noise and caption dropout
+    steps: int = 3000  # UNet + text encoder optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1  # caption dropout (→ "") for classifier-free guidance
+    prediction_type: str = "v_prediction"
+    min_snr_gamma: Optional[float] = 5.0
+    mix: dict[str, float] = field(default_factory=lambda: {"single": 0.85, "two": 0.05, "count": 0.05,
+                                                           "relation": 0.05})
+    data_seed: int = 0  # stream seed of the micro train split
+    clip_steps: int = 1200
+    checkpoint_every: int = 200
+    log_every: int = 50
+    max_train_minutes: Optional[float] = None  # stop training early (recorded) when this wall time is spent
+    eval_per_pair: int = 8  # images per (colour, shape) pair in the build's quality check
+    eval_seed: int = 20251125
+    threads: int = 1
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class BuildLog:
+    """Timestamped lines to ``build.log`` (appended across resumed builds) and optionally stdout."""
+
+    def __init__(self, path: Path, echo: bool = True) -> None:
+        self.path = path
+        self.echo = echo
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if self.echo:
+            print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class MicroDiffusionLoss:
+    """Loss callable for the trainer: batch = (uint8 images [B,32,32,3], captions)."""
+
+    def __init__(self, codec, alphas_cumprod: torch.Tensor, tokenizer, p_uncond: float, prediction_type: str,
+                 min_snr_gamma: Optional[float]) -> None:
+        self.codec = codec
+        self.alphas_cumprod = alphas_cumprod
+        self.tokenizer = tokenizer
+        self.p_uncond = p_uncond
+        self.prediction_type = prediction_type
+        self.min_snr_gamma = min_snr_gamma
+
+    def __call__(self, module: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        images, captions = batch
+        drop = torch.rand(len(captions), generator=generator) < self.p_uncond
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        inner = module.module if hasattr(module, "module") else module  # DDP wrapper
+        device = next(inner.parameters()).device
+        x0 = self.codec.encode_uint8(images).to(device)
+        cond = encode_text(inner["text_encoder"], self.tokenizer, captions)
+
+        def model_fn(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return inner["unet"](xt, t, encoder_hidden_states=cond.hidden_states,
+                                 encoder_attention_mask=cond.attention_mask).sample
+
+        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
+                              min_snr_gamma=self.min_snr_gamma)
+
+
+def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.clone()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def eval_pairs(split: str = "test") -> list[tuple[str, str]]:
+    """The (colour, shape) pairs a split draws (the compositional split: the held-out ones)."""
+    return D._allowed_pairs(split)
+
+
+def single_object_prompts(per_pair: int, split: str = "test") -> list[tuple[str, str, str]]:
+    """(caption, colour, shape) for every pair of ``split``, ``per_pair`` times."""
+    out = []
+    for c, s in eval_pairs(split):
+        article = "an" if c[0] in "aeiou" else "a"
+        out += [(f"{article} {c} {s}", c, s)] * per_pair
+    return out
+
+
+def random_decoder_attention_mask(unet: nn.Module, ratio: float, seed: int) -> tuple[nn.Module, int, int]:
+    """A copy of ``unet`` with ``ratio`` of the up-block attention q/k/v/out weights zeroed
+    (elementwise Bernoulli, seeded); returns (copy, zeroed, total)."""
+    masked = copy.deepcopy(unet)
+    g = torch.Generator().manual_seed(int(seed))
+    zeroed = total = 0
+    with torch.no_grad():
+        for name, mod in masked.named_modules():
+            if not name.startswith("up_blocks.") or not isinstance(mod, nn.Linear):
+                continue
+            if not any(name.endswith("." + k) for k in DECODER_ATTN_LINEARS):
+                continue
+            keep = (torch.rand(mod.weight.shape, generator=g) >= ratio).to(mod.weight.dtype)
+            mod.weight.mul_(keep)
+            zeroed += int((keep == 0).sum())
+            total += keep.numel()
+    return masked, zeroed, total
+
+
+def score_single_object(images: torch.Tensor, prompts: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Oracle accuracies on single-object prompts: the largest object's colour, shape, both, and the
+    GenEval-style ``single_object`` rule (right shape present, the largest of it in the right colour)."""
+    from .oracle import Oracle
+
+    oracle = Oracle()
+    color = shape = both = correct = strict = 0
+    for img, (caption, c, s) in zip(images, prompts):
+        dets = oracle.detect(img)
+        phrases, relation = D.parse_caption(caption)
+        ok, _ = oracle.evaluate(dets, phrases, relation)
+        correct += int(ok)
+        if dets:
+            color += int(dets[0].color == c)
+            shape += int(dets[0].shape == s)
+            both += int(dets[0].color == c and dets[0].shape == s)
+            strict += int(len(dets) == 1 and dets[0].color == c and dets[0].shape == s)
+    n = max(1, len(prompts))
+    return {"single_object": correct / n, "color": color / n, "shape": shape / n, "both": both / n,
+            "strict": strict / n, "n": len(prompts)}
+
+
+def real_reference_images(pairs_needed: dict[tuple[str, str], int], split: str = "test",
+                          seed: int = 0) -> np.ndarray:
+    """Real single-object renders of ``split`` with the requested (colour, shape) counts."""
+    want = dict(pairs_needed)
+    out = []
+    for scene in D.make_scenes(split, 40 * sum(want.values()) + 100, {"single": 1.0}, seed=seed):
+        o = scene.objects[0]
+        if want.get((o.color, o.shape), 0) > 0:
+            want[(o.color, o.shape)] -= 1
+            out.append(D.render(scene))
+        if not any(want.values()):
+            break
+    return np.stack(out)
+
+
+def evaluate_bundle(bundle, prompts: list[tuple[str, str, str]], seed: int, sampler: dict[str, Any],
+                    batch: int = 48, denoiser: Optional[nn.Module] = None) -> tuple[dict[str, float], torch.Tensor]:
+    """Sample one image per prompt with the shared sampler and score it with the oracle."""
+    from ..methods.base import Prepared
+    from ..sampler import SamplerConfig, sample_images
+    from ..seeding import image_seed
+
+    cfg = SamplerConfig(resolution=bundle.resolution, **sampler)
+    prepared = Prepared(denoiser if denoiser is not None else bundle.denoiser)
+    images = []
+    seen: dict[str, int] = {}
+    all_seeds = []
+    for caption, _, _ in prompts:  # image k of a caption gets the same seed in every model compared
+        all_seeds.append(image_seed(seed, "zoo-build", caption, seen.get(caption, 0)))
+        seen[caption] = seen.get(caption, 0) + 1
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i:i + batch]
+        images.append(sample_images(bundle, prepared, [p[0] for p in chunk], all_seeds[i:i + batch], cfg,
+                                    per_image=False))
+    images_t = torch.cat(images)
+    return score_single_object(images_t, prompts), images_t
+
+
+def clip_fid(clip_model, images: torch.Tensor, real_u8: np.ndarray) -> float:
+    """Fréchet distance between micro-CLIP penultimate features of ``images`` and real images."""
+    from ..metrics.fid import fid_from_features
+    from .clip import MicroClipEncoder, uint8_to_float
+
+    enc = MicroClipEncoder(clip_model)
+    _, fake = enc.images(images.float())
+    _, real = enc.images(uint8_to_float(real_u8))
+    return float(fid_from_features(fake.double().numpy(), real.double().numpy(), force=True))
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def _save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu().float() for k, v in module.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import accelerate
+    import diffusers
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "numpy": np.__version__}
+
+
+def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optional[BuildParams] = None,
+              show_progress: bool = True, echo: bool = True,
+              evaluate: bool = True) -> dict[str, Any]:
+    """Build zoo entry ``name`` into ``out_dir`` (default: the repository's ``zoo/<name>``); returns the manifest."""
+    if name != "micro":
+        raise UsageError(f"unknown zoo entry {name!r}; expected 'micro'")
+    from .assets import default_zoo_root
+    from .clip import evaluate_micro_clip, load_micro_clip, save_micro_clip, train_micro_clip
+    from .text import build_tokenizer
+
+    p = params or BuildParams()
+    out = Path(out_dir) if out_dir is not None else default_zoo_root() / name
+    work = out / ".build"
+    work.mkdir(parents=True, exist_ok=True)
+    log = BuildLog(out / LOG_FILE, echo=echo)
+    torch.set_num_threads(max(1, int(p.threads)))
+    timings: dict[str, float] = {}
+    t_build = time.time()
+    log(f"zoo build {name} -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
+    log(f"versions {json.dumps(_versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+
+    # 1. text encoder + UNet -----------------------------------------------------------------
+    t0 = time.time()
+    configs = default_configs()
+    configs["scheduler"]["prediction_type"] = p.prediction_type
+    unet, text_encoder = random_parts(configs, p.seed)
+    module = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
+    tokenizer = build_tokenizer()
+    codec = build_codec(configs["codec"])
+    loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), tokenizer, p.p_uncond,
+                                 p.prediction_type, p.min_snr_gamma)
+    batches = IteratorSource(lambda: D.iterate_batches("train", p.batch_size, p.data_seed, p.mix))
+    tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
+                       weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
+                       checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
+    deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
+    stop = {"at": None}
+
+    def on_log(info: dict[str, Any]) -> None:
+        log("unet " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
+
+    # time-boxed training: run in chunks so the deadline is honoured at checkpoint boundaries
+    chunk = max(p.checkpoint_every, 1)
+    result = None
+    target = 0
+    while True:
+        target = min(p.steps, target + chunk)
+        result = train(module, loss_fn, batches, tcfg, out_dir=work, resume=True, show_progress=show_progress,
+                       stop_at=target, on_log=on_log, description="micro unet")
+        if result.step >= p.steps:
+            break
+        if deadline is not None and time.time() > deadline:
+            stop["at"] = result.step
+            log(f"time budget of {p.max_train_minutes} min spent: training stops at step {result.step} "
+                f"(a build with steps={result.step} reproduces these weights: the LR is constant after warm-up)")
+            break
+    steps_done = result.step
+    if result.ema is not None:
+        result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
+    timings["unet_s"] = round(time.time() - t0, 1)
+    log(f"unet+text encoder trained to step {steps_done} in {timings['unet_s']}s "
+        f"(final loss {result.final_loss()})")
+
+    # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part) ------------------------------
+    t0 = time.time()
+    clip_work = work / CLIP_FILE
+    if clip_work.is_file():
+        clip_model = load_micro_clip(clip_work)
+        log(f"micro-CLIP: reusing {clip_work}")
+    else:
+        log(f"micro-CLIP: training {p.clip_steps} steps (seed {p.seed})")
+
+        def clip_progress(step: int, total: int, info: dict[str, float]) -> None:
+            if step % 100 == 0 or step == total:
+                log(f"micro-CLIP step {step}/{total} loss={info['loss']:.4f} elapsed={time.time() - t0:.0f}s")
+
+        with torch.random.fork_rng(devices=[]):
+            clip_model = train_micro_clip(steps=p.clip_steps, seed=p.seed, progress=clip_progress)
+        save_micro_clip(clip_model, clip_work)
+    clip_quality = evaluate_micro_clip(clip_model)
+    log(f"micro-CLIP quality {json.dumps(clip_quality)}")
+    timings["clip_s"] = round(time.time() - t0, 1)
+
+    # 3. write weights ---------------------------------------------------------------------------
+    meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(steps_done), "weights": "ema"}
+    _save_safetensors(unet, out / UNET_FILE, meta)
+    _save_safetensors(text_encoder, out / TEXT_ENCODER_FILE, meta)
+    shutil.copyfile(clip_work, out / (CLIP_FILE + ".tmp"))
+    os.replace(out / (CLIP_FILE + ".tmp"), out / CLIP_FILE)
+    files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
+             for f in (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)}
+    sampler = dict(DEFAULT_SAMPLER)
+
+    # 4. quality ----------------------------------------------------------------------------------
+    quality: dict[str, Any] = {}
+    t0 = time.time()
+    if evaluate:
+        ctx = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
+        bundle = assemble(unet, text_encoder, configs, ctx, "micro:build")
+        prompts = single_object_prompts(p.eval_per_pair)
+        with torch.random.fork_rng(devices=[]):
+            base, base_imgs = evaluate_bundle(bundle, prompts, p.eval_seed, sampler)
+            log(f"quality base {json.dumps(base)}")
+            masked_unet, zeroed, total = random_decoder_attention_mask(unet, 0.5, p.eval_seed)
+            few = [q for i, q in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
+            masked, masked_imgs = evaluate_bundle(bundle, few, p.eval_seed, sampler, denoiser=masked_unet)
+            masked["zeroed_weights"], masked["masked_weights"] = zeroed, total
+            log(f"quality random-mask-0.5 {json.dumps(masked)}")
+            r_unet, r_te = random_parts(configs, p.seed + 1)
+            rbundle = assemble(r_unet, r_te, configs, ctx, "micro:random")
+            rand, rand_imgs = evaluate_bundle(rbundle, few, p.eval_seed, sampler)
+            log(f"quality random-weights {json.dumps(rand)}")
+        def counts_of(ps: list[tuple[str, str, str]]) -> dict[tuple[str, str], int]:
+            counts: dict[tuple[str, str], int] = {}
+            for _, c, s in ps:
+                counts[(c, s)] = counts.get((c, s), 0) + 1
+            return counts
+
+        real = real_reference_images(counts_of(prompts), "test", seed=p.data_seed)
+        real_few = real_reference_images(counts_of(few), "test", seed=p.data_seed)
+        val_few = real_reference_images(counts_of(few), "val", seed=p.data_seed)
+        few_idx = [i for i, _ in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
+        fids = {"n": len(prompts), "n_few": len(few), "base": clip_fid(clip_model, base_imgs, real),
+                "base_few": clip_fid(clip_model, base_imgs[few_idx], real_few),
+                "random_mask_0.5_few": clip_fid(clip_model, masked_imgs, real_few),
+                "random_weights_few": clip_fid(clip_model, rand_imgs, real_few),
+                "real_val_few": clip_fid(clip_model, torch.from_numpy(val_few).permute(0, 3, 1, 2).float() / 255,
+                                         real_few)}
+        log(f"quality clip-fid (micro-CLIP penultimate features; *_few on the comparison subset) {json.dumps(fids)}")
+        quality = {"sampler": sampler, "prompts": "a <colour> <shape> over the test split's pairs",
+                   "per_pair": p.eval_per_pair, "seed": p.eval_seed, "base": base, "random_mask_0.5": masked,
+                   "random_weights": rand, "clip_fid": fids, "micro_clip": clip_quality}
+    timings["eval_s"] = round(time.time() - t0, 1)
+    timings["total_s"] = round(time.time() - t_build, 1)
+
+    manifest = {
+        "format": MANIFEST_FORMAT, "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "configs": configs, "sampler": sampler, "image_size": IMAGE_SIZE,
+        "files": files,
+        "data": {"train_split": "train", "data_seed": p.data_seed, "mix": p.mix,
+                 "split_seeds": dict(D.SPLITS), "held_out_pairs": sorted(map(list, D.HELD_OUT))},
+        "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stop["at"],
+                   "text_encoder": "trained jointly with the UNet from scratch, frozen in the shipped model",
+                   "weights": "EMA", "trainer": "mubench.train.train", "train_config": tcfg.as_dict()},
+        "quality": quality, "timings": timings, "versions": _versions(),
+        "losses": result.losses,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    log(f"wrote {out / MANIFEST}; total {timings['total_s']}s")
+    return manifest

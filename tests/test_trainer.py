@@ -1,0 +1,160 @@
+"""mubench's trainer core: learning, bitwise resume, real gradient clipping, the diffusion loss."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mubench.errors import UsageError
+from mubench.train import IteratorSource, TrainConfig, diffusion_loss, list_checkpoints, min_snr_weight, train
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.frozen(x))
+
+
+W_TRUE = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+def batch_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches as a function of the step (what makes a resume bitwise)."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(16, 4, generator=g)
+    return x, x @ W_TRUE
+
+
+def mse_with_noise(module: nn.Module, batch, generator: torch.Generator) -> torch.Tensor:
+    x, y = batch
+    x = x + 0.01 * torch.randn(x.shape, generator=generator)  # exercises the trainer's generator
+    return ((module(x) - y) ** 2).mean()
+
+
+def flat(module: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def test_loss_decreases_and_only_trainable_params_move():
+    net = TinyNet()
+    frozen_before = net.frozen.weight.clone()
+    cfg = TrainConfig(steps=60, lr=3e-2, warmup=5, log_every=10, seed=0)
+    res = train(net, mse_with_noise, batch_at, cfg, show_progress=False)
+    assert res.step == 60
+    first, last = res.losses[0][1], res.losses[-1][1]
+    assert last < 0.3 * first, (first, last)
+    assert torch.equal(net.frozen.weight, frozen_before)
+    assert res.trainable_params == sum(p.numel() for p in net.body.parameters())
+
+
+def test_checkpoint_resume_is_bitwise_identical(tmp_path):
+    cfg = TrainConfig(steps=12, lr=5e-3, warmup=3, ema_decay=0.9, checkpoint_every=4, log_every=2, seed=7)
+    full = TinyNet()
+    res_full = train(full, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "a", show_progress=False)
+
+    part = TinyNet()
+    first = train(part, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False, stop_at=6)
+    assert first.step == 6
+    assert [s for s, _ in list_checkpoints(tmp_path / "b" / "checkpoints")] == [4]  # step 6 is lost, as in a crash
+    fresh = TinyNet()  # a new process: fresh module, resumes from step 4
+    res = train(fresh, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
+    assert res.resumed_from == 4 and res.step == 12
+    assert torch.equal(flat(fresh), flat(full))
+    for a, b in zip(res.ema.shadow, res_full.ema.shadow):
+        assert torch.equal(a, b)
+    assert res.losses == res_full.losses
+    # a finished run re-run is a no-op that keeps the weights
+    again = TinyNet()
+    res2 = train(again, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
+    assert res2.resumed_from == 12 and torch.equal(flat(again), flat(full))
+    assert (tmp_path / "b" / "train.log").read_text().count("resumed from step") == 2
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+    cfg = TrainConfig(steps=8, lr=5e-3, checkpoint_every=2, keep_checkpoints=3, seed=1)
+    ref = TinyNet()
+    train(ref, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "a", show_progress=False)
+    net = TinyNet()
+    train(net, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False, stop_at=6)
+    ckpts = list_checkpoints(tmp_path / "b" / "checkpoints")
+    ckpts[-1][1].write_bytes(b"truncated")
+    net2 = TinyNet()
+    res = train(net2, mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
+    assert res.resumed_from == 4
+    assert torch.equal(flat(net2), flat(ref))
+
+
+def test_grad_clip_really_clips():
+    def big_loss(module, batch, generator):
+        return 1000.0 * module.weight.sum() * 0 + (1000.0 * module(batch)).sum()
+
+    def step_norm(clip):
+        torch.manual_seed(0)
+        lin = nn.Linear(3, 2)
+        before = torch.cat([p.detach().flatten().clone() for p in lin.parameters()])
+        cfg = TrainConfig(steps=1, lr=1.0, optimizer="sgd", grad_clip=clip, seed=0)
+        res = train(lin, big_loss, lambda s: torch.ones(4, 3), cfg, show_progress=False)
+        after = torch.cat([p.detach().flatten() for p in lin.parameters()])
+        return float((after - before).norm()), res.last_grad_norm
+
+    clipped, pre_norm = step_norm(0.1)
+    assert pre_norm > 100  # the raw gradient is huge ...
+    assert clipped == pytest.approx(0.1, rel=1e-4)  # ... and the SGD update has exactly the clip norm
+    unclipped, _ = step_norm(None)
+    assert unclipped > 100
+
+
+def test_iterator_source_skips_to_the_asked_step():
+    def factory():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    src = IteratorSource(factory)
+    assert [src(0), src(1), src(2)] == [0, 1, 2]
+    fresh = IteratorSource(factory)
+    assert fresh(5) == 5 and fresh(6) == 6
+    with pytest.raises(ValueError):
+        fresh(2)
+
+
+def test_nothing_trainable_and_bad_config_are_usage_errors():
+    net = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(UsageError):
+        train(net, lambda m, b, g: m(b).sum(), lambda s: torch.ones(1, 2), TrainConfig(steps=1),
+              show_progress=False)
+    with pytest.raises(UsageError):
+        TrainConfig(optimizer="lamb")
+
+
+@pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])
+def test_diffusion_loss_is_zero_for_the_exact_target(ptype):
+    from diffusers import DDPMScheduler
+
+    ac = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    x0 = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def oracle(xt, t):  # recover the target from x_t and the known x0
+        a = ac[t].view(-1, 1, 1, 1)
+        sa, sb = a.sqrt(), (1 - a).sqrt()
+        eps = (xt - sa * x0) / sb
+        return {"epsilon": eps, "v_prediction": sa * eps - sb * x0, "sample": x0}[ptype]
+
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(1, 900, (6,), generator=torch.Generator().manual_seed(2))
+    assert diffusion_loss(oracle, x0, ac, g, prediction_type=ptype, timesteps=t).item() < 1e-8
+    zero = diffusion_loss(lambda xt, t: torch.zeros_like(xt), x0, ac, g, prediction_type=ptype, min_snr_gamma=5.0)
+    assert zero.item() > 0.01
+
+
+def test_min_snr_weights():
+    snr = torch.tensor([0.5, 5.0, 50.0])
+    assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 0.1]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, "v_prediction"), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
