@@ -1,0 +1,95 @@
+"""Trained artifacts of a method: safetensors weights plus a JSON manifest, content-addressed.
+
+Layout: ``{artifacts_dir}/{kind}-{key}/weights.safetensors`` and ``meta.json``, where ``key`` hashes everything that
+decides the trained weights (the method kind, its training-relevant parameters including the ``train`` recipe with
+its data and seed, and the base model's weight fingerprint). ``meta.json`` is written last, so a folder without it
+is an interrupted write and counts as missing. ``Prepared.artifact`` holds the sha256 of the weights file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..config import stable_hash, to_plain
+from ..errors import AssetError, UsageError
+
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "meta.json"
+
+
+def artifact_key(kind: str, spec: Any, base_fingerprint: str) -> str:
+    """Content key of a trained artifact: hash of (kind, training-relevant spec, base weights)."""
+    return stable_hash({"kind": kind, "spec": to_plain(spec), "base": base_fingerprint}, length=20)
+
+
+def artifact_dir(root: Path, kind: str, key: str) -> Path:
+    return Path(root) / f"{kind}-{key}"
+
+
+def has_artifact(directory: Path) -> bool:
+    return (Path(directory) / WEIGHTS_FILE).is_file() and (Path(directory) / META_FILE).is_file()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """Write ``tensors`` (safetensors) and ``meta`` (JSON) atomically; returns the sha256 of the weights file."""
+    directory = Path(directory)
+    blob = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    digest = hashlib.sha256(blob).hexdigest()
+    _atomic_write(directory / WEIGHTS_FILE, blob)
+    manifest = dict(to_plain(meta))
+    manifest["weights_sha256"] = digest
+    manifest["tensors"] = len(tensors)
+    manifest["numel"] = int(sum(v.numel() for v in tensors.values()))
+    _atomic_write(directory / META_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+    return digest
+
+
+def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """(tensors, meta, sha256 of the weights). Raises AssetError when the files are missing or do not match."""
+    directory = Path(directory)
+    if not has_artifact(directory):
+        raise AssetError(f"no complete artifact in {directory} (need {WEIGHTS_FILE} and {META_FILE})")
+    blob = (directory / WEIGHTS_FILE).read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise AssetError(f"{directory / META_FILE}: unreadable artifact manifest ({err})") from None
+    expected = meta.get("weights_sha256")
+    if expected and expected != digest:
+        raise AssetError(f"{directory / WEIGHTS_FILE}: sha256 {digest} does not match the manifest's {expected}")
+    return st_load(blob), meta, digest
+
+
+def missing_artifact_error(method_name: str, kind: str, directory: Path, model_name: str, train: str) -> UsageError:
+    """The error ``prepare`` raises while training on demand is not available for this method."""
+    model = model_name or "MODEL"
+    hint = f"  run `mubench train method={method_name} model={model}` first, then run again"
+    if train == "force":
+        return UsageError(f"train=force: retraining {method_name} (kind {kind}) on demand is not wired into "
+                          f"`prepare` yet (artifact folder {directory}).\n{hint}")
+    why = ("train=never forbids training it" if train == "never"
+           else f"training on demand (train={train}) is not wired into `prepare` yet")
+    return UsageError(f"no trained artifact for {method_name} (kind {kind}) at {directory}; {why}.\n{hint}")

@@ -1,0 +1,388 @@
+"""``maskunet``: the training-based MaskUNet (method.md §3) — learned, timestep- and sample-dependent binary masks.
+
+Architecture, per UNet block that holds masked layers (the decoder blocks for the default layer set):
+
+- a **mask generator**: ``z = GAP(h_in ⊕ skip) + FC_t(temb)`` (``FC_t`` without bias; ``h_in`` is the hidden state
+  entering the block, ``skip`` the skip tensor its first resnet consumes, ``temb`` the time embedding the block
+  receives), then 1×1 conv ``in_ch → hidden`` + ReLU, then 1×1 conv ``hidden → (out_ch/f)·(in_ch/f)``, reshaped to a
+  ``[B, go, gi]`` grid (``in_ch``/``out_ch`` from the block's first resnet conv, ``f = factor``). For conv layers the
+  features are pooled to the kernel size instead of 1×1, giving a ``[B, go, gi, k, k]`` grid.
+- one **factorised adapter** per masked layer: a 1×1 conv over the grid's ``go`` axis (``go → out``) then one over its
+  ``gi`` axis (``gi → in``), weights 0 and bias ``adapter_bias`` (5): every logit starts at 5, masks start all ones.
+- **hard Gumbel-sigmoid**: ``mask = 1[ℓ + g > 0]`` with a single Gumbel draw ``g = −log E``, ``E ~ Exp(1)``, so
+  ``P(keep) = 1 − exp(−e^ℓ)`` (as released, not ``σ(ℓ)``); with gradients on, the straight-through estimator
+  ``hard − sg(s) + s`` with ``s = σ((ℓ + g)/τ)``. Without gradients (sampling) the same event is computed as
+  ``E < e^ℓ``, which skips the log, sigmoid and straight-through arithmetic. ``deterministic: true`` uses ``ℓ > 0``.
+- every row of the denoiser batch gets its own mask (both CFG rows too, as released), applied by batched matmul.
+
+Modes (method.md §3.3, §8.3): ``faithful`` reproduces the released code — zero-initialised last generator conv
+followed by ReLU, so the generator's output and all its gradients are exactly 0 forever and the learned logits are
+static; ``conditional`` (default) drops that final ReLU and initialises the last conv with N(0, ``init_std``) so the
+generator learns (adapter biases stay 5, so initial masks are still all ones).
+
+The generator runs once per block and forward (a forward pre-hook on the block), never per layer. Only
+blocks with masked layers get a generator (the released code also builds an unused one for SD 1.5's
+attention-free ``up_blocks.0``; see docs/methods.md for the counts).
+
+Training: :class:`MaskUNet` is called like the UNet; ``trainable_parameters()`` are the generators and adapters
+(the UNet is frozen and shared with the base bundle); with gradients on and no per-row generators set, the Gumbel
+noise comes from the global torch RNG.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+from ..models.base import ModelBundle
+from ..train.config import TrainConfig
+from .artifacts import (artifact_dir, artifact_key, has_artifact, load_artifact, missing_artifact_error,
+                        save_artifact)
+from .base import Method, MethodContext, Prepared, RowInfo, StepState
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, derived_generator, install_masked_layers,
+                      masked_weight_count, set_mask_fn)
+
+MODES = ("conditional", "faithful")
+
+
+@dataclass
+class MaskUNetParams:
+    mode: str = "conditional"  # conditional (the generator learns) | faithful (the released code)
+    layers: str = "decoder-attn"  # decoder-attn | decoder-attn+conv | all
+    factor: int = 4  # grid = (out_ch / factor) x (in_ch / factor)
+    hidden: int = 64  # generator hidden width
+    adapter_bias: float = 5.0  # initial logit of every weight
+    init_std: float = 1e-3  # conditional mode: std of the last generator conv's initial weights
+    tau: float = 1.0  # Gumbel-sigmoid temperature (shapes the straight-through gradient only)
+    deterministic: bool = False  # sampling: mask = logit > 0 instead of a Gumbel draw (inference only)
+    train: TrainConfig = field(default_factory=TrainConfig)  # the training recipe
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.layers not in LAYER_SETS:
+            raise ValueError(f"layers must be one of {', '.join(LAYER_SETS)}, got {self.layers!r}")
+        if self.factor < 1 or self.hidden < 1:
+            raise ValueError("factor and hidden must be >= 1")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
+    def training_spec(self) -> dict:
+        """What decides the trained weights (inference-only options left out)."""
+        spec = asdict(self)
+        spec.pop("deterministic")
+        return spec
+
+
+class MaskGenerator(nn.Module):
+    """Block-level generator: pooled block features + FC_t(temb) → 1×1 convs → a ``[B, go, gi(, k, k)]`` grid."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, hidden: int, factor: int, mode: str,
+                 init_std: float) -> None:
+        super().__init__()
+        if in_ch % factor or out_ch % factor:
+            raise UsageError(f"block channels {in_ch}/{out_ch} are not divisible by factor {factor}")
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.go, self.gi = out_ch // factor, in_ch // factor
+        self.final_relu = mode == "faithful"
+        self.fc_t = nn.Linear(temb_dim, in_ch, bias=False)
+        self.conv1 = nn.Conv2d(in_ch, hidden, 1)
+        self.conv2 = nn.Conv2d(hidden, self.go * self.gi, 1)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv1.bias)
+        if mode == "faithful":
+            nn.init.zeros_(self.conv2.weight)
+        else:
+            nn.init.normal_(self.conv2.weight, std=init_std)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, pooled: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """``pooled``: ``[B, in_ch, s, s]`` block features; ``temb``: ``[B, temb_dim]``."""
+        z = pooled + self.fc_t(temb)[:, :, None, None]
+        z = self.conv2(F.relu(self.conv1(z)))
+        if self.final_relu:
+            z = F.relu(z)
+        b, _, kh, kw = z.shape
+        grid = z.reshape(b, self.go, self.gi, kh, kw)
+        return grid[..., 0, 0] if (kh, kw) == (1, 1) else grid
+
+
+class FactorisedAdapter(nn.Module):
+    """Grid ``[B, go, gi(, k, k)]`` → logits ``[B, out, in(, k, k)]``: a 1×1 conv over go, then one over gi."""
+
+    def __init__(self, go: int, gi: int, out_features: int, in_features: int, bias: float) -> None:
+        super().__init__()
+        self.rows = nn.Linear(go, out_features)  # the 1×1 conv over the grid's output axis
+        self.cols = nn.Linear(gi, in_features)  # the 1×1 conv over the grid's input axis
+        for lin in (self.rows, self.cols):
+            nn.init.zeros_(lin.weight)
+            nn.init.constant_(lin.bias, bias)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        g = grid if grid.ndim == 3 else grid.permute(0, 3, 4, 1, 2)  # [..., go, gi]
+        h = self.rows(g.transpose(-1, -2)).transpose(-1, -2)  # [..., out, gi]
+        logits = self.cols(h)  # [..., out, in]
+        return logits if grid.ndim == 3 else logits.permute(0, 3, 4, 1, 2)
+
+
+def keep_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(keep) of the released single-Gumbel hard sigmoid: ``1 − exp(−e^ℓ)``."""
+    return -torch.expm1(-torch.exp(logits))
+
+
+def sample_hard_mask(logits: torch.Tensor, noise: torch.Tensor, tau: float = 1.0,
+                     straight_through: Optional[bool] = None) -> torch.Tensor:
+    """Hard Gumbel-sigmoid mask from ``logits`` and ``noise`` = E ~ Exp(1) (``g = −log E``).
+
+    With ``straight_through`` (default: when gradients are being recorded) returns the float
+    ``hard − sg(s) + s``, ``s = σ((ℓ + g)/τ)``, as the released code; otherwise the bool event ``E < e^ℓ``
+    (the same event as ``ℓ + g > 0``, without the log, the sigmoid and the straight-through arithmetic).
+    """
+    if straight_through is None:
+        straight_through = torch.is_grad_enabled() and logits.requires_grad
+    if not straight_through:
+        return noise < torch.exp(logits)
+    soft = torch.sigmoid((logits - torch.log(noise)) / tau)
+    hard = (soft > 0.5).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+@dataclass
+class _BlockSpec:
+    key: str  # module path of the block (``up_blocks.1``)
+    kernel_sizes: set  # pooled sizes its layers need ((1, 1) for linears, (k, k) for convs)
+
+
+class MaskUNet(nn.Module):
+    """The UNet (a parameter-sharing masked clone, frozen) plus MaskUNet's generators and adapters.
+
+    Called exactly like the UNet. ``row_generators`` (set by the sampler hooks) makes the Gumbel noise of row ``r``
+    come from ``row_generators[r]``; unset, it comes from the global torch RNG (training). ``on_mask`` (optional) is
+    called as ``on_mask(layer_index, mask)`` for every mask produced (for mask statistics).
+    """
+
+    def __init__(self, unet: nn.Module, layers: list[MaskedLayer], params: MaskUNetParams) -> None:
+        super().__init__()
+        self.unet = unet
+        self.masked = layers
+        self.mode = params.mode
+        self.tau = params.tau
+        self.deterministic = params.deterministic
+        self.row_generators: Optional[list[torch.Generator]] = None
+        self.on_mask: Optional[Callable[[int, torch.Tensor], None]] = None
+        blocks: dict[str, _BlockSpec] = {}
+        for layer in layers:
+            size = (1, 1) if layer.kind == "linear" else tuple(layer.module.kernel_size)
+            blocks.setdefault(layer.block, _BlockSpec(layer.block, set())).kernel_sizes.add(size)
+        self.blocks = blocks
+        self.generators = nn.ModuleDict()
+        for key in blocks:
+            block = unet.get_submodule(key)
+            conv1 = block.resnets[0].conv1
+            temb_dim = block.resnets[0].time_emb_proj.in_features
+            self.generators[_mkey(key)] = MaskGenerator(conv1.in_channels, conv1.out_channels, temb_dim,
+                                                        params.hidden, params.factor, params.mode, params.init_std)
+        self.adapters = nn.ModuleList()
+        for layer in layers:
+            gen = self.generators[_mkey(layer.block)]
+            out_f, in_f = layer.shape[0], layer.shape[1]
+            self.adapters.append(FactorisedAdapter(gen.go, gen.gi, out_f, in_f, params.adapter_bias))
+        self._grids: dict[tuple[str, tuple[int, int]], torch.Tensor] = {}
+        self._signatures: dict[str, inspect.Signature] = {}
+        for key in blocks:
+            block = unet.get_submodule(key)
+            self._signatures[key] = inspect.signature(block.forward)
+            block.register_forward_pre_hook(self._make_hook(key), with_kwargs=True)
+        set_mask_fn(layers, lambda i, layer: (lambda module, i=i: self._masked_weights(i, module)))
+
+    # ---- the UNet interface
+    def forward(self, *args, **kwargs):
+        return self.unet(*args, **kwargs)
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the UNet's blocks; a recompute replays the same Gumbel noise (the RNG state is restored)."""
+        self.unet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.unet.disable_gradient_checkpointing()
+
+    # ---- training
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The generators' and adapters' parameters (the UNet itself stays frozen)."""
+        return [*self.generators.parameters(), *self.adapters.parameters()]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("generators.", "adapters."))}
+
+    def load_trainable_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.trainable_state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+        if missing or extra or wrong:
+            raise UsageError(f"artifact does not match this maskunet architecture: missing {missing[:3]}, "
+                             f"unexpected {extra[:3]}, wrong shape {wrong[:3]}")
+        with torch.no_grad():
+            for key, value in expected.items():
+                value.copy_(tensors[key].to(value.dtype))
+
+    # ---- masks
+    def _make_hook(self, key: str):
+        def hook(module, args, kwargs):
+            bound = self._signatures[key].bind_partial(*args, **kwargs).arguments
+            h, temb = bound.get("hidden_states"), bound.get("temb")
+            if h is None or temb is None:
+                raise RuntimeError(f"maskunet: {key} was called without hidden_states/temb")
+            feats = [h]
+            skips = bound.get("res_hidden_states_tuple")
+            if skips:
+                feats.append(skips[-1])
+            gen = self.generators[_mkey(key)]
+            temb = temb.to(gen.fc_t.weight.dtype)
+            for size in self.blocks[key].kernel_sizes:
+                pooled = torch.cat([F.adaptive_avg_pool2d(f, size) for f in feats], 1).to(temb.dtype)
+                if pooled.shape[1] != gen.in_ch:
+                    raise RuntimeError(f"maskunet: {key} features have {pooled.shape[1]} channels, "
+                                       f"its generator expects {gen.in_ch}")
+                self._grids[(key, size)] = gen(pooled, temb)
+            return None
+
+        return hook
+
+    def layer_logits(self, i: int) -> torch.Tensor:
+        """Logits of masked layer ``i`` for the rows of the last forward: ``[B, *weight.shape]``."""
+        layer = self.masked[i]
+        size = (1, 1) if layer.kind == "linear" else tuple(layer.module.kernel_size)
+        grid = self._grids.get((layer.block, size))
+        if grid is None:
+            raise RuntimeError(f"maskunet: no features captured for {layer.block} (is the hook bypassed?)")
+        return self.adapters[i](grid)
+
+    def _noise(self, logits: torch.Tensor) -> torch.Tensor:
+        gens = self.row_generators
+        if gens is None:
+            return torch.empty_like(logits).exponential_()
+        if len(gens) != logits.shape[0]:
+            raise RuntimeError(f"{len(gens)} row generators for a batch of {logits.shape[0]} rows")
+        noise = torch.empty_like(logits)
+        for row, gen in enumerate(gens):  # generators live on the logits' device (see MaskUNetPrepared)
+            noise[row].exponential_(generator=gen)
+        return noise
+
+    def layer_mask(self, i: int) -> torch.Tensor:
+        logits = self.layer_logits(i).float()  # noise and thresholds in fp32 even under autocast
+        train = torch.is_grad_enabled() and logits.requires_grad
+        if self.deterministic:
+            hard = logits > 0
+            if not train:
+                return hard
+            soft = torch.sigmoid(logits / self.tau)
+            return hard.to(soft.dtype) - soft.detach() + soft
+        return sample_hard_mask(logits, self._noise(logits), self.tau, straight_through=train)
+
+    def _masked_weights(self, i: int, module: nn.Module) -> MaskedWeights:
+        mask = self.layer_mask(i)
+        if self.on_mask is not None:
+            self.on_mask(i, mask.detach())
+        return MaskedWeights(module.weight * mask.to(module.weight.dtype))
+
+
+def _mkey(block: str) -> str:
+    return block.replace(".", "-")
+
+
+class MaskUNetPrepared(Prepared):
+    """Sampling hooks: each row's Gumbel noise comes from its image's stream (one seed draw per row and call)."""
+
+    def __init__(self, model: MaskUNet, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.model = model
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.model.trainable_parameters()
+
+    def artifact_state(self) -> dict[str, torch.Tensor]:
+        return self.model.trainable_state_dict()
+
+    def load_artifact_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.model.load_trainable_state_dict(tensors)
+
+    def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
+        self.model.row_generators = None
+
+    def before_step(self, state: StepState) -> None:
+        if self.model.deterministic:
+            return
+        device = next(self.model.adapters.parameters()).device
+        self.model.row_generators = [derived_generator(state.generators[r.image], device) for r in state.rows]
+
+    def end_batch(self) -> None:
+        self.model.row_generators = None
+
+
+class MaskUNetMethod(Method):
+    Params = MaskUNetParams
+    trainable = True
+
+    def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
+        p: MaskUNetParams = self.params
+        p.validate()
+        unet, layers = install_masked_layers(bundle.denoiser, p.layers)
+        unet.requires_grad_(False)
+        device = next(unet.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.train.seed)
+            with torch.device("meta" if device.type == "meta" else "cpu"):
+                model = MaskUNet(unet, layers, p)
+        model.generators.to(device)
+        model.adapters.to(device)
+        added = sum(t.numel() for t in model.trainable_parameters())
+        info = {
+            "change": "maskunet", "mode": p.mode, "layers": p.layers, "factor": p.factor, "hidden": p.hidden,
+            "deterministic": p.deterministic,
+            "sampler": "logit > 0" if p.deterministic else "single Gumbel draw, P(keep) = 1 - exp(-e^logit)",
+            "mask_scope": "per denoiser row (each CFG row its own mask, as released)",
+            "masked_layers": len(layers), "masked_weights": masked_weight_count(layers),
+            "generators": len(model.generators),
+        }
+        return MaskUNetPrepared(model, added_params=added, trainable_params=added, info=info,
+                                layers=[layer.describe() for layer in layers])
+
+    def artifact_location(self, bundle: ModelBundle, ctx: MethodContext):
+        key = artifact_key("maskunet", self.params.training_spec(), bundle.fingerprint)
+        return key, artifact_dir(ctx.artifacts_dir, "maskunet", key)
+
+    def save(self, prepared: MaskUNetPrepared, bundle: ModelBundle, ctx: MethodContext, **meta) -> str:
+        """Write ``prepared``'s generator and adapter weights as this spec's artifact; returns its sha256."""
+        key, directory = self.artifact_location(bundle, ctx)
+        manifest = {"kind": "maskunet", "method": self.name, "key": key, "base": bundle.fingerprint,
+                    "spec": self.params.training_spec(), **meta}
+        return save_artifact(directory, prepared.artifact_state(), manifest)
+
+    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
+        prepared = self.build(bundle, ctx)
+        key, directory = self.artifact_location(bundle, ctx)
+        if ctx.train == "force" or not has_artifact(directory):
+            raise missing_artifact_error(self.name, "maskunet", directory, ctx.model_name, ctx.train)
+        tensors, _, digest = load_artifact(directory)
+        prepared.load_artifact_state(tensors)
+        prepared.artifact = digest
+        prepared.info["artifact_key"] = key
+        return prepared
