@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
+from .paths import mubench_home
 from .errors import AssetError, UsageError, unknown
 from .fsutil import atomic_write_text
 
@@ -164,16 +165,6 @@ def select(suite: Optional[str] = None, model: Optional[str] = None, scorer: Opt
 
 # ------------------------------------------------------------------------------------------------
 # lookup
-
-
-def mubench_home() -> Path:
-    """``$MUBENCH_HOME`` if set, else the platformdirs user cache dir (same rule as the results store)."""
-    env = os.environ.get("MUBENCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mubench"))
 
 
 def assets_root() -> Path:

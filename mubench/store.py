@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from .paths import mubench_home
 from .errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -82,16 +83,6 @@ CREATE TABLE IF NOT EXISTS scores (
 """
 
 _TABLES = ("meta", "runs", "results", "samples", "scores")
-
-
-def mubench_home() -> Path:
-    """Root of mubench's user data: ``$MUBENCH_HOME`` if set, else the platformdirs user cache dir."""
-    env = os.environ.get("MUBENCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mubench"))
 
 
 def default_store_path() -> Path:

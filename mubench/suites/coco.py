@@ -116,6 +116,10 @@ def _device(name: str) -> torch.device:
 class CocoSuite(Suite):
     Params = CocoParams
 
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+        """Images named by COCO image id: ``folder/<image_id>.png``."""
+        return import_folder(folder, items)
+
     def __init__(self, params: CocoParams, name: str) -> None:
         super().__init__(params, name)
         self._selection: Optional[list[dict[str, Any]]] = None

@@ -106,6 +106,18 @@ class CompBenchSuite(Suite):
             self._items = items
         return self._items
 
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+        """T2I-CompBench naming: ``folder`` holds one category's images (``{prompt}_{k:06d}.png``, or under
+        ``samples/``), or one sub-folder per category (``folder/color/samples/...``)."""
+        folder = Path(folder)
+        cats = [c for c in self.params.categories if (folder / c).is_dir()]
+        if not cats:
+            if len(self.params.categories) != 1:
+                raise UsageError(f"{folder}: expected one sub-folder per category ({', '.join(self.params.categories)})"
+                                 " or suite.categories=[CATEGORY] for a single-category folder")
+            return import_folder(folder, items, self.params.categories[0], self.params.images_per_prompt)
+        return [s for c in cats for s in import_folder(folder / c, items, c, self.params.images_per_prompt)]
+
     def check_assets(self) -> None:
         for cat in self.params.categories:
             prompt_file(cat, self.params.prompts_dir)

@@ -80,6 +80,10 @@ class GenEvalSuite(Suite):
                            for i, row in enumerate(rows)]
         return self._items
 
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+        """GenEval naming: ``folder/<prompt index:05d>/samples/<image:04d>.png``."""
+        return import_folder(folder, items)
+
     def check_assets(self) -> None:
         metadata_file(self.params.metadata)
 
