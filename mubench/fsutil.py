@@ -30,7 +30,22 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a crash right after it keeps the new name)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - filesystems without directory fsync
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from safetensors.torch import save as st_save
 
 from ..config import stable_hash, to_plain
 from ..errors import AssetError, UsageError
+from ..fsutil import atomic_write_bytes
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
@@ -38,31 +37,17 @@ def has_artifact(directory: Path) -> bool:
     return (Path(directory) / WEIGHTS_FILE).is_file() and (Path(directory) / META_FILE).is_file()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_artifact(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     """Write ``tensors`` (safetensors) and ``meta`` (JSON) atomically; returns the sha256 of the weights file."""
     directory = Path(directory)
     blob = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
     digest = hashlib.sha256(blob).hexdigest()
-    _atomic_write(directory / WEIGHTS_FILE, blob)
+    atomic_write_bytes(directory / WEIGHTS_FILE, blob)
     manifest = dict(to_plain(meta))
     manifest["weights_sha256"] = digest
     manifest["tensors"] = len(tensors)
     manifest["numel"] = int(sum(v.numel() for v in tensors.values()))
-    _atomic_write(directory / META_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+    atomic_write_bytes(directory / META_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
     return digest
 
 
