@@ -37,7 +37,7 @@ from ..metrics.core import Metric, bootstrap_mean
 from ..metrics.fid import FIDStats, RefStatsCache, RefStatsKey, fid_from_stats
 from ..scorers.clip_score import ClipScoreParams
 from ..scorers.fid_features import FidFeaturesParams
-from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
+from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 
 SELECTIONS = ("first-caption", "random-caption")
 
@@ -116,7 +116,7 @@ def _device(name: str) -> torch.device:
 class CocoSuite(Suite):
     Params = CocoParams
 
-    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list[ImportedImage]:
         """Images named by COCO image id: ``folder/<image_id>.png``."""
         return import_folder(folder, items)
 
@@ -243,14 +243,7 @@ class CocoSuite(Suite):
         return out
 
 
-@dataclass
-class ImportedSample:
-    item: PromptItem
-    image_index: int
-    path: Path
-
-
-def import_folder(folder: Union[str, Path], items: list[PromptItem]) -> list[ImportedSample]:
+def import_folder(folder: Union[str, Path], items: list[PromptItem]) -> list[ImportedImage]:
     """Images made elsewhere, named by COCO image id (``<image_id>.png``, zero padding allowed)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -263,7 +256,7 @@ def import_folder(folder: Union[str, Path], items: list[PromptItem]) -> list[Imp
         iid = int(path.stem)
         if iid not in by_id:
             raise UsageError(f"{path.name}: image id {iid} is not in this suite's caption selection")
-        out.append(ImportedSample(by_id[iid], 0, path))
+        out.append(ImportedImage(by_id[iid], 0, path))
     if not out:
         raise UsageError(f"no <image_id>.png images in {folder}")
     return sorted(out, key=lambda s: s.item.meta["image_id"])

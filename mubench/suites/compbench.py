@@ -27,7 +27,7 @@ from ..config import to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.blip_vqa import BlipVqaParams
-from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
+from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 from .nounphrases import noun_phrases, resolve_backend
 
 CATEGORIES = ("color", "shape", "texture")
@@ -106,7 +106,7 @@ class CompBenchSuite(Suite):
             self._items = items
         return self._items
 
-    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list[ImportedImage]:
         """T2I-CompBench naming: ``folder`` holds one category's images (``{prompt}_{k:06d}.png``, or under
         ``samples/``), or one sub-folder per category (``folder/color/samples/...``)."""
         folder = Path(folder)
@@ -179,15 +179,8 @@ def export_samples(records: Iterable[SampleRecord], out_dir: Union[str, Path], i
     return written
 
 
-@dataclass
-class ImportedSample:
-    item: PromptItem
-    image_index: int
-    path: Path
-
-
 def import_folder(folder: Union[str, Path], items: list[PromptItem], category: str,
-                  images_per_prompt: int = 10) -> list[ImportedSample]:
+                  images_per_prompt: int = 10) -> list[ImportedImage]:
     """Map a T2I-CompBench image folder (``folder`` or ``folder/samples``) to this suite's prompt items.
 
     Every ``*.png`` must be named ``{prompt}_{k}.png``; k gives prompt ``k // images_per_prompt`` and image
@@ -211,7 +204,7 @@ def import_folder(folder: Union[str, Path], items: list[PromptItem], category: s
         prompt = path.name.split("_", 1)[0]
         if prompt != by_index[i].prompt:
             raise UsageError(f"{path.name}: index {k} belongs to prompt {by_index[i].prompt!r}, the file names {prompt!r}")
-        out.append(ImportedSample(by_index[i], j, path))
+        out.append(ImportedImage(by_index[i], j, path))
     if not out:
         raise UsageError(f"no PNG images in {folder}")
     return sorted(out, key=lambda s: (s.item.meta["index"], s.image_index))

@@ -25,7 +25,7 @@ from ..config import to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.geneval_detector import GenEvalDetectorParams
-from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
+from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 from .geneval_rules import TASKS, summarize
 
 N_PROMPTS = 553
@@ -80,7 +80,7 @@ class GenEvalSuite(Suite):
                            for i, row in enumerate(rows)]
         return self._items
 
-    def import_images(self, folder: Path, items: list[PromptItem]) -> list:
+    def import_images(self, folder: Path, items: list[PromptItem]) -> list[ImportedImage]:
         """GenEval naming: ``folder/<prompt index:05d>/samples/<image:04d>.png``."""
         return import_folder(folder, items)
 
@@ -176,14 +176,7 @@ def export_samples(records: Iterable[SampleRecord], root: Union[str, Path], over
     return written
 
 
-@dataclass
-class ImportedSample:
-    item: PromptItem
-    image_index: int
-    path: Path
-
-
-def import_folder(root: Union[str, Path], items: list[PromptItem]) -> list[ImportedSample]:
+def import_folder(root: Union[str, Path], items: list[PromptItem]) -> list[ImportedImage]:
     """Map a GenEval image folder to this suite's prompts; each folder's metadata must match its prompt."""
     root = Path(root)
     if not root.is_dir():
@@ -202,7 +195,7 @@ def import_folder(root: Union[str, Path], items: list[PromptItem]) -> list[Impor
                                  f"({by_index[i].prompt!r})")
         for img in sorted((folder / "samples").glob("*.png")):
             if re.fullmatch(r"\d+\.png", img.name):  # skips grid.png and other stray files
-                out.append(ImportedSample(by_index[i], int(img.stem), img))
+                out.append(ImportedImage(by_index[i], int(img.stem), img))
     if not out:
         raise UsageError(f"no <index>/samples/<n>.png images under {root}")
     return out
