@@ -18,7 +18,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 
 INSPECT_HELP = """Report the layers a method changes in a model and its parameter counts.
@@ -66,13 +65,15 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
     device = cfg.device
     if device == "auto":
         device = "meta" if cfg.weights == "random" else "cpu"
+    import torch
+
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise UsageError(f"bad value device={device!r}") from None
     regs = load_registries()
     model_c = resolve_component("model", cfg.model, sub["model"], regs)
-    method_c = resolve_component("method", cfg.method, sub["method"], regs)
+    method_c = resolve_component("method", cfg.method, sub["method"], regs, model=model_c.name)
     with torch.random.fork_rng(devices=[]):
         bundle = regs.models.get(model_c.kind).load(model_c.params, LoadContext(dev, torch.float32, cfg.weights))
     method = regs.methods.get(method_c.kind)(method_c.params, method_c.name)
