@@ -17,6 +17,7 @@ def register_builtins(r: "Registries") -> None:
     r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")
     r.methods.register("maskunet", "mubench.methods.maskunet:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks")
     r.methods.register("lora", "mubench.methods.lora:LoRAMethod", "peft LoRA on the attention projections")
+    r.methods.register("full-ft", "mubench.methods.finetune:FullFineTune", "full fine-tune of every denoiser weight (optionally with dropout)")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
     r.suites.register("micro", "mubench.suites.micro:MicroSuite", "the micro world's COCO / T2I-CompBench / GenEval analogues (CPU)")

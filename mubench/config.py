@@ -26,6 +26,7 @@ from .specs import find_spec, load_yaml
 
 COMPONENTS = ("model", "method", "suite")
 SPEC_META_KEYS = ("kind", "description", "paper")
+RECIPES_KEY = "recipes"  # method specs: per-model parameter layers, ``recipes: {micro: {train: {steps: 300}}}``
 
 
 @dataclass
@@ -65,9 +66,13 @@ class Component:
     params: Any  # instance of the class's Params dataclass
     description: str = ""
     source: str = ""  # spec file path, or "registry"
+    recipe: Optional[str] = None  # the spec's ``recipes`` entry applied (the model it is keyed by), if any
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "params": to_plain(self.params)}
+        out = {"name": self.name, "kind": self.kind, "params": to_plain(self.params)}
+        if self.recipe is not None:
+            out["recipe"] = self.recipe
+        return out
 
     def fingerprint(self) -> str:
         return stable_hash(self.as_dict())
@@ -186,7 +191,14 @@ def build_params(cls: type, *layers: dict[str, Any], where: str = "") -> Any:
     return obj
 
 
-def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Registries) -> Component:
+def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Registries,
+                      model: Optional[str] = None) -> Component:
+    """Resolve one component: spec defaults, then (methods) the spec's recipe for ``model``, then ``overrides``.
+
+    A method spec may hold ``recipes: {MODEL: {...}}``: parameter layers keyed by model name, applied on top of the
+    spec when the run's model is ``MODEL`` (e.g. a micro-scale training recipe for ``model=micro``) and under the
+    user's ``method.KEY=VALUE`` overrides.
+    """
     registry = {"model": regs.models, "method": regs.methods, "suite": regs.suites}[role]
     if role == "model":
         cls = registry.get(name)
@@ -201,8 +213,14 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
     description = str(spec.pop("description", ""))
     for meta in SPEC_META_KEYS:
         spec.pop(meta, None)
-    params = build_params(cls.Params, spec, overrides, where=f"{role}.")
-    return Component(role, spec_name, kind, params, description, str(path))
+    recipes = spec.pop(RECIPES_KEY, None) or {}
+    if not isinstance(recipes, dict) or not all(isinstance(v, dict) for v in recipes.values()):
+        raise UsageError(f"{path}: '{RECIPES_KEY}' must map model names to parameter mappings")
+    recipe = recipes.get(model) if model is not None else None
+    layers = [spec] + ([recipe] if recipe else []) + [overrides]
+    params = build_params(cls.Params, *layers, where=f"{role}.")
+    return Component(role, spec_name, kind, params, description, str(path),
+                     recipe=model if recipe else None)
 
 
 def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]] = None) -> ResolvedConfig:
@@ -230,7 +248,8 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
     if run.batch_size < 1:
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
-    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs) for c in ("suite", "method", "model")}
+    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs, model=run.model)
+             for c in ("suite", "method", "model")}
     return ResolvedConfig(run=run, **comps)
 
 

@@ -152,7 +152,8 @@ class Runner:
         method = method_cls(self.cfg.method.params, self.cfg.method.name)
         ctx = MethodContext(artifacts_dir=self.cache.root / "artifacts", train=self.cfg.run.train,
                             device=self.device, dtype=self.dtype, seed=self.cfg.run.seed,
-                            model_name=self.cfg.model.name)
+                            model_name=self.cfg.model.name, weights=self.cfg.run.weights,
+                            progress=self.progress)
         return method.prepare(bundle, ctx)
 
     def scorers(self) -> dict[str, Scorer]:
@@ -232,7 +233,8 @@ class Runner:
         items = self.items()
         bundle = self.load_model()
         prepared = self.prepare(bundle)
-        sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None))
+        sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
+                                  getattr(prepared, "sampler_overrides", None))
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
         planned = self.plan(bundle, prepared, sampler, items)
@@ -297,6 +299,8 @@ class Runner:
             "scorers": {name: s.describe() for name, s in scorers.items()},
             **self.suite.protocol(),
         }
+        if getattr(prepared, "sampler_overrides", None):  # the method's own sampling protocol
+            protocol["method_sampler"] = to_plain(prepared.sampler_overrides)
         return {
             "schema": "mubench.results/1",
             "run_id": uuid.uuid4().hex,

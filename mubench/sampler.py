@@ -24,6 +24,9 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "ddim": (DDIMScheduler, {}),
     "ddpm": (DDPMScheduler, {}),
     "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    # first-order DPM-Solver++ (DDIM-equivalent): what the released training-free MaskUNet code effectively ran, as
+    # it re-entered the pipeline for every step and so cleared the multistep history (method.md §4.2 iii)
+    "dpmsolver++1": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 1}),
     "euler": (EulerDiscreteScheduler, {}),
 }
 
@@ -41,12 +44,20 @@ class SamplerConfig:
                 "resolution": self.resolution, "eta": self.eta}
 
 
-def resolve_sampler(bundle: ModelBundle, overrides: Any) -> SamplerConfig:
-    """Suite sampler params (None = model default) → a complete :class:`SamplerConfig`."""
+def resolve_sampler(bundle: ModelBundle, overrides: Any, method: Optional[dict[str, Any]] = None) -> SamplerConfig:
+    """Suite sampler params (None = model default) → a complete :class:`SamplerConfig`.
+
+    ``method``: settings a method needs whatever the suite says (``Prepared.sampler_overrides``), applied last.
+    """
     merged: dict[str, Any] = {"resolution": bundle.resolution}
     merged.update(bundle.default_sampler)
     for key in ("scheduler", "steps", "guidance", "resolution", "eta"):
         value = getattr(overrides, key, None)
+        if value is not None:
+            merged[key] = value
+    for key, value in (method or {}).items():
+        if key not in ("scheduler", "steps", "guidance", "resolution", "eta"):
+            raise UsageError(f"a method asked for unknown sampler setting {key!r}")
         if value is not None:
             merged[key] = value
     cfg = SamplerConfig(**merged)
@@ -120,7 +131,9 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
                 for chunk, cond, chunk_rows in zip(chunks, conds, rows):
                     x = x_all[chunk]
                     x = (torch.cat([x, x]) if use_cfg else x).to(dtype)
-                    state = StepState(i, len(scheduler.timesteps), t, latents[chunk], chunk_rows, generators)
+                    state = StepState(i, len(scheduler.timesteps), t, latents[chunk], chunk_rows, generators,
+                                      extras={"guidance": cfg.guidance, "prompts": prompts,
+                                              "scheduler": cfg.scheduler})
                     prepared.before_step(state)
 
                     def model_fn(x=x, t=t, cond=cond) -> torch.Tensor:

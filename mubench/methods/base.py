@@ -29,7 +29,9 @@ class MethodContext:
     dtype: torch.dtype = torch.float32
     seed: int = 0
     model_name: str = ""
-    show_progress: bool = True
+    show_progress: bool = True  # training on demand draws its own progress bar (when ``progress`` is None)
+    weights: str = "pretrained"  # the run's weights= (random: methods build their own helper models randomly too)
+    progress: Any = None  # the run's progress callbacks (``start(stage, total)``, ``advance(stage, n)``), if any
 
 
 @dataclass
@@ -48,6 +50,8 @@ class StepState:
     latents: torch.Tensor  # [B, C, H, W] current latents (one row per image)
     rows: list[RowInfo]  # layout of the denoiser batch about to be run
     generators: list[torch.Generator]  # one per image: the per-image random stream
+    # the sampler fills: guidance (CFG scale), prompts (the batch's prompts, indexed like ``generators``),
+    # scheduler (its name)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,6 +67,9 @@ class Prepared:
         self.artifact = artifact  # content hash of a trained artifact, if any
         self.info = dict(info or {})  # recorded in results.json (e.g. mode=faithful, mask sampling)
         self.layers = list(layers or [])  # the layers the method changes (name, kind, shape...), for `inspect`
+        # sampler settings the method needs whatever the suite says (e.g. maskunet-free: 15 DPM-Solver++ steps);
+        # keys of SamplerConfig, applied over the suite's and recorded in results.json's protocol
+        self.sampler_overrides: dict[str, Any] = {}
 
     def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
         """Called once per batch of images before the first step (e.g. draw masks fixed per image)."""

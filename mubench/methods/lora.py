@@ -16,11 +16,9 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models.base import ModelBundle
-from ..train.config import TrainConfig
-from .artifacts import (artifact_dir, artifact_key, has_artifact, load_artifact, missing_artifact_error,
-                        save_artifact)
-from .base import Method, MethodContext, Prepared
+from .base import MethodContext, Prepared
 from .masking import clone_sharing_parameters
+from .training import MethodTrainConfig, TrainableMethod
 
 INITS = ("gaussian", "default")
 
@@ -32,7 +30,7 @@ class LoRAParams:
     dropout: float = 0.0  # LoRA dropout (training only)
     init: str = "gaussian"  # gaussian (paper) | default (peft's kaiming-uniform A)
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    train: TrainConfig = field(default_factory=TrainConfig)  # the training recipe
+    train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
 
     def validate(self) -> None:
         if self.r < 1:
@@ -72,9 +70,12 @@ class LoRAPrepared(Prepared):
             raise UsageError(f"LoRA artifact has keys the model does not: {unexpected[:3]}")
 
 
-class LoRAMethod(Method):
+class LoRAMethod(TrainableMethod):
+    """LoRA factors are the artifact; ``prepare`` (load or train on demand) comes from :class:`TrainableMethod`."""
+
     Params = LoRAParams
-    trainable = True
+    artifact_kind = "lora"
+    released_grad_clip = None  # the released LoRA script's clipping clipped nothing (method.md §8.16)
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> LoRAPrepared:
         from peft import LoraConfig, inject_adapter_in_model
@@ -104,25 +105,3 @@ class LoRAMethod(Method):
         info = {"change": "lora", "r": p.r, "alpha": p.alpha, "init": p.init, "targets": list(p.targets),
                 "lora_layers": len(layers)}
         return LoRAPrepared(denoiser, added_params=added, trainable_params=added, info=info, layers=layers)
-
-    def artifact_location(self, bundle: ModelBundle, ctx: MethodContext):
-        key = artifact_key("lora", self.params.training_spec(), bundle.fingerprint)
-        return key, artifact_dir(ctx.artifacts_dir, "lora", key)
-
-    def save(self, prepared: LoRAPrepared, bundle: ModelBundle, ctx: MethodContext, **meta) -> str:
-        """Write ``prepared``'s adapter weights as this spec's artifact; returns its sha256."""
-        key, directory = self.artifact_location(bundle, ctx)
-        manifest = {"kind": "lora", "method": self.name, "key": key, "base": bundle.fingerprint,
-                    "spec": self.params.training_spec(), **meta}
-        return save_artifact(directory, prepared.artifact_state(), manifest)
-
-    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> LoRAPrepared:
-        prepared = self.build(bundle, ctx)
-        key, directory = self.artifact_location(bundle, ctx)
-        if ctx.train == "force" or not has_artifact(directory):
-            raise missing_artifact_error(self.name, "lora", directory, ctx.model_name, ctx.train)
-        tensors, _, digest = load_artifact(directory)
-        prepared.load_artifact_state(tensors)
-        prepared.artifact = digest
-        prepared.info["artifact_key"] = key
-        return prepared

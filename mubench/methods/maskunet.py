@@ -40,12 +40,10 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models.base import ModelBundle
-from ..train.config import TrainConfig
-from .artifacts import (artifact_dir, artifact_key, has_artifact, load_artifact, missing_artifact_error,
-                        save_artifact)
-from .base import Method, MethodContext, Prepared, RowInfo, StepState
+from .base import MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, derived_generator, install_masked_layers,
                       masked_weight_count, set_mask_fn)
+from .training import MethodTrainConfig, TrainableMethod
 
 MODES = ("conditional", "faithful")
 
@@ -60,7 +58,7 @@ class MaskUNetParams:
     init_std: float = 1e-3  # conditional mode: std of the last generator conv's initial weights
     tau: float = 1.0  # Gumbel-sigmoid temperature (shapes the straight-through gradient only)
     deterministic: bool = False  # sampling: mask = logit > 0 instead of a Gumbel draw (inference only)
-    train: TrainConfig = field(default_factory=TrainConfig)  # the training recipe
+    train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -337,9 +335,13 @@ class MaskUNetPrepared(Prepared):
         self.model.row_generators = None
 
 
-class MaskUNetMethod(Method):
+class MaskUNetMethod(TrainableMethod):
+    """Generator + adapter weights are the artifact; ``prepare`` (load or train on demand) comes from
+    :class:`TrainableMethod`."""
+
     Params = MaskUNetParams
-    trainable = True
+    artifact_kind = "maskunet"
+    released_grad_clip = None  # the released script's clipping clipped nothing (method.md §8.16)
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params
@@ -365,24 +367,3 @@ class MaskUNetMethod(Method):
         return MaskUNetPrepared(model, added_params=added, trainable_params=added, info=info,
                                 layers=[layer.describe() for layer in layers])
 
-    def artifact_location(self, bundle: ModelBundle, ctx: MethodContext):
-        key = artifact_key("maskunet", self.params.training_spec(), bundle.fingerprint)
-        return key, artifact_dir(ctx.artifacts_dir, "maskunet", key)
-
-    def save(self, prepared: MaskUNetPrepared, bundle: ModelBundle, ctx: MethodContext, **meta) -> str:
-        """Write ``prepared``'s generator and adapter weights as this spec's artifact; returns its sha256."""
-        key, directory = self.artifact_location(bundle, ctx)
-        manifest = {"kind": "maskunet", "method": self.name, "key": key, "base": bundle.fingerprint,
-                    "spec": self.params.training_spec(), **meta}
-        return save_artifact(directory, prepared.artifact_state(), manifest)
-
-    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
-        prepared = self.build(bundle, ctx)
-        key, directory = self.artifact_location(bundle, ctx)
-        if ctx.train == "force" or not has_artifact(directory):
-            raise missing_artifact_error(self.name, "maskunet", directory, ctx.model_name, ctx.train)
-        tensors, _, digest = load_artifact(directory)
-        prepared.load_artifact_state(tensors)
-        prepared.artifact = digest
-        prepared.info["artifact_key"] = key
-        return prepared

@@ -139,13 +139,15 @@ def _load_latest(ckpt_dir: Path) -> Optional[dict]:
 def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainConfig, *,
           out_dir: Optional[Path] = None, resume: bool = True, show_progress: bool = True,
           log_name: str = "train.log", stop_at: Optional[int] = None, device: Optional[torch.device] = None,
-          on_log: Optional[Callable[[dict[str, Any]], None]] = None, description: str = "train") -> TrainResult:
+          on_log: Optional[Callable[[dict[str, Any]], None]] = None, description: str = "train",
+          on_step: Optional[Callable[[int], None]] = None) -> TrainResult:
     """Train the parameters of ``module`` that require grad; returns a :class:`TrainResult`.
 
     ``out_dir`` holds ``checkpoints/`` and the log file (None: no files). ``stop_at`` ends the run
     after that step as if it had been killed there (tests, time-boxed builds). The module's
     trainable parameters hold the *raw* (non-EMA) weights afterwards; use ``result.ema.copy_to``
-    for the averaged ones.
+    for the averaged ones. ``on_step(done)`` is called after every optimizer step (e.g. to drive a
+    progress bar owned by the caller, with ``show_progress=False``).
     """
     from accelerate import Accelerator
 
@@ -226,6 +228,8 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                     window = []
                     progress.update(task, info=f"loss {mean:.4f}")
                 progress.update(task, completed=done)
+                if on_step is not None:
+                    on_step(done)
                 if ckpt_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
                                                                       or done == cfg.steps):
                     _save(ckpt_dir, done, named, opt, ema, gen, result, cfg)

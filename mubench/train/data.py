@@ -1,0 +1,310 @@
+"""Training data for fine-tuning methods: the micro world, a local image–caption folder or a parquet file.
+
+``open_training_data(spec, ...)`` returns a :class:`TrainingData`: a batch source (``source(step)`` is the batch of
+optimizer step ``step``, a function of the step so a resumed run sees exactly the batches an uninterrupted one
+would), a content ``fingerprint`` (part of the trained artifact's address) and a ``describe()`` record.
+
+A batch is ``(images, captions)``: float images ``[B, 3, R, R]`` in [0, 1] and a list of ``B`` strings.
+
+Sources (``spec``):
+
+``micro``
+    the micro world's ``train`` split, an endless seeded stream of procedurally drawn scenes (32×32);
+    stream seed = the recipe's seed.
+a folder
+    images (``.png .jpg .jpeg .webp .bmp``, searched recursively) with captions from ``captions.jsonl`` (one
+    object per line: the image's path relative to the folder under ``file``/``file_name``/``image``/``path`` and
+    its caption under ``caption``/``text``/``prompt``) or, for images it does not list, a same-stem ``.txt`` file.
+    Images without a caption are an error (named).
+a ``.parquet`` file
+    one row per example: an image column holding encoded bytes, a Hugging Face ``Image`` struct
+    (``{"bytes": ..., "path": ...}``) or a path (relative to the file's folder), and a caption column (names from
+    ``image_column`` / ``caption_column``, else the first of ``image, img, jpg, png, file`` and
+    ``text, caption, prompt``). Needs ``pyarrow`` (the ``train`` extra).
+
+Folder and parquet examples are visited in epochs, each a seeded permutation; each example is resized (bilinear,
+shorter side to the resolution), centre- or randomly cropped and randomly flipped (the diffusers text-to-image
+recipe the paper's scripts use). Random choices derive from (seed, epoch) and (seed, position), never from
+global state.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from ..config import stable_hash
+from ..errors import UsageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FILE_KEYS = ("file", "file_name", "image", "path")
+CAPTION_KEYS = ("caption", "text", "prompt")
+IMAGE_COLUMNS = ("image", "img", "jpg", "png", "file")
+CAPTION_COLUMNS = ("text", "caption", "prompt")
+
+
+@dataclass
+class TrainingData:
+    """A batch source plus what identifies its content."""
+
+    kind: str  # micro | folder | parquet
+    source: Callable[[int], tuple[torch.Tensor, list[str]]]
+    fingerprint: str  # content hash (part of the artifact key)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "fingerprint": self.fingerprint, **self.info}
+
+
+def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
+                     caption_column: Optional[str] = None) -> str:
+    """Content fingerprint of a data spec without opening a batch source ("none" when no data is set)."""
+    if spec is None or str(spec).strip() == "":
+        return "none"
+    if str(spec) == "micro":
+        return _micro_fingerprint()
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        return _folder_examples(path)[1]
+    if path.is_file() and path.suffix == ".parquet":
+        return _parquet_fingerprint(path, image_column, caption_column)
+    raise UsageError(f"training data {spec!r}: expected 'micro', a folder of images with captions, or a .parquet "
+                     "file (no such folder or file)")
+
+
+def open_training_data(spec: Optional[str], *, batch_size: int, seed: int, resolution: int,
+                       center_crop: bool = True, random_flip: bool = True, image_column: Optional[str] = None,
+                       caption_column: Optional[str] = None) -> TrainingData:
+    """The batch source of ``spec`` (see the module docstring)."""
+    if spec is None or str(spec).strip() == "":
+        raise UsageError("no training data: set train.data (micro, a folder of images + captions, or a .parquet file)")
+    if str(spec) == "micro":
+        return _micro(batch_size, seed, resolution)
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        examples, fp = _folder_examples(path)
+        loader: Callable[[Any], Any] = _open_image_path
+        kind = "folder"
+    elif path.is_file() and path.suffix == ".parquet":
+        examples, fp = _parquet_examples(path, image_column, caption_column)
+        loader = _open_image_cell(path.parent)
+        kind = "parquet"
+    else:
+        raise UsageError(f"training data {spec!r}: expected 'micro', a folder of images with captions, or a "
+                         ".parquet file (no such folder or file)")
+    source = EpochSource(examples, loader, batch_size, seed, resolution, center_crop, random_flip)
+    info = {"path": str(path), "examples": len(examples), "resolution": resolution, "center_crop": center_crop,
+            "random_flip": random_flip}
+    return TrainingData(kind, source, fp, info)
+
+
+# --------------------------------------------------------------------------- micro world
+
+
+def _micro_fingerprint() -> str:
+    from ..micro import data as D
+
+    return "micro-world-train:" + stable_hash({"split": "train", "split_seed": D.SPLITS["train"],
+                                                "mix": D.DEFAULT_MIX, "size": D.IMAGE_SIZE})
+
+
+def _micro(batch_size: int, seed: int, resolution: int) -> TrainingData:
+    from ..micro import data as D
+    from .loop import IteratorSource
+
+    if resolution != D.IMAGE_SIZE:
+        raise UsageError(f"the micro world's images are {D.IMAGE_SIZE}px; the model wants {resolution}px")
+
+    def stream():
+        for images, captions in D.iterate_batches("train", batch_size, seed):
+            yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, list(captions)
+
+    info = {"split": "train", "stream_seed": seed, "mix": dict(D.DEFAULT_MIX), "resolution": D.IMAGE_SIZE}
+    return TrainingData("micro", IteratorSource(stream), _micro_fingerprint(), info)
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def _hash_files(paths: list[Path]) -> list[str]:
+    """sha256 of each file, cached by (path, size, mtime) in ``$MUBENCH_HOME/data-hashes.json`` (one read, one
+    write), so a large dataset is hashed once, not at every run."""
+    from ..fsutil import atomic_write_text
+    from ..paths import mubench_home
+
+    cpath = mubench_home() / "data-hashes.json"
+    try:
+        cache = json.loads(cpath.read_text()) if cpath.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}
+    out, changed = [], False
+    for path in paths:
+        st = path.stat()
+        ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        digest = cache.get(ident)
+        if digest is None:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            cache[ident] = digest
+            changed = True
+        out.append(digest)
+    if changed:
+        try:
+            atomic_write_text(cpath, json.dumps(cache, sort_keys=True))
+        except OSError:
+            pass  # a read-only home only costs re-hashing
+    return out
+
+
+def _folder_examples(folder: Path) -> tuple[list[tuple[Path, str]], str]:
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise UsageError(f"training data folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    listed: dict[str, str] = {}
+    jsonl = folder / "captions.jsonl"
+    if jsonl.is_file():
+        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                name = next(str(row[k]) for k in FILE_KEYS if k in row)
+                caption = next(str(row[k]) for k in CAPTION_KEYS if k in row)
+            except (json.JSONDecodeError, StopIteration, TypeError):
+                raise UsageError(f"{jsonl}:{n}: expected an object with a file ({'/'.join(FILE_KEYS)}) and a "
+                                 f"caption ({'/'.join(CAPTION_KEYS)})") from None
+            listed[Path(name).as_posix()] = caption
+    examples, missing = [], []
+    for img in images:
+        rel = img.relative_to(folder).as_posix()
+        caption = listed.get(rel)
+        if caption is None and img.with_suffix(".txt").is_file():
+            caption = img.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        if caption is None:
+            missing.append(rel)
+            continue
+        examples.append((img, caption))
+    if missing:
+        raise UsageError(f"training data folder {folder}: {len(missing)} image(s) without a caption, e.g. "
+                         f"{missing[0]} (add it to captions.jsonl or write {Path(missing[0]).stem}.txt)")
+    digest = hashlib.sha256()
+    for (img, caption), sha in zip(examples, _hash_files([img for img, _ in examples])):
+        digest.update(json.dumps([img.relative_to(folder).as_posix(), sha, caption]).encode())
+    return examples, "folder:" + digest.hexdigest()[:20]
+
+
+def _open_image_path(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optional[str]):
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise UsageError(f"reading {path} needs pyarrow: pip install 'mubench[train]' (or pyarrow)") from None
+    names = pq.read_schema(path).names
+    image_col = image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
+    caption_col = caption_column or next((c for c in CAPTION_COLUMNS if c in names), None)
+    for what, col, options in (("image", image_col, IMAGE_COLUMNS), ("caption", caption_col, CAPTION_COLUMNS)):
+        if col is None or col not in names:
+            raise UsageError(f"{path}: no {what} column (looked for {col or ', '.join(options)}; the file has "
+                             f"{', '.join(names)}); set train.{what}_column")
+    table = pq.read_table(path, columns=[image_col, caption_col])
+    return table.column(image_col).to_pylist(), [str(c) for c in table.column(caption_col).to_pylist()], \
+        image_col, caption_col
+
+
+def _parquet_fingerprint(path: Path, image_column: Optional[str], caption_column: Optional[str]) -> str:
+    from ..assets import file_sha256
+
+    _, _, image_col, caption_col = _read_parquet(path, image_column, caption_column)
+    return "parquet:" + stable_hash({"sha256": file_sha256(path), "image": image_col, "caption": caption_col}, 20)
+
+
+def _parquet_examples(path: Path, image_column: Optional[str], caption_column: Optional[str]):
+    images, captions, _, _ = _read_parquet(path, image_column, caption_column)
+    if not images:
+        raise UsageError(f"{path} has no rows")
+    return list(zip(images, captions)), _parquet_fingerprint(path, image_column, caption_column)
+
+
+def _open_image_cell(root: Path) -> Callable[[Any], Any]:
+    from PIL import Image
+
+    def load(cell: Any):
+        if isinstance(cell, dict):
+            cell = cell.get("bytes") or cell.get("path")
+        if isinstance(cell, (bytes, bytearray)):
+            with Image.open(io.BytesIO(cell)) as im:
+                return im.convert("RGB")
+        if isinstance(cell, str):
+            p = Path(cell).expanduser()
+            return _open_image_path(p if p.is_absolute() else root / p)
+        raise UsageError(f"cannot read an image from a parquet cell of type {type(cell).__name__}")
+
+    return load
+
+
+# --------------------------------------------------------------------------- epochs over a list of examples
+
+
+class EpochSource:
+    """Batches over a finite list of examples, epoch by epoch, each a seeded permutation (a function of the step)."""
+
+    def __init__(self, examples: list[tuple[Any, str]], loader: Callable[[Any], Any], batch_size: int, seed: int,
+                 resolution: int, center_crop: bool, random_flip: bool) -> None:
+        self.examples = examples
+        self.loader = loader
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.resolution = int(resolution)
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        return self._perms[epoch]
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, list[str]]:
+        n = len(self.examples)
+        images, captions = [], []
+        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
+            item, caption = self.examples[int(self._perm(pos // n)[pos % n])]
+            rng = np.random.default_rng([self.seed, 1, pos])
+            images.append(self.transform(self.loader(item), rng))
+            captions.append(caption)
+        return torch.stack(images), captions
+
+    def transform(self, image, rng: np.random.Generator) -> torch.Tensor:
+        """Resize (bilinear, shorter side), crop to a square, maybe flip → float [3, R, R] in [0, 1]."""
+        from PIL import Image
+
+        r = self.resolution
+        w, h = image.size
+        scale = r / min(w, h)
+        nw, nh = max(r, round(w * scale)), max(r, round(h * scale))
+        image = image.resize((nw, nh), Image.BILINEAR)
+        if self.center_crop:
+            left, top = (nw - r) // 2, (nh - r) // 2
+        else:
+            left, top = int(rng.integers(0, nw - r + 1)), int(rng.integers(0, nh - r + 1))
+        image = image.crop((left, top, left + r, top + r))
+        if self.random_flip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
