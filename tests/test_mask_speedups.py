@@ -1,0 +1,178 @@
+"""The fast masking paths give the outputs of the plain computation on fixed seeds.
+
+The reference below is the plain (released-style) computation, written out here on purpose: for every masked layer it
+re-runs the block's mask generator on the block's raw features, runs the adapter, draws the layer's noise from each
+row's stream with the same generator calls, forms a float mask from the single-Gumbel event, multiplies ``W ⊙ M`` in
+float and applies it row by row with ``F.linear``. The optimised path (generator once per block, in-place noise and
+threshold, bool masks, one batched GEMM) must produce bitwise the same masks and the same outputs.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mubench.methods.base import MethodContext
+from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, exponential_noise, keep_probability
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle():
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+def _prepared(bundle, tmp_path: Path, **kw):
+    method = MaskUNetMethod(MaskUNetParams(**kw), "maskunet")
+    prepared = method.build(bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # trained-looking adapters: logits spread around 0, so masks really vary
+        for adapter in prepared.model.adapters:
+            for lin in (adapter.rows, adapter.cols):
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * 0.3)
+                lin.bias.copy_(torch.randn(lin.bias.shape, generator=gen) * 0.5)
+        for g in prepared.model.generators.values():
+            g.conv2.weight.copy_(torch.randn(g.conv2.weight.shape, generator=gen) * 0.2)
+    return prepared
+
+
+class PlainMasks:
+    """The plain computation as a mask function: per-layer generator re-run, float masks, per-row linear."""
+
+    def __init__(self, model, tau: float = 1.0) -> None:
+        self.model = model
+        self.tau = tau
+        self.raw: dict[str, tuple] = {}
+        self.masks: list[torch.Tensor] = []
+        self.handles = []
+        for key in model.blocks:
+            block = model.unet.get_submodule(key)
+            sig = inspect.signature(block.forward)
+            self.handles.append(block.register_forward_pre_hook(self._capture(key, sig), with_kwargs=True))
+
+    def _capture(self, key, sig):
+        def hook(module, args, kwargs):
+            bound = sig.bind_partial(*args, **kwargs).arguments
+            skips = bound.get("res_hidden_states_tuple")
+            self.raw[key] = (bound["hidden_states"], skips[-1] if skips else None, bound["temb"])
+        return hook
+
+    def logits(self, i: int) -> torch.Tensor:
+        layer = self.model.masked[i]
+        h, skip, temb = self.raw[layer.block]
+        feats = [h] if skip is None else [h, skip]
+        pooled = torch.cat([F.adaptive_avg_pool2d(f, (1, 1)) for f in feats], 1)
+        grid = self.model.generators[layer.block.replace(".", "-")](pooled, temb)  # re-run for every layer
+        adapter = self.model.adapters[i]
+        h_rows = F.linear(grid.transpose(-1, -2), adapter.rows.weight, adapter.rows.bias).transpose(-1, -2)
+        return F.linear(h_rows, adapter.cols.weight, adapter.cols.bias)
+
+    def forward_layer(self, i: int, module, x: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(i)
+        noise = torch.empty_like(logits)
+        for row, gen in enumerate(self.model.row_generators):
+            # E = -log(1 - U), U uniform: the same draws as the fast path, written out
+            u = torch.empty(logits.shape[1:]).uniform_(0.0, 1.0, generator=gen)
+            noise[row] = -torch.log1p(-u)
+        mask = (noise < torch.exp(logits)).float()
+        self.masks.append(mask.bool())
+        w = module.weight * mask
+        return torch.stack([F.linear(x[r], w[r], module.bias) for r in range(x.shape[0])])
+
+    def install(self):
+        for i, layer in enumerate(self.model.masked):
+            module = layer.module
+            module.forward = (lambda x, i=i, module=module: self.forward_layer(i, module, x))
+
+    def remove(self):
+        for layer in self.model.masked:
+            del layer.module.forward
+        for h in self.handles:
+            h.remove()
+
+
+def _streams(n: int, seed: int):
+    return [torch.Generator().manual_seed(seed + r) for r in range(n)]
+
+
+def test_exponential_noise_has_the_exponential_law():
+    n = 400_000
+    e = exponential_noise(torch.empty(n), torch.Generator().manual_seed(0))
+    assert torch.isfinite(e).all() and (e >= 0).all()
+    # mean 1, variance 1, P(E > 2) = e^-2
+    assert abs(e.mean().item() - 1) < 5 / n ** 0.5
+    assert abs(e.var().item() - 1) < 15 / n ** 0.5
+    assert abs((e > 2).float().mean().item() - torch.exp(torch.tensor(-2.0)).item()) < 0.003
+    # the event E < e^l keeps with probability 1 - exp(-e^l) (the released single-Gumbel sampler)
+    logits = torch.tensor([-2.0, 0.0, 1.0])[:, None].expand(-1, n)
+    keep = (exponential_noise(torch.empty(logits.shape), torch.Generator().manual_seed(1)) < logits.exp())
+    torch.testing.assert_close(keep.float().mean(1), keep_probability(logits[:, 0]), atol=4e-3, rtol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_fast_masks_equal_the_plain_computation(tiny_bundle, tmp_path, rows):
+    model = _prepared(tiny_bundle, tmp_path).model
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, 4, 16, 16, generator=g)
+    t = torch.tensor([900, 400, 20][:rows])
+    ctx = torch.randn(rows, 16, 32, generator=g)
+    fast_masks = []
+    model.on_mask = lambda i, m: fast_masks.append(m)
+    with torch.no_grad():
+        model.row_generators = _streams(rows, 11)
+        fast = model(x, t, ctx).sample
+        plain = PlainMasks(model)
+        plain.install()
+        try:
+            model.row_generators = _streams(rows, 11)
+            model.on_mask = None
+            ref = model(x, t, ctx).sample
+        finally:
+            plain.remove()
+    assert len(fast_masks) == len(plain.masks) == len(model.masked)
+    for a, b in zip(fast_masks, plain.masks):
+        assert a.dtype == torch.bool and torch.equal(a, b)
+    kept = torch.cat([m.flatten().float() for m in fast_masks]).mean().item()
+    assert 0.2 < kept < 0.95  # the masks are far from trivial, so the comparison means something
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    # and the masks matter: the unmasked model gives something else
+    with torch.no_grad():
+        assert (model.unet(x, t, ctx).sample - fast).abs().max() > 1e-3
+
+
+def test_sampling_through_the_sampler_matches_the_plain_computation(tiny_bundle, tmp_path):
+    from mubench.sampler import SamplerConfig, sample_images
+
+    prepared = _prepared(tiny_bundle, tmp_path)
+    cfg = SamplerConfig(scheduler="ddim", steps=3, guidance=3.0, resolution=32)
+    fast = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+    plain = PlainMasks(prepared.model)
+    plain.install()
+    try:
+        ref = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+    finally:
+        plain.remove()
+    assert len(plain.masks) == 3 * 2 * len(prepared.model.masked)  # 3 steps x 2 images, one CFG call each
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_deterministic_and_training_paths_are_untouched(tiny_bundle, tmp_path):
+    model = _prepared(tiny_bundle, tmp_path, deterministic=True).model
+    seen = []
+    model.on_mask = lambda i, m: seen.append((i, m))
+    x, t, ctx = torch.randn(2, 4, 16, 16), torch.tensor([3, 700]), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        model(x, t, ctx)
+        for i, m in seen:
+            assert torch.equal(m, model.layer_logits(i) > 0)
+    # with gradients the straight-through float mask is used, and the noise is drawn from the global RNG
+    model = _prepared(tiny_bundle, tmp_path).model
+    model.train()
+    torch.manual_seed(0)
+    model(x, t, ctx).sample.square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_parameters())
