@@ -12,6 +12,8 @@ def register_builtins(r: "Registries") -> None:
     r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
     r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)")
     r.models.register("micro", "mubench.micro.model:MicroModel", "the embedded micro world's text-to-image model (zoo/micro)")
+    r.models.register("dit", "mubench.models.dit:DiT", "class-conditional DiT-XL/2 256 from a local folder (weights=random: from its config)")
+    r.models.register("pixart", "mubench.models.pixart:PixArt", "PixArt-alpha XL-2 512 (T5 text encoder) from a local folder (weights=random: from its config)")
     # method kinds
     r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
     r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")

@@ -76,8 +76,9 @@ def make_scheduler(name: str, model_config: dict[str, Any]):
 
 
 def call_denoiser(bundle: ModelBundle, denoiser: torch.nn.Module, x: torch.Tensor, t: torch.Tensor,
-                  cond: Conditioning) -> torch.Tensor:
-    """One denoiser forward for a batch; returns the prediction with the latents' channel count."""
+                  cond: Conditioning, keep_variance: bool = False) -> torch.Tensor:
+    """One denoiser forward for a batch; returns the prediction with the latents' channel count (with
+    ``keep_variance``, a learned-sigma model's 2C channels: ε then the variance interpolation, for DDPM)."""
     custom = bundle.extras.get("forward")
     if custom is not None:
         return custom(denoiser, x, t, cond)
@@ -87,7 +88,7 @@ def call_denoiser(bundle: ModelBundle, denoiser: torch.nn.Module, x: torch.Tenso
     else:
         out = denoiser(x, timesteps, encoder_hidden_states=cond.hidden_states,
                        encoder_attention_mask=cond.attention_mask).sample
-    if out.shape[1] != x.shape[1]:  # learned-sigma models (DiT) predict 2C channels
+    if out.shape[1] != x.shape[1] and not keep_variance:  # learned-sigma models (DiT) predict 2C channels
         out = out[:, : x.shape[1]]
     return out
 
@@ -114,6 +115,8 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
     noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
     latents = (noise * scheduler.init_noise_sigma).to(device)
     use_cfg = cfg.guidance != 1.0
+    keep_variance = uses_learned_variance(bundle, cfg)
+    guidance_channels = bundle.extras.get("guidance_channels")
     chunks = [[b] for b in range(n)] if per_image else [list(range(n))]
     conds = [_chunk_conditioning(bundle, [prompts[b] for b in chunk], use_cfg) for chunk in chunks]
     rows = [_rows(chunk, use_cfg) for chunk in chunks]
@@ -127,7 +130,7 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
         with torch.no_grad():
             for i, t in enumerate(scheduler.timesteps):
                 x_all = scheduler.scale_model_input(latents, t)
-                out = torch.empty_like(latents, dtype=torch.float32)
+                out = None
                 for chunk, cond, chunk_rows in zip(chunks, conds, rows):
                     x = x_all[chunk]
                     x = (torch.cat([x, x]) if use_cfg else x).to(dtype)
@@ -137,12 +140,13 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
                     prepared.before_step(state)
 
                     def model_fn(x=x, t=t, cond=cond) -> torch.Tensor:
-                        return call_denoiser(bundle, prepared.denoiser, x, t.to(device), cond).float()
+                        return call_denoiser(bundle, prepared.denoiser, x, t.to(device), cond, keep_variance).float()
 
                     pred = prepared.predict(state, model_fn)
                     if use_cfg:
-                        uncond, condo = pred.chunk(2)
-                        pred = uncond + cfg.guidance * (condo - uncond)
+                        pred = _guide(pred, cfg.guidance, guidance_channels, latents.shape[1])
+                    if out is None:
+                        out = torch.empty((n, *pred.shape[1:]), dtype=torch.float32, device=latents.device)
                     out[chunk] = pred
                 latents = _step(scheduler, out, t, latents, step_kwargs)
                 if step_callback is not None:
@@ -150,6 +154,24 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
     finally:
         prepared.end_batch()
     return latents.float().cpu()
+
+
+def uses_learned_variance(bundle: ModelBundle, cfg: SamplerConfig) -> bool:
+    """DDPM with a model whose schedule declares a learned variance (DiT): keep its 2C output channels."""
+    return cfg.scheduler == "ddpm" and bundle.scheduler_config.get("variance_type") in ("learned", "learned_range")
+
+
+def _guide(pred: torch.Tensor, scale: float, channels: Optional[int], latent_channels: int) -> torch.Tensor:
+    """Classifier-free guidance of a [uncond; cond] prediction. ``channels`` (a model's ``guidance_channels``,
+    DiT: 3) limits guidance to the first channels, as DiT's official sampler; the other channels (and a learned
+    variance) are the conditional row's."""
+    uncond, cond = pred.chunk(2)
+    if channels is None and pred.shape[1] == latent_channels:
+        return uncond + scale * (cond - uncond)
+    k = latent_channels if channels is None else min(int(channels), latent_channels)
+    guided = cond.clone()
+    guided[:, :k] = uncond[:, :k] + scale * (cond[:, :k] - uncond[:, :k])
+    return guided
 
 
 def _chunk_conditioning(bundle: ModelBundle, prompts: list[Any], use_cfg: bool) -> Conditioning:

@@ -13,6 +13,9 @@ Layer sets (method.md §2 and §8.1):
     the same two rules applied to ``down_blocks``, ``mid_block`` and ``up_blocks`` (``conv_in``/``conv_out`` and the
     time embedding stay unmasked).
 
+Transformer denoisers (DiT, PixArt-α) take their own sets (``decoder-attn`` = attention q/k/v/o of the second half of
+the blocks, our adaptation): see :mod:`mubench.methods.transformer_layers`.
+
 :func:`install_masked_layers` returns a copy of the UNet that *shares* every parameter with the original (no extra
 memory, the original is left untouched) in which the selected layers are :class:`MaskedLinear` /
 :class:`MaskedConv2d`. Such a layer behaves exactly like the original until a ``mask_fn`` is set; then, for every
@@ -34,10 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from .transformer_layers import TRANSFORMER_LAYER_SETS, is_transformer, select_transformer_layers
 
-LAYER_SETS = ("decoder-attn", "decoder-attn+conv", "all")
+UNET_LAYER_SETS = ("decoder-attn", "decoder-attn+conv", "all")
+# every name a method may be given; which apply depends on the denoiser (UNet or transformer, see transformer_layers)
+LAYER_SETS = UNET_LAYER_SETS + tuple(s for s in TRANSFORMER_LAYER_SETS if s not in UNET_LAYER_SETS)
 EXCLUDED_SUBSTRINGS = ("time_emb_proj", "ff", "conv_shortcut", "proj_in", "proj_out")
-_BLOCK_RE = re.compile(r"^(up_blocks\.\d+|down_blocks\.\d+|mid_block)(\.|$)")
+_BLOCK_RE = re.compile(r"^(up_blocks\.\d+|down_blocks\.\d+|mid_block|transformer_blocks\.\d+)(\.|$)")
 
 
 def check_layer_set(name: str) -> None:
@@ -46,7 +52,8 @@ def check_layer_set(name: str) -> None:
 
 
 def block_of(name: str) -> str:
-    """``up_blocks.1.attentions.0...`` → ``up_blocks.1`` (the UNet block a layer belongs to)."""
+    """``up_blocks.1.attentions.0...`` → ``up_blocks.1`` (the UNet block a layer belongs to;
+    ``transformer_blocks.14.attn1.to_q`` → ``transformer_blocks.14``)."""
     m = _BLOCK_RE.match(name)
     if not m:
         raise ValueError(f"layer {name!r} is not inside a UNet block")
@@ -54,8 +61,14 @@ def block_of(name: str) -> str:
 
 
 def select_layers(unet: nn.Module, layer_set: str = "decoder-attn") -> list[tuple[str, nn.Module]]:
-    """The (qualified name, module) pairs of ``layer_set`` in ``unet``, in module order."""
+    """The (qualified name, module) pairs of ``layer_set`` in ``unet``, in module order (a DiT / PixArt
+    transformer: :func:`~mubench.methods.transformer_layers.select_transformer_layers`)."""
     check_layer_set(layer_set)
+    if is_transformer(unet):
+        return select_transformer_layers(unet, layer_set)
+    if layer_set not in UNET_LAYER_SETS:
+        raise UsageError(f"layer set {layer_set!r} is for transformer denoisers; a UNet takes one of "
+                         f"{', '.join(UNET_LAYER_SETS)}")
     prefixes = ("up_blocks.",) if layer_set != "all" else ("up_blocks.", "down_blocks.", "mid_block.")
     kinds: tuple[type, ...] = (nn.Linear,) if layer_set == "decoder-attn" else (nn.Linear, nn.Conv2d)
     chosen = []

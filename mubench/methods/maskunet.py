@@ -324,6 +324,13 @@ def _mkey(block: str) -> str:
     return block.replace(".", "-")
 
 
+def _model_class(denoiser: nn.Module) -> type:
+    """MaskUNet, or for a DiT / PixArt transformer our adaptation (:mod:`.transformer_masks`)."""
+    from .transformer_masks import mask_model_class
+
+    return mask_model_class(denoiser)
+
+
 class MaskUNetPrepared(Prepared):
     """Sampling hooks: each row's Gumbel noise comes from its image's stream (one seed draw per row and call)."""
 
@@ -370,7 +377,7 @@ class MaskUNetMethod(TrainableMethod):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.train.seed)
             with torch.device("meta" if device.type == "meta" else "cpu"):
-                model = MaskUNet(unet, layers, p)
+                model = _model_class(unet)(unet, layers, p)
         model.generators.to(device)
         model.adapters.to(device)
         added = sum(t.numel() for t in model.trainable_parameters())
@@ -380,8 +387,7 @@ class MaskUNetMethod(TrainableMethod):
             "sampler": "logit > 0" if p.deterministic else "single Gumbel draw, P(keep) = 1 - exp(-e^logit)",
             "mask_scope": "per denoiser row (each CFG row its own mask, as released)",
             "masked_layers": len(layers), "masked_weights": masked_weight_count(layers),
-            "generators": len(model.generators),
+            "generators": len(model.generators), **getattr(model, "extra_info", {}),
         }
         return MaskUNetPrepared(model, added_params=added, trainable_params=added, info=info,
                                 layers=[layer.describe() for layer in layers])
-
