@@ -25,6 +25,7 @@ def register_builtins(r: "Registries") -> None:
     r.suites.register("micro", "mubench.suites.micro:MicroSuite", "the micro world's COCO / T2I-CompBench / GenEval analogues (CPU)")
     r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")
     r.suites.register("geneval", "mubench.suites.geneval:GenEvalSuite", "GenEval: 553 prompts x 4 images, official correctness rules, overall = mean of task means")
+    r.suites.register("imagenet", "mubench.suites.imagenet:ImageNetSuite", "class-conditional ImageNet 256: DiT sampling defaults, FID / IS / precision / recall vs the ADM reference batch")
     r.suites.register("coco", "mubench.suites.coco:CocoSuite", "COCO captions: clean-fid FID and CLIP score (coco = 2017 val 5k; coco2014-30k spec)")
     # scorers
     r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")
@@ -32,5 +33,6 @@ def register_builtins(r: "Registries") -> None:
     r.scorers.register("micro-oracle", "mubench.micro.scorers:MicroOracleScorer", "micro world oracle: recovered objects, GenEval-style correctness, bindings")
     r.scorers.register("blip-vqa", "mubench.scorers.blip_vqa:BlipVqa", "T2I-CompBench BLIP-VQA: product over noun phrases of first-step P(yes)/(P(yes)+P(no))")
     r.scorers.register("geneval-detector", "mubench.scorers.geneval_detector:GenEvalDetector", "GenEval verdicts from Mask2Former detections and CLIP colour classification")
+    r.scorers.register("adm-inception", "mubench.scorers.adm_inception:AdmInception", "Inception pool_3 features + no-bias softmax as the ADM evaluator (ImageNet FID / IS / P-R)")
     r.scorers.register("fid-features", "mubench.scorers.fid_features:InceptionFeatures", "Inception features for FID, clean-fid 'clean' / 'legacy_pytorch' preprocessing")
     r.scorers.register("clip-score", "mubench.scorers.clip_score:ClipScore", "raw CLIP cosine between image and caption (transformers CLIP)")

@@ -1,0 +1,97 @@
+"""The imagenet suite: seeded uniform labels, the ADM metrics (IS, precision / recall) checked against direct
+computations, and the whole flow on a tiny random DiT with a fake ADM reference batch."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mubench.suites.imagenet import (ImageNetParams, ImageNetSuite, fid_label, inception_score, manifold_radii,
+                                     precision_recall, uniform_labels)
+
+
+def test_labels_are_uniform_seeded_and_prefix_stable():
+    a = uniform_labels(5000, 1000, 0)
+    assert a.dtype == np.int64 and a.min() >= 0 and a.max() <= 999
+    assert np.array_equal(a[:100], uniform_labels(100, 1000, 0))  # limit=N takes the same first labels
+    assert not np.array_equal(a[:100], uniform_labels(100, 1000, 1))
+    counts = np.bincount(uniform_labels(50000, 1000, 0), minlength=1000)
+    assert counts.min() > 20 and counts.max() < 85 and len(set(counts.tolist())) > 1  # random, not balanced
+    items = ImageNetSuite(ImageNetParams(count=3), "imagenet").items()
+    assert [it.id for it in items] == ["000000", "000001", "000002"]
+    assert [it.prompt for it in items] == uniform_labels(3, 1000, 0).tolist()
+
+
+def test_inception_score_on_known_distributions():
+    uniform = np.full((10, 4), 0.25)
+    assert inception_score(uniform) == pytest.approx(1.0)
+    eye = np.eye(4)[np.arange(8) % 4] * (1 - 4e-12) + 1e-12  # confident and evenly spread: IS = #classes
+    assert inception_score(eye) == pytest.approx(4.0, rel=1e-6)
+    # splits: two halves scored separately and averaged
+    mixed = np.concatenate([eye, uniform[:8]])
+    assert inception_score(mixed, split_size=8) == pytest.approx((4.0 + 1.0) / 2, rel=1e-6)
+
+
+def _pr_bruteforce(ref, smp, k):
+    def radii(x):
+        d = ((x[:, None] - x[None]) ** 2).sum(-1)
+        return np.sort(d, 1)[:, k]
+
+    d = ((ref[:, None] - smp[None]) ** 2).sum(-1)
+    rr, rs = radii(ref), radii(smp)
+    precision = np.mean([(d[:, j] <= rr).any() for j in range(len(smp))])
+    recall = np.mean([(d[i, :] <= rs).any() for i in range(len(ref))])
+    return precision, recall
+
+
+def test_precision_recall_match_a_direct_computation():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 5)).astype(np.float32)
+    smp = (rng.normal(size=(30, 5)) * 0.5 + 1.0).astype(np.float32)
+    got = precision_recall(ref, smp, k=3, batch=7)  # small batches exercise the blocking
+    want = _pr_bruteforce(ref.astype(np.float64), smp.astype(np.float64), 3)
+    assert got == pytest.approx(want, abs=1e-9)
+    assert 0 < got[0] < 1 and 0 < got[1] < 1
+    assert precision_recall(ref, ref, k=3) == (1.0, 1.0)
+    radii = manifold_radii(ref, k=1)
+    d = ((ref[:, None] - ref[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert np.allclose(radii, d.min(1), rtol=1e-4)
+
+
+def test_fid_label_names_n():
+    assert fid_label(5000) == "FID-5K (ADM ref)" and fid_label(50000) == "FID-50K (ADM ref)"
+    assert fid_label(12) == "FID-12 (ADM ref)"
+
+
+def test_missing_reference_batch_is_an_asset_error(tmp_path):
+    proc = run_cli("run", "suite=imagenet", "model=dit", "weights=random", "model.arch=tiny", "limit=2",
+                   f"suite.reference={tmp_path / 'nope.npz'}", "--no-progress")
+    assert proc.returncode == 2
+    assert "adm-ref-imagenet256" in proc.stderr and "nothing is downloaded" in proc.stderr
+
+
+@pytest.mark.slow
+def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    feats = rng.normal(size=(64, 16))
+    np.savez(ref, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
+             arr_0=rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    proc = run_cli("run", "suite=imagenet", "model=dit", "weights=random", "model.arch=tiny", "model.resolution=16",
+                   "method=random-mask", "method.ratio=0.2", "limit=6", f"suite.reference={ref}", "suite.num_classes=10",
+                   "suite.sampler.steps=3", "suite.sampler.resolution=16", "suite.fid_force=true", "suite.pr_k=2",
+                   "--no-progress", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["metrics"]) == {"fid", "inception_score", "precision", "recall"}
+    assert all(m["n"] == 6 for m in res["metrics"].values())
+    assert res["protocol"]["fid_label"] == "FID-6 (ADM ref)" and res["protocol"]["fid_forced"] is True
+    assert res["protocol"]["sampler"] == {"scheduler": "ddpm", "steps": 3, "guidance": 1.5, "resolution": 16,
+                                          "eta": 0.0}
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["prompt"] for s in samples] == uniform_labels(6, 10, 0).tolist()  # the tiny DiT has 10 classes
+    assert 1.0 <= res["metrics"]["inception_score"]["value"] <= 10.0
