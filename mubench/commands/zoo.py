@@ -1,4 +1,4 @@
-"""``mubench zoo build micro [--out DIR] [KEY=VALUE...]`` and ``mubench zoo verify micro [--out DIR]``."""
+"""``mubench zoo build micro|micro-dit [--out DIR] [KEY=VALUE...]`` and ``mubench zoo verify micro|micro-dit``."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import yaml
 from ..errors import UsageError, unknown
 
 app = typer.Typer(help="Build and verify the embedded model zoo (the micro world's weights).", no_args_is_help=True)
-ENTRIES = ("micro",)
+ENTRIES = ("micro", "micro-dit")
 
 
 def _check_entry(name: str) -> None:
@@ -20,9 +20,13 @@ def _check_entry(name: str) -> None:
         raise unknown("zoo entry", name, ENTRIES)
 
 
-def _recipe(args: list[str]):
-    """KEY=VALUE overrides of :class:`~mubench.micro.zoo.BuildParams` (values parsed as YAML scalars)."""
-    from ..micro.zoo import BuildParams
+def _recipe(args: list[str], name: str = "micro"):
+    """KEY=VALUE overrides of the entry's build recipe (:class:`~mubench.micro.zoo.BuildParams`, for micro-dit
+    :class:`~mubench.micro.dit.DiTBuildParams`; values parsed as YAML scalars)."""
+    if name == "micro-dit":
+        from ..micro.dit import DiTBuildParams as BuildParams
+    else:
+        from ..micro.zoo import BuildParams
 
     fields = {f.name for f in dataclasses.fields(BuildParams)}
     values = {}
@@ -41,7 +45,7 @@ def _recipe(args: list[str]):
 
 @app.command("build")
 def build_command(
-    name: str = typer.Argument("micro", help="zoo entry to build (micro)"),
+    name: str = typer.Argument("micro", help="zoo entry to build (micro, micro-dit)"),
     args: Optional[list[str]] = typer.Argument(None, help="recipe overrides, e.g. steps=3000 threads=2 "
                                                           "max_train_minutes=90 (see docs/micro-world.md)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the repository's zoo/<name>)"),
@@ -52,7 +56,7 @@ def build_command(
     _check_entry(name)
     from ..micro.zoo import build_zoo
 
-    params = _recipe(list(args or []))
+    params = _recipe(list(args or []), name)
     manifest = build_zoo(name, out, params, show_progress=not quiet, echo=True, evaluate=not no_eval)
     base = manifest.get("quality", {}).get("base")
     if base:
@@ -61,7 +65,7 @@ def build_command(
 
 @app.command("verify")
 def verify_command(
-    name: str = typer.Argument("micro", help="zoo entry to verify (micro)"),
+    name: str = typer.Argument("micro", help="zoo entry to verify (micro, micro-dit)"),
     out: Optional[Path] = typer.Option(None, "--out", help="zoo folder (default: the shipped zoo/<name>)"),
     json_out: bool = typer.Option(False, "--json", help="print {file: sha256} as JSON"),
 ) -> None:

@@ -266,8 +266,12 @@ def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optio
               show_progress: bool = True, echo: bool = True,
               evaluate: bool = True) -> dict[str, Any]:
     """Build zoo entry ``name`` into ``out_dir`` (default: the repository's ``zoo/<name>``); returns the manifest."""
+    if name == "micro-dit":  # the class-conditional DiT: its own recipe and build (mubench.micro.dit)
+        from .dit import build_micro_dit
+
+        return build_micro_dit(out_dir, params, show_progress, echo, evaluate)  # type: ignore[arg-type]
     if name != "micro":
-        raise UsageError(f"unknown zoo entry {name!r}; expected 'micro'")
+        raise UsageError(f"unknown zoo entry {name!r}; expected 'micro' or 'micro-dit'")
     from .assets import default_zoo_root
     from .clip import evaluate_micro_clip, load_micro_clip, save_micro_clip, train_micro_clip
     from .text import build_tokenizer

@@ -11,6 +11,9 @@ Sources (``spec``):
 ``micro``
     the micro world's ``train`` split, an endless seeded stream of procedurally drawn scenes (32×32);
     stream seed = the recipe's seed.
+``micro-class``
+    the micro world's class-conditional stream (:mod:`mubench.micro.classes`): single objects of the 15 (colour,
+    shape) classes, captioned by class name (what class-conditional models such as ``micro-dit`` read).
 a folder
     images (``.png .jpg .jpeg .webp .bmp``, searched recursively) with captions from ``captions.jsonl`` (one
     object per line: the image's path relative to the folder under ``file``/``file_name``/``image``/``path`` and
@@ -69,6 +72,10 @@ def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
         return "none"
     if str(spec) == "micro":
         return _micro_fingerprint()
+    if str(spec) == "micro-class":
+        from ..micro.classes import class_fingerprint
+
+        return class_fingerprint("train")
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         return _folder_examples(path)[1]
@@ -86,6 +93,10 @@ def open_training_data(spec: Optional[str], *, batch_size: int, seed: int, resol
         raise UsageError("no training data: set train.data (micro, a folder of images + captions, or a .parquet file)")
     if str(spec) == "micro":
         return _micro(batch_size, seed, resolution)
+    if str(spec) == "micro-class":
+        from ..micro.classes import class_training_data
+
+        return class_training_data(batch_size, seed, resolution)
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         examples, fp = _folder_examples(path)

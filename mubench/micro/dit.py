@@ -1,0 +1,350 @@
+"""``micro-dit``: a tiny class-conditional DiT over the micro world's (colour, shape) classes, and its zoo build.
+
+The model is diffusers' ``DiTTransformer2DModel`` — the class DiT-XL/2 uses, with adaLN-Zero over the timestep +
+class embedding — at micro size (:func:`dit_config`), on the micro model's space-to-depth "latents" (12×16×16,
+:class:`~mubench.micro.model.SpaceToDepthCodec`) in 2×2 patches (64 tokens), with the micro model's diffusion
+(1000-step cosine schedule, v-prediction; no learned variance). Its classes are the 15 (colour, shape) pairs of
+:mod:`mubench.micro.classes`; prompts are class indices or class names (``"a red circle"``), the null class
+(index 15, or ``""``) serves classifier-free guidance. So masking methods meet the same transformer code paths as on
+DiT-XL/2 (``maskunet``'s per-block generators see the class through adaLN's ``t_emb + y_emb``).
+
+``model=micro-dit`` loads ``zoo/micro-dit/dit.safetensors`` after checking its sha256 against
+``zoo/micro-dit/manifest.json``; ``weights=random`` builds the architecture with seeded random weights.
+
+``mubench zoo build micro-dit`` (:func:`build_micro_dit`) trains it with mubench's trainer on the class stream of the
+``train`` split (v-prediction, min-SNR weighting, 10 % label dropout to the null class, EMA; seeded, resumable,
+optionally time-boxed), then checks it: oracle class accuracy of samples of every class with the shared sampler, the
+same with 50 % of the decoder attention weights zeroed and with random weights, and a Fréchet distance in micro-CLIP
+feature space (the ``zoo/micro`` micro-CLIP) against held-out real renders.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..config import stable_hash
+from ..errors import AssetError, UsageError
+from ..models.base import LoadContext, Model, ModelBundle
+from ..models.dit import class_bundle
+from . import classes as C
+from .assets import load_manifest, sha256_file, verified_path, zoo_dir
+from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, build_codec
+
+DIT_FILE = "dit.safetensors"
+MANIFEST_FORMAT = "mubench-zoo-micro-dit/1"
+DEFAULT_SAMPLER: dict[str, Any] = {"scheduler": "ddim", "steps": 20, "guidance": 3.0}
+
+
+def dit_config(width: int = 96, heads: int = 4, layers: int = 6, patch: int = 2) -> dict[str, Any]:
+    """``DiTTransformer2DModel`` kwargs of the micro DiT (no learned variance: out_channels = in_channels)."""
+    channels = 3 * CODEC_CONFIG["factor"] ** 2
+    if width % heads:
+        raise UsageError(f"micro-dit width {width} is not divisible by {heads} heads")
+    return dict(num_attention_heads=heads, attention_head_dim=width // heads, in_channels=channels,
+                out_channels=channels, num_layers=layers, sample_size=IMAGE_SIZE // CODEC_CONFIG["factor"],
+                patch_size=patch, num_embeds_ada_norm=C.NUM_CLASSES, norm_type="ada_norm_zero",
+                activation_fn="gelu-approximate", attention_bias=True, norm_elementwise_affine=False, norm_eps=1e-5)
+
+
+def default_configs() -> dict[str, Any]:
+    return {"transformer": dit_config(), "codec": dict(CODEC_CONFIG), "scheduler": dict(SCHEDULER_CONFIG),
+            "classes": C.class_names()}
+
+
+def random_transformer(config: dict[str, Any], seed: int) -> nn.Module:
+    from diffusers import DiTTransformer2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return DiTTransformer2DModel(**config)
+
+
+def assemble(transformer: nn.Module, configs: dict[str, Any], ctx: LoadContext, fingerprint: str,
+             default_sampler: Optional[dict[str, Any]] = None, extras: Optional[dict[str, Any]] = None) -> ModelBundle:
+    """A frozen class-conditional bundle on ctx's device and dtype."""
+    transformer.to(ctx.device)
+    if ctx.dtype != torch.float32:
+        transformer.to(dtype=ctx.dtype)
+    names = list(configs.get("classes") or C.class_names())
+    return class_bundle("micro-dit", transformer, None, len(names), IMAGE_SIZE, fingerprint,
+                        configs.get("scheduler", SCHEDULER_CONFIG), default_sampler or DEFAULT_SAMPLER, None,
+                        {"configs": configs, "class_names": names, **(extras or {})}, names=names,
+                        codec=build_codec(configs.get("codec", CODEC_CONFIG)))
+
+
+@dataclass
+class MicroDiTParams:
+    path: Optional[str] = None  # zoo folder with manifest.json + dit.safetensors (default: the shipped zoo/micro-dit)
+    seed: int = 0  # seed of the random weights when weights=random
+
+
+class MicroDiTModel(Model):
+    """``model=micro-dit``: the micro world's class-conditional DiT (``zoo/micro-dit``)."""
+
+    Params = MicroDiTParams
+
+    @classmethod
+    def load(cls, params: MicroDiTParams, ctx: LoadContext) -> ModelBundle:
+        if ctx.weights == "random":
+            configs = default_configs()
+            transformer = random_transformer(configs["transformer"], params.seed)
+            fp = "micro-dit-random:" + stable_hash({"configs": configs, "seed": params.seed})
+            return assemble(transformer, configs, ctx, fp)
+        folder = zoo_dir("micro-dit", params.path)
+        if not (folder / "manifest.json").is_file():
+            raise AssetError(f"no micro-dit weights in {folder} (missing manifest.json); build them with "
+                             f"`mubench zoo build micro-dit`, or use weights=random")
+        manifest = load_manifest(folder)
+        configs = manifest.get("configs")
+        if not isinstance(configs, dict) or "transformer" not in configs:
+            raise AssetError(f"{folder / 'manifest.json'} lacks the transformer config")
+        path = verified_path(folder, DIT_FILE, manifest)
+        transformer = random_transformer(configs["transformer"], 0)
+        _load_safetensors(transformer, path)
+        fp = "micro-dit:" + manifest["files"][DIT_FILE]["sha256"][:16]
+        return assemble(transformer, configs, ctx, fp, manifest.get("sampler"),
+                        {"zoo_dir": str(folder), "manifest": manifest})
+
+
+def _load_safetensors(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    missing, unexpected = module.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise AssetError(f"{path} does not fit the micro-dit config of its manifest "
+                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+
+
+# --------------------------------------------------------------------------- training
+
+
+class ClassDiffusionLoss:
+    """Loss for the trainer: batch = (uint8 images [B,32,32,3], int labels [B]); labels are replaced by the null
+    class with probability ``p_uncond`` (from the trainer's generator, once per example)."""
+
+    def __init__(self, codec, alphas_cumprod: torch.Tensor, num_classes: int, p_uncond: float,
+                 prediction_type: str, min_snr_gamma: Optional[float]) -> None:
+        self.codec = codec
+        self.alphas_cumprod = alphas_cumprod
+        self.num_classes = num_classes
+        self.p_uncond = p_uncond
+        self.prediction_type = prediction_type
+        self.min_snr_gamma = min_snr_gamma
+
+    def __call__(self, module: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        from ..train.diffusion import diffusion_loss
+
+        images, labels = batch
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        drop = torch.rand(len(labels), generator=generator) < self.p_uncond
+        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        device = next(module.parameters()).device
+        x0 = self.codec.encode_uint8(images).to(device)
+        labels = labels.to(device)
+
+        def model_fn(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return module(xt, t, class_labels=labels).sample
+
+        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
+                              min_snr_gamma=self.min_snr_gamma)
+
+
+@dataclass
+class DiTBuildParams:
+    """The micro-dit build recipe (recorded in the manifest)."""
+
+    seed: int = 0  # seeds weights, the data stream, noise and label dropout
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    p_uncond: float = 0.1  # label dropout (→ null class) for classifier-free guidance
+    min_snr_gamma: Optional[float] = 5.0
+    width: int = 96
+    heads: int = 4
+    layers: int = 6
+    data_seed: int = 0  # stream seed of the class stream of the train split
+    checkpoint_every: int = 100
+    log_every: int = 50
+    max_train_minutes: Optional[float] = None  # stop training early (recorded) when this wall time is spent
+    eval_per_class: int = 16  # images per class in the build's quality check
+    eval_seed: int = 20251125
+    threads: int = 1
+
+
+def random_attention_mask(transformer: nn.Module, ratio: float, seed: int) -> tuple[nn.Module, int, int]:
+    """A copy with ``ratio`` of the decoder-attention weights (second half of the blocks, q/k/v/o) zeroed."""
+    from ..methods.transformer_layers import select_transformer_layers
+
+    masked = copy.deepcopy(transformer)
+    g = torch.Generator().manual_seed(int(seed))
+    zeroed = total = 0
+    with torch.no_grad():
+        for _, mod in select_transformer_layers(masked, "decoder-attn"):
+            keep = (torch.rand(mod.weight.shape, generator=g) >= ratio).to(mod.weight.dtype)
+            mod.weight.mul_(keep)
+            zeroed += int((keep == 0).sum())
+            total += keep.numel()
+    return masked, zeroed, total
+
+
+def class_prompts(per_class: int) -> list[tuple[str, str, str]]:
+    """(class name, colour, shape) for every class, ``per_class`` times."""
+    return [(name, c, s) for name, (c, s) in zip(C.class_names(), C.class_pairs()) for _ in range(per_class)]
+
+
+def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildParams] = None,
+                    show_progress: bool = True, echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
+    """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""
+    from diffusers import DDPMScheduler
+
+    from ..train import IteratorSource, TrainConfig, train
+    from .assets import default_zoo_root
+    from .zoo import BuildLog, _versions
+
+    p = params or DiTBuildParams()
+    out = Path(out_dir) if out_dir is not None else default_zoo_root() / "micro-dit"
+    work = out / ".build"
+    work.mkdir(parents=True, exist_ok=True)
+    log = BuildLog(out / "build.log", echo=echo)
+    torch.set_num_threads(max(1, int(p.threads)))
+    timings: dict[str, float] = {}
+    t_build = time.time()
+    log(f"zoo build micro-dit -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
+    log(f"versions {json.dumps(_versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+
+    configs = default_configs()
+    configs["transformer"] = dit_config(p.width, p.heads, p.layers)
+    transformer = random_transformer(configs["transformer"], p.seed)
+    from ..models.classes import disable_label_dropout
+
+    disable_label_dropout(transformer)
+    codec = build_codec(configs["codec"])
+    alphas = DDPMScheduler.from_config(configs["scheduler"]).alphas_cumprod.clone()
+    loss_fn = ClassDiffusionLoss(codec, alphas, C.NUM_CLASSES, p.p_uncond, configs["scheduler"]["prediction_type"],
+                                 p.min_snr_gamma)
+    batches = IteratorSource(lambda: C.iterate_class_batches("train", p.batch_size, p.data_seed))
+    tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
+                       weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
+                       checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
+    deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
+    stopped_at = None
+
+    def on_log(info: dict[str, Any]) -> None:
+        log("dit " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
+
+    t0 = time.time()
+    target, result = 0, None
+    while True:  # chunks of checkpoint_every steps, so a time box is honoured at checkpoint boundaries
+        target = min(p.steps, target + max(1, p.checkpoint_every))
+        result = train(transformer, loss_fn, batches, tcfg, out_dir=work, resume=True, show_progress=show_progress,
+                       stop_at=target, on_log=on_log, description="micro-dit")
+        if result.step >= p.steps:
+            break
+        if deadline is not None and time.time() > deadline:
+            stopped_at = result.step
+            log(f"time budget of {p.max_train_minutes} min spent: training stops at step {result.step} "
+                f"(the LR is constant after warm-up, so a build with steps={result.step} gives the same weights)")
+            break
+    steps_done = result.step
+    if result.ema is not None:
+        result.ema.copy_to([q for q in transformer.parameters() if q.requires_grad])
+    timings["train_s"] = round(time.time() - t0, 1)
+    log(f"micro-dit trained to step {steps_done} in {timings['train_s']}s (final loss {result.final_loss()})")
+
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu().float() for k, v in transformer.state_dict().items()}
+    tmp = out / (DIT_FILE + ".tmp")
+    # one metadata key: safetensors writes several in hash-map order, which would make the file's bytes (and sha256)
+    # differ between identical builds
+    meta = {"format": MANIFEST_FORMAT, "seed": p.seed, "steps": steps_done,
+            "weights": "ema" if result.ema is not None else "raw"}
+    save_file(state, str(tmp), metadata={"mubench": json.dumps(meta, sort_keys=True)})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / DIT_FILE)
+    files = {DIT_FILE: {"sha256": sha256_file(out / DIT_FILE), "bytes": (out / DIT_FILE).stat().st_size}}
+
+    quality: dict[str, Any] = {}
+    t0 = time.time()
+    if evaluate:
+        quality = evaluate_micro_dit(transformer, configs, p, log)
+    timings["eval_s"] = round(time.time() - t0, 1)
+    timings["total_s"] = round(time.time() - t_build, 1)
+    manifest = {
+        "format": MANIFEST_FORMAT, "name": "micro-dit",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "configs": configs, "sampler": dict(DEFAULT_SAMPLER), "image_size": IMAGE_SIZE, "files": files,
+        "data": {"split": "train", "data_seed": p.data_seed, "classes": C.class_names(),
+                 "fingerprint": C.class_fingerprint("train"), "stream_offset": C.CLASS_STREAM_OFFSET},
+        "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stopped_at, "weights": "EMA",
+                   "prediction_type": configs["scheduler"]["prediction_type"], "trainer": "mubench.train.train",
+                   "train_config": tcfg.as_dict()},
+        "quality": quality, "timings": timings, "versions": _versions(), "losses": result.losses,
+    }
+    tmp_m = out / "manifest.json.tmp"
+    tmp_m.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_m, out / "manifest.json")
+    log(f"wrote {out / 'manifest.json'}; total {timings['total_s']}s")
+    return manifest
+
+
+def evaluate_micro_dit(transformer: nn.Module, configs: dict[str, Any], p: DiTBuildParams, log) -> dict[str, Any]:
+    """Oracle class accuracy (built / 50 % decoder-attention mask / random weights) and micro-CLIP FID."""
+    from .clip import CLIP_FILENAME, load_micro_clip
+    from .zoo import clip_fid, evaluate_bundle, real_reference_images
+
+    ctx = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
+    bundle = assemble(transformer, configs, ctx, "micro-dit:build")
+    prompts = class_prompts(p.eval_per_class)
+    half = [q for i, q in enumerate(prompts) if i % p.eval_per_class < max(1, p.eval_per_class // 2)]
+    out: dict[str, Any] = {"sampler": dict(DEFAULT_SAMPLER), "per_class": p.eval_per_class, "seed": p.eval_seed}
+    with torch.random.fork_rng(devices=[]):
+        base, base_imgs = evaluate_bundle(bundle, prompts, p.eval_seed, DEFAULT_SAMPLER)
+        log(f"quality base {json.dumps(base)}")
+        masked_t, zeroed, total = random_attention_mask(transformer, 0.5, p.eval_seed)
+        masked, masked_imgs = evaluate_bundle(bundle, half, p.eval_seed, DEFAULT_SAMPLER, denoiser=masked_t)
+        masked.update(zeroed_weights=zeroed, masked_weights=total)
+        log(f"quality random-mask-0.5 {json.dumps(masked)}")
+        rand_bundle = assemble(random_transformer(configs["transformer"], p.seed + 1), configs, ctx, "micro-dit:rnd")
+        rand, rand_imgs = evaluate_bundle(rand_bundle, half, p.eval_seed, DEFAULT_SAMPLER)
+        log(f"quality random-weights {json.dumps(rand)}")
+    out.update(base=base, random_mask_0_5=masked, random_weights=rand)
+    clip_path = zoo_dir("micro") / CLIP_FILENAME
+    if clip_path.is_file():
+        clip_model = load_micro_clip(clip_path)
+
+        def counts(ps):
+            got: dict[tuple[str, str], int] = {}
+            for _, c, s in ps:
+                got[(c, s)] = got.get((c, s), 0) + 1
+            return got
+
+        real = real_reference_images(counts(prompts), "test", seed=p.data_seed)
+        real_half = real_reference_images(counts(half), "test", seed=p.data_seed)
+        idx = [i for i in range(len(prompts)) if i % p.eval_per_class < max(1, p.eval_per_class // 2)]
+        out["clip_fid"] = {"n": len(prompts), "n_half": len(half), "base": clip_fid(clip_model, base_imgs, real),
+                           "base_half": clip_fid(clip_model, base_imgs[idx], real_half),
+                           "random_mask_0.5_half": clip_fid(clip_model, masked_imgs, real_half),
+                           "random_weights_half": clip_fid(clip_model, rand_imgs, real_half),
+                           "micro_clip_sha256": hashlib.sha256(clip_path.read_bytes()).hexdigest()}
+        log(f"quality clip-fid {json.dumps(out['clip_fid'])}")
+    else:
+        out["clip_fid"] = f"skipped: no micro-CLIP at {clip_path} (build zoo/micro first)"
+    return out
+
+
+__all__ = ["MicroDiTModel", "build_micro_dit", "DiTBuildParams", "dit_config", "default_configs",
+           "ClassDiffusionLoss"]

@@ -1,0 +1,127 @@
+"""Suite kind ``micro-class``: class-conditional generation in the micro world (the ImageNet suite's analogue).
+
+Prompts are the 15 (colour, shape) classes of :mod:`mubench.micro.classes`, ``per_class`` prompts each, interleaved
+(prompt ``k`` is class ``k mod 15``, so ``limit=N`` keeps the classes balanced); a prompt's text is the class name
+(``"a red circle"``), which a class-conditional model (``micro-dit``) maps to its label and a text-to-image model
+(``micro``) reads as a caption, so both can be compared on it. Ids: ``class-<label:02d>/<k // 15:04d>``.
+
+Metrics (per image from the ``micro-oracle`` and ``micro-clip`` scorers; 95 % bootstrap CIs resampling prompts):
+
+* ``accuracy``: the oracle's largest object has the class's colour *and* shape (class accuracy, the analogue of an
+  ImageNet classifier's top-1 on samples); ``color_accuracy`` / ``shape_accuracy``: each attribute alone;
+  ``single_object``: GenEval's single-object rule (an object of the shape is there, the largest one in the colour).
+* ``fid``: Fréchet distance in micro-CLIP's penultimate feature space between the samples and held-out real renders
+  of the same classes (``test`` split, one per sample), as the ``micro`` suite's COCO analogue; refused below the
+  feature dimension unless ``fid.force`` (then labelled ``fid_forced`` in the protocol).
+* ``clip``: mean raw micro-CLIP cosine between each sample and its class name.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import UsageError
+from ..metrics.core import Metric, bootstrap_mean
+from ..micro import classes as C
+from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite, SuiteParams
+from .micro import MicroFidParams
+
+KEY_OFFSET = 900_000  # reference-render keys of this suite's prompts (disjoint from the micro suite's task keys)
+
+
+@dataclass
+class MicroClassParams(SuiteParams):
+    """Prompts per class, the split of the reference renders, FID and bootstrap settings."""
+
+    images_per_prompt: int = 1
+    sampler: SamplerParams = field(default_factory=SamplerParams)  # None = the model's defaults
+    per_class: int = 16
+    split: str = "test"  # split the held-out reference renders are drawn from
+    fid: MicroFidParams = field(default_factory=MicroFidParams)
+    bootstrap_resamples: int = 2000
+
+
+class MicroClassSuite(Suite):
+    Params = MicroClassParams
+
+    def __init__(self, params: MicroClassParams, name: str) -> None:
+        super().__init__(params, name)
+        if params.per_class < 1:
+            raise UsageError(f"suite.per_class must be >= 1, got {params.per_class}")
+        if params.images_per_prompt < 1:
+            raise UsageError(f"suite.images_per_prompt must be >= 1, got {params.images_per_prompt}")
+        if params.split not in ("val", "test"):
+            raise UsageError(f"suite.split must be val or test, got {params.split!r}")
+
+    def items(self) -> list[PromptItem]:
+        names, pairs = C.class_names(), C.class_pairs()
+        out = []
+        for k in range(C.NUM_CLASSES * self.params.per_class):
+            label = k % C.NUM_CLASSES
+            color, shape = pairs[label]
+            out.append(PromptItem(f"class-{label:02d}/{k // C.NUM_CLASSES:04d}", names[label],
+                                  {"task": "class", "label": label, "color": color, "shape": shape,
+                                   "split": self.params.split, "key": KEY_OFFSET + k,
+                                   "references": self.params.images_per_prompt}))
+        return out
+
+    def scorers(self) -> dict[str, ScorerUse]:
+        return {"clip": ScorerUse("micro-clip"), "oracle": ScorerUse("micro-oracle")}
+
+    def protocol(self) -> dict[str, Any]:
+        return {"world": "micro", "classes": C.class_names(), "class_data": C.class_fingerprint(self.params.split),
+                "prompt": "class name (a class-conditional model maps it to its label)",
+                "accuracy": "oracle's largest object has the class's colour and shape",
+                "fid_features": "micro-clip penultimate image features",
+                "fid_reference": f"held-out real renders of the same classes ({self.params.split} split), one per image",
+                "fid_forced": self.params.fid.force, "clip_score": "raw cosine (micro-clip)"}
+
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        if not records:
+            return {}
+        rs = self.params.bootstrap_resamples
+        groups = [r.item.id for r in records]
+
+        def largest(r: SampleRecord) -> Optional[dict[str, Any]]:
+            objs = r.scores["oracle"].get("objects") or []
+            return objs[0] if objs else None  # the oracle lists objects largest first
+
+        color, shape, both = [], [], []
+        for r in records:
+            top = largest(r)
+            c_ok = top is not None and top.get("color") == r.item.meta["color"]
+            s_ok = top is not None and top.get("shape") == r.item.meta["shape"]
+            color.append(float(c_ok))
+            shape.append(float(s_ok))
+            both.append(float(c_ok and s_ok))
+        metrics = {
+            "accuracy": bootstrap_mean(both, True, resamples=rs, groups=groups),
+            "color_accuracy": bootstrap_mean(color, True, resamples=rs, groups=groups),
+            "shape_accuracy": bootstrap_mean(shape, True, resamples=rs, groups=groups),
+            "single_object": bootstrap_mean([float(bool(r.scores["oracle"].get("correct"))) for r in records], True,
+                                            resamples=rs, groups=groups),
+            "clip": bootstrap_mean([float(r.scores["clip"]["clip"]) for r in records], True, resamples=rs,
+                                   groups=groups),
+        }
+        fid = self._fid(records)
+        if fid is not None:
+            metrics["fid"] = fid
+        return metrics
+
+    def _fid(self, records: list[SampleRecord]) -> Optional[Metric]:
+        import numpy as np
+
+        from ..metrics.fid import fid_from_features
+
+        gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in records])
+        ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in records])
+        try:
+            value = fid_from_features(gen, ref, force=self.params.fid.force, names=("generated", "reference"),
+                                      force_hint="suite.fid.force=true")
+        except UsageError as err:
+            if "refused" not in str(err):
+                raise
+            warnings.warn(f"micro-class suite: no fid metric: {err}", stacklevel=2)
+            return None
+        return Metric(float(value), None, None, len(records), higher_is_better=False)

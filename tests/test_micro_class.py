@@ -1,0 +1,123 @@
+"""The micro world's class-conditional counterpart: its class data, the micro-dit model and zoo build, and the
+micro-class suite end to end (random weights; the shipped weights are exercised when zoo/micro-dit exists)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from mubench.errors import AssetError
+from mubench.micro import classes as C
+from mubench.micro import data as D
+from mubench.micro.dit import DiTBuildParams, MicroDiTModel, MicroDiTParams, build_micro_dit
+from mubench.micro.oracle import Oracle
+from mubench.models.base import LoadContext
+from mubench.suites.base import PromptItem, SampleRecord
+from mubench.suites.micro_class import MicroClassParams, MicroClassSuite
+
+CPU = LoadContext(torch.device("cpu"), torch.float32, "random")
+
+
+def test_classes_are_the_trainable_colour_shape_pairs():
+    pairs = C.class_pairs()
+    assert len(pairs) == C.NUM_CLASSES == 15 and not set(pairs) & set(D.HELD_OUT)
+    assert C.class_names()[0] == "a red circle"
+    for name, (c, s) in zip(C.class_names(), pairs):
+        assert D.parse_caption(name) == ((D.Phrase(s, c),), None)
+
+
+def test_class_stream_is_deterministic_and_images_show_their_class():
+    a_img, a_lab = next(C.iterate_class_batches("train", 30, 0))
+    b_img, b_lab = next(C.iterate_class_batches("train", 30, 0))
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+    assert not np.array_equal(next(C.iterate_class_batches("train", 30, 1))[1], a_lab)
+    assert len(set(a_lab.tolist())) > 5
+    oracle = Oracle()
+    for img, label in zip(a_img, a_lab):
+        top = oracle.detect(img)[0]
+        assert (top.color, top.shape) == C.class_pairs()[label]
+
+
+def test_micro_dit_random_and_missing_weights(tmp_path):
+    bundle = MicroDiTModel.load(MicroDiTParams(), CPU)
+    assert bundle.conditioning_kind == "class" and bundle.resolution == 32
+    assert bundle.conditioner.encode(["a red circle", "", 3]).class_labels.tolist() == [0, 15, 3]
+    assert bundle.codec.latent_shape(32, 32) == (12, 16, 16)
+    with pytest.raises(AssetError, match="zoo build micro-dit"):
+        MicroDiTModel.load(MicroDiTParams(path=str(tmp_path)), LoadContext(torch.device("cpu"), torch.float32))
+
+
+def test_zoo_build_writes_verified_weights_that_load(tmp_path):
+    p = DiTBuildParams(steps=3, width=16, heads=2, layers=2, batch_size=4, checkpoint_every=2, log_every=1,
+                       eval_per_class=2)
+    manifest = build_micro_dit(tmp_path, p, show_progress=False, echo=False, evaluate=True)
+    assert manifest["recipe"]["steps_done"] == 3 and manifest["configs"]["transformer"]["num_layers"] == 2
+    assert set(manifest["quality"]["base"]) >= {"color", "shape", "both", "single_object"}
+    assert manifest["quality"]["random_mask_0_5"]["zeroed_weights"] > 0
+    ctx = LoadContext(torch.device("cpu"), torch.float32)
+    bundle = MicroDiTModel.load(MicroDiTParams(path=str(tmp_path)), ctx)
+    assert bundle.fingerprint == "micro-dit:" + manifest["files"]["dit.safetensors"]["sha256"][:16]
+    again = build_micro_dit(tmp_path, p, show_progress=False, echo=False, evaluate=False)  # resumes: nothing to do
+    assert again["files"] == manifest["files"]
+    weights = tmp_path / "dit.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(AssetError, match="checksum mismatch"):
+        MicroDiTModel.load(MicroDiTParams(path=str(tmp_path)), ctx)
+
+
+def test_suite_items_are_interleaved_class_prompts():
+    items = MicroClassSuite(MicroClassParams(per_class=2), "micro-class").items()
+    assert len(items) == 30
+    assert [it.meta["label"] for it in items[:16]] == list(range(15)) + [0]
+    assert items[15].id == "class-00/0001" and items[0].prompt == "a red circle"
+    assert len({it.meta["key"] for it in items}) == 30
+
+
+def test_aggregate_counts_the_largest_object():
+    suite = MicroClassSuite(MicroClassParams(per_class=1, bootstrap_resamples=50), "micro-class")
+    items = suite.items()[:3]
+    objects = [[{"color": "red", "shape": "circle"}],  # right
+               [{"color": "red", "shape": "circle"}, {"color": "red", "shape": "square"}],  # largest is wrong shape
+               []]  # nothing drawn
+    recs = []
+    for k, (item, objs) in enumerate(zip(items, objects)):
+        scores = {"oracle": {"objects": objs, "correct": k == 0}, "clip": {"clip": 0.5, "features": np.zeros(4), "ref_features": np.zeros((1, 4))}}
+        recs.append(SampleRecord(item, 0, k, str(k), "", scores))
+    with pytest.warns(UserWarning, match="no fid"):
+        m = suite.aggregate(recs)
+    assert items[1].meta["shape"] == "square" and items[1].meta["color"] == "red"
+    assert m["accuracy"].value == pytest.approx(1 / 3) and m["color_accuracy"].value == pytest.approx(2 / 3)
+    assert m["shape_accuracy"].value == pytest.approx(1 / 3) and m["single_object"].value == pytest.approx(1 / 3)
+    assert "fid" not in m  # 3 images < the feature dimension: refused unless forced
+
+
+@pytest.mark.slow
+def test_micro_class_end_to_end_with_maskunet_trained_on_demand(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("run", "suite=micro-class", "model=micro-dit", "method=maskunet", "weights=random", "limit=15",
+                   "method.train.steps=2", "suite.fid.force=true", "--no-progress", f"out={out}",
+                   f"cache={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["metrics"]) == {"accuracy", "color_accuracy", "shape_accuracy", "single_object", "clip", "fid"}
+    assert res["metrics"]["accuracy"]["n"] == 15
+    info = res["method_info"]
+    assert info["masked_layers"] == 12 and info["decoder_blocks"] == "3-5"  # micro-dit: 6 blocks, attn1 q/k/v/o
+    assert info["training"]["steps"] == 2 and info["training"]["data"]["kind"] == "micro-class"
+
+
+@pytest.mark.skipif(not (REPO / "zoo" / "micro-dit" / "manifest.json").is_file(), reason="zoo/micro-dit not built")
+def test_shipped_micro_dit_draws_its_classes():
+    from mubench.methods.base import Prepared
+    from mubench.micro.zoo import score_single_object
+    from mubench.sampler import SamplerConfig, sample_images
+
+    bundle = MicroDiTModel.load(MicroDiTParams(), LoadContext(torch.device("cpu"), torch.float32))
+    names = C.class_names()
+    cfg = SamplerConfig(resolution=32, **bundle.default_sampler)
+    images = sample_images(bundle, Prepared(bundle.denoiser), names, list(range(15)), cfg, per_image=False)
+    got = score_single_object(images, [(n, c, s) for n, (c, s) in zip(names, C.class_pairs())])
+    assert got["color"] >= 0.8  # colour is learned early; the manifest records the full quality check
