@@ -21,6 +21,7 @@ def register_builtins(r: "Registries") -> None:
     r.methods.register("maskunet", "mubench.methods.maskunet:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks")
     r.methods.register("lora", "mubench.methods.lora:LoRAMethod", "peft LoRA on the attention projections")
     r.methods.register("full-ft", "mubench.methods.finetune:FullFineTune", "full fine-tune of every denoiser weight (optionally with dropout)")
+    r.methods.register("maskunet-free", "mubench.methods.maskunet_free:MaskUNetFree", "MaskUNet, training-free: per-image, per-step mask logits optimised against rewards while sampling")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
     r.suites.register("micro", "mubench.suites.micro:MicroSuite", "the micro world's COCO / T2I-CompBench / GenEval analogues (CPU)")
@@ -38,3 +39,5 @@ def register_builtins(r: "Registries") -> None:
     r.scorers.register("adm-inception", "mubench.scorers.adm_inception:AdmInception", "Inception pool_3 features + no-bias softmax as the ADM evaluator (ImageNet FID / IS / P-R)")
     r.scorers.register("fid-features", "mubench.scorers.fid_features:InceptionFeatures", "Inception features for FID, clean-fid 'clean' / 'legacy_pytorch' preprocessing")
     r.scorers.register("clip-score", "mubench.scorers.clip_score:ClipScore", "raw CLIP cosine between image and caption (transformers CLIP)")
+    r.scorers.register("hpsv2", "mubench.scorers.hpsv2:HPSv2Scorer", "HPSv2.1 human-preference score: open_clip ViT-H-14 + a local HPS checkpoint (differentiable reward)")
+    r.scorers.register("imagereward", "mubench.scorers.image_reward:ImageRewardScorer", "ImageReward v1.0: BLIP + MLP from a local checkpoint (differentiable reward)")

@@ -23,7 +23,7 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # comma
 
 def _register_commands() -> None:
     """One line per command; each command's code is imported only when the CLI starts."""
-    from .commands import assets, baseline, check, inspect, listing, report, run, runs, score, train, zoo
+    from .commands import assets, baseline, check, inspect, listing, masks, report, run, runs, score, train, zoo
 
     app.command("run", help=run.RUN_HELP, context_settings=EXTRA_ARGS)(run.run_command)
     app.command("score", help=score.SCORE_HELP, context_settings=EXTRA_ARGS)(score.score_command)
@@ -34,6 +34,7 @@ def _register_commands() -> None:
     app.command("check")(check.check_command)
     app.command("inspect", help=inspect.INSPECT_HELP, context_settings=EXTRA_ARGS)(inspect.inspect_command)
     app.command("train", help=train.TRAIN_HELP, context_settings=EXTRA_ARGS)(train.train_command)
+    app.command("masks", help=masks.MASKS_HELP, context_settings=EXTRA_ARGS)(masks.masks_command)
     app.command("assets")(assets.assets_command)
     app.add_typer(zoo.app, name="zoo")
 

@@ -3,7 +3,8 @@
 For each method (resolved from its shipped spec, as ``mubench run method=...`` does): ``prepare`` works (after an
 artifact is saved for the trainable ones), the same seeds give the same images, a batch of 3 gives bitwise the
 images of three batches of 1, the parameter counts equal an independent count, and trained weights survive the
-safetensors round trip.
+safetensors round trip. Every trainable method's training, killed mid-way and resumed from its checkpoint, gives
+bitwise the artifact of an uninterrupted training.
 """
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ CASES = {
     "maskunet-deterministic": Case("maskunet", {"deterministic": True}),
     "maskunet-conv": Case("maskunet", {"layers": "decoder-attn+conv"}),
     "lora": Case("lora-micro"),
+    "full-ft": Case("full-ft"),
+    "dropout": Case("dropout"),
+    # training-free: rewards from a random micro-CLIP (the run's weights=random), a short update schedule
+    "maskunet-free": Case("maskunet-free", {"rewards": [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}],
+                                            "early_steps": 1, "late_updates": 2}),
 }
 
 
@@ -68,7 +74,7 @@ def _method(regs, case: Case):
 
 
 def _ctx(artifacts: Path) -> MethodContext:
-    return MethodContext(artifacts_dir=artifacts, train="never", model_name="tiny-sd")
+    return MethodContext(artifacts_dir=artifacts, train="never", model_name="tiny-sd", weights="random")
 
 
 def _fake_training(prepared: Prepared, seed: int = 0) -> None:
@@ -91,8 +97,12 @@ def _prepared(regs, bundle, artifacts, name: str) -> tuple[Any, Prepared]:
 def _expected_counts(prepared: Prepared, bundle) -> int:
     """Independent parameter count of what the method adds."""
     kind = prepared.info.get("change")
-    if kind in ("none", "random-mask"):
+    if kind in ("none", "random-mask", "full-ft"):
         return 0
+    if kind == "maskunet-free":  # one logit per weight of the decoder attention q/k/v/o linears
+        return sum(m.weight.numel() for n, m in bundle.denoiser.named_modules()
+                   if n.startswith("up_blocks.") and isinstance(m, torch.nn.Linear)
+                   and n.endswith(("to_q", "to_k", "to_v", "to_out.0")))
     if kind == "lora":
         r = prepared.info["r"]
         total = 0
@@ -171,3 +181,41 @@ def test_sampling_masks_come_from_the_image_streams(regs, bundle, artifacts):
     a = sample_images(bundle, prepared, PROMPTS, SEEDS, SAMPLER)
     b = sample_images(bundle, prepared, PROMPTS, SEEDS[:2] + [77], SAMPLER)
     assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2], b[2])
+
+
+TRAINABLE = ["lora", "full-ft", "dropout", "maskunet", "maskunet-faithful"]
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> Path:
+    from training_fakes import caption_folder
+
+    return caption_folder(tmp_path_factory.mktemp("train-data"))
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_trainer_resume(name, regs, bundle, train_data, tmp_path):
+    """Killed at step 2 of 4 (checkpoints every 2) and resumed = uninterrupted, bitwise; training moves weights."""
+    from mubench.methods.training import train_artifact
+
+    case = CASES[name]
+    recipe = {"train": {"data": str(train_data), "steps": 4, "batch_size": 2, "resolution": 32, "lr": 1e-3,
+                        "checkpoint_every": 2, "log_every": 1}}
+    method = _method(regs, Case(case.spec, {**case.overrides, **recipe}))
+
+    def ctx(root: str, train: str = "auto") -> MethodContext:
+        return MethodContext(artifacts_dir=tmp_path / root, train=train, model_name="tiny-sd", weights="random",
+                             show_progress=False)
+
+    whole = train_artifact(method, bundle, ctx("whole"))
+    assert whole["saved"] and whole["steps"] == 4 and whole["resumed_from"] is None
+    killed = train_artifact(method, bundle, ctx("killed"), stop_at=2)
+    assert not killed["saved"] and killed["steps"] == 2
+    resumed = train_artifact(method, bundle, ctx("killed"))
+    assert resumed["resumed_from"] == 2 and resumed["sha256"] == whole["sha256"]
+
+    trained = method.prepare(bundle, ctx("killed", "never"))
+    fresh = method.build(bundle, ctx("killed"))
+    a, b = trained.artifact_state(), fresh.artifact_state()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # training changed the weights
+    assert trained.artifact == whole["sha256"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..scorers.base import Scorer, ScorerContext
+from ..scorers.rewards import RewardScorer
 from ..suites.base import PromptItem
 from . import data as D
 from .clip import CLIP_FILENAME, MicroClipEncoder, load_micro_clip, random_micro_clip, uint8_to_float, zoo_dir
@@ -42,7 +43,9 @@ class MicroClipScorerParams:
     random_seed: int = 0  # seed of the random weights used when the run has weights=random
 
 
-class MicroClipScorer(Scorer):
+class MicroClipScorer(RewardScorer):
+    """Also a differentiable reward (``reward``: the raw image–caption cosine), e.g. for maskunet-free."""
+
     Params = MicroClipScorerParams
     version = "1"
 
@@ -56,7 +59,7 @@ class MicroClipScorer(Scorer):
             self._path = Path(params.weights).expanduser() if params.weights else zoo_dir("micro") / CLIP_FILENAME
             model = load_micro_clip(self._path)
             self._hash = hashlib.sha256(self._path.read_bytes()).hexdigest()
-        self.encoder = MicroClipEncoder(model.to(ctx.device))
+        self.encoder = MicroClipEncoder(model.to(ctx.device).requires_grad_(False))
 
     def weights_hash(self) -> str:
         return self._hash
@@ -66,6 +69,13 @@ class MicroClipScorer(Scorer):
         return {**super().describe(), "backbone": "micro-clip", "feature_dim": cfg.feature_dim,
                 "embed_dim": cfg.embed_dim, "weights": str(self._path) if self._path else "random",
                 "features": "penultimate image features (FID space)", "clip": "raw cosine"}
+
+    def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Raw cosine of image and caption in micro-CLIP space, differentiable w.r.t. ``images``."""
+        model = self.encoder.model
+        device = next(model.parameters()).device
+        emb = model.encode_image(images.to(device=device, dtype=torch.float32))
+        return (emb * self.encoder.texts([str(p) for p in prompts])).sum(-1)
 
     def score(self, images: torch.Tensor, items: list[PromptItem]) -> list[dict[str, Any]]:
         device = next(self.encoder.model.parameters()).device

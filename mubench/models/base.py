@@ -61,6 +61,11 @@ class LatentCodec(ABC):
     @abstractmethod
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]: ...
 
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
+        """``decode`` with gradients flowing to ``latents`` (training-free methods optimise through it).
+        Codecs whose ``decode`` runs without gradients override this."""
+        return self.decode(latents)
+
 
 @dataclass
 class ModelBundle:

@@ -26,6 +26,9 @@ class VaeCodec(LatentCodec):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_differentiable(latents)
+
+    def decode_differentiable(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor).sample
         return ((x.float() + 1) / 2).clamp(0, 1)
 

@@ -1,0 +1,92 @@
+"""``mubench masks method=maskunet model=X [suite=S limit=N] [out=DIR] [KEY=VALUE...] [--json]``.
+
+Samples the first ``limit`` prompts of a suite with a masking method (training its artifact on demand like
+``mubench run``), records the mask of every masked layer at every denoising step
+(:class:`mubench.methods.mask_stats.MaskRecorder`) and writes to ``out`` (default ``masks-<method>-<model>``):
+
+- ``masks.json``: per-layer mask ratios (fraction of weights zeroed; mean and spread over denoiser rows), per-step
+  ratios with their timesteps, the overall ratio, and the run's method, model, suite, sampler and seeds;
+- ``mask_ratio_per_layer.png``: the per-layer bar chart (the paper's supplementary Fig. 2b);
+- ``mask_ratio_per_timestep.png``: the ratio against the timestep, all masked weights and per block.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+MASKS_HELP = """Record and plot per-layer and per-timestep mask ratios of a masking method (maskunet, maskunet-free).
+
+\b
+Keys (KEY=VALUE), as `mubench run`:
+  method=NAME  (default maskunet)   model=NAME (default micro)   suite=NAME (default micro)
+  limit=N      prompts to sample (default 16)   seed=N   batch_size=N   device=...   dtype=...
+  train=auto|never|force   cache=DIR   weights=pretrained|random
+  out=DIR      where masks.json and the two PNG plots go (default masks-<method>-<model>)
+"""
+
+
+def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]:
+    """Resolve the args, sample, record, write the files; returns the masks.json object (plus ``files``)."""
+    from ..config import resolve, to_plain
+    from ..fsutil import atomic_write_text
+    from ..methods.mask_stats import MaskRecorder, plot_layer_ratios, plot_timestep_ratios
+    from ..registry import load_registries
+    from ..runner import Runner
+    from ..sampler import make_scheduler, resolve_sampler, sample_images
+
+    regs = load_registries()
+    cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16})
+    runner = Runner(cfg, regs)
+    items = runner.items()
+    bundle = runner.load_model()
+    prepared = runner.prepare(bundle)
+    sampler = resolve_sampler(bundle, getattr(runner.suite.params, "sampler", None),
+                              getattr(prepared, "sampler_overrides", None))
+    recorder = MaskRecorder(prepared)
+    planned = runner.plan(bundle, prepared, sampler, items)
+    bs = cfg.run.batch_size
+    for start in range(0, len(planned), bs):
+        batch = planned[start:start + bs]
+        recorder.new_trajectory()
+        sample_images(bundle, prepared, [p.item.prompt for p in batch], [p.seed for p in batch], sampler,
+                      step_callback=recorder.next_step)
+    scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
+    scheduler.set_timesteps(sampler.steps)
+    stats = recorder.summary([int(t) for t in scheduler.timesteps])
+    out = Path(cfg.run.out or f"masks-{cfg.method.name}-{cfg.model.name}").expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"method": cfg.method.name, "model": cfg.model.name, "suite": cfg.suite.name,
+              "n_images": len(planned), "seeds": [p.seed for p in planned], "sampler": sampler.as_dict(),
+              "method_info": to_plain(prepared.info), "artifact": prepared.artifact, **stats}
+    title = f"{cfg.method.name} on {cfg.model.name}: {len(planned)} images, {sampler.scheduler} {sampler.steps} steps"
+    files = {"json": str(out / "masks.json"),
+             "per_layer": str(plot_layer_ratios(stats, out / "mask_ratio_per_layer.png", title)),
+             "per_timestep": str(plot_timestep_ratios(stats, out / "mask_ratio_per_timestep.png", title))}
+    atomic_write_text(out / "masks.json", json.dumps(report, indent=2, default=str) + "\n")
+    return {**report, "files": files}
+
+
+def masks_command(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print masks.json's object on stdout and nothing else."),
+) -> None:
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
+    report = record_masks(list(ctx.args))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"{report['method']} on {report['model']}: {report['n_images']} images, overall mask ratio "
+                  f"{100 * report['mask_ratio']:.2f}% of {len(report['layers'])} layers' weights")
+    for step in report["steps"]:
+        console.print(f"  step {step['step']:>3}  t={step['timestep']}  {100 * step['mask_ratio']:.2f}%")
+    for key, path in report["files"].items():
+        console.print(f"{key}: {path}")

@@ -1,0 +1,240 @@
+"""Training on demand (train=auto/never/force), `mubench train`, per-model recipes, the training data sources and
+the full-ft / dropout specifics, on the tiny random SD-style model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mubench.config import resolve, resolve_component
+from mubench.errors import UsageError
+from mubench.methods.base import MethodContext
+from mubench.models.base import LoadContext
+from mubench.registry import load_registries
+from training_fakes import CAPTIONS, caption_folder, parquet_file
+
+TINY_TRAIN = {"steps": 3, "batch_size": 2, "resolution": 32, "lr": 1e-3, "checkpoint_every": 0, "log_every": 1}
+
+
+@pytest.fixture(scope="module")
+def regs():
+    return load_registries(plugins=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(regs):
+    cls = regs.models.get("tiny-sd")
+    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return caption_folder(tmp_path_factory.mktemp("captions"))
+
+
+def _method(regs, spec: str, data: Path, **train):
+    comp = resolve_component("method", spec, {"train": {"data": str(data), **TINY_TRAIN, **train}}, regs)
+    return regs.methods.get(comp.kind)(comp.params, comp.name)
+
+
+def _ctx(root: Path, train: str) -> MethodContext:
+    return MethodContext(artifacts_dir=root, train=train, model_name="tiny-sd", show_progress=False)
+
+
+# --------------------------------------------------------------------------- train=never / auto / force
+
+
+def test_train_modes(regs, bundle, data, tmp_path):
+    method = _method(regs, "lora-micro", data)
+    key, directory = method.artifact_location(bundle, _ctx(tmp_path, "auto"))
+
+    with pytest.raises(UsageError) as err:  # never: no training, a message that says how to train
+        method.prepare(bundle, _ctx(tmp_path, "never"))
+    assert "train=never" in str(err.value) and "mubench train method=lora-micro model=tiny-sd" in str(err.value)
+    assert not directory.exists()
+
+    auto = method.prepare(bundle, _ctx(tmp_path, "auto"))  # auto: trains the missing artifact, then loads it
+    meta = json.loads((directory / "meta.json").read_text())
+    assert auto.artifact == meta["weights_sha256"] and meta["steps"] == 3
+    assert "trained_now_s" in auto.info["training"]
+    assert not (directory / "train" / "checkpoints").exists() and (directory / "train" / "train.log").is_file()
+
+    again = method.prepare(bundle, _ctx(tmp_path, "auto"))  # auto with the artifact there: loads, no training
+    assert again.artifact == auto.artifact and "trained_now_s" not in again.info["training"]
+    never = method.prepare(bundle, _ctx(tmp_path, "never"))
+    assert never.artifact == auto.artifact
+
+    stamp = (directory / "meta.json").stat().st_mtime_ns
+    forced = method.prepare(bundle, _ctx(tmp_path, "force"))  # force: retrains from scratch
+    assert "trained_now_s" in forced.info["training"]
+    assert (directory / "meta.json").stat().st_mtime_ns != stamp
+    assert forced.artifact == auto.artifact  # same recipe, seed and data: the same weights
+
+
+def test_artifact_key_follows_data_content_and_seed(regs, bundle, data, tmp_path):
+    ctx = _ctx(tmp_path, "auto")
+    key = _method(regs, "maskunet", data).artifact_location(bundle, ctx)[0]
+    assert _method(regs, "maskunet", data, checkpoint_every=7).artifact_location(bundle, ctx)[0] == key
+    assert _method(regs, "maskunet", data, seed=1).artifact_location(bundle, ctx)[0] != key
+    other = caption_folder(tmp_path / "other")
+    assert _method(regs, "maskunet", other).artifact_location(bundle, ctx)[0] == key  # same content elsewhere
+    (other / "img0.txt").write_text("a purple star\n")  # a caption changes (.txt does not override the jsonl)
+    (other / "captions.jsonl").write_text((other / "captions.jsonl").read_text().replace(CAPTIONS[0], "a star"))
+    assert _method(regs, "maskunet", other).artifact_location(bundle, ctx)[0] != key
+
+
+def test_missing_data_is_a_clear_error(regs, bundle, tmp_path):
+    comp = resolve_component("method", "maskunet", {"train": dict(TINY_TRAIN)}, regs)  # paper recipe: data null
+    method = regs.methods.get(comp.kind)(comp.params, comp.name)
+    with pytest.raises(UsageError, match="needs training data.*method.train.data"):
+        method.prepare(bundle, _ctx(tmp_path, "auto"))
+
+
+def test_deviations_from_the_released_code_are_recorded(regs, bundle, data, tmp_path):
+    clipped = _method(regs, "maskunet", data, grad_clip=1.0)
+    prepared = clipped.prepare(bundle, _ctx(tmp_path, "auto"))
+    devs = prepared.info["training"]["deviations"]
+    assert any("clipped nothing" in d for d in devs)
+    unclipped = _method(regs, "maskunet", data, grad_clip=None).prepare(bundle, _ctx(tmp_path, "auto"))
+    assert not any("clipped nothing" in d for d in unclipped.info["training"]["deviations"])
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def test_micro_recipe_is_selected_by_model(regs):
+    micro = resolve(["method=maskunet", "model=micro"], regs)
+    assert micro.method.recipe == "micro" and micro.method.params.train.data == "micro"
+    assert micro.method.params.train.steps < 1000 and micro.method.params.train.lr == pytest.approx(1e-3)
+    paper = resolve(["method=maskunet", "model=tiny-sd"], regs)
+    assert paper.method.recipe is None and paper.method.params.train.steps == 7000
+    assert paper.method.params.train.lr == pytest.approx(1e-5) and paper.method.params.train.batch_size == 32
+    user = resolve(["method=maskunet", "model=micro", "method.train.steps=5"], regs)  # the user's keys win
+    assert user.method.params.train.steps == 5 and user.method.params.train.data == "micro"
+    lora = resolve(["method=lora", "model=micro"], regs)
+    assert lora.method.params.r == 8 and resolve(["method=lora", "model=tiny-sd"], regs).method.params.r == 256
+    assert micro.method.fingerprint() != resolve(["method=maskunet", "model=tiny-sd"], regs).method.fingerprint()
+    for spec in ("full-ft", "dropout", "lora", "maskunet", "maskunet-faithful"):
+        assert resolve([f"method={spec}", "model=micro"], regs).method.params.train.data == "micro"
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+def test_folder_source_is_a_function_of_the_step(data):
+    from mubench.train.data import open_training_data
+
+    a = open_training_data(str(data), batch_size=4, seed=3, resolution=32)
+    b = open_training_data(str(data), batch_size=4, seed=3, resolution=32)
+    assert a.fingerprint.startswith("folder:") and a.info["examples"] == 6
+    later = b.source(5)  # out of order: still the same batch
+    first = b.source(0)
+    assert torch.equal(a.source(0)[0], first[0]) and a.source(0)[1] == first[1]
+    assert torch.equal(a.source(5)[0], later[0])
+    images, captions = first
+    assert images.shape == (4, 3, 32, 32) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert set(captions) <= set(CAPTIONS)
+    epoch = [c for s in range(3) for c in a.source(s)[1]][:6]  # the first epoch visits every example once
+    assert sorted(epoch) == sorted(CAPTIONS)
+    other = open_training_data(str(data), batch_size=4, seed=4, resolution=32)
+    assert other.source(0)[1] != first[1] or not torch.equal(other.source(0)[0], first[0])
+
+
+def test_folder_without_captions_is_named(tmp_path):
+    from mubench.train.data import open_training_data
+
+    folder = caption_folder(tmp_path / "d", txt_for_last=False)
+    (folder / "captions.jsonl").write_text("")
+    with pytest.raises(UsageError, match="without a caption.*img0.png"):
+        open_training_data(str(folder), batch_size=2, seed=0, resolution=32)
+    with pytest.raises(UsageError, match="no such folder or file"):
+        open_training_data(str(tmp_path / "nowhere"), batch_size=2, seed=0, resolution=32)
+
+
+def test_parquet_source(tmp_path):
+    pytest.importorskip("pyarrow")
+    from mubench.train.data import data_fingerprint, open_training_data
+
+    path = parquet_file(tmp_path / "train.parquet")
+    src = open_training_data(str(path), batch_size=3, seed=0, resolution=16, center_crop=False)
+    images, captions = src.source(0)
+    assert src.kind == "parquet" and images.shape == (3, 3, 16, 16) and len(captions) == 3
+    assert src.fingerprint == data_fingerprint(str(path)) and src.fingerprint.startswith("parquet:")
+    with pytest.raises(UsageError, match="no caption column.*set train.caption_column"):
+        open_training_data(str(path), batch_size=3, seed=0, resolution=16, caption_column="label")
+
+
+def test_micro_source():
+    from mubench.train.data import open_training_data
+
+    src = open_training_data("micro", batch_size=5, seed=42, resolution=32)
+    images, captions = src.source(1)
+    assert images.shape == (5, 3, 32, 32) and len(captions) == 5 and all(isinstance(c, str) for c in captions)
+    again = open_training_data("micro", batch_size=5, seed=42, resolution=32).source(1)
+    assert torch.equal(images, again[0]) and captions == again[1]
+    with pytest.raises(UsageError, match="32px"):
+        open_training_data("micro", batch_size=5, seed=42, resolution=64)
+
+
+# --------------------------------------------------------------------------- full-ft and dropout
+
+
+def test_full_ft_trains_a_copy_and_leaves_the_base_alone(regs, bundle, data, tmp_path):
+    before = {k: v.clone() for k, v in bundle.denoiser.state_dict().items()}
+    prepared = _method(regs, "full-ft", data).prepare(bundle, _ctx(tmp_path, "auto"))
+    assert all(torch.equal(v, before[k]) for k, v in bundle.denoiser.state_dict().items())
+    changed = [k for k, v in prepared.denoiser.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) > len(before) // 2
+    assert prepared.trainable_params == sum(v.numel() for v in before.values())
+
+
+def test_dropout_sits_at_the_stated_places(regs, bundle, data, tmp_path):
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from mubench.methods.finetune import dropout_site
+
+    prepared = _method(regs, "dropout", data).build(bundle, _ctx(tmp_path, "auto"))
+    resnets = sum(isinstance(m, ResnetBlock2D) for m in bundle.denoiser.modules())
+    attentions = sum(isinstance(m, Attention) for m in bundle.denoiser.modules())
+    assert prepared.info["dropout_sites"] == {"resnet": resnets, "attention": attentions} and resnets and attentions
+    for name, m in prepared.denoiser.named_modules():
+        if isinstance(m, torch.nn.Dropout):
+            assert m.p == (0.1 if dropout_site(name) in ("resnet", "attention") else 0.0), name
+    x = torch.randn(1, 4, 16, 16)
+    enc = torch.randn(1, 16, 32)
+    net = prepared.denoiser
+    with torch.no_grad():
+        net.train()
+        a, b = net(x, 10, encoder_hidden_states=enc).sample, net(x, 10, encoder_hidden_states=enc).sample
+        net.eval()
+        c, d = net(x, 10, encoder_hidden_states=enc).sample, net(x, 10, encoder_hidden_states=enc).sample
+    assert not torch.equal(a, b) and torch.equal(c, d)  # dropout acts in training only
+    plain = _method(regs, "full-ft", data).build(bundle, _ctx(tmp_path, "auto"))
+    assert all(m.p == 0.0 for m in plain.denoiser.modules() if isinstance(m, torch.nn.Dropout))
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_train_command(data, tmp_path):
+    from mubench.commands.train import train_from_args
+
+    args = ["method=lora-micro", "model=tiny-sd", f"data={data}", f"cache={tmp_path}",
+            *[f"method.train.{k}={v}" for k, v in TINY_TRAIN.items()]]
+    first = train_from_args(args, show_progress=False)
+    assert first["status"] == "trained" and first["steps"] == 3 and len(first["sha256"]) == 64
+    assert Path(first["directory"], "meta.json").is_file()
+    second = train_from_args(args, show_progress=False)
+    assert second["status"] == "exists" and second["sha256"] == first["sha256"]
+    forced = train_from_args(args + ["force=true"], show_progress=False)
+    assert forced["status"] == "trained" and forced["sha256"] == first["sha256"]
+    with pytest.raises(UsageError, match="nothing to train"):
+        train_from_args(["method=random-mask", "model=tiny-sd"], show_progress=False)
+
+
+def test_train_command_rejects_unknown_keys(cli):
+    res = cli("train", "method=maskunet", "model=tiny-sd", "stpes=3")
+    assert res.returncode == 2 and "unknown key 'stpes'" in res.stderr and "Traceback" not in res.stderr
