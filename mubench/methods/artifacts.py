@@ -17,7 +17,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..config import stable_hash, to_plain
-from ..errors import AssetError, UsageError
+from ..errors import AssetError
 from ..fsutil import atomic_write_bytes
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -66,15 +66,3 @@ def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if expected and expected != digest:
         raise AssetError(f"{directory / WEIGHTS_FILE}: sha256 {digest} does not match the manifest's {expected}")
     return st_load(blob), meta, digest
-
-
-def missing_artifact_error(method_name: str, kind: str, directory: Path, model_name: str, train: str) -> UsageError:
-    """The error ``prepare`` raises while training on demand is not available for this method."""
-    model = model_name or "MODEL"
-    hint = f"  run `mubench train method={method_name} model={model}` first, then run again"
-    if train == "force":
-        return UsageError(f"train=force: retraining {method_name} (kind {kind}) on demand is not wired into "
-                          f"`prepare` yet (artifact folder {directory}).\n{hint}")
-    why = ("train=never forbids training it" if train == "never"
-           else f"training on demand (train={train}) is not wired into `prepare` yet")
-    return UsageError(f"no trained artifact for {method_name} (kind {kind}) at {directory}; {why}.\n{hint}")

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -162,6 +163,10 @@ class TrainableMethod(Method):
         if ctx.train == "force" or not has_artifact(directory):
             if ctx.train == "never":
                 raise missing_artifact_error(self.name, directory, ctx.model_name, self.recipe().data)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would train the same artifact
+                raise UsageError(f"{self.name}: its artifact is missing ({directory}); train it once with `mubench "
+                                 f"train method={self.name} model={ctx.model_name or 'MODEL'}` before a "
+                                 "multi-process run (on-demand training runs in single-process runs only)")
             trained = train_artifact(self, bundle, ctx, fresh=ctx.train == "force")
         prepared = self.build(bundle, ctx)
         tensors, meta, digest = load_artifact(directory)
