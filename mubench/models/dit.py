@@ -124,7 +124,7 @@ class DiT(Model):
         try:
             transformer = DiTTransformer2DModel.from_pretrained(folder, subfolder="transformer", **kw)
             vae = AutoencoderKL.from_pretrained(vae_folder, **kw)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError) as err:
             raise AssetError(f"cannot load DiT-XL/2 from {folder} (VAE {vae_folder}): {err}") from None
         digests = {"transformer": file_sha256(_weights_file(folder, "transformer")),
                    "vae": file_sha256(_vae_weights(Path(vae_folder)))}

@@ -127,17 +127,22 @@ class PixArt(Model):
         from .sd15 import _weights_file
 
         folder = require("pixart-alpha-512", params.path)
-        for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
-            if not (folder / part).is_dir():
-                raise AssetError(f"PixArt-α folder {folder} has no {part}/ (the full diffusers layout of "
+        for part in ("text_encoder/config.json", "vae/config.json", "scheduler/scheduler_config.json", "tokenizer"):
+            if not (folder / part).exists():
+                raise AssetError(f"PixArt-α folder {folder} has no {part} (the full diffusers layout of "
                                  "PixArt-alpha/PixArt-XL-2-512x512 is expected); nothing is downloaded")
         kw = dict(local_files_only=True, torch_dtype=ctx.dtype)
         try:
             transformer = PixArtTransformer2DModel.from_pretrained(folder, subfolder="transformer", **kw)
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
-            text = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", **kw)
-        except (OSError, ValueError) as err:
+            # transformers re-initialises what it cannot load and only logs it: refuse that instead
+            text, info = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder", output_loading_info=True,
+                                                        **kw)
+        except (OSError, ValueError, RuntimeError) as err:
             raise AssetError(f"cannot load PixArt-α from {folder}: {err}") from None
+        bad = {k: list(v)[:3] for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+        if bad:
+            raise AssetError(f"PixArt-α's T5 encoder in {folder / 'text_encoder'} does not match its config: {bad}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
         except (OSError, ValueError, ImportError) as err:
