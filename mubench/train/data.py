@@ -219,7 +219,8 @@ def _open_image_path(path: Path):
 # --------------------------------------------------------------------------- parquet
 
 
-def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optional[str]):
+def _parquet_columns(path: Path, image_column: Optional[str], caption_column: Optional[str]) -> tuple[str, str]:
+    """(image column, caption column) of a parquet file, from its schema alone."""
     try:
         import pyarrow.parquet as pq
     except ModuleNotFoundError:
@@ -231,6 +232,13 @@ def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optio
         if col is None or col not in names:
             raise UsageError(f"{path}: no {what} column (looked for {col or ', '.join(options)}; the file has "
                              f"{', '.join(names)}); set train.{what}_column")
+    return image_col, caption_col  # type: ignore[return-value]
+
+
+def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optional[str]):
+    import pyarrow.parquet as pq
+
+    image_col, caption_col = _parquet_columns(path, image_column, caption_column)
     table = pq.read_table(path, columns=[image_col, caption_col])
     return table.column(image_col).to_pylist(), [str(c) for c in table.column(caption_col).to_pylist()], \
         image_col, caption_col
@@ -239,7 +247,7 @@ def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optio
 def _parquet_fingerprint(path: Path, image_column: Optional[str], caption_column: Optional[str]) -> str:
     from ..assets import file_sha256
 
-    _, _, image_col, caption_col = _read_parquet(path, image_column, caption_column)
+    image_col, caption_col = _parquet_columns(path, image_column, caption_column)
     return "parquet:" + stable_hash({"sha256": file_sha256(path), "image": image_col, "caption": caption_col}, 20)
 
 
