@@ -41,6 +41,15 @@ def _prepared(bundle, tmp_path: Path, **kw):
     return prepared
 
 
+def _noise_groups(model) -> list[list[int]]:
+    """The documented draw order: the linears of one UNet block with one weight shape draw their noise together
+    (``[layers, rows of the image, out, in]``), when the first of them runs (small models: no group is split)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, layer in enumerate(model.masked):
+        groups.setdefault((layer.block, tuple(layer.shape)), []).append(i)
+    return list(groups.values())
+
+
 class PlainMasks:
     """The plain computation as a mask function: per-layer generator re-run, float masks, per-row linear."""
 
@@ -50,6 +59,8 @@ class PlainMasks:
         self.raw: dict[str, tuple] = {}
         self.masks: list[torch.Tensor] = []
         self.handles = []
+        self.first_of_group = {g[0]: g for g in _noise_groups(model)}
+        self.noise: dict[int, torch.Tensor] = {}
         for key in model.blocks:
             block = model.unet.get_submodule(key)
             sig = inspect.signature(block.forward)
@@ -72,13 +83,24 @@ class PlainMasks:
         h_rows = F.linear(grid.transpose(-1, -2), adapter.rows.weight, adapter.rows.bias).transpose(-1, -2)
         return F.linear(h_rows, adapter.cols.weight, adapter.cols.bias)
 
+    def draw(self, group: list[int], rows: int) -> None:
+        """E = -log(1 - U) for every layer of the group: each image's stream draws [layers, its rows, out, in]."""
+        gens = self.model.row_generators
+        streams: dict[int, list[int]] = {}
+        for r in range(rows):
+            streams.setdefault(id(gens[r]), []).append(r)
+        shape = tuple(self.model.masked[group[0]].shape)
+        for row_ids in streams.values():
+            u = torch.empty(len(group), len(row_ids), *shape).uniform_(0.0, 1.0, generator=gens[row_ids[0]])
+            e = -torch.log1p(-u)
+            for k, i in enumerate(group):
+                self.noise.setdefault(i, torch.empty(rows, *shape))[row_ids] = e[k]
+
     def forward_layer(self, i: int, module, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(i)
-        noise = torch.empty_like(logits)
-        for row, gen in enumerate(self.model.row_generators):
-            # E = -log(1 - U), U uniform: the same draws as the fast path, written out
-            u = torch.empty(logits.shape[1:]).uniform_(0.0, 1.0, generator=gen)
-            noise[row] = -torch.log1p(-u)
+        if i in self.first_of_group:
+            self.draw(self.first_of_group[i], x.shape[0])
+        noise = self.noise.pop(i)
         mask = (noise < torch.exp(logits)).float()
         self.masks.append(mask.bool())
         w = module.weight * mask
@@ -176,3 +198,43 @@ def test_deterministic_and_training_paths_are_untouched(tiny_bundle, tmp_path):
     torch.manual_seed(0)
     model(x, t, ctx).sample.square().mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_parameters())
+
+
+def test_groups_on_sd15_cover_every_linear_once_and_respect_the_cap():
+    from diffusers import UNet2DConditionModel
+
+    from mubench.methods.masking import install_masked_layers
+    from mubench.methods.maskunet_fast import MAX_GROUP_WEIGHTS, plan_groups
+    from mubench.models.sd15 import SD15_UNET_CONFIG
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+    _, layers = install_masked_layers(unet, "decoder-attn")
+    groups = plan_groups(layers)
+    covered = sorted(i for g in groups for i in g.layers)
+    assert covered == list(range(72))
+    for g in groups:
+        assert len({layers[i].block for i in g.layers}) == 1
+        assert all(tuple(layers[i].shape) == g.shape for i in g.layers)
+        assert len(g.layers) * g.shape[0] * g.shape[1] <= MAX_GROUP_WEIGHTS
+        assert g.layers == sorted(g.layers)
+    # up_blocks.3 (320 wide): its 18 square linears fit one group, its 6 cross-attention k/v another
+    sizes = sorted(len(g.layers) for g in groups if g.block == "up_blocks.3")
+    assert sizes == [6, 18]
+    # a tighter cap splits groups, never mixing blocks or shapes
+    small = plan_groups(layers, max_weights=2 * 1280 * 1280)
+    assert all(len(g.layers) <= 2 for g in small if g.shape == (1280, 1280)) and len(small) > len(groups)
+
+
+def test_the_sampler_uses_the_grouped_path(tiny_bundle, tmp_path, monkeypatch):
+    from mubench.methods import maskunet_fast
+    from mubench.sampler import SamplerConfig, sample_images
+
+    prepared = _prepared(tiny_bundle, tmp_path)
+    fused = prepared.model._fused
+    assert fused is not None and len(fused.groups) < len(prepared.model.masked)
+    calls = []
+    original = maskunet_fast.FusedMasks._compute
+    monkeypatch.setattr(maskunet_fast.FusedMasks, "_compute", lambda self, g: (calls.append(g), original(self, g)))
+    sample_images(tiny_bundle, prepared, ["a red circle"], [1], SamplerConfig("ddim", 2, 3.0, 32))
+    assert len(calls) == 2 * len(fused.groups)  # every group once per denoiser call, never per layer

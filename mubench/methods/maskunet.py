@@ -16,6 +16,8 @@ Architecture, per UNet block that holds masked layers (the decoder blocks for th
   ``E = −log(1 − U)`` from one uniform draw (:func:`exponential_noise`; 4-6× cheaper on a CPU than torch's
   ``exponential_``, same law). ``deterministic: true`` uses ``ℓ > 0``.
 - every row of the denoiser batch gets its own mask (both CFG rows too, as released), applied by batched matmul.
+  At sampling time (no gradients) the linears' masks are computed a group at a time (same-shape linears of one
+  block, :mod:`.maskunet_fast`); an image's noise comes from its stream, a group's layers drawn together.
 
 Modes (method.md §3.3, §8.3): ``faithful`` reproduces the released code — zero-initialised last generator conv
 followed by ReLU, so the generator's output and all its gradients are exactly 0 forever and the learned logits are
@@ -45,6 +47,10 @@ from ..models.base import ModelBundle
 from .base import MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, derived_generator, install_masked_layers,
                       masked_weight_count, set_mask_fn)
+from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
+
+__all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
+           "keep_probability", "sample_hard_mask"]
 from .training import MethodTrainConfig, TrainableMethod
 
 MODES = ("conditional", "faithful")
@@ -130,17 +136,6 @@ class FactorisedAdapter(nn.Module):
         return logits if grid.ndim == 3 else logits.permute(0, 3, 4, 1, 2)
 
 
-def exponential_noise(out: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Fill ``out`` in place with ``E ~ Exp(1)`` by inversion, ``E = −log(1 − U)``, ``U ~ U[0, 1)`` (one uniform
-    draw per element from ``generator``, or the global RNG); returns ``out``.
-
-    ``1 − U`` lies in ``(0, 1]``, so ``E`` is finite (at most 24·ln 2 ≈ 16.6 in fp32): a logit above ln 16.6 ≈ 2.8
-    is always kept, where the exact law drops it with probability ``exp(−e^ℓ)`` < 6e-8.
-    """
-    out.uniform_(0.0, 1.0, generator=generator)
-    return torch.log1p(out.neg_(), out=out).neg_()
-
-
 def keep_probability(logits: torch.Tensor) -> torch.Tensor:
     """P(keep) of the released single-Gumbel hard sigmoid: ``1 − exp(−e^ℓ)``."""
     return -torch.expm1(-torch.exp(logits))
@@ -210,6 +205,9 @@ class MaskUNet(nn.Module):
             self._signatures[key] = inspect.signature(block.forward)
             block.register_forward_pre_hook(self._make_hook(key), with_kwargs=True)
         set_mask_fn(layers, lambda i, layer: (lambda module, i=i: self._masked_weights(i, module)))
+        # sampling (no gradients): linears computed a group at a time (maskunet_fast); not for subclasses that
+        # compute their logits another way
+        self._fused = FusedMasks(self) if type(self).layer_logits is MaskUNet.layer_logits else None
 
     # ---- the UNet interface
     def forward(self, *args, **kwargs):
@@ -273,6 +271,8 @@ class MaskUNet(nn.Module):
                     raise RuntimeError(f"maskunet: {key} features have {pooled.shape[1]} channels, "
                                        f"its generator expects {gen.in_ch}")
                 self._grids[(key, size)] = gen(pooled, temb)
+            if getattr(self, "_fused", None) is not None:
+                self._fused.new_features(key)
             return None
 
         return hook
@@ -287,16 +287,10 @@ class MaskUNet(nn.Module):
         return self.adapters[i](grid)
 
     def _noise(self, logits: torch.Tensor) -> torch.Tensor:
-        """``E ~ Exp(1)`` shaped like ``logits`` (fp32): row ``r`` from ``row_generators[r]``, else the global RNG."""
-        noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
-        gens = self.row_generators
-        if gens is None:
-            return exponential_noise(noise)
-        if len(gens) != logits.shape[0]:
-            raise RuntimeError(f"{len(gens)} row generators for a batch of {logits.shape[0]} rows")
-        for row, gen in enumerate(gens):  # generators live on the logits' device (see MaskUNetPrepared)
-            exponential_noise(noise[row], gen)
-        return noise
+        """``E ~ Exp(1)`` shaped like ``logits`` (fp32): rows sharing a generator of ``row_generators`` draw together
+        (``[rows, ...]`` in memory order), without generators from the global RNG."""
+        streams = streams_of_rows(self.row_generators, logits.shape[0])
+        return draw_group_noise((1, *logits.shape), streams, logits.device)[0]
 
     def layer_mask(self, i: int) -> torch.Tensor:
         logits = self.layer_logits(i).float()  # noise and thresholds in fp32 even under autocast
@@ -313,6 +307,11 @@ class MaskUNet(nn.Module):
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
 
     def _masked_weights(self, i: int, module: nn.Module) -> MaskedWeights:
+        fast = getattr(self, "_fused", None)  # (subclasses that build themselves have none)
+        if fast is not None and not torch.is_grad_enabled():
+            fused = fast.weights(i, module)
+            if fused is not None:
+                return fused
         mask = self.layer_mask(i)
         if self.on_mask is not None:
             self.on_mask(i, mask.detach())
@@ -332,7 +331,8 @@ def _model_class(denoiser: nn.Module) -> type:
 
 
 class MaskUNetPrepared(Prepared):
-    """Sampling hooks: each row's Gumbel noise comes from its image's stream (one seed draw per row and call)."""
+    """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
+    its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
 
     def __init__(self, model: MaskUNet, **kwargs) -> None:
         super().__init__(model, **kwargs)
@@ -354,7 +354,9 @@ class MaskUNetPrepared(Prepared):
         if self.model.deterministic:
             return
         device = next(self.model.adapters.parameters()).device
-        self.model.row_generators = [derived_generator(state.generators[r.image], device) for r in state.rows]
+        per_image = {image: derived_generator(state.generators[image], device)
+                     for image in dict.fromkeys(r.image for r in state.rows)}
+        self.model.row_generators = [per_image[r.image] for r in state.rows]
 
     def end_batch(self) -> None:
         self.model.row_generators = None

@@ -1,0 +1,195 @@
+"""MaskUNet's sampling-time mask path, computed a group of layers at a time (no gradients; same masks as per layer).
+
+At sampling time a masked linear needs, for every row of the denoiser call, ``W ⊙ M`` with ``M = 1[E < e^ℓ]``,
+``ℓ = adapter(grid)``. Done one layer at a time that is some 25 small tensor operations per layer, which on a small
+UNet (the micro model: 32 masked linears, 30 ms a forward) costs more than the arithmetic. Here the linears are taken
+in *groups*: the masked linears of one UNet block that have the same weight shape (SD 1.5's ``up_blocks.1``: its 18
+``C×C`` attention linears, then its 6 cross-attention k/v), split so that no group holds more than
+``MAX_GROUP_WEIGHTS`` weights. When a layer of a group runs first for the block's current features, the whole group
+is computed with stacked tensors:
+
+- logits of every layer and row by two batched GEMMs, each with its adapter bias folded in (``baddbmm``; the stacked
+  adapter weights are cached until a parameter changes);
+- the noise, ``E = −log(1 − U)``, drawn for the group at once from each image's stream: ``[layers, rows of the
+  image, out, in]`` in memory order (layers in ``MaskUNet.masked`` order);
+- the bool mask ``E < e^ℓ`` (``ℓ > 0`` when deterministic) and the masked weights of all of them in one ``where``;
+
+and each layer of the group then takes its ``[rows, out, in]`` slice. The stacked GEMMs sum in another order than the
+per-layer adapter, so a logit may differ from it in the last bits: a mask can only differ where the noise falls within
+that rounding of its threshold (tests check masks and outputs against the plain per-layer computation). Transient
+memory is one group's logits, noise, mask and masked weights, at most about ``14 · MAX_GROUP_WEIGHTS · rows`` bytes.
+
+Used by :class:`~mubench.methods.maskunet.MaskUNet` for its linears when gradients are off; conv layers, training
+(straight-through masks) and subclasses that compute logits their own way keep the per-layer path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .masking import MaskedLayer, MaskedWeights
+
+MAX_GROUP_WEIGHTS = 8 * 2**20  # weights (per row) in one group: bounds the transient memory
+
+
+@dataclass
+class LinearGroup:
+    """Masked linears (indices into ``MaskUNet.masked``, in order) of one UNet block with one weight shape."""
+
+    block: str
+    shape: tuple[int, int]
+    layers: list[int]
+
+
+def plan_groups(layers: Sequence[MaskedLayer], max_weights: int = MAX_GROUP_WEIGHTS) -> list[LinearGroup]:
+    """Group the linears of each block by weight shape (in ``layers`` order), at most ``max_weights`` per group."""
+    groups: list[LinearGroup] = []
+    open_groups: dict[tuple[str, tuple[int, int]], LinearGroup] = {}
+    for i, layer in enumerate(layers):
+        if layer.kind != "linear":
+            continue
+        shape = (int(layer.shape[0]), int(layer.shape[1]))
+        key = (layer.block, shape)
+        group = open_groups.get(key)
+        if group is None or (len(group.layers) + 1) * shape[0] * shape[1] > max_weights:
+            group = LinearGroup(layer.block, shape, [])
+            open_groups[key] = group
+            groups.append(group)
+        group.layers.append(i)
+    return groups
+
+
+def streams_of_rows(generators: Optional[list[torch.Generator]], rows: int) -> list[tuple[Optional[torch.Generator],
+                                                                                            list[int]]]:
+    """``[(generator, its rows)]`` in order of first appearance (rows sharing a generator object share a stream);
+    no generators: the global RNG for all rows."""
+    if generators is None:
+        return [(None, list(range(rows)))]
+    if len(generators) != rows:
+        raise RuntimeError(f"{len(generators)} row generators for a batch of {rows} rows")
+    order: dict[int, tuple[torch.Generator, list[int]]] = {}
+    for r, g in enumerate(generators):
+        order.setdefault(id(g), (g, []))[1].append(r)
+    return list(order.values())
+
+
+def exponential_noise(out: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Fill ``out`` in place with ``E ~ Exp(1)`` by inversion, ``E = −log(1 − U)``, ``U ~ U[0, 1)`` (one uniform
+    draw per element from ``generator``, or the global RNG; 4-6× cheaper on a CPU than ``exponential_``); returns
+    ``out``.
+
+    ``1 − U`` lies in ``(0, 1]``, so ``E`` is finite (at most 24·ln 2 ≈ 16.6 in fp32): a logit above ln 16.6 ≈ 2.8
+    is always kept, where the exact law drops it with probability ``exp(−e^ℓ)`` < 6e-8.
+    """
+    out.uniform_(0.0, 1.0, generator=generator)
+    return _to_exponential(out)
+
+
+def _to_exponential(u: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(u.neg_(), out=u).neg_()
+
+
+def draw_group_noise(shape: tuple[int, ...], streams, device: torch.device) -> torch.Tensor:
+    """``E ~ Exp(1)`` of shape ``[L, B, out, in]``: for each stream, ``[L, its rows, out, in]`` in memory order."""
+    L, B = shape[0], shape[1]
+    noise = torch.empty(shape, dtype=torch.float32, device=device)
+    for gen, rows in streams:
+        if len(rows) == B:
+            noise.uniform_(0.0, 1.0, generator=gen)
+        else:
+            part = torch.empty((L, len(rows), *shape[2:]), dtype=torch.float32, device=device)
+            part.uniform_(0.0, 1.0, generator=gen)
+            noise[:, rows] = part
+    return _to_exponential(noise)
+
+
+class FusedMasks:
+    """Per-forward cache of group masked weights for a MaskUNet (see module docstring)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.groups = plan_groups(model.masked)
+        self.where: dict[int, tuple[int, int]] = {}  # layer index → (group index, position in the group)
+        for g, group in enumerate(self.groups):
+            for pos, i in enumerate(group.layers):
+                self.where[i] = (g, pos)
+        self._features: dict[str, int] = {}  # block → how many times its features were captured
+        self._made: dict[int, int] = {}  # group → the feature count its weights were computed for
+        self._weights: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] masked weights of this call
+        self._masks: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] bool masks (only when on_mask is set)
+        self._left: dict[int, int] = {}  # group → layers not yet served
+        self._stacked: dict[tuple[int, int], tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # (group, B) → cache
+
+    def new_features(self, block: str) -> None:
+        """The block was called (new features): its groups are recomputed when next used."""
+        self._features[block] = self._features.get(block, 0) + 1
+
+    def weights(self, i: int, module: nn.Module) -> Optional[MaskedWeights]:
+        """Layer ``i``'s masked weights ``[B, out, in]`` (None: not a grouped layer)."""
+        found = self.where.get(i)
+        if found is None:
+            return None
+        g, pos = found
+        block = self.groups[g].block
+        if self._made.get(g) != self._features.get(block, 0) or g not in self._weights:
+            self._compute(g)
+            self._made[g] = self._features.get(block, 0)
+        wm = self._weights[g][pos]
+        if self.model.on_mask is not None:
+            self.model.on_mask(i, self._masks[g][pos])
+        self._left[g] -= 1
+        if self._left[g] == 0:  # every layer of the group has its slice: let the group go with the last use
+            self._weights.pop(g, None)
+            self._masks.pop(g, None)
+        return MaskedWeights(wm)
+
+    def _stacked_params(self, g: int, rows: int) -> tuple[torch.Tensor, ...]:
+        """The group's adapter and layer weights, stacked and expanded to ``rows`` (cached until one changes)."""
+        group = self.groups[g]
+        adapters = [self.model.adapters[i] for i in group.layers]
+        weights = [self.model.masked[i].module.weight for i in group.layers]
+        tensors = [t for a in adapters for t in (a.rows.weight, a.rows.bias, a.cols.weight, a.cols.bias)] + weights
+        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+        hit = self._stacked.get((g, rows))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        L, B = len(adapters), rows
+        (out_f, in_f), go, gi = group.shape, adapters[0].rows.in_features, adapters[0].cols.in_features
+        a_out = torch.stack([a.rows.weight for a in adapters])  # [L, out, go]
+        b_out = torch.stack([a.rows.bias for a in adapters])  # [L, out]
+        a_in = torch.stack([a.cols.weight for a in adapters])  # [L, in, gi]
+        b_in = torch.stack([a.cols.bias for a in adapters])  # [L, in]
+        packed = (
+            b_out[:, None, :, None].expand(L, B, out_f, 1).reshape(L * B, out_f, 1),
+            a_out[:, None].expand(L, B, out_f, go).reshape(L * B, out_f, go),
+            b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f),
+            a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f),
+            torch.stack(weights)[:, None],  # [L, 1, out, in]
+        )
+        self._stacked[(g, rows)] = (stamp, packed)
+        return packed
+
+    @torch.no_grad()
+    def _compute(self, g: int) -> None:
+        model = self.model
+        group = self.groups[g]
+        grid = model._grids.get((group.block, (1, 1)))
+        if grid is None:
+            raise RuntimeError(f"maskunet: no features captured for {group.block} (is the hook bypassed?)")
+        L, (B, go, gi), (out_f, in_f) = len(group.layers), grid.shape, group.shape
+        b_out, a_out, b_in, a_in_t, weight = self._stacked_params(g, B)
+        # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
+        h = torch.baddbmm(b_out, a_out, grid.to(a_out.dtype)[None].expand(L, B, go, gi).reshape(L * B, go, gi))
+        logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
+        if model.deterministic:
+            mask = logits > 0
+        else:
+            noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(model.row_generators, B), logits.device)
+            mask = torch.lt(noise, logits.exp_())
+        self._weights[g] = torch.where(mask, weight, 0.0)
+        if model.on_mask is not None:
+            self._masks[g] = mask
+        self._left[g] = L
