@@ -11,6 +11,7 @@ def register_builtins(r: "Registries") -> None:
     # models
     r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
     r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)")
+    r.models.register("sd15-reduced", "mubench.models.sd15_reduced:SD15Reduced", "SD 1.5's UNet layout at widths 64/128/256/256, random weights, 256 px (efficiency measurements)")
     r.models.register("micro", "mubench.micro.model:MicroModel", "the embedded micro world's text-to-image model (zoo/micro)")
     r.models.register("dit", "mubench.models.dit:DiT", "class-conditional DiT-XL/2 256 from a local folder (weights=random: from its config)")
     r.models.register("micro-dit", "mubench.micro.dit:MicroDiTModel", "the micro world's class-conditional DiT over its 15 (colour, shape) classes (zoo/micro-dit)")
@@ -29,6 +30,7 @@ def register_builtins(r: "Registries") -> None:
     r.suites.register("geneval", "mubench.suites.geneval:GenEvalSuite", "GenEval: 553 prompts x 4 images, official correctness rules, overall = mean of task means")
     r.suites.register("imagenet", "mubench.suites.imagenet:ImageNetSuite", "class-conditional ImageNet 256: DiT sampling defaults, FID / IS / precision / recall vs the ADM reference batch")
     r.suites.register("micro-class", "mubench.suites.micro_class:MicroClassSuite", "the micro world's class-conditional suite: oracle class accuracy + micro-CLIP FID (CPU)")
+    r.suites.register("efficiency", "mubench.suites.efficiency:EfficiencySuite", "costs of a method vs the base model in one run: params, GFLOPs with the mask path, latency, memory, train step")
     r.suites.register("coco", "mubench.suites.coco:CocoSuite", "COCO captions: clean-fid FID and CLIP score (coco = 2017 val 5k; coco2014-30k spec)")
     # scorers
     r.scorers.register("pixel-stats", "mubench.scorers.pixel_stats:PixelStats", "mean colour and contrast (tests)")

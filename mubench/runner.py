@@ -26,14 +26,14 @@ from . import __version__
 from .cache import Cache, atomic_write_text, to_uint8
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
-from .methods.base import MethodContext, Prepared
+from .methods.base import Method, MethodContext, Prepared
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
 from .sampler import SamplerConfig, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .store import Store, default_store_path, mubench_home
-from .suites.base import PromptItem, SampleRecord, Suite
+from .suites.base import MeasureContext, PromptItem, SampleRecord, Suite
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -147,13 +147,18 @@ class Runner:
         model_cls = self.regs.models.get(self.cfg.model.kind)
         return model_cls.load(self.cfg.model.params, LoadContext(self.device, self.dtype, self.cfg.run.weights))
 
-    def prepare(self, bundle: ModelBundle) -> Prepared:
+    def method(self) -> tuple[Method, MethodContext]:
+        """The run's method and the context it is prepared with."""
         method_cls = self.regs.methods.get(self.cfg.method.kind)
         method = method_cls(self.cfg.method.params, self.cfg.method.name)
         ctx = MethodContext(artifacts_dir=self.cache.root / "artifacts", train=self.cfg.run.train,
                             device=self.device, dtype=self.dtype, seed=self.cfg.run.seed,
                             model_name=self.cfg.model.name, weights=self.cfg.run.weights,
                             progress=self.progress)
+        return method, ctx
+
+    def prepare(self, bundle: ModelBundle) -> Prepared:
+        method, ctx = self.method()
         return method.prepare(bundle, ctx)
 
     def scorers(self) -> dict[str, Scorer]:
@@ -228,6 +233,8 @@ class Runner:
 
     # the whole flow ------------------------------------------------------------------------------------------
     def execute(self) -> Optional[RunOutput]:
+        if self.suite.measures:
+            return self.execute_measurement()
         t0 = time.perf_counter()
         self.suite.check_assets()
         items = self.items()
@@ -254,6 +261,28 @@ class Runner:
         results = self.results(bundle, prepared, sampler, scorers, items, metrics)
         samples = [sample_row(r) for r in records]
         return RunOutput(results, samples)
+
+    def execute_measurement(self) -> Optional[RunOutput]:
+        """A measuring suite (efficiency): the main process measures, nothing is generated, scored or cached."""
+        t0 = time.perf_counter()
+        self.suite.check_assets()
+        if not self.shard.is_main:
+            self.shard.barrier()
+            return None
+        bundle = self.load_model()
+        method, method_ctx = self.method()
+        suite_sampler = getattr(self.suite.params, "sampler", None)
+        ctx = MeasureContext(
+            bundle=bundle, method=method, method_context=method_ctx, device=self.device, dtype=self.dtype,
+            seed=self.cfg.run.seed, log=self.progress.log, progress=self.progress,
+            resolve_sampler=lambda prepared: resolve_sampler(bundle, suite_sampler,
+                                                             getattr(prepared, "sampler_overrides", None)))
+        measured = self.suite.measure(ctx)
+        self.shard.barrier()
+        self.timing["total_s"] = time.perf_counter() - t0
+        results = self.results(bundle, measured.prepared, measured.sampler, {}, [], measured.metrics)
+        results["measurements"] = measured.details
+        return RunOutput(results, [])
 
     def execute_external(self, folder: Path, label: str) -> RunOutput:
         """Score images made by another tool (``mubench score images=DIR``): no model, no generation."""

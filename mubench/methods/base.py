@@ -81,6 +81,12 @@ class Prepared:
         """Return the denoiser output for this step. Training-free methods may optimise first."""
         return model_fn()
 
+    def forward_once(self, state: StepState, model_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One denoiser call with the method's change applied and nothing optimised: what per-forward cost
+        figures count (the efficiency suite). Default: :meth:`predict`; methods that optimise inside ``predict``
+        override it with a single forward from their starting point."""
+        return self.predict(state, model_fn)
+
     def end_batch(self) -> None:
         """Called after the last step of a batch (drop per-batch state)."""
 

@@ -152,15 +152,7 @@ class MaskUNetFreePrepared(Prepared):
         if prompts is None:
             raise RuntimeError("maskunet-free needs the batch's prompts in StepState.extras")
         guidance = float(state.extras.get("guidance", 1.0))
-        images = [r.image for r in state.rows if r.cond]  # the order of state.latents' rows
-        if len(images) != state.latents.shape[0]:
-            raise RuntimeError("maskunet-free: every image of the call needs a conditional row")
-        order: dict[int, int] = {img: g for g, img in enumerate(images)}
-        groups = RowGroups([order[r.image] for r in state.rows])
-        for img in images:
-            if img not in self._images:
-                self._images[img] = _ImageState(self.masked, p)
-            self._images[img].reset(p.init_logit)
+        images, groups = self._start_step(state)
         device = self.masked[0].module.weight.device
         k_total = p.early_updates if state.step_index < p.early_steps else p.late_updates
         self.last_losses = []
@@ -184,6 +176,30 @@ class MaskUNetFreePrepared(Prepared):
         self._call = None
         self._observe = False
         return out.detach()
+
+    def forward_once(self, state: StepState, model_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One masked forward from the step's starting logits, nothing optimised (per-forward cost figures)."""
+        images, groups = self._start_step(state)
+        device = self.masked[0].module.weight.device
+        self._call = (images, groups, [derived_generator(state.generators[img], device) for img in images])
+        try:
+            with torch.no_grad():
+                return model_fn()
+        finally:
+            self._call = None
+
+    def _start_step(self, state: StepState) -> tuple[list[int], RowGroups]:
+        """The call's images (in the order of ``state.latents``' rows) and row layout; their logits reset."""
+        images = [r.image for r in state.rows if r.cond]  # the order of state.latents' rows
+        if len(images) != state.latents.shape[0]:
+            raise RuntimeError("maskunet-free: every image of the call needs a conditional row")
+        order: dict[int, int] = {img: g for g, img in enumerate(images)}
+        groups = RowGroups([order[r.image] for r in state.rows])
+        for img in images:
+            if img not in self._images:
+                self._images[img] = _ImageState(self.masked, self.params)
+            self._images[img].reset(self.params.init_logit)
+        return images, groups
 
     # ---- masks
     def _weights(self, i: int, module) -> MaskedWeights:

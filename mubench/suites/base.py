@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from ..metrics.core import Metric
 
@@ -62,8 +62,40 @@ class ScorerUse:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class MeasureContext:
+    """What the runner hands a measuring suite (``Suite.measures``) instead of the generate/score flow."""
+
+    bundle: Any  # the loaded ModelBundle
+    method: Any  # the run's Method instance (its ``name`` and ``params``; ``build`` / ``prepare``)
+    method_context: Any  # the MethodContext the run would prepare the method with
+    device: Any  # torch.device of the run
+    dtype: Any  # torch.dtype of the run
+    seed: int  # run seed
+    resolve_sampler: Callable[[Any], Any]  # prepared → the run's SamplerConfig (suite sampler + method overrides)
+    log: Callable[[str], None] = lambda msg: None  # progress / notes for the user
+    progress: Any = None  # the run's Progress callbacks (start(stage, total), advance(stage, n))
+
+
+@dataclass
+class Measurement:
+    """What ``Suite.measure`` returns: metrics (as any suite's), what they were measured on, and the raw record.
+
+    ``prepared`` / ``sampler`` fill results.json's method_info and protocol.sampler as in a generating run;
+    ``details`` goes to results.json's ``measurements`` (raw timings, loads, notes: not part of the protocol).
+    """
+
+    metrics: dict[str, Metric]
+    prepared: Any = None
+    sampler: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 class Suite(ABC):
     Params: ClassVar[type] = SuiteParams
+    # True for suites that measure the method (costs, timings) instead of generating and scoring images:
+    # the runner then calls ``measure`` once on the main process, and ``items`` / ``scorers`` / ``aggregate`` are unused
+    measures: ClassVar[bool] = False
 
     def __init__(self, params: Any, name: str) -> None:
         self.params = params
@@ -113,3 +145,7 @@ class Suite(ABC):
     def protocol(self) -> dict[str, Any]:
         """Suite-specific protocol facts recorded next to every number."""
         return {}
+
+    def measure(self, ctx: MeasureContext) -> Measurement:
+        """Measure instead of generate (only for suites with ``measures = True``)."""
+        raise NotImplementedError(f"suite {self.name!r} does not measure")

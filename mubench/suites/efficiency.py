@@ -1,0 +1,336 @@
+"""``efficiency``: what a method costs on a model, against the base model measured in the same run.
+
+``mubench run suite=efficiency method=M model=X`` measures instead of generating and scoring (``Suite.measures``):
+
+- ``added_params`` / ``trainable_params``: parameters the method adds / its training updates (``numel``).
+- ``gflops`` / ``gmacs`` (and ``base_*``, ``gflops_ratio``): one denoiser forward at batch 1 (one row, no CFG
+  doubling) through the method's hooks, *mask path included* (generators, adapters; counted by
+  ``torch.utils.flop_counter.FlopCounterMode``, which counts matmul/conv/attention kernels, not elementwise ops);
+  ``gflops_per_image`` (and ``base_*``): every counted FLOP of one image end to end (text encoder, all denoiser calls
+  with CFG, a training-free method's inner updates and rewards, the decoder).
+- ``latency_s`` / ``base_latency_s`` / ``latency_ratio``: one image end to end (batch 1, CFG on; text encoding,
+  every denoising step, decoding), each at its own sampling protocol: the base at the suite's sampler (default 50
+  DDIM steps), the method at the suite's sampler with the method's own settings over it (maskunet-free: 15
+  first-order DPM-Solver++ steps with its inner updates). Median over ``repeats`` rounds after ``warmup`` rounds;
+  base and method alternate in a freshly shuffled order every round; the ratio's CI resamples rounds (paired).
+- ``forward_ms`` / ``base_forward_ms`` / ``forward_ratio``: one CFG denoiser call (the image's two rows), hooks
+  included: the per-step cost without the sampler, text encoder and decoder around it.
+- ``peak_memory_mb`` / ``base_peak_memory_mb`` / ``peak_memory_ratio``: one image end to end; CUDA's
+  ``max_memory_allocated`` on a GPU, tensor bytes on a CPU (:mod:`mubench.perf.memory` says exactly what).
+- ``train_step_ratio`` (trainable methods): one trainer step of the method vs one full fine-tune step of the same
+  denoiser on the same batch (``train_step_s`` / ``full_ft_step_s``).
+
+By default the method is *built* (its structure with freshly initialised added weights; no artifact trained or
+loaded): costs do not depend on the added weights' values (masks are dense computations). ``use_artifact: true``
+prepares it as a generating run would (loading, or training on demand, its artifact).
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..errors import UsageError
+from ..metrics.core import Metric
+from ..methods.base import Prepared, RowInfo, StepState
+from ..perf import flops as flops_mod
+from ..perf import memory as memory_mod
+from ..perf.timing import interleaved, median_ci, ratio_ci, resolve_clock
+from ..seeding import image_generator, image_seed
+from .base import MeasureContext, Measurement, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
+
+TRAIN_STEP = ("auto", "always", "never")
+
+
+def _default_sampler() -> SamplerParams:
+    return SamplerParams(scheduler="ddim", steps=50)
+
+
+@dataclass
+class EfficiencyParams:
+    prompt: str = "a red circle to the left of a blue square"  # text-conditional models
+    class_label: int = 0  # class-conditional models
+    warmup: int = 2  # untimed rounds before timing
+    repeats: int = 10  # timed rounds (one image of each variant per round)
+    forward_repeats: int = 20  # timed rounds of the single denoiser call (0: skip)
+    clock: str = "auto"  # auto | wall | cpu (see mubench.perf.timing)
+    threads: Optional[int] = None  # torch intra-op threads while measuring (None: as configured)
+    use_artifact: bool = False  # true: prepare the method (load / train its artifact) instead of building it
+    flops: bool = True  # count FLOPs of one denoiser forward
+    image_flops: bool = True  # count FLOPs of one whole image (one more untimed image per variant)
+    memory: bool = True  # peak memory of one image (one more untimed image per variant)
+    train_step: str = "auto"  # auto: for trainable methods | always | never
+    train_batch_size: int = 2
+    train_repeats: int = 5
+    train_warmup: int = 1
+    train_resolution: Optional[int] = None  # None: the sampler's resolution
+    sampler: SamplerParams = field(default_factory=_default_sampler)
+
+    def validate(self) -> None:
+        if self.repeats < 1 or self.warmup < 0 or self.forward_repeats < 0:
+            raise UsageError("efficiency: repeats must be >= 1, warmup and forward_repeats >= 0")
+        if self.train_step not in TRAIN_STEP:
+            raise UsageError(f"efficiency: train_step must be one of {', '.join(TRAIN_STEP)}, got {self.train_step!r}")
+        if self.train_batch_size < 1 or self.train_repeats < 1 or self.train_warmup < 0:
+            raise UsageError("efficiency: train_batch_size and train_repeats must be >= 1, train_warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"efficiency: threads must be >= 1, got {self.threads}")
+
+
+def _count(value: float) -> Metric:
+    return Metric(float(value), None, None, 1, False)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> Optional[list[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class EfficiencySuite(Suite):
+    Params = EfficiencyParams
+    measures = True
+
+    def __init__(self, params: Any, name: str) -> None:
+        super().__init__(params, name)
+        self._protocol: dict[str, Any] = {}
+
+    # the generate/score contract (unused: this suite measures)
+    def items(self) -> list[PromptItem]:
+        return [PromptItem(id="efficiency-0", prompt=self.params.prompt)]
+
+    def scorers(self) -> dict[str, ScorerUse]:
+        return {}
+
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        raise UsageError("the efficiency suite measures costs; it has no images to aggregate")
+
+    def protocol(self) -> dict[str, Any]:
+        return dict(self._protocol)
+
+    # ---- measuring
+    def measure(self, ctx: MeasureContext) -> Measurement:
+        p: EfficiencyParams = self.params
+        p.validate()
+        saved_threads = torch.get_num_threads()
+        if p.threads is not None:
+            torch.set_num_threads(p.threads)
+        try:
+            return self._measure(ctx, p)
+        finally:
+            torch.set_num_threads(saved_threads)
+
+    def _measure(self, ctx: MeasureContext, p: EfficiencyParams) -> Measurement:
+        bundle, method, device = ctx.bundle, ctx.method, torch.device(ctx.device)
+        if device.type == "meta":
+            raise UsageError("the efficiency suite runs the model: use device=cpu or cuda, not meta")
+        clock = resolve_clock(p.clock, device)
+        load_before = _load()
+        ctx.log(f"efficiency: building {method.name} on {bundle.name}")
+        prepared = method.prepare(bundle, ctx.method_context) if p.use_artifact else \
+            method.build(bundle, ctx.method_context)
+        base = Prepared(bundle.denoiser, info={"change": "none (the base model)"})
+        base_sampler, method_sampler = ctx.resolve_sampler(base), ctx.resolve_sampler(prepared)
+        if base_sampler.guidance == 1.0 or method_sampler.guidance == 1.0:
+            raise UsageError("the efficiency protocol measures with classifier-free guidance on; "
+                             "guidance 1 turns it off (set suite.sampler.guidance)")
+        prompt = p.class_label if bundle.conditioning_kind == "class" else p.prompt
+        seed = image_seed(ctx.seed, self.name, "efficiency-0", 0)
+
+        def image(prep: Prepared, sampler) -> Callable[[], Any]:
+            from ..sampler import sample_images
+
+            return lambda: sample_images(bundle, prep, [prompt], [seed], sampler)
+
+        variants = {"base": (base, base_sampler), "method": (prepared, method_sampler)}
+        metrics: dict[str, Metric] = {
+            "added_params": _count(prepared.added_params),
+            "trainable_params": _count(prepared.trainable_params),
+        }
+        details: dict[str, Any] = {"load_average_before": load_before, "clock": clock, "notes": []}
+        progress = ctx.progress
+        n_calls = 2 * (p.warmup + p.repeats) + (2 * (p.warmup + p.forward_repeats) if p.forward_repeats else 0)
+        if progress is not None:
+            progress.start("measure", n_calls)
+        advance = (lambda name, timed: progress.advance("measure", 1)) if progress is not None else None
+
+        # FLOPs: one denoiser forward at batch 1 (one row), then one whole image
+        if p.flops:
+            counted = {}
+            for key, (prep, sampler) in variants.items():
+                counted[key] = flops_mod.count_flops(_denoiser_call(bundle, prep, sampler, prompt, seed, cfg=False))
+            base_f, method_f = counted["base"][0], counted["method"][0]
+            metrics.update({
+                "gflops": _count(method_f / 1e9), "gmacs": _count(method_f / 2e9),
+                "base_gflops": _count(base_f / 1e9), "base_gmacs": _count(base_f / 2e9),
+                "gflops_ratio": _count(method_f / base_f if base_f else float("nan")),
+            })
+            details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
+        if p.image_flops:
+            per_image = {key: flops_mod.count_flops(image(prep, sampler))[0]
+                         for key, (prep, sampler) in variants.items()}
+            metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
+            metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
+
+        # latency: one image end to end, interleaved rounds
+        ctx.log(f"efficiency: timing {p.warmup}+{p.repeats} rounds of one image each ({clock} clock)")
+        times = interleaved({key: image(prep, sampler) for key, (prep, sampler) in variants.items()}, device,
+                            warmup=p.warmup, repeats=p.repeats, seed=ctx.seed, on_call=advance)
+        b = [t.get(clock) for t in times["base"]]
+        m = [t.get(clock) for t in times["method"]]
+        metrics["latency_s"] = Metric(*median_ci(m), len(m), False)
+        metrics["base_latency_s"] = Metric(*median_ci(b), len(b), False)
+        metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
+        details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v], "cpu_s": [round(t.cpu_s, 5) for t in v]}
+                              for k, v in times.items()}
+
+        if p.forward_repeats:
+            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True)
+                     for key, (prep, sampler) in variants.items()}
+            ftimes = interleaved(calls, device, warmup=p.warmup, repeats=p.forward_repeats, seed=ctx.seed + 1,
+                                 on_call=advance)
+            fb = [t.get(clock) * 1e3 for t in ftimes["base"]]
+            fm = [t.get(clock) * 1e3 for t in ftimes["method"]]
+            metrics["forward_ms"] = Metric(*median_ci(fm), len(fm), False)
+            metrics["base_forward_ms"] = Metric(*median_ci(fb), len(fb), False)
+            metrics["forward_ratio"] = Metric(*ratio_ci(fm, fb), len(fm), False)
+
+        if p.memory:
+            peaks = {key: memory_mod.peak_memory(image(prep, sampler), device, _pipeline_modules(bundle, prep))
+                     for key, (prep, sampler) in variants.items()}
+            metrics["peak_memory_mb"] = _count(peaks["method"].peak_mb)
+            metrics["base_peak_memory_mb"] = _count(peaks["base"].peak_mb)
+            metrics["peak_memory_ratio"] = _count(peaks["method"].peak_bytes / peaks["base"].peak_bytes)
+            details["memory"] = {k: {"peak_bytes": v.peak_bytes, "resident_bytes": v.resident_bytes,
+                                     "transient_bytes": v.transient_bytes} for k, v in peaks.items()}
+            memory_tool = peaks["base"].tool
+        else:
+            memory_tool = None
+
+        trainable = bool(getattr(type(method), "trainable", False)) and hasattr(prepared, "trainable_parameters")
+        if p.train_step == "always" or (p.train_step == "auto" and trainable):
+            if not hasattr(prepared, "trainable_parameters"):
+                raise UsageError(f"train_step=always: method {method.name} has nothing to train")
+            ctx.log("efficiency: timing one training step against a full fine-tune step")
+            details["train_resolution"] = self._train_steps(ctx, p, prompt, method_sampler.resolution, metrics,
+                                                            details)
+        elif p.train_step == "auto":
+            details["notes"].append(f"train_step_ratio: {method.name} is not trainable")
+
+        details["load_average_after"] = _load()
+        self._protocol = {
+            "efficiency": {
+                "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
+                "dtype": str(ctx.dtype).replace("torch.", ""), "clock": clock, "warmup": p.warmup,
+                "repeats": p.repeats, "forward_repeats": p.forward_repeats,
+                "order": "base and method alternate, order shuffled every round (seeded)",
+                "latency": "one image end to end (text encoder, all denoising steps, decoder), batch 1, CFG on, "
+                           "median over rounds",
+                "base_sampler": base_sampler.as_dict(),  # the method's: protocol.sampler
+                "method_weights": "artifact (prepared)" if p.use_artifact else "built (freshly initialised)",
+                "flops_tool": flops_mod.TOOL if (p.flops or p.image_flops) else None,
+                "flops_unit": "gflops = 2 x gmacs; per denoiser forward at batch 1 (one row); elementwise ops "
+                              "not counted",
+                "memory_tool": memory_tool, "train_step": _train_protocol(p),
+            },
+        }
+        return Measurement(metrics, prepared=prepared, sampler=method_sampler, details=details)
+
+    def _train_steps(self, ctx: MeasureContext, p: EfficiencyParams, prompt: Any, resolution: int,
+                     metrics: dict[str, Metric], details: dict[str, Any]) -> int:
+        from ..perf.train_step import full_finetune_copy, make_batch, step_fn
+
+        bundle, method = ctx.bundle, ctx.method
+        res = int(p.train_resolution or resolution)
+        batch = make_batch(bundle, [prompt] * p.train_batch_size, res, seed=ctx.seed)
+        fresh = method.build(bundle, ctx.method_context)  # its own copy: the steps change its trainable weights
+        params = list(fresh.trainable_parameters())
+        full, full_params = full_finetune_copy(bundle)
+        steps = {"method": step_fn(bundle, fresh.denoiser, params, batch),
+                 "full_ft": step_fn(bundle, full, full_params, batch)}
+        times = interleaved(steps, torch.device(ctx.device), warmup=p.train_warmup, repeats=p.train_repeats,
+                            seed=ctx.seed + 2)
+        clock = details["clock"]
+        sm = [t.get(clock) for t in times["method"]]
+        sf = [t.get(clock) for t in times["full_ft"]]
+        metrics["train_step_s"] = Metric(*median_ci(sm), len(sm), False)
+        metrics["full_ft_step_s"] = Metric(*median_ci(sf), len(sf), False)
+        metrics["train_step_ratio"] = Metric(*ratio_ci(sm, sf), len(sm), False)
+        details["train_steps"] = {k: [round(t.get(clock), 5) for t in v] for k, v in times.items()}
+        del full, full_params, fresh
+        return res
+
+
+def _train_protocol(p: EfficiencyParams) -> dict[str, Any]:
+    """How train steps are timed (recorded for every method, so all rows of a report share one protocol)."""
+    return {"batch": p.train_batch_size, "resolution": p.train_resolution or "the sampler's",
+            "optimizer": "AdamW (lr 1e-5)", "loss": "diffusion MSE, the model's prediction type",
+            "warmup": p.train_warmup, "repeats": p.train_repeats, "when": p.train_step,
+            "reference": "full fine-tune: every denoiser parameter trainable, same batch"}
+
+
+def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, cfg: bool) -> Callable[[], Any]:
+    """One denoiser call of one image through the method's hooks (begin_batch, before_step, ``forward_once``,
+    end_batch) at the sampler's first timestep: its CFG pair (``cfg``) or its conditional row alone."""
+    from ..models.base import Conditioning
+    from ..sampler import call_denoiser, make_scheduler
+
+    param = next(bundle.denoiser.parameters())
+    scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
+    scheduler.set_timesteps(sampler.steps)
+    t = scheduler.timesteps[0]
+    gen = image_generator(seed)
+    shape = bundle.codec.latent_shape(sampler.resolution, sampler.resolution)
+    latents = torch.randn((1, *shape), generator=gen).to(param.device)
+    cond = bundle.conditioner.encode([prompt])
+    if cfg:
+        cond = Conditioning.cat(bundle.conditioner.unconditional(1), cond)
+        rows = [RowInfo(0, False), RowInfo(0, True)]
+    else:
+        rows = [RowInfo(0, True)]
+    x = torch.cat([latents] * len(rows)).to(param.dtype)
+    extras = {"guidance": sampler.guidance, "prompts": [prompt], "scheduler": sampler.scheduler}
+
+    def call() -> torch.Tensor:
+        generators = [image_generator(seed)]
+        prepared.begin_batch(generators, rows)
+        try:
+            state = StepState(0, sampler.steps, t, latents, rows, generators, extras=extras)
+            prepared.before_step(state)
+            with torch.no_grad():
+                return prepared.forward_once(state, lambda: call_denoiser(bundle, prepared.denoiser, x,
+                                                                          t.to(param.device), cond))
+        finally:
+            prepared.end_batch()
+
+    return call
+
+
+def _pipeline_modules(bundle, prepared: Prepared) -> list[torch.nn.Module]:
+    """The modules whose weights stay resident while an image is made: the denoisers, the modules held by the
+    conditioner, the codec, the bundle's extras and the prepared method (e.g. reward models)."""
+    found: list[torch.nn.Module] = [bundle.denoiser, prepared.denoiser]
+    holders = [bundle.conditioner, bundle.codec, prepared]
+    for holder in holders:
+        for value in vars(holder).values():
+            if isinstance(value, torch.nn.Module):
+                found.append(value)
+    found += [v for v in bundle.extras.values() if isinstance(v, torch.nn.Module)]
+    return found
