@@ -1,0 +1,104 @@
+"""Shared by the efficiency benchmarks: run ``suite=efficiency`` for several methods on one model, in this process,
+and print ONE JSON line with each method's figures (every ratio measured against the base in the same suite run).
+
+Not a module of the package: the scripts next to this file import it by path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+FIGURES = ("added_params", "trainable_params", "gmacs", "gflops", "base_gflops", "gflops_ratio", "gflops_per_image",
+           "base_gflops_per_image", "latency_s", "base_latency_s", "latency_ratio", "forward_ms", "base_forward_ms",
+           "forward_ratio", "peak_memory_mb", "base_peak_memory_mb", "peak_memory_ratio", "train_step_s",
+           "full_ft_step_s", "train_step_ratio")
+
+
+def parser(description: str, methods: str, repeats: int, steps: Optional[int]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--methods", default=methods, help=f"comma-separated method specs (default {methods})")
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds per latency figure")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--forward-repeats", type=int, default=2 * repeats, help="timed rounds of one denoiser call")
+    p.add_argument("--steps", type=int, default=steps, help="the base's DDIM steps (default: the suite's 50)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--weights", default="pretrained", help="pretrained | random (model and helper models)")
+    p.add_argument("--extra", nargs="*", default=[], help="more KEY=VALUE for mubench run (e.g. suite.memory=false)")
+    return p
+
+
+def run_one(method: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    from mubench.config import resolve
+    from mubench.errors import MubenchError
+    from mubench.registry import load_registries
+    from mubench.runner import Runner
+
+    regs = load_registries()
+    keys = [f"suite=efficiency", f"method={method}", f"model={model}", f"device={args.device}",
+            f"weights={args.weights}", f"suite.repeats={args.repeats}", f"suite.warmup={args.warmup}",
+            f"suite.forward_repeats={args.forward_repeats}", f"suite.threads={args.threads}", *args.extra]
+    if args.steps is not None:
+        keys.append(f"suite.sampler.steps={args.steps}")
+    try:
+        cfg = resolve(keys, regs)
+    except MubenchError as err:  # e.g. a method spec that does not exist (yet)
+        return {"skipped": str(err).splitlines()[0]}
+    t0 = time.perf_counter()
+    results = Runner(cfg, regs).execute().results
+    metrics = results["metrics"]
+    out: dict[str, Any] = {k: _fig(metrics[k]) for k in FIGURES if k in metrics}
+    out["sampler"] = results["protocol"]["sampler"]
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    out["load_average"] = [results["measurements"].get("load_average_before"),
+                           results["measurements"].get("load_average_after")]
+    out["_protocol"] = results["protocol"]["efficiency"]
+    return out
+
+
+def _fig(m: dict[str, Any]) -> Any:
+    value = round(m["value"], 4)
+    if m.get("ci_low") is None:
+        return value
+    return {"value": value, "ci": [round(m["ci_low"], 4), round(m["ci_high"], 4)], "n": m["n"]}
+
+
+def _value(fig: Any) -> Optional[float]:
+    return fig["value"] if isinstance(fig, dict) else fig
+
+
+def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tuple[str, str], float]) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from mubench.quiet import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    per_method = {m: run_one(m, model, args) for m in methods}
+    protocol = next((v.pop("_protocol") for v in per_method.values() if "_protocol" in v), {})
+    for v in per_method.values():
+        v.pop("_protocol", None)
+    checks = {}
+    for (method, figure), bound in targets.items():
+        fig = per_method.get(method, {}).get(figure)
+        value = _value(fig) if fig is not None else None
+        checks[f"{method}.{figure} <= {bound}"] = {"value": value, "met": None if value is None else value <= bound}
+    line = {"benchmark": benchmark, "model": model, "weights": args.weights, "device": protocol.get("device"),
+            "device_name": protocol.get("device_name"), "threads": protocol.get("threads"),
+            "clock": protocol.get("clock"), "warmup": args.warmup, "repeats": args.repeats,
+            "base_sampler": protocol.get("base_sampler"), "methods": per_method, "targets": checks,
+            "git": _git()}
+    sys.stdout.write(json.dumps(line, sort_keys=False) + "\n")
+
+
+def _git() -> Optional[str]:
+    from mubench.runner import git_revision
+
+    return git_revision()
