@@ -24,9 +24,17 @@ per-image streams, so images are reproducible per seed and independent of batchi
 own protocol (``sampler``: 15 first-order DPM-Solver++ steps by default, what the released code effectively ran —
 it re-entered the pipeline each step, which cleared the multistep history; ``dpmsolver++`` gives the second-order
 solver), recorded in results.json's protocol.
+
+Cost (docs/efficiency.md): only the logits get gradients, and the straight-through mask is one autograd node per
+layer (forward ``W ⊙ 1[E < e^ℓ]`` exactly, backward ``(∂L/∂(W⊙M) · W) · σ'(ℓ − log E)``, the released estimator's
+gradient); ``E`` is drawn by inversion of one uniform (:func:`~mubench.methods.maskunet_fast.exponential_noise`); the
+front of the denoiser before the first masked layer (``reuse_unmasked``: a UNet's encoder and mid block) runs once
+per step and is replayed for the step's other inner updates (:mod:`.prefix_cache`, bitwise the same outputs); the
+optimizers use torch's multi-tensor AdamW.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -37,7 +45,8 @@ from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, install_masked_layers,
                       masked_weight_count, set_mask_fn)
-from .maskunet import sample_hard_mask
+from .maskunet_fast import exponential_noise
+from .prefix_cache import PrefixCache
 
 X0_SCHEDULERS = ("ddim", "ddpm", "dpmsolver++", "dpmsolver++1")  # samplers on the DDPM x_t = √ᾱ x0 + √(1−ᾱ) ε grid
 
@@ -77,6 +86,7 @@ class MaskUNetFreeParams:
     early_updates: int = 1
     late_updates: int = 10
     final_update: bool = True  # take the K-th update too (released; it only moves AdamW's moments)
+    reuse_unmasked: bool = True  # replay the denoiser's unmasked front across a step's inner updates (same outputs)
     tau: float = 1.0  # Gumbel-sigmoid temperature (straight-through gradient)
     rewards: list[RewardTerm] = field(default_factory=_paper_rewards)
     sampler: FreeSamplerParams = field(default_factory=FreeSamplerParams)
@@ -95,6 +105,28 @@ class MaskUNetFreeParams:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
+class StraightThroughMaskedWeight(torch.autograd.Function):
+    """``(W ⊙ hard, hard)`` with ``hard = 1[E < e^ℓ]``: the weight exactly, or 0. Backward is the gradient of the
+    released straight-through mask ``hard − sg(s) + s``, ``s = σ((ℓ − log E)/τ)``: ``∂L/∂ℓ = (∂L/∂(W⊙M) · W) ·
+    s(1 − s)/τ``. One node instead of the estimator's chain of elementwise ops (the forward value is exactly
+    ``W ⊙ hard``, where the released arithmetic gives it up to a rounding of ``hard − s + s``)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor, tau: float):
+        hard = torch.lt(noise, torch.exp(logits))
+        ctx.save_for_backward(logits, noise, weight)
+        ctx.tau = float(tau)
+        ctx.mark_non_differentiable(hard)
+        return torch.where(hard, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)), hard
+
+    @staticmethod
+    def backward(ctx, grad_masked: torch.Tensor, grad_hard: Optional[torch.Tensor]):
+        logits, noise, weight = ctx.saved_tensors
+        s = torch.sigmoid((logits - torch.log(noise)) / ctx.tau)
+        grad = grad_masked.float() * weight.float() * (s * (1 - s) / ctx.tau)
+        return grad, None, None, None
+
+
 class _ImageState:
     """One image's logits (one tensor per masked layer) and its AdamW, alive for the image's whole trajectory."""
 
@@ -102,7 +134,7 @@ class _ImageState:
         self.logits = [torch.full(layer.shape, float(p.init_logit), dtype=torch.float32,
                                   device=layer.module.weight.device, requires_grad=True) for layer in layers]
         self.optimizer = torch.optim.AdamW(self.logits, lr=p.lr, betas=p.betas, weight_decay=p.weight_decay,
-                                           eps=p.eps)
+                                           eps=p.eps, foreach=True)
 
     def reset(self, value: float) -> None:
         with torch.no_grad():
@@ -132,6 +164,7 @@ class MaskUNetFreePrepared(Prepared):
         self._images: dict[int, _ImageState] = {}
         self._call: Optional[tuple[list[int], RowGroups, list[torch.Generator]]] = None
         self._observe = False
+        self._prefix = PrefixCache(denoiser, [layer.module for layer in layers]) if params.reuse_unmasked else None
         set_mask_fn(layers, lambda i, layer: (lambda module, i=i: self._weights(i, module)))
 
     # ---- sampler hooks
@@ -163,7 +196,7 @@ class MaskUNetFreePrepared(Prepared):
             self._call = (images, groups, gens)
             self._observe = last
             update = not last or p.final_update
-            with torch.enable_grad() if update else torch.no_grad():
+            with torch.enable_grad() if update else torch.no_grad(), self._front(k, k_total):
                 out = model_fn()
                 if update:
                     loss = self._loss(out, state, images, [prompts[img] for img in images], guidance)
@@ -175,7 +208,15 @@ class MaskUNetFreePrepared(Prepared):
                     self.last_losses.append(float(loss.detach()))
         self._call = None
         self._observe = False
+        if self._prefix is not None:
+            self._prefix.clear()
         return out.detach()
+
+    def _front(self, k: int, k_total: int):
+        """Record the unmasked front of the denoiser at a step's first forward, replay it at the others."""
+        if self._prefix is None or k_total == 1:
+            return contextlib.nullcontext()
+        return self._prefix.record() if k == 0 else self._prefix.replay()
 
     def forward_once(self, state: StepState, model_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One masked forward from the step's starting logits, nothing optimised (per-forward cost figures)."""
@@ -206,15 +247,19 @@ class MaskUNetFreePrepared(Prepared):
         if self._call is None:
             raise RuntimeError("maskunet-free: the masked denoiser was called outside predict()")
         images, groups, gens = self._call
-        masks = []
-        for img, gen in zip(images, gens):
-            logits = self._images[img].logits[i]
-            noise = torch.empty_like(logits, dtype=torch.float32).exponential_(generator=gen)
-            masks.append(sample_hard_mask(logits, noise, self.params.tau))
-        mask = torch.stack(masks)  # [G, *W.shape]: one mask per image, both CFG rows share it
+        # [G, *W.shape]: one mask per image (both CFG rows share it), its noise from the image's stream
+        logits = torch.stack([self._images[img].logits[i] for img in images])
+        noise = torch.stack([exponential_noise(torch.empty(logits.shape[1:], dtype=torch.float32,
+                                                           device=logits.device), gen) for gen in gens])
+        weight = module.weight
+        if torch.is_grad_enabled() and logits.requires_grad:
+            masked, hard = StraightThroughMaskedWeight.apply(logits, noise, weight, self.params.tau)
+        else:
+            hard = torch.lt(noise, logits.detach().exp())
+            masked = torch.where(hard, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
         if self._observe and self.on_mask is not None:
-            self.on_mask(i, mask.detach()[groups.index.to(mask.device)])
-        return MaskedWeights(module.weight * mask.to(module.weight.dtype), groups)
+            self.on_mask(i, hard[groups.index.to(hard.device)])
+        return MaskedWeights(masked, groups)
 
     # ---- the objective
     def _x0(self, out: torch.Tensor, state: StepState, guidance: float) -> torch.Tensor:

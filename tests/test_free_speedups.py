@@ -1,0 +1,115 @@
+"""maskunet-free's fast paths give the plain computation's results on fixed seeds: the one-node straight-through
+mask (forward and gradient of the released estimator), the replayed unmasked front of the UNet across inner updates
+(bitwise the same), and whole images through the sampler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mubench.config import resolve_component
+from mubench.methods import maskunet_free
+from mubench.methods.base import MethodContext
+from mubench.methods.maskunet import sample_hard_mask
+from mubench.methods.prefix_cache import PrefixCache, unmasked_candidates
+from mubench.models.base import LoadContext
+from mubench.registry import load_registries
+from mubench.sampler import SamplerConfig, sample_images
+
+MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
+SAMPLER = SamplerConfig(scheduler="dpmsolver++1", steps=3, guidance=3.0, resolution=32)
+
+
+@pytest.fixture(scope="module")
+def regs():
+    return load_registries(plugins=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(regs):
+    cls = regs.models.get("tiny-sd")
+    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+def _prepared(regs, bundle, **overrides):
+    comp = resolve_component("method", "maskunet-free", {"rewards": MICRO_REWARD, "early_steps": 1,
+                                                         "late_updates": 3, **overrides}, regs)
+    method = regs.methods.get(comp.kind)(comp.params, comp.name)
+    return method.prepare(bundle, MethodContext(artifacts_dir=Path("."), weights="random", show_progress=False))
+
+
+def test_straight_through_node_matches_the_released_estimator():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(7, 9, generator=gen)
+    for tau in (1.0, 0.5):
+        logits = (torch.randn(3, 7, 9, generator=gen) * 2).requires_grad_(True)
+        noise = torch.empty(3, 7, 9).exponential_(generator=gen)
+        upstream = torch.randn(3, 7, 9, generator=gen)
+        released = weight * sample_hard_mask(logits, noise, tau, straight_through=True)
+        (released * upstream).sum().backward()
+        want = logits.grad.clone()
+        logits.grad = None
+        masked, hard = maskunet_free.StraightThroughMaskedWeight.apply(logits, noise, weight, tau)
+        (masked * upstream).sum().backward()
+        assert torch.equal(hard, torch.sigmoid((logits.detach() - noise.log()) / tau) > 0.5)
+        assert torch.equal(masked.detach(), torch.where(hard, weight, 0.0))
+        torch.testing.assert_close(masked.detach(), released.detach(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(logits.grad, want, rtol=1e-5, atol=1e-7)
+        assert want.abs().max() > 0
+
+
+def test_unmasked_front_of_a_unet(bundle):
+    from mubench.methods.masking import install_masked_layers
+
+    unet, layers = install_masked_layers(bundle.denoiser, "decoder-attn")
+    names = [n for n, _ in unmasked_candidates(unet, [layer.module for layer in layers])]
+    assert "conv_in" in names and "time_embedding" in names and "mid_block" in names
+    assert {n for n in names if n.startswith("down_blocks.")} == {f"down_blocks.{i}" for i in
+                                                                   range(len(unet.down_blocks))}
+    assert "up_blocks.1" not in names and "up_blocks.1.resnets.0" in names  # inside a masked block: its parts
+    # record then replay: same outputs, the encoder not run again
+    cache = PrefixCache(unet, [layer.module for layer in layers])
+    x, t, ctx = torch.randn(2, 4, 16, 16), torch.tensor([10, 600]), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        with cache.record():
+            a = unet(x, t, ctx).sample
+        # kept: what ran before the first masked linear (the encoder, the attention-free up_blocks.0, the first
+        # resnet of the masked block); not kept: anything after it
+        assert {"conv_in", "mid_block", "down_blocks.0", "up_blocks.0", "up_blocks.1.resnets.0"} <= set(cache.outputs)
+        assert not {"up_blocks.1.resnets.1", "conv_out", "conv_norm_out"} & set(cache.outputs)
+        runs = []
+        hook = unet.down_blocks[0].resnets[0].register_forward_hook(lambda *a: runs.append(1))
+        with cache.replay():
+            b = unet(x, t, ctx).sample
+        hook.remove()
+        assert torch.equal(a, b) and runs == []
+        assert "forward" not in vars(unet.down_blocks[0])  # the patch is gone afterwards
+
+
+def test_replaying_the_front_changes_no_image(regs, bundle):
+    fast = sample_images(bundle, _prepared(regs, bundle), ["a red circle"], [3], SAMPLER)
+    plain = sample_images(bundle, _prepared(regs, bundle, reuse_unmasked=False), ["a red circle"], [3], SAMPLER)
+    assert torch.equal(fast, plain)
+
+
+def test_images_match_the_plain_computation(regs, bundle, monkeypatch):
+    """The released formulation (float straight-through mask, W * mask, single-tensor AdamW) on the same noise."""
+    prepared = _prepared(regs, bundle)
+    fast = sample_images(bundle, prepared, ["two blue squares"], [4], SAMPLER)
+    fast_losses = list(prepared.last_losses)
+
+    class Released(torch.autograd.Function):
+        @staticmethod
+        def apply(logits, noise, weight, tau):
+            mask = sample_hard_mask(logits, noise, tau, straight_through=True)
+            return weight * mask, mask.detach() > 0.5
+
+    monkeypatch.setattr(maskunet_free, "StraightThroughMaskedWeight", Released)
+    original = torch.optim.AdamW.__init__
+    monkeypatch.setattr(torch.optim.AdamW, "__init__",
+                        lambda self, params, **kw: original(self, params, **{**kw, "foreach": False}))
+    plain_prepared = _prepared(regs, bundle, reuse_unmasked=False)
+    plain = sample_images(bundle, plain_prepared, ["two blue squares"], [4], SAMPLER)
+    assert len(fast_losses) == 3 and fast_losses == pytest.approx(plain_prepared.last_losses, rel=1e-4)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=2e-4)
