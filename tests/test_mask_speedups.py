@@ -238,3 +238,40 @@ def test_the_sampler_uses_the_grouped_path(tiny_bundle, tmp_path, monkeypatch):
     monkeypatch.setattr(maskunet_fast.FusedMasks, "_compute", lambda self, g: (calls.append(g), original(self, g)))
     sample_images(tiny_bundle, prepared, ["a red circle"], [1], SamplerConfig("ddim", 2, 3.0, 32))
     assert len(calls) == 2 * len(fused.groups)  # every group once per denoiser call, never per layer
+
+
+def test_image_scope_shares_the_conditional_rows_mask(tiny_bundle, tmp_path):
+    from mubench.methods.base import RowInfo, StepState
+
+    # deterministic: the shared mask is exactly the sign of the conditional row's logits
+    prepared = _prepared(tiny_bundle, tmp_path, deterministic=True, mask_scope="image")
+    model = prepared.model
+    g = torch.Generator().manual_seed(5)
+    x, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 16, 32, generator=g)
+    rows = [RowInfo(0, False), RowInfo(0, True)]  # [uncond, cond] of one image
+    seen = []
+    model.on_mask = lambda i, m: seen.append((i, m))
+    gens = [torch.Generator().manual_seed(1)]
+    prepared.begin_batch(gens, rows)
+    prepared.before_step(StepState(0, 1, torch.tensor(500), x[:1], rows, gens))
+    with torch.no_grad():
+        shared = model(x, torch.tensor([500, 500]), ctx).sample
+        per_layer = [model.layer_logits(i) for i in range(len(model.masked))]
+    prepared.end_batch()
+    assert len(seen) == len(model.masked)
+    for (i, m), logits in zip(seen, per_layer):
+        assert m.shape[0] == 1 and torch.equal(m[0], logits[1] > 0)  # one mask, from row 1 (the cond row)
+    # stochastic: one mask per image whatever the rows, and the result differs from per-row masks
+    prepared = _prepared(tiny_bundle, tmp_path, mask_scope="image")
+    rows2 = [RowInfo(0, False), RowInfo(1, False), RowInfo(0, True), RowInfo(1, True)]
+    seen.clear()
+    prepared.model.on_mask = lambda i, m: seen.append(m)
+    gens2 = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    prepared.begin_batch(gens2, rows2)
+    prepared.before_step(StepState(0, 1, torch.tensor(500), x, rows2, gens2))
+    assert prepared.model.share[0] == [2, 3]
+    with torch.no_grad():
+        prepared.model(torch.cat([x, x]), torch.tensor([500] * 4), torch.cat([ctx, ctx]))
+    prepared.end_batch()
+    assert all(m.shape[0] == 2 for m in seen) and prepared.model.share is None
+    assert prepared.info["mask_scope"].startswith("per image")

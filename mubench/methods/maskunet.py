@@ -45,7 +45,7 @@ from torch import nn
 from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, derived_generator, install_masked_layers,
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, install_masked_layers,
                       masked_weight_count, set_mask_fn)
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 
@@ -54,6 +54,7 @@ __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "
 from .training import MethodTrainConfig, TrainableMethod
 
 MODES = ("conditional", "faithful")
+MASK_SCOPES = ("row", "image")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class MaskUNetParams:
     init_std: float = 1e-3  # conditional mode: std of the last generator conv's initial weights
     tau: float = 1.0  # Gumbel-sigmoid temperature (shapes the straight-through gradient only)
     deterministic: bool = False  # sampling: mask = logit > 0 instead of a Gumbel draw (inference only)
+    # sampling: row = every denoiser row its own mask (released) | image = both CFG rows of an image use the mask of
+    # its conditional row (ours: half the mask work; inference only)
+    mask_scope: str = "row"
     train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
 
     def validate(self) -> None:
@@ -77,11 +81,14 @@ class MaskUNetParams:
             raise ValueError("factor and hidden must be >= 1")
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.mask_scope not in MASK_SCOPES:
+            raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
 
     def training_spec(self) -> dict:
         """What decides the trained weights (inference-only options left out)."""
         spec = asdict(self)
         spec.pop("deterministic")
+        spec.pop("mask_scope")
         return spec
 
 
@@ -181,6 +188,10 @@ class MaskUNet(nn.Module):
         self.deterministic = params.deterministic
         self.row_generators: Optional[list[torch.Generator]] = None
         self.on_mask: Optional[Callable[[int, torch.Tensor], None]] = None
+        self.mask_scope = params.mask_scope
+        # sampling with mask_scope=image (set by the sampler hooks): the rows whose masks are drawn (one per image)
+        # and which rows use which of them
+        self.share: Optional[tuple[list[int], RowGroups]] = None
         blocks: dict[str, _BlockSpec] = {}
         for layer in layers:
             size = (1, 1) if layer.kind == "linear" else tuple(layer.module.kernel_size)
@@ -286,14 +297,19 @@ class MaskUNet(nn.Module):
             raise RuntimeError(f"maskunet: no features captured for {layer.block} (is the hook bypassed?)")
         return self.adapters[i](grid)
 
-    def _noise(self, logits: torch.Tensor) -> torch.Tensor:
-        """``E ~ Exp(1)`` shaped like ``logits`` (fp32): rows sharing a generator of ``row_generators`` draw together
-        (``[rows, ...]`` in memory order), without generators from the global RNG."""
-        streams = streams_of_rows(self.row_generators, logits.shape[0])
+    def _noise(self, logits: torch.Tensor, generators: Optional[list[torch.Generator]] = None) -> torch.Tensor:
+        """``E ~ Exp(1)`` shaped like ``logits`` (fp32): rows sharing a generator (of ``generators``, default
+        ``row_generators``) draw together (``[rows, ...]`` in memory order), without generators from the global RNG."""
+        streams = streams_of_rows(self.row_generators if generators is None else generators, logits.shape[0])
         return draw_group_noise((1, *logits.shape), streams, logits.device)[0]
 
-    def layer_mask(self, i: int) -> torch.Tensor:
+    def layer_mask(self, i: int, rows: Optional[list[int]] = None) -> torch.Tensor:
+        """Masks of layer ``i`` for the rows of the current call (``rows``: only these rows, in this order)."""
         logits = self.layer_logits(i).float()  # noise and thresholds in fp32 even under autocast
+        generators = self.row_generators
+        if rows is not None:
+            logits = logits[rows]
+            generators = None if generators is None else [generators[r] for r in rows]
         train = torch.is_grad_enabled() and logits.requires_grad
         if self.deterministic:
             hard = logits > 0
@@ -301,7 +317,7 @@ class MaskUNet(nn.Module):
                 return hard
             soft = torch.sigmoid(logits / self.tau)
             return hard.to(soft.dtype) - soft.detach() + soft
-        noise = self._noise(logits)
+        noise = self._noise(logits, generators)
         if not train:  # sampling: the bool event E < e^l, with e^l computed in place (no temporaries)
             return torch.lt(noise, logits.exp_())
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
@@ -312,11 +328,13 @@ class MaskUNet(nn.Module):
             fused = fast.weights(i, module)
             if fused is not None:
                 return fused
-        mask = self.layer_mask(i)
+        share = getattr(self, "share", None) if not torch.is_grad_enabled() else None
+        mask = self.layer_mask(i, share[0] if share is not None else None)
         if self.on_mask is not None:
             self.on_mask(i, mask.detach())
         # a bool mask multiplies without a float copy of it (bitwise the same product as W * mask.float())
-        return MaskedWeights(module.weight * (mask if mask.dtype == torch.bool else mask.to(module.weight.dtype)))
+        weight = module.weight * (mask if mask.dtype == torch.bool else mask.to(module.weight.dtype))
+        return MaskedWeights(weight, share[1] if share is not None else None)
 
 
 def _mkey(block: str) -> str:
@@ -349,17 +367,25 @@ class MaskUNetPrepared(Prepared):
 
     def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
         self.model.row_generators = None
+        self.model.share = None
 
     def before_step(self, state: StepState) -> None:
+        images = list(dict.fromkeys(r.image for r in state.rows))
+        if getattr(self.model, "mask_scope", "row") == "image":  # an image's mask comes from its cond row (else first)
+            rep = {}
+            for k, r in enumerate(state.rows):
+                if r.image not in rep or (r.cond and not state.rows[rep[r.image]].cond):
+                    rep[r.image] = k
+            self.model.share = ([rep[image] for image in images], RowGroups.by_key([r.image for r in state.rows]))
         if self.model.deterministic:
             return
         device = next(self.model.adapters.parameters()).device
-        per_image = {image: derived_generator(state.generators[image], device)
-                     for image in dict.fromkeys(r.image for r in state.rows)}
+        per_image = {image: derived_generator(state.generators[image], device) for image in images}
         self.model.row_generators = [per_image[r.image] for r in state.rows]
 
     def end_batch(self) -> None:
         self.model.row_generators = None
+        self.model.share = None
 
 
 class MaskUNetMethod(TrainableMethod):
@@ -380,6 +406,7 @@ class MaskUNetMethod(TrainableMethod):
             torch.manual_seed(p.train.seed)
             with torch.device("meta" if device.type == "meta" else "cpu"):
                 model = _model_class(unet)(unet, layers, p)
+        model.mask_scope, model.share = p.mask_scope, None  # (also for subclasses that build themselves)
         model.generators.to(device)
         model.adapters.to(device)
         added = sum(t.numel() for t in model.trainable_parameters())
@@ -387,7 +414,8 @@ class MaskUNetMethod(TrainableMethod):
             "change": "maskunet", "mode": p.mode, "layers": p.layers, "factor": p.factor, "hidden": p.hidden,
             "deterministic": p.deterministic,
             "sampler": "logit > 0" if p.deterministic else "single Gumbel draw, P(keep) = 1 - exp(-e^logit)",
-            "mask_scope": "per denoiser row (each CFG row its own mask, as released)",
+            "mask_scope": ("per denoiser row (each CFG row its own mask, as released)" if p.mask_scope == "row" else
+                           "per image: both CFG rows use the conditional row's mask (ours, not released)"),
             "masked_layers": len(layers), "masked_weights": masked_weight_count(layers),
             "generators": len(model.generators), **getattr(model, "extra_info", {}),
         }

@@ -144,7 +144,8 @@ class FusedMasks:
         if self._left[g] == 0:  # every layer of the group has its slice: let the group go with the last use
             self._weights.pop(g, None)
             self._masks.pop(g, None)
-        return MaskedWeights(wm)
+        share = self.model.share
+        return MaskedWeights(wm, share[1] if share is not None else None)
 
     def _stacked_params(self, g: int, rows: int) -> tuple[torch.Tensor, ...]:
         """The group's adapter and layer weights, stacked and expanded to ``rows`` (cached until one changes)."""
@@ -179,6 +180,11 @@ class FusedMasks:
         grid = model._grids.get((group.block, (1, 1)))
         if grid is None:
             raise RuntimeError(f"maskunet: no features captured for {group.block} (is the hook bypassed?)")
+        generators = model.row_generators
+        if model.share is not None:  # mask_scope=image: one mask per image, from its representative row
+            rows = model.share[0]
+            grid = grid[rows]
+            generators = None if generators is None else [generators[r] for r in rows]
         L, (B, go, gi), (out_f, in_f) = len(group.layers), grid.shape, group.shape
         b_out, a_out, b_in, a_in_t, weight = self._stacked_params(g, B)
         # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
@@ -187,7 +193,7 @@ class FusedMasks:
         if model.deterministic:
             mask = logits > 0
         else:
-            noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(model.row_generators, B), logits.device)
+            noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(generators, B), logits.device)
             mask = torch.lt(noise, logits.exp_())
         self._weights[g] = torch.where(mask, weight, 0.0)
         if model.on_mask is not None:
