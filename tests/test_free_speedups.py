@@ -113,3 +113,30 @@ def test_images_match_the_plain_computation(regs, bundle, monkeypatch):
     plain = sample_images(bundle, plain_prepared, ["two blue squares"], [4], SAMPLER)
     assert len(fast_losses) == 3 and fast_losses == pytest.approx(plain_prepared.last_losses, rel=1e-4)
     torch.testing.assert_close(fast, plain, rtol=0, atol=2e-4)
+
+
+def test_hpsv2_reuses_the_prompts_text_features(tmp_path):
+    pytest.importorskip("open_clip")
+    import json
+
+    from mubench.scorers.base import ScorerContext
+    from mubench.scorers.hpsv2 import HPSv2Params, HPSv2Scorer
+
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                              "patch_size": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    path = tmp_path / "tiny-clip.json"
+    path.write_text(json.dumps(config))
+    scorer = HPSv2Scorer(HPSv2Params(model_config=str(path)),
+                         ScorerContext(torch.device("cpu"), torch.float32, "random"), "hpsv2")
+    calls = []
+    original = scorer.model.encode_text
+    scorer.model.encode_text = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    first = scorer.reward(images, ["a red circle", "two squares"])
+    again = scorer.reward(images, ["a red circle", "two squares"])
+    other = scorer.reward(images, ["a blue circle", "two squares"])
+    assert len(calls) == 2  # encoded once per distinct prompt list
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    again.sum().backward()  # still differentiable w.r.t. the images
+    assert images.grad.abs().sum() > 0

@@ -118,7 +118,18 @@ class HPSv2Scorer(RewardScorer):
     def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         x = clip_preprocess(images.to(device=device, dtype=torch.float32), self.image_size).to(self.dtype)
-        tokens = self.tokenizer(list(prompts)).to(device)
         img = self.model.encode_image(x, normalize=True).float()
-        txt = self.model.encode_text(tokens, normalize=True).float()
-        return (img * txt).sum(-1)
+        return (img * self.text_features(prompts, device)).sum(-1)
+
+    def text_features(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        """Normalised text features of ``prompts`` (float32, no gradient: the text tower is frozen and its input is
+        tokens). The last prompts' features are kept: maskunet-free asks for the same prompt at every inner update."""
+        key = (tuple(prompts), str(device))
+        cached = getattr(self, "_text_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            tokens = self.tokenizer(list(prompts)).to(device)
+            txt = self.model.encode_text(tokens, normalize=True).float()
+        self._text_cache = (key, txt)
+        return txt
