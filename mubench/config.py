@@ -242,8 +242,8 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         value = getattr(run, key)
         if allowed and value not in allowed:
             raise UsageError(f"bad value {key}={value!r}; expected one of {', '.join(allowed)}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", run.device):
-        raise UsageError(f"bad value device={run.device!r}; expected cpu, cuda, cuda:N or auto")
+    if not re.fullmatch(r"auto|cpu|mps|meta|cuda(:\d+)?", run.device):
+        raise UsageError(f"bad value device={run.device!r}; expected cpu, cuda, cuda:N or auto (meta: counts only)")
     if run.limit is not None and run.limit < 1:
         raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
     if run.batch_size < 1:

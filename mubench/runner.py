@@ -235,6 +235,9 @@ class Runner:
     def execute(self) -> Optional[RunOutput]:
         if self.suite.measures:
             return self.execute_measurement()
+        if self.device.type == "meta":
+            raise UsageError("device=meta builds models without weights: it only serves suite=efficiency "
+                             "(parameter and FLOP counts); use cpu, cuda or auto to generate images")
         t0 = time.perf_counter()
         self.suite.check_assets()
         items = self.items()

@@ -170,3 +170,25 @@ def test_sd15_reduced_is_sd15s_layout_at_reduced_width(regs):
     _, layers = install_masked_layers(unet, "decoder-attn")
     assert len(layers) == 72 and sum(layer.numel for layer in layers) == 3_612_672
     assert bundle.codec.latent_shape(256, 256) == (4, 32, 32)
+
+
+def test_sd15_counts_on_the_meta_device(regs, tmp_path):
+    """The SD 1.5 architecture without weights: parameters and per-forward FLOPs, mask path included."""
+    cfg = resolve(["suite=efficiency", "method=maskunet", "model=sd15", "weights=random", "device=meta",
+                   f"cache={tmp_path / 'cache'}"], regs)
+    res = Runner(cfg, regs).execute().results
+    m = {k: v["value"] for k, v in res["metrics"].items()}
+    assert set(m) == {"added_params", "trainable_params", "gflops", "gmacs", "base_gflops", "base_gmacs",
+                      "gflops_ratio"}
+    assert m["added_params"] == 67_798_336  # method.md §3.6 without the unused up_blocks.0 generator
+    assert m["base_gmacs"] == pytest.approx(401.64, abs=0.01)  # one row at 64x64 latents
+    # the adapters' ~36 GMACs per row and forward (method.md §3.7) plus the generators' 0.03
+    assert m["gmacs"] - m["base_gmacs"] == pytest.approx(36.04, abs=0.01)
+
+
+def test_generating_suites_refuse_the_meta_device(regs, tmp_path):
+    from mubench.errors import UsageError
+
+    cfg = resolve(["suite=toy", "method=sd", "model=tiny-sd", "device=meta", f"cache={tmp_path / 'c'}"], regs)
+    with pytest.raises(UsageError, match="device=meta"):
+        Runner(cfg, regs).execute()

@@ -26,6 +26,7 @@ prepares it as a generating run would (loading, or training on demand, its artif
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class EfficiencyParams:
     clock: str = "auto"  # auto | wall | cpu (see mubench.perf.timing)
     threads: Optional[int] = None  # torch intra-op threads while measuring (None: as configured)
     use_artifact: bool = False  # true: prepare the method (load / train its artifact) instead of building it
+    latency: bool = True  # time one image end to end
     flops: bool = True  # count FLOPs of one denoiser forward
     image_flops: bool = True  # count FLOPs of one whole image (one more untimed image per variant)
     memory: bool = True  # peak memory of one image (one more untimed image per variant)
@@ -139,9 +141,12 @@ class EfficiencySuite(Suite):
 
     def _measure(self, ctx: MeasureContext, p: EfficiencyParams) -> Measurement:
         bundle, method, device = ctx.bundle, ctx.method, torch.device(ctx.device)
-        if device.type == "meta":
-            raise UsageError("the efficiency suite runs the model: use device=cpu or cuda, not meta")
-        clock = resolve_clock(p.clock, device)
+        notes: list[str] = []
+        if device.type == "meta":  # shapes only: parameter and FLOP counts of any architecture, nothing timed
+            p = dataclasses.replace(p, latency=False, forward_repeats=0, memory=False, image_flops=False,
+                                    train_step="never")
+            notes.append("device=meta: parameters and per-forward FLOPs only (nothing runs, nothing is timed)")
+        clock = resolve_clock(p.clock, device) if device.type != "meta" else "none"
         load_before = _load()
         ctx.log(f"efficiency: building {method.name} on {bundle.name}")
         prepared = method.prepare(bundle, ctx.method_context) if p.use_artifact else \
@@ -164,9 +169,10 @@ class EfficiencySuite(Suite):
             "added_params": _count(prepared.added_params),
             "trainable_params": _count(prepared.trainable_params),
         }
-        details: dict[str, Any] = {"load_average_before": load_before, "clock": clock, "notes": []}
+        details: dict[str, Any] = {"load_average_before": load_before, "clock": clock, "notes": notes}
         progress = ctx.progress
-        n_calls = 2 * (p.warmup + p.repeats) + (2 * (p.warmup + p.forward_repeats) if p.forward_repeats else 0)
+        n_calls = (2 * (p.warmup + p.repeats) if p.latency else 0) + \
+            (2 * (p.warmup + p.forward_repeats) if p.forward_repeats else 0)
         if progress is not None:
             progress.start("measure", n_calls)
         advance = (lambda name, timed: progress.advance("measure", 1)) if progress is not None else None
@@ -190,16 +196,17 @@ class EfficiencySuite(Suite):
             metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
 
         # latency: one image end to end, interleaved rounds
-        ctx.log(f"efficiency: timing {p.warmup}+{p.repeats} rounds of one image each ({clock} clock)")
-        times = interleaved({key: image(prep, sampler) for key, (prep, sampler) in variants.items()}, device,
-                            warmup=p.warmup, repeats=p.repeats, seed=ctx.seed, on_call=advance)
-        b = [t.get(clock) for t in times["base"]]
-        m = [t.get(clock) for t in times["method"]]
-        metrics["latency_s"] = Metric(*median_ci(m), len(m), False)
-        metrics["base_latency_s"] = Metric(*median_ci(b), len(b), False)
-        metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
-        details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v], "cpu_s": [round(t.cpu_s, 5) for t in v]}
-                              for k, v in times.items()}
+        if p.latency:
+            ctx.log(f"efficiency: timing {p.warmup}+{p.repeats} rounds of one image each ({clock} clock)")
+            times = interleaved({key: image(prep, sampler) for key, (prep, sampler) in variants.items()}, device,
+                                warmup=p.warmup, repeats=p.repeats, seed=ctx.seed, on_call=advance)
+            b = [t.get(clock) for t in times["base"]]
+            m = [t.get(clock) for t in times["method"]]
+            metrics["latency_s"] = Metric(*median_ci(m), len(m), False)
+            metrics["base_latency_s"] = Metric(*median_ci(b), len(b), False)
+            metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
+            details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v],
+                                      "cpu_s": [round(t.cpu_s, 5) for t in v]} for k, v in times.items()}
 
         if p.forward_repeats:
             calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True)
@@ -239,7 +246,7 @@ class EfficiencySuite(Suite):
             "efficiency": {
                 "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
                 "dtype": str(ctx.dtype).replace("torch.", ""), "clock": clock, "warmup": p.warmup,
-                "repeats": p.repeats, "forward_repeats": p.forward_repeats,
+                "repeats": p.repeats if p.latency else 0, "forward_repeats": p.forward_repeats,
                 "order": "base and method alternate, order shuffled every round (seeded)",
                 "latency": "one image end to end (text encoder, all denoising steps, decoder), batch 1, CFG on, "
                            "median over rounds",
