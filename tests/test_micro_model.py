@@ -113,3 +113,16 @@ def test_random_decoder_attention_mask_touches_only_decoder_attention():
     changed = {n for (n, a), (_, b) in zip(unet.named_parameters(), masked.named_parameters()) if not torch.equal(a, b)}
     assert changed and all(n.startswith("up_blocks.") and ".attentions." in n and n.endswith(".weight")
                            and any(k in n for k in ("to_q", "to_k", "to_v", "to_out.0")) for n in changed)
+
+
+def test_zoo_verify_command_exit_codes(tmp_path, capsys):
+    from mubench.cli import main
+
+    make_zoo(tmp_path / "zoo")
+    with pytest.raises(SystemExit) as ok:
+        main(["zoo", "verify", "micro", "--out", str(tmp_path / "zoo")])
+    assert ok.value.code == 0 and M.UNET_FILE in capsys.readouterr().out
+    (tmp_path / "zoo" / M.TEXT_ENCODER_FILE).write_bytes(b"not the weights")
+    with pytest.raises(SystemExit) as bad:
+        main(["zoo", "verify", "micro", "--out", str(tmp_path / "zoo")])
+    assert bad.value.code == 2 and "checksum mismatch" in capsys.readouterr().err
