@@ -247,7 +247,9 @@ def _save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str]) -
 
     state = {k: v.detach().contiguous().cpu().float() for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
+    # one metadata key: safetensors writes several keys in hash-map order, which would make the
+    # file's sha256 differ between two builds of bitwise-equal weights
+    save_file(state, str(tmp), metadata={"mubench": json.dumps(metadata, sort_keys=True)})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
