@@ -49,7 +49,10 @@ def run_one(method: str, model: str, args: argparse.Namespace) -> dict[str, Any]
     except MubenchError as err:  # e.g. a method spec that does not exist (yet)
         return {"skipped": str(err).splitlines()[0]}
     t0 = time.perf_counter()
-    results = Runner(cfg, regs).execute().results
+    try:
+        results = Runner(cfg, regs).execute().results
+    except MubenchError as err:  # e.g. a missing or mismatching asset of this method: report it, go on
+        return {"error": str(err).splitlines()[0]}
     metrics = results["metrics"]
     out: dict[str, Any] = {k: _fig(metrics[k]) for k in FIGURES if k in metrics}
     out["sampler"] = results["protocol"]["sampler"]
