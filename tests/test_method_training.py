@@ -238,3 +238,32 @@ def test_train_command(data, tmp_path):
 def test_train_command_rejects_unknown_keys(cli):
     res = cli("train", "method=maskunet", "model=tiny-sd", "stpes=3")
     assert res.returncode == 2 and "unknown key 'stpes'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_low_precision_base_trains_fp32_weights(regs, data, tmp_path):
+    """A bf16 base (as fp16/bf16 on a GPU) with autocast: the optimizer works on fp32 copies of the trainable
+    weights, which go back to the base's dtype for sampling; the frozen base stays bf16."""
+    from mubench.methods.training import train_artifact
+
+    cls = regs.models.get("tiny-sd")
+    low = cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.bfloat16))
+    method = _method(regs, "lora-micro", data, mixed_precision="bf16")
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append({p.dtype for g in self.param_groups for p in g["params"]})
+        return original(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        outcome = train_artifact(method, low, MethodContext(artifacts_dir=tmp_path, train="auto", show_progress=False,
+                                                            dtype=torch.bfloat16))
+    finally:
+        torch.optim.AdamW.step = original
+    assert outcome["saved"] and seen and all(s == {torch.float32} for s in seen)
+    prepared = method.prepare(low, MethodContext(artifacts_dir=tmp_path, train="never", dtype=torch.bfloat16))
+    assert {p.dtype for p in prepared.trainable_parameters()} == {torch.bfloat16}
+    assert all(p.dtype == torch.bfloat16 for p in low.denoiser.parameters())
+    meta = json.loads(Path(outcome["directory"], "meta.json").read_text())
+    assert meta["precision"] == "bf16"
