@@ -54,7 +54,10 @@ class FidFeaturesParams:
 
 def center_crop_resize(arr: np.ndarray, size: int, resample: str = "bicubic") -> np.ndarray:
     """uint8 HWC → centre square crop of the short side → ``size``² with PIL ``resample`` → uint8 HWC."""
-    im = Image.fromarray(np.asarray(arr, dtype=np.uint8)).convert("RGB")
+    arr = np.asarray(arr, dtype=np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.shape[0] == arr.shape[1] == size:
+        return arr  # already square at the size: nothing to crop or resize (skips two image copies through PIL)
+    im = Image.fromarray(arr).convert("RGB")
     w, h = im.size
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
