@@ -37,7 +37,7 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
-from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, build_codec
+from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
 MANIFEST_FORMAT = "mubench-zoo-micro-dit/1"
@@ -109,19 +109,10 @@ class MicroDiTModel(Model):
             raise AssetError(f"{folder / 'manifest.json'} lacks the transformer config")
         path = verified_path(folder, DIT_FILE, manifest)
         transformer = random_transformer(configs["transformer"], 0)
-        _load_safetensors(transformer, path)
+        _load_safetensors(transformer, path, "micro-dit transformer")
         fp = "micro-dit:" + manifest["files"][DIT_FILE]["sha256"][:16]
         return assemble(transformer, configs, ctx, fp, manifest.get("sampler"),
                         {"zoo_dir": str(folder), "manifest": manifest})
-
-
-def _load_safetensors(module: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    missing, unexpected = module.load_state_dict(load_file(str(path)), strict=False)
-    if missing or unexpected:
-        raise AssetError(f"{path} does not fit the micro-dit config of its manifest "
-                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
 
 
 # --------------------------------------------------------------------------- training
