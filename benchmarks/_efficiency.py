@@ -20,7 +20,8 @@ FIGURES = ("added_params", "trainable_params", "gmacs", "gflops", "base_gflops",
 
 def parser(description: str, methods: str, repeats: int, steps: Optional[int]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--methods", default=methods, help=f"comma-separated method specs (default {methods})")
+    p.add_argument("--methods", default=methods,
+                   help=f"comma-separated [LABEL=]SPEC[:KEY=VALUE;...] (method overrides); default {methods}")
     p.add_argument("--repeats", type=int, default=repeats, help="timed rounds per latency figure")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--forward-repeats", type=int, default=2 * repeats, help="timed rounds of one denoiser call")
@@ -32,7 +33,20 @@ def parser(description: str, methods: str, repeats: int, steps: Optional[int]) -
     return p
 
 
-def run_one(method: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+# the training-free method at the paper's schedule (method.md §4.2), whatever a model's recipe in the spec says
+PAPER_FREE_SCHEDULE = ("method.early_steps=7", "method.early_updates=1", "method.late_updates=10",
+                       "method.final_update=true", "method.sampler.scheduler=dpmsolver++1", "method.sampler.steps=15")
+
+
+def split_method(entry: str) -> tuple[str, str, list[str]]:
+    """``label=spec:KEY=VALUE;KEY=VALUE`` (label and keys optional) → (label, spec, ["method.KEY=VALUE", ...])."""
+    label, _, rest = entry.partition("=") if "=" in entry.split(":")[0] else (entry.split(":")[0], "", entry)
+    spec, _, keys = rest.partition(":")
+    extra = [f"method.{k}" for k in keys.split(";") if k]
+    return label, spec, extra
+
+
+def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     from mubench.config import resolve
     from mubench.errors import MubenchError
     from mubench.registry import load_registries
@@ -41,7 +55,8 @@ def run_one(method: str, model: str, args: argparse.Namespace) -> dict[str, Any]
     regs = load_registries()
     keys = [f"suite=efficiency", f"method={method}", f"model={model}", f"device={args.device}",
             f"weights={args.weights}", f"suite.repeats={args.repeats}", f"suite.warmup={args.warmup}",
-            f"suite.forward_repeats={args.forward_repeats}", f"suite.threads={args.threads}", *args.extra]
+            f"suite.forward_repeats={args.forward_repeats}", f"suite.threads={args.threads}", *method_keys,
+            *args.extra]
     if args.steps is not None:
         keys.append(f"suite.sampler.steps={args.steps}")
     try:
@@ -83,8 +98,14 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
-    methods = [m for m in args.methods.split(",") if m]
-    per_method = {m: run_one(m, model, args) for m in methods}
+    per_method = {}
+    for entry in [m for m in args.methods.split(",") if m]:
+        label, spec, keys = split_method(entry)
+        if spec == "maskunet-free" and not keys:
+            keys = list(PAPER_FREE_SCHEDULE)
+        per_method[label] = run_one(spec, model, args, tuple(keys))
+        if keys:
+            per_method[label]["method_overrides"] = keys
     protocol = next((v.pop("_protocol") for v in per_method.values() if "_protocol" in v), {})
     for v in per_method.values():
         v.pop("_protocol", None)
