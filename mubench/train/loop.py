@@ -113,6 +113,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def _allow_new_precision(precision: str) -> None:
+    """Accelerate keeps one process-wide AcceleratorState and refuses a second Accelerator with another mixed
+    precision (e.g. two trainings in one process: a run that trains two methods, or the tests). In a single-process
+    run the state holds nothing else worth keeping, so drop it; under a distributed launch keep it (one precision)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if not AcceleratorState._shared_state:
+        return
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and str(current) != precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     if not ckpt_dir.is_dir():
         return []
@@ -157,6 +170,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
     params = [p for _, p in named]
     dev = device or next(module.parameters()).device
     precision = resolve_precision(cfg, dev)
+    _allow_new_precision(precision)
     accelerator = Accelerator(mixed_precision=precision, cpu=dev.type == "cpu")
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
