@@ -207,6 +207,8 @@ class EfficiencySuite(Suite):
             metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
             details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v],
                                       "cpu_s": [round(t.cpu_s, 5) for t in v]} for k, v in times.items()}
+            # context for a loaded machine: fastest method run / fastest base run (bursts of load only slow runs)
+            details["latency"]["ratio_of_minima"] = round(min(m) / min(b), 4)
 
         if p.forward_repeats:
             calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True)
