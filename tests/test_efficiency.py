@@ -192,3 +192,14 @@ def test_generating_suites_refuse_the_meta_device(regs, tmp_path):
     cfg = resolve(["suite=toy", "method=sd", "model=tiny-sd", "device=meta", f"cache={tmp_path / 'c'}"], regs)
     with pytest.raises(UsageError, match="device=meta"):
         Runner(cfg, regs).execute()
+
+
+def test_every_subpackage_is_shipped():
+    """A non-editable install only has the packages pyproject lists (mubench.perf was once missing)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "mubench").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
