@@ -157,7 +157,8 @@ def _dataclass_type(cls: type, name: str) -> type | None:
     return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
-def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def nest_overrides(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``[("a.b", 1), ("c", 2)]`` → ``{"a": {"b": 1}, "c": 2}`` (a key both a leaf and a prefix is an error)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         node = out
@@ -248,7 +249,7 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
     if run.batch_size < 1:
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
-    comps = {c: resolve_component(c, getattr(run, c), _nest(sub[c]), regs, model=run.model)
+    comps = {c: resolve_component(c, getattr(run, c), nest_overrides(sub[c]), regs, model=run.model)
              for c in ("suite", "method", "model")}
     return ResolvedConfig(run=run, **comps)
 

@@ -41,7 +41,7 @@ class InspectConfig:
 
 def inspect_method(args: list[str]) -> dict[str, Any]:
     """Resolve ``KEY=VALUE`` args, build model + method, return the report (see module docstring)."""
-    from ..config import build_params, resolve_component
+    from ..config import build_params, nest_overrides, resolve_component
     from ..errors import UsageError
     from ..methods.base import MethodContext, count_params
     from ..models.base import LoadContext
@@ -50,15 +50,8 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
 
     flat = parse_kv(args, [f.name for f in fields(InspectConfig)], prefixes=("model", "method"), command="inspect")
     top = {k: v for k, v in flat.items() if "." not in k}
-    sub: dict[str, dict[str, Any]] = {"model": {}, "method": {}}
-    for key, value in flat.items():
-        if "." in key:
-            head, rest = key.split(".", 1)
-            node = sub[head]
-            *parents, leaf = rest.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
+    nested = nest_overrides([(k, v) for k, v in flat.items() if "." in k])
+    sub: dict[str, dict[str, Any]] = {"model": nested.get("model", {}), "method": nested.get("method", {})}
     cfg: InspectConfig = build_params(InspectConfig, top)
     if cfg.weights not in ("pretrained", "random"):
         raise UsageError(f"bad value weights={cfg.weights!r}; expected pretrained or random")

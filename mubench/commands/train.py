@@ -43,7 +43,7 @@ class TrainCommandConfig:
 
 def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, Any]:
     """Resolve ``KEY=VALUE`` args, load the model, train (or find) the artifact; returns a summary dict."""
-    from ..config import build_params, resolve_component
+    from ..config import build_params, nest_overrides, resolve_component
     from ..errors import UsageError
     from ..methods.artifacts import has_artifact
     from ..methods.base import MethodContext
@@ -58,17 +58,8 @@ def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, An
     top = {k: v for k, v in flat.items() if "." not in k}
     if "force" in top:
         top["force"] = as_bool(top["force"], "force")
-    sub: dict[str, dict[str, Any]] = {"model": {}, "method": {}}
-    for key, value in flat.items():
-        if "." in key:
-            head, rest = key.split(".", 1)
-            node = sub[head]
-            *parents, leaf = rest.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise UsageError(f"key {key!r} conflicts with an earlier override")
-            node[leaf] = value
+    nested = nest_overrides([(k, v) for k, v in flat.items() if "." in k])
+    sub: dict[str, dict[str, Any]] = {"model": nested.get("model", {}), "method": nested.get("method", {})}
     cfg: TrainCommandConfig = build_params(TrainCommandConfig, top)
     if cfg.weights not in ("pretrained", "random"):
         raise UsageError(f"bad value weights={cfg.weights!r}; expected pretrained or random")
