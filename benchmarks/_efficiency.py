@@ -68,6 +68,11 @@ def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tupl
         results = Runner(cfg, regs).execute().results
     except MubenchError as err:  # e.g. a missing or mismatching asset of this method: report it, go on
         return {"error": str(err).splitlines()[0]}
+    except Exception as err:  # noqa: BLE001 - a crash of one method must not lose the others' figures
+        import traceback
+
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
     metrics = results["metrics"]
     out: dict[str, Any] = {k: _fig(metrics[k]) for k in FIGURES if k in metrics}
     out["sampler"] = results["protocol"]["sampler"]
@@ -89,7 +94,9 @@ def _value(fig: Any) -> Optional[float]:
     return fig["value"] if isinstance(fig, dict) else fig
 
 
-def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tuple[str, str], float]) -> None:
+def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tuple[str, str], float],
+         spec_keys: Optional[dict[str, list[str]]] = None) -> None:
+    """``spec_keys``: more method keys for every entry of a given spec (e.g. reward settings of maskunet-free)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -103,6 +110,7 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
         label, spec, keys = split_method(entry)
         if spec == "maskunet-free" and not keys:
             keys = list(PAPER_FREE_SCHEDULE)
+        keys = keys + list((spec_keys or {}).get(spec, []))
         per_method[label] = run_one(spec, model, args, tuple(keys))
         if keys:
             per_method[label]["method_overrides"] = keys
