@@ -71,3 +71,20 @@ def test_random_weights_build_the_sd15_unet_on_meta():
     assert bundle.denoiser.config.cross_attention_dim == 768
     assert list(bundle.denoiser.config.block_out_channels) == [320, 640, 1280, 1280]
     assert bundle.fingerprint.startswith("sd15-random:")
+
+
+@pytest.mark.parametrize("part", ["text_encoder", "unet"])
+def test_a_checkpoint_missing_tensors_is_refused_not_filled_with_random_values(tmp_path, fake_sd15, part):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "partial"
+    shutil.copytree(fake_sd15, folder)
+    weights = next((folder / part).glob("*.safetensors"))
+    tensors = load_file(weights)
+    dropped = sorted(k for k in tensors if k.endswith("weight"))[0]
+    del tensors[dropped]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(AssetError, match=f"lacks 1 tensor.*{part}"):
+        SD15.load(SD15Params(path=str(folder), resolution=32), CPU)

@@ -77,12 +77,16 @@ class SD15(Model):
         files = {part: _weights_file(folder, part) for part in ("unet", "vae", "text_encoder")}
         kw = dict(local_files_only=True, torch_dtype=ctx.dtype)
         try:
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
-            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
-            text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw)
+            unet, unet_info = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", output_loading_info=True,
+                                                                   **kw)
+            vae, vae_info = AutoencoderKL.from_pretrained(folder, subfolder="vae", output_loading_info=True, **kw)
+            text, text_info = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                                            output_loading_info=True, **kw)
             tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
         except (OSError, ValueError) as err:
             raise AssetError(f"cannot load SD 1.5 from {folder}: {err}") from None
+        for part, info in (("unet", unet_info), ("vae", vae_info), ("text_encoder", text_info)):
+            _refuse_missing_weights(folder, part, files[part], info)
         scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         for m in (unet, vae, text):
             m.eval().requires_grad_(False).to(ctx.device)
@@ -123,3 +127,13 @@ class SD15(Model):
             default_sampler={"scheduler": "ddim", "steps": 50, "guidance": 7.5},
             extras={"weights": "random (UNet: SD 1.5 config; text encoder and VAE: tiny stand-ins)"},
         )
+
+
+def _refuse_missing_weights(folder: Path, part: str, path: Path, info: dict) -> None:
+    """transformers and diffusers fill weights missing from a checkpoint with fresh random values and only log it;
+    a benchmark must not score a half-random model, so any missing tensor is an AssetError naming them."""
+    missing = [k for k in info.get("missing_keys") or [] if not k.endswith("position_ids")]  # a buffer, not a weight
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise AssetError(f"SD 1.5 at {folder}: {path} lacks {len(missing)} tensor(s) of the {part} ({shown}); "
+                         "loading it would fill them with random values")
