@@ -58,6 +58,24 @@ def test_save_load_round_trip(trained, tmp_path):
         C.load_micro_clip(bad)
 
 
+def test_saving_the_same_weights_twice_gives_the_same_bytes(trained, tmp_path):
+    """A rebuild of bitwise-equal weights must have the same sha256 (the zoo manifest pins it)."""
+    import hashlib
+
+    model, _ = trained
+    digests = {hashlib.sha256(C.save_micro_clip(model, tmp_path / f"{i}.safetensors", extra={"a": 1, "b": [2]})
+                              .read_bytes()).hexdigest() for i in range(4)}
+    assert len(digests) == 1
+
+
+def test_the_shipped_file_layout_still_loads():
+    """The shipped micro-clip.safetensors predates the one-key metadata layout; it must keep loading."""
+    shipped = C.zoo_dir("micro") / C.CLIP_FILENAME
+    if not shipped.is_file():
+        pytest.skip("no shipped micro-CLIP in this checkout")
+    assert C.load_micro_clip(shipped).config is not None
+
+
 def test_features_do_not_depend_on_the_batch(trained):
     model, _ = trained
     enc = C.MicroClipEncoder(model)

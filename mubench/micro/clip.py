@@ -313,7 +313,9 @@ def save_micro_clip(model: MicroClip, path: str | Path, extra: Optional[dict[str
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
+    # one metadata key: safetensors writes a metadata map in hash order, so several keys give a different file
+    # (and sha256) on every save of the same weights
+    save_file(state, str(tmp), metadata={"mubench": json.dumps(meta, sort_keys=True)})
     tmp.replace(path)
     return path
 
@@ -327,6 +329,8 @@ def load_micro_clip(path: str | Path, device: str | torch.device = "cpu") -> Mic
         raise AssetError(f"micro-CLIP weights not found: {path}\n  build them with `mubench zoo build micro`")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
+    if "mubench" in meta:  # written since the one-key layout; the shipped file has the keys at the top level
+        meta = json.loads(meta["mubench"])
     if meta.get("format") != FORMAT:
         raise AssetError(f"{path}: not a micro-CLIP weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
     cfg = json.loads(meta["config"])
