@@ -43,18 +43,32 @@ class GenEvalParams:
             raise ValueError("images_per_prompt must be >= 1")
 
 
-def read_metadata(path: Union[str, Path]) -> list[dict[str, Any]]:
+def read_jsonl_rows(path: Union[str, Path], what: str, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (blank lines skipped); each must hold ``required`` keys. Unreadable
+    files, bad JSON and missing keys are UsageErrors naming the file and line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as err:
             raise UsageError(f"{path}:{n}: not JSON ({err})") from None
-        if not isinstance(row, dict) or "tag" not in row or "prompt" not in row:
-            raise UsageError(f"{path}:{n}: a GenEval prompt needs 'tag' and 'prompt'")
+        if not isinstance(row, dict) or any(k not in row for k in required):
+            raise UsageError(f"{path}:{n}: a {what} needs {' and '.join(repr(k) for k in required)}")
+        row["_line"] = n
         rows.append(row)
+    return rows
+
+
+def read_metadata(path: Union[str, Path]) -> list[dict[str, Any]]:
+    rows = read_jsonl_rows(path, "GenEval prompt", ("tag", "prompt"))
+    for row in rows:
+        del row["_line"]
     return rows
 
 
@@ -126,26 +140,14 @@ def metrics_from_rows(rows: list[dict[str, Any]]) -> dict[str, Metric]:
 
 def read_results_jsonl(path: Union[str, Path]) -> list[dict[str, Any]]:
     """Rows of the official ``results.jsonl`` (filename, tag, prompt, correct, reason, metadata, details)."""
-    rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise UsageError(f"cannot read GenEval results {path}: {err.strerror}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise UsageError(f"{path}:{n}: not JSON ({err})") from None
-        if not isinstance(row, dict) or "tag" not in row or "correct" not in row:
-            raise UsageError(f"{path}:{n}: a GenEval result needs 'tag' and 'correct'")
+    rows = read_jsonl_rows(path, "GenEval result", ("tag", "correct"))
+    for row in rows:
+        n = row.pop("_line")
         if not isinstance(row["correct"], bool):
             raise UsageError(f"{path}:{n}: 'correct' must be true or false, got {row['correct']!r}")
         m = re.search(r"(\d{5})[/\\]samples[/\\](\d+)\.png$", str(row.get("filename", "")))
         row["prompt_id"] = f"geneval-{int(m.group(1)):05d}" if m else None
         row["image_index"] = int(m.group(2)) if m else None
-        rows.append(row)
     if not rows:
         raise UsageError(f"{path}: no results")
     return rows
