@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .cache import Cache, atomic_write_text, to_uint8
+from .cache import Cache, to_uint8
+from .fsutil import atomic_write_text
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared

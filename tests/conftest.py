@@ -43,3 +43,36 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def regs():
+    """The built-in registries (no third-party plug-ins); a module may override it."""
+    from mubench.registry import load_registries
+
+    return load_registries(plugins=False)
+
+
+@pytest.fixture(scope="module")
+def bundle(regs):
+    """The tiny random SD-style model (``tiny-sd``) on the CPU, float32."""
+    import torch
+
+    from mubench.models.base import LoadContext
+
+    cls = regs.models.get("tiny-sd")
+    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
+
+
+def prepare_free(regs, bundle, early_steps: int, late_updates: int = 3, **overrides):
+    """maskunet-free prepared on ``bundle`` with micro-CLIP as its reward (random weights), a short schedule."""
+    from mubench.config import resolve_component
+    from mubench.methods.base import MethodContext
+
+    comp = resolve_component("method", "maskunet-free", {"rewards": MICRO_REWARD, "early_steps": early_steps,
+                                                         "late_updates": late_updates, **overrides}, regs)
+    method = regs.methods.get(comp.kind)(comp.params, comp.name)
+    return method.prepare(bundle, MethodContext(artifacts_dir=Path("."), weights="random", show_progress=False))

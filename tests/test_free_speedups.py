@@ -3,40 +3,22 @@ mask (forward and gradient of the released estimator), the replayed unmasked fro
 (bitwise the same), and whole images through the sampler."""
 from __future__ import annotations
 
-from pathlib import Path
+from conftest import prepare_free
+
 
 import pytest
 import torch
 
-from mubench.config import resolve_component
 from mubench.methods import maskunet_free
-from mubench.methods.base import MethodContext
 from mubench.methods.maskunet import sample_hard_mask
 from mubench.methods.prefix_cache import PrefixCache, unmasked_candidates
-from mubench.models.base import LoadContext
-from mubench.registry import load_registries
 from mubench.sampler import SamplerConfig, sample_images
 
-MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
 SAMPLER = SamplerConfig(scheduler="dpmsolver++1", steps=3, guidance=3.0, resolution=32)
 
 
-@pytest.fixture(scope="module")
-def regs():
-    return load_registries(plugins=False)
-
-
-@pytest.fixture(scope="module")
-def bundle(regs):
-    cls = regs.models.get("tiny-sd")
-    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
-
-
 def _prepared(regs, bundle, **overrides):
-    comp = resolve_component("method", "maskunet-free", {"rewards": MICRO_REWARD, "early_steps": 1,
-                                                         "late_updates": 3, **overrides}, regs)
-    method = regs.methods.get(comp.kind)(comp.params, comp.name)
-    return method.prepare(bundle, MethodContext(artifacts_dir=Path("."), weights="random", show_progress=False))
+    return prepare_free(regs, bundle, early_steps=1, **overrides)
 
 
 def test_straight_through_node_matches_the_released_estimator():

@@ -2,38 +2,21 @@
 reproducibility per seed, and its own sampling protocol through the run flow."""
 from __future__ import annotations
 
-from pathlib import Path
+from conftest import prepare_free
+
 
 import pytest
 import torch
 
-from mubench.config import resolve, resolve_component
-from mubench.methods.base import MethodContext
-from mubench.models.base import LoadContext
-from mubench.registry import load_registries
+from mubench.config import resolve
 from mubench.sampler import SamplerConfig, sample_images
 
-MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
 SAMPLER = SamplerConfig(scheduler="dpmsolver++1", steps=4, guidance=3.0, resolution=32)
 PROMPTS, SEEDS = ["a red circle", "two blue squares"], [5, 6]
 
 
-@pytest.fixture(scope="module")
-def regs():
-    return load_registries(plugins=False)
-
-
-@pytest.fixture(scope="module")
-def bundle(regs):
-    cls = regs.models.get("tiny-sd")
-    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
-
-
 def _prepared(regs, bundle, **overrides):
-    comp = resolve_component("method", "maskunet-free", {"rewards": MICRO_REWARD, "early_steps": 2,
-                                                         "late_updates": 3, **overrides}, regs)
-    method = regs.methods.get(comp.kind)(comp.params, comp.name)
-    return method.prepare(bundle, MethodContext(artifacts_dir=Path("."), weights="random", show_progress=False))
+    return prepare_free(regs, bundle, early_steps=2, **overrides)
 
 
 def _frozen_state(bundle, prepared):

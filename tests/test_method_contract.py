@@ -17,7 +17,6 @@ import torch
 
 from mubench.config import resolve_component
 from mubench.methods.base import MethodContext, Prepared
-from mubench.registry import load_registries
 from mubench.sampler import SamplerConfig, sample_images
 
 PROMPTS = ["a red circle", "two blue squares", "a green star"]
@@ -48,19 +47,6 @@ CASES = {
     "maskunet-free": Case("maskunet-free", {"rewards": [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}],
                                             "early_steps": 1, "late_updates": 2}),
 }
-
-
-@pytest.fixture(scope="module")
-def regs():
-    return load_registries(plugins=False)
-
-
-@pytest.fixture(scope="module")
-def bundle(regs):
-    from mubench.models.base import LoadContext
-
-    cls = regs.models.get("tiny-sd")
-    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
 
 
 @pytest.fixture(scope="module")

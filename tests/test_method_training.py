@@ -12,21 +12,9 @@ from mubench.config import resolve, resolve_component
 from mubench.errors import UsageError
 from mubench.methods.base import MethodContext
 from mubench.models.base import LoadContext
-from mubench.registry import load_registries
 from training_fakes import CAPTIONS, caption_folder, parquet_file
 
 TINY_TRAIN = {"steps": 3, "batch_size": 2, "resolution": 32, "lr": 1e-3, "checkpoint_every": 0, "log_every": 1}
-
-
-@pytest.fixture(scope="module")
-def regs():
-    return load_registries(plugins=False)
-
-
-@pytest.fixture(scope="module")
-def bundle(regs):
-    cls = regs.models.get("tiny-sd")
-    return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
 
 
 @pytest.fixture(scope="module")

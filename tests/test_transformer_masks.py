@@ -17,9 +17,8 @@ import torch
 from mubench.config import resolve_component
 from mubench.errors import UsageError
 from mubench.methods.base import MethodContext, Prepared
-from mubench.methods.masking import MaskedLinear, install_masked_layers, select_layers
+from mubench.methods.masking import MaskedLinear, select_layers
 from mubench.models.base import LoadContext
-from mubench.registry import load_registries
 from mubench.sampler import SamplerConfig, _guide, sample_images, uses_learned_variance
 
 CPU = LoadContext(torch.device("cpu"), torch.float32, "random")
@@ -27,11 +26,6 @@ DIT_SAMPLER = SamplerConfig(scheduler="ddpm", steps=4, guidance=1.5, resolution=
 PIX_SAMPLER = SamplerConfig(scheduler="dpmsolver++", steps=3, guidance=4.5, resolution=16)
 PROMPTS = {"dit": [3, 7, 0], "pixart": ["a red circle", "two dogs", "x"]}
 SEEDS = [11, 22, 33]
-
-
-@pytest.fixture(scope="module")
-def regs():
-    return load_registries(plugins=False)
 
 
 def _bundle(regs, name):

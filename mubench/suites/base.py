@@ -119,11 +119,6 @@ class Suite(ABC):
         seeds (T2I-CompBench: 42 + j) override it."""
         return None
 
-    def image_seed(self, item: PromptItem, image_index: int, run_seed: int) -> Optional[int]:
-        """A suite whose reference fixes seeds (T2I-CompBench: 42..51) returns them here; None = the per-image
-        stream seeded by (run seed, suite, prompt id, image index)."""
-        return None
-
     def import_images(self, folder: Path, items: list[PromptItem]) -> list["ImportedImage"]:
         """Map a folder of images made by another tool to this suite's prompts (``mubench score images=DIR``).
 
