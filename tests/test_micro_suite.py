@@ -1,6 +1,8 @@
 """Suite ``micro``: prompt sets, the scorers on rendered images, and aggregation on crafted records."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,14 @@ def test_reference_scenes_are_deterministic_and_true_to_caption():
     a = reference_scenes("two red squares", "test", 3, 2)
     assert a == reference_scenes("two red squares", "test", 3, 2) and a[0] != a[1]
     assert all(D.describes(*D.parse_caption("two red squares"), s.objects) for s in a)
+
+
+def test_the_protocol_does_not_depend_on_where_the_checkout_is():
+    """Scorers record weights by file name and sha256, never by absolute path, so a run's protocol hash (and with it
+    `mubench check` against a committed baseline) is the same in every clone."""
+    import json
+
+    ctx = ScorerContext(torch.device("cpu"))  # the shipped micro-CLIP weights
+    described = json.dumps(MicroClipScorer(MicroClipScorerParams(), ctx, "clip").describe())
+    assert "micro-clip.safetensors" in described
+    assert str(Path(__file__).resolve().parents[1]) not in described

@@ -67,7 +67,7 @@ class MicroClipScorer(RewardScorer):
     def describe(self) -> dict[str, Any]:
         cfg = self.encoder.model.config
         return {**super().describe(), "backbone": "micro-clip", "feature_dim": cfg.feature_dim,
-                "embed_dim": cfg.embed_dim, "weights": str(self._path) if self._path else "random",
+                "embed_dim": cfg.embed_dim, "weights": self._path.name if self._path else "random",
                 "features": "penultimate image features (FID space)", "clip": "raw cosine"}
 
     def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

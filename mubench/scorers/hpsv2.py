@@ -111,7 +111,7 @@ class HPSv2Scorer(RewardScorer):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "backbone": f"open_clip {self._arch}", "hps_version": self.params.version,
-                "weights": str(self._path) if self._path else "random", "image_size": self.image_size,
+                "weights": self._path.name if self._path else "random", "image_size": self.image_size,
                 "preprocess": "resize bicubic + center crop + CLIP normalisation (on the tensor)",
                 "score": "cosine of normalised image and text features (no logit scale)"}
 

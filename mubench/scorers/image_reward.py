@@ -213,7 +213,7 @@ class ImageRewardScorer(RewardScorer):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "backbone": "BLIP ViT-L/16 + BERT-base cross-attention + MLP (ImageReward v1.0)",
-                "weights": str(self._path) if self._path else "random", "image_size": self.params.image_size,
+                "weights": self._path.name if self._path else "random", "image_size": self.params.image_size,
                 "standardised": {"mean": REWARD_MEAN, "std": REWARD_STD}, "max_length": self.params.max_length,
                 "ignored_checkpoint_keys": len(self.ignored)}
 
