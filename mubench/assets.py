@@ -194,14 +194,21 @@ def _hf_cache_lookup(repo: str, filename: Optional[str]) -> tuple[Optional[Path]
     from huggingface_hub import constants
 
     where = f"Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo}" + (
-        f", file {filename})" if filename else ", local_files_only)")
-    try:
-        if filename:
-            hit = hub.try_to_load_from_cache(repo, filename)
-            return (Path(hit), where) if isinstance(hit, str) else (None, where)
-        return Path(hub.snapshot_download(repo, local_files_only=True)), where
-    except Exception:  # LocalEntryNotFoundError and friends: not in the cache
-        return None, where
+        f", file {filename})" if filename else ", snapshot)")
+    if filename:
+        hit = hub.try_to_load_from_cache(repo, filename)
+        return (Path(hit), where) if isinstance(hit, str) else (None, where)
+    return _hf_cached_snapshot(Path(constants.HF_HUB_CACHE), repo), where
+
+
+def _hf_cached_snapshot(cache: Path, repo: str, revision: str = "main") -> Optional[Path]:
+    """The snapshot folder of ``repo`` in a Hugging Face cache, read from its layout
+    (``models--ORG--NAME/refs/REVISION`` names ``snapshots/COMMIT``); None when it is not there."""
+    repo_dir = cache / ("models--" + repo.replace("/", "--"))
+    ref = repo_dir / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = repo_dir / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
 
 
 def candidates(asset: Asset, override_path: Union[str, Path, None] = None) -> list[tuple[str, Optional[Path]]]:
