@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .fsutil import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from .fsutil import atomic_write_bytes
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -43,9 +43,9 @@ class GenEvalParams:
             raise ValueError("images_per_prompt must be >= 1")
 
 
-def read_jsonl_rows(path: Union[str, Path], what: str, required: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file (blank lines skipped); each must hold ``required`` keys. Unreadable
-    files, bad JSON and missing keys are UsageErrors naming the file and line."""
+def read_jsonl_rows(path: Union[str, Path], what: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each JSON object of a JSON-lines file (blank lines skipped); each must hold
+    ``required`` keys. Unreadable files, bad JSON and missing keys are UsageErrors naming the file and line."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as err:
@@ -60,16 +60,12 @@ def read_jsonl_rows(path: Union[str, Path], what: str, required: tuple[str, ...]
             raise UsageError(f"{path}:{n}: not JSON ({err})") from None
         if not isinstance(row, dict) or any(k not in row for k in required):
             raise UsageError(f"{path}:{n}: a {what} needs {' and '.join(repr(k) for k in required)}")
-        row["_line"] = n
-        rows.append(row)
+        rows.append((n, row))
     return rows
 
 
 def read_metadata(path: Union[str, Path]) -> list[dict[str, Any]]:
-    rows = read_jsonl_rows(path, "GenEval prompt", ("tag", "prompt"))
-    for row in rows:
-        del row["_line"]
-    return rows
+    return [row for _, row in read_jsonl_rows(path, "GenEval prompt", ("tag", "prompt"))]
 
 
 def metadata_file(override: Optional[str] = None) -> Path:
@@ -140,14 +136,14 @@ def metrics_from_rows(rows: list[dict[str, Any]]) -> dict[str, Metric]:
 
 def read_results_jsonl(path: Union[str, Path]) -> list[dict[str, Any]]:
     """Rows of the official ``results.jsonl`` (filename, tag, prompt, correct, reason, metadata, details)."""
-    rows = read_jsonl_rows(path, "GenEval result", ("tag", "correct"))
-    for row in rows:
-        n = row.pop("_line")
+    rows = []
+    for n, row in read_jsonl_rows(path, "GenEval result", ("tag", "correct")):
         if not isinstance(row["correct"], bool):
             raise UsageError(f"{path}:{n}: 'correct' must be true or false, got {row['correct']!r}")
         m = re.search(r"(\d{5})[/\\]samples[/\\](\d+)\.png$", str(row.get("filename", "")))
         row["prompt_id"] = f"geneval-{int(m.group(1)):05d}" if m else None
         row["image_index"] = int(m.group(2)) if m else None
+        rows.append(row)
     if not rows:
         raise UsageError(f"{path}: no results")
     return rows
