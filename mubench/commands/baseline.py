@@ -20,7 +20,7 @@ def baseline_command(
 ) -> None:
     """Snapshot the newest results per (suite, method, model) into a baseline JSON file for `mubench check`."""
     from ..check import DEFAULT_KEY, make_baseline, write_baseline
-    from ..store import select_results
+    from ..selection import select_results
 
     if not write:
         raise UsageError("mubench baseline needs --write FILE")

@@ -28,7 +28,7 @@ def check_command(
     Example: mubench check --baseline reports/baselines/micro.json results=out/
     """
     from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance, render_check
-    from ..store import select_results
+    from ..selection import select_results
 
     if not baseline:
         raise UsageError("mubench check needs --baseline FILE")

@@ -29,7 +29,7 @@ def report_command(
     Example: mubench report --latex table=paper-table1
     """
     from ..report import build_table, load_table_spec, render
-    from ..store import select_results
+    from ..selection import select_results
 
     if sum((markdown, latex, csv)) > 1:
         raise UsageError("choose one of --markdown, --latex, --csv")
