@@ -23,13 +23,14 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # comma
 
 def _register_commands() -> None:
     """One line per command; each command's code is imported only when the CLI starts."""
-    from .commands import assets, baseline, check, inspect, listing, masks, report, run, runs, score, train, zoo
+    from .commands import assets, baseline, check, compare, inspect, listing, masks, report, run, runs, score, train, zoo
 
     app.command("run", help=run.RUN_HELP, context_settings=EXTRA_ARGS)(run.run_command)
     app.command("score", help=score.SCORE_HELP, context_settings=EXTRA_ARGS)(score.score_command)
     app.command("list")(listing.list_command)
     app.command("runs")(runs.runs_command)
     app.command("report")(report.report_command)
+    app.command("compare", help=compare.COMPARE_HELP)(compare.compare_command)
     app.command("baseline")(baseline.baseline_command)
     app.command("check")(check.check_command)
     app.command("inspect", help=inspect.INSPECT_HELP, context_settings=EXTRA_ARGS)(inspect.inspect_command)

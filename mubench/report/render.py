@@ -23,13 +23,24 @@ def _cell_text(table: Table, i: int, j: int, ci: bool, pm: str) -> str:
     text = format_value(cell.value, fmt)
     hw = _half_width(cell) if ci else None
     if hw is not None:
-        text += f"{pm}{format_value(hw, fmt)}"
+        lo, hi = format_value(cell.value - cell.ci_low, fmt), format_value(cell.ci_high - cell.value, fmt)
+        if lo == hi:  # symmetric at display precision
+            text += f"{pm}{format_value(hw, fmt)}"
+        else:
+            text += f" [{format_value(cell.ci_low, fmt)}, {format_value(cell.ci_high, fmt)}]"
     return text
+
+
+def _mark(table: Table, i: int, j: int, latex: bool = False) -> str:
+    mark = table.marks.get((i, j), "")
+    if not mark:
+        return ""
+    return (r"$^\uparrow$" if mark == "▲" else r"$^\downarrow$") if latex else f" {mark}"
 
 
 def render_markdown(table: Table, ci: bool = False) -> str:
     """A GitHub-flavoured pipe table with a caption line and footnotes."""
-    best = table.best()
+    best = table.emphasis()
     header = ["Method"] + (["Model"] if table.show_model else []) + [
         f"{c.label} {'↑' if c.higher_is_better else '↓'} [{c.letter}]" if c.letter else
         f"{c.label} {'↑' if c.higher_is_better else '↓'}" for c in table.columns]
@@ -38,7 +49,7 @@ def render_markdown(table: Table, ci: bool = False) -> str:
         cells = []
         for j in range(len(table.columns)):
             text = _cell_text(table, i, j, ci, " ± ")
-            cells.append(f"**{text}**" if i in best[j] else text)
+            cells.append((f"**{text}**" if i in best.get(j, ()) else text) + _mark(table, i, j))
         body.append([_md_escape(row.label)] + ([row.model or ""] if table.show_model else []) + cells)
     lines = []
     if table.caption:
@@ -60,7 +71,8 @@ def _md_escape(text: str) -> str:
 def _footnotes(table: Table, bold: bool = True) -> list[str]:
     foot = [f"[{letter}] {desc}" for letter, desc in table.protocols.items()]
     if bold:
-        foot += ["Bold: best value of each column (↑ higher is better, ↓ lower is better)."]
+        foot += table.mark_notes or ["Bold: best displayed value of each column (↑ higher is better, ↓ lower is "
+                                     "better); not a significance mark."]
     return foot + table.notes
 
 
@@ -75,7 +87,7 @@ def latex_escape(text: str) -> str:
 
 def render_latex(table: Table, ci: bool = False) -> str:
     """A booktabs ``tabular`` (pandas Styler) in a ``table`` float with caption, label and footnotes."""
-    best = table.best()
+    best = table.emphasis()
     header = ["Method"] + (["Model"] if table.show_model else []) + [
         latex_escape(c.label) + " $" + (r"\uparrow" if c.higher_is_better else r"\downarrow")
         + (f"^{{{c.letter}}}" if c.letter else "") + "$" for c in table.columns]
@@ -84,7 +96,7 @@ def render_latex(table: Table, ci: bool = False) -> str:
         cells = []
         for j in range(len(table.columns)):
             text = latex_escape(_cell_text(table, i, j, ci, " ± "))
-            cells.append(rf"\textbf{{{text}}}" if i in best[j] else text)
+            cells.append((rf"\textbf{{{text}}}" if i in best.get(j, ()) else text) + _mark(table, i, j, latex=True))
         data.append([latex_escape(row.label)] + ([latex_escape(row.model or "")] if table.show_model else []) + cells)
     frame = pd.DataFrame(data, columns=header)
     column_format = "l" * (1 + table.show_model) + "r" * len(table.columns)
@@ -125,14 +137,42 @@ def render_csv(table: Table, ci: bool = False) -> str:
                           for i in range(len(table.rows))]
                 frame.insert(pos + k, f"{name} {attr}",
                              pd.array(values, dtype="Int64" if attr == "n" else "Float64"))
+    if table.bold is not None or table.marks:  # significance marks: "best" (bold) and ▲ / ▼ per cell
+        emphasis = table.emphasis()
+        for j, col in reversed(list(enumerate(table.columns))):
+            name = col.label + _letter_tag(col)
+            pos = frame.columns.get_loc(name) + (4 if ci else 1)
+            frame.insert(pos, f"{name} mark", [" ".join(x for x in ("best" if i in emphasis.get(j, ()) else "",
+                                                                   table.marks.get((i, j), "")) if x)
+                                               for i in range(len(table.rows))])
     buf = io.StringIO()
     frame.to_csv(buf, lineterminator="\n")
-    for f in _footnotes(table, bold=False):
+    for f in _footnotes(table, bold=table.bold is not None):
         buf.write(f"# {f}\n")
     return buf.getvalue()
 
 
-RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
+def render_json(table: Table, ci: bool = True) -> str:
+    """The table as JSON: columns, rows, and per cell value, CI, n, run id, bold and mark; footnotes."""
+    import json
+
+    emphasis = table.emphasis()
+    cols = [{"metric": c.metric, "label": c.label, "suite": c.suite, "protocol": c.letter,
+             "protocol_hash": c.protocol_hash, "higher_is_better": c.higher_is_better} for c in table.columns]
+    rows = []
+    for i, row in enumerate(table.rows):
+        cells = []
+        for j in range(len(table.columns)):
+            cell = table.cells.get((i, j))
+            cells.append(None if cell is None else {
+                "value": cell.value, "ci_low": cell.ci_low, "ci_high": cell.ci_high, "n": cell.n,
+                "run_id": cell.run_id, "bold": i in emphasis.get(j, ()), "mark": table.marks.get((i, j))})
+        rows.append({"method": row.method, "model": row.model, "label": row.label, "cells": cells})
+    return json.dumps({"caption": table.caption, "bold_rule": table.bold_rule, "columns": cols, "rows": rows,
+                       "protocols": table.protocols, "footnotes": _footnotes(table)}, indent=2) + "\n"
+
+
+RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv, "json": render_json}
 
 
 def render(table: Table, fmt: str = "markdown", ci: bool = False) -> str:
@@ -149,4 +189,4 @@ def report(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = None, 
 
 
 
-__all__ = ["render", "render_markdown", "render_latex", "render_csv", "report", "latex_escape", "RENDERERS"]
+__all__ = ["render", "render_markdown", "render_latex", "render_csv", "render_json", "report", "latex_escape", "RENDERERS"]

@@ -66,6 +66,15 @@ class Table:
     protocols: dict[str, str]  # letter -> protocol description (with n)
     notes: list[str]
     show_model: bool = False
+    # significance marks (filled by report.marks.apply_marks; without it, bold = best value, no marks)
+    bold: Optional[dict[int, set[int]]] = None  # column -> rows in bold
+    marks: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> ▲ / ▼
+    bold_rule: str = "value"  # significant | value
+    mark_notes: list[str] = field(default_factory=list)
+
+    def emphasis(self) -> dict[int, set[int]]:
+        """Column → rows to show in bold (significance bold when marks were applied, else best value)."""
+        return self.bold if self.bold is not None else self.best()
 
     def frame(self) -> pd.DataFrame:
         """Raw values: one row per method, one column per (metric, protocol) column; NaN where missing."""
@@ -245,7 +254,7 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
     if empty_rows:
         notes.append("no stored results for: " + ", ".join(empty_rows))
     if any(_half_width(c) is not None for c in cells.values()):
-        notes.append("± is half the width of the 95% bootstrap confidence interval")
+        notes.append("± is half the width of the 95% bootstrap confidence interval ([low, high] where it is asymmetric)")
     notes.extend(spec.notes)
     return Table(spec.caption, spec.label, rows, columns, cells, protocols, notes, show_model)
 

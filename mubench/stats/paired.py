@@ -66,7 +66,8 @@ def align(a: UnitData, b: UnitData) -> tuple[UnitData, UnitData, int]:
 
 def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEFAULT_RESAMPLES,
                   permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedResult:
-    """Paired bootstrap CI and permutation p of B − A for one metric (see the module docstring)."""
+    """Paired bootstrap CI and permutation p of B − A for one metric (see the module docstring);
+    ``resamples=0`` skips the CI (significance marks only need p)."""
     if a.kind != b.kind:
         raise ValueError(f"{metric}: cannot pair {a.kind} unit data with {b.kind}")
     a2, b2, dropped = align(a, b)
@@ -81,11 +82,13 @@ def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEF
     va, vb = a2.value(), b2.value()
     delta = vb - va
     clusters = Clusters.of(a2.prompt_ids, a2.replicate, a2.strata)
-    w = bootstrap_weights(clusters, resamples, seed)
-    boot = b2.evaluate(b2.values, w) - a2.evaluate(a2.values, w)
-    lo, hi = percentile_ci(boot, delta, shift=a2.kind == "fid")
-    if delta == 0.0 and np.all(boot == 0.0):
-        lo = hi = 0.0
+    lo = hi = None
+    if resamples > 0:
+        w = bootstrap_weights(clusters, resamples, seed)
+        boot = b2.evaluate(b2.values, w) - a2.evaluate(a2.values, w)
+        lo, hi = percentile_ci(boot, delta, shift=a2.kind == "fid")
+        if delta == 0.0 and np.all(boot == 0.0):
+            lo = hi = 0.0
     swaps, exact = swap_patterns(clusters, permutations, seed + 1)
     null = _swapped_deltas(a2, b2, swaps)
     p = permutation_p(delta, null, exact)
