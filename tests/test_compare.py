@@ -140,3 +140,27 @@ def test_results_dirs_carry_unit_data_for_marks(tmp_path, capsys):
     code, out, err = call(capsys, "report", f"results={tmp_path}", "baseline=sd")
     assert code == 0, err
     assert "▼" in [line for line in out.splitlines() if line.startswith("| random-mask")][0]
+
+
+def test_check_with_per_unit_baseline_flags_only_significant_regressions(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=N)
+    old, new_noise, new_worse = tmp_path / "old.sqlite", tmp_path / "noise.sqlite", tmp_path / "worse.sqlite"
+    with Store(old) as st:
+        _record(st, "sd", {"clip": base})
+    baseline = tmp_path / "b.json"
+    code, out, err = call(capsys, "baseline", f"store={old}", f"--write={baseline}", "tolerance=abs:0.01")
+    assert code == 0, err
+    entry = json.loads(baseline.read_text())["entries"][0]
+    assert set(entry["units"]) == {"clip"}  # the per-unit scores travel with the baseline (base64, compressed)
+    with Store(new_noise) as st:  # worse by ~0.05 on average, but only by noise: beyond tolerance, not significant
+        _record(st, "sd", {"clip": base - 0.05 + rng.normal(0, 1.0, N)})
+    with Store(new_worse) as st:  # worse by 0.3 on every prompt
+        _record(st, "sd", {"clip": base - 0.3 + rng.normal(0, 0.05, N)})
+    code, out, err = call(capsys, "check", f"--baseline={baseline}", f"store={new_noise}", "--json")
+    report = json.loads(out)
+    clip = next(f for f in report["findings"] if f["metric"] == "clip")
+    assert code == 0 and clip["significant"] is False and "not significant" in clip["note"], clip
+    code, out, err = call(capsys, "check", f"--baseline={baseline}", f"store={new_worse}", "--json")
+    clip = next(f for f in json.loads(out)["findings"] if f["metric"] == "clip")
+    assert code == 1 and clip["status"] == "REGRESSED" and clip["significant"] is True and clip["p"] < 0.05
