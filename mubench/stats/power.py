@@ -3,7 +3,8 @@
 For a sample size n and an effect δ, each simulation draws n prompts (with replacement) from the pair's units,
 injects the effect into side B (binary scores: a random share of B's failures become passes so that B's
 expected mean rises by δ; other scores: + δ), and runs the paired permutation test; the power is the share of
-simulations with p < alpha. The A/A pair supplies the realistic part: how much two images of one prompt
+simulations with p < alpha. Each drawn pair's sides are swapped at random, so that without an injected effect
+the simulation is an exact null (the pair's own observed difference is noise). The A/A pair supplies the realistic part: how much two images of one prompt
 differ when nothing but the noise changed.
 """
 from __future__ import annotations
@@ -43,22 +44,31 @@ def power_table(a: UnitData, b: UnitData, ns: Sequence[int], effects: Sequence[f
     out = []
     for n in ns:
         null_p = []
-        picks = [rng.integers(0, a.n, size=n) for _ in range(sims)]
-        for s, idx in enumerate(picks):
-            pa, pb = _sample(a, idx, s), _sample(b, idx, s)
+        picks = [(rng.integers(0, a.n, size=n), rng.random(n) < 0.5) for _ in range(sims)]
+        for s, (idx, flip) in enumerate(picks):
+            pa, pb = _draw(a, b, idx, flip)
             null_p.append(compare_units("m", pa, pb, resamples=0, permutations=permutations, seed=s).p)
         fpr = float(np.mean(np.array(null_p) < alpha))
         for effect in effects:
             ps = []
-            for s, idx in enumerate(picks):
-                pa, pb = _sample(a, idx, s), _sample(b, idx, s)
+            for s, (idx, flip) in enumerate(picks):
+                pa, pb = _draw(a, b, idx, flip)
                 pb.values = _inject(pb.values, effect, binary, rng)
                 ps.append(compare_units("m", pa, pb, resamples=0, permutations=permutations, seed=s).p)
             out.append(PowerPoint(n, effect, float(np.mean(np.array(ps) < alpha)), fpr, sims))
     return out
 
 
-def _sample(u: UnitData, idx: np.ndarray, s: int) -> UnitData:
+def _draw(a: UnitData, b: UnitData, idx: np.ndarray, flip: np.ndarray) -> tuple[UnitData, UnitData]:
+    """The pairs at ``idx``, each pair's sides swapped where ``flip``: an exact null whatever the pair's own
+    observed difference (which is noise, not an effect)."""
+    pa, pb = _sample(a, idx), _sample(b, idx)
+    va, vb = pa.values.copy(), pb.values.copy()
+    pa.values, pb.values = np.where(flip, vb, va), np.where(flip, va, vb)
+    return pa, pb
+
+
+def _sample(u: UnitData, idx: np.ndarray) -> UnitData:
     """The units at ``idx``, renamed so that a prompt drawn twice counts as two clusters."""
     t = u.take(idx)
     t.prompt_ids = np.array([f"s{k}" for k in range(len(idx))])
