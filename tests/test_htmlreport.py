@@ -67,7 +67,11 @@ def test_score_leaves_and_default_metric():
 def test_html_report_from_store(store_runs, tmp_path, cli):
     path, ra, rb = store_runs
     out = tmp_path / "report"
-    proc = cli("report", "--html", f"out={out}", f"store={path}", "baseline=sd", "differ_by=clip.clip")
+    masks = tmp_path / "masks" / "masks-random-mask-micro"  # where `mubench masks` would have written
+    masks.mkdir(parents=True)
+    Image.new("RGB", (20, 10), "blue").save(masks / "mask_ratio_per_layer.png")
+    proc = cli("report", "--html", f"out={out}", f"store={path}", "baseline=sd", "differ_by=clip.clip",
+               f"masks={masks.parent}")
     assert proc.returncode == 0, proc.stderr
     html = (out / "index.html").read_text()
     # the table: both methods with CIs, protocol footnote
@@ -84,6 +88,7 @@ def test_html_report_from_store(store_runs, tmp_path, cli):
     diffs = [float(x) for x in re.findall(r'class="differ-row" data-diff="([-0-9.e]+)"', html)]
     n_wins = sum(d > 0 for d in diffs)
     assert diffs[:n_wins] == sorted(diffs[:n_wins], reverse=True) and n_wins > 0
+    assert '<section id="masks">' in html and "masks-random-mask-micro-mask_ratio_per_layer.png" in html
     data = json.loads((out / "gallery-data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
     assert len(data["galleries"]["g0"]["rows"]) == 12
 
