@@ -24,7 +24,7 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # comma
 
 def _register_commands() -> None:
     """One line per command; each command's code is imported only when the CLI starts."""
-    from .commands import assets, baseline, check, inspect, listing, masks, report, run, runs, score, train, zoo
+    from .commands import assets, baseline, check, compare, inspect, listing, masks, report, run, runs, score, train, zoo
     from .helpfmt import KVCommand
 
     plain, kv = {"cls": KVCommand}, {"cls": KVCommand, "context_settings": EXTRA_ARGS}
@@ -34,6 +34,7 @@ def _register_commands() -> None:
     app.command("list", **plain)(listing.list_command)
     app.command("runs", **plain)(runs.runs_command)
     app.command("report", **plain)(report.report_command)
+    app.command("compare", help=compare.COMPARE_HELP, **plain)(compare.compare_command)
     app.command("baseline", **plain)(baseline.baseline_command)
     app.command("check", **plain)(check.check_command)
     app.command("inspect", help=inspect.INSPECT_HELP, **kv)(inspect.inspect_command)

@@ -10,7 +10,7 @@ from mubench.helpfmt import tidy_help, wrap_line
 
 _register_commands()
 COMMANDS = [[], ["run"], ["score"], ["list"], ["runs"], ["report"], ["baseline"], ["check"], ["inspect"],
-            ["train"], ["masks"], ["assets"], ["zoo"], ["zoo", "build"], ["zoo", "verify"]]
+            ["train"], ["masks"], ["assets"], ["compare"], ["zoo"], ["zoo", "build"], ["zoo", "verify"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mubench")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import UsageError
-from ..report import METHOD_ORDER
+from ..report.table import METHOD_ORDER
 from ..store import Store
 
 
@@ -49,6 +49,13 @@ def _samples_files(results_path: str) -> dict[str, Path]:
     return out
 
 
+def gallery_run_id(result: dict[str, Any]) -> str:
+    """The run whose images stand for a result: itself, or the first replicate of a pooled group (``seeds=``)."""
+    replicates = result.get("replicates") or []
+    return str(replicates[0]) if str(result.get("run_id", "")).startswith("group:") and replicates \
+        else str(result["run_id"])
+
+
 def read_samples_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -77,11 +84,11 @@ def load_runs(results: Sequence[dict[str, Any]], store: Optional[str] = None,
     if results_dir is not None:
         files = _samples_files(results_dir)
         for r in results:
-            f = files.get(str(r["run_id"]))
+            f = files.get(gallery_run_id(r))
             views.append(RunView(r, read_samples_jsonl(f) if f else []))
     else:
         with Store(store, create=False) as st:
-            views = [RunView(r, st.samples(str(r["run_id"]))) for r in results]
+            views = [RunView(r, st.samples(gallery_run_id(r))) for r in results]
     views = order_runs(views, baseline)
     labels: dict[str, int] = {}
     for v in views:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report import Table, auto_format, format_value
+from ..report.table import Table, auto_format, format_value
 
 
 def table_context(table: Table) -> dict[str, Any]:
@@ -37,10 +37,12 @@ def table_context(table: Table) -> dict[str, Any]:
         rows.append({"label": row.label, "model": row.model or "", "cells": cells})
     footnotes = [{"letter": letter, "text": desc} for letter, desc in table.protocols.items()]
     notes = [n for n in table.notes if not n.startswith("± is half the width")]  # the page shows [low, high]
-    notes.append("Bold: " + ("significant winner of each column" if getattr(table, "bold", None) is not None
-                             else "best value of each column, not a significant difference")
-                 + " (↑ higher is better, ↓ lower is better); brackets: 95% bootstrap CI.")
-    if marks:
-        notes.append("▲ / ▼: significantly better / worse than the baseline.")
+    mark_notes = list(getattr(table, "mark_notes", None) or [])
+    if not mark_notes:
+        mark_notes = ["Bold: best displayed value of each column (↑ higher is better, ↓ lower is better); not a "
+                      "significance mark."]
+        if marks:
+            mark_notes.append("▲ / ▼: significantly better / worse than the baseline.")
+    notes = mark_notes + ["Brackets: the 95% bootstrap CI [low, high]."] + notes
     return {"caption": table.caption, "show_model": table.show_model, "header": header, "rows": rows,
             "footnotes": footnotes, "notes": notes}
