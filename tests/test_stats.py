@@ -177,3 +177,17 @@ def test_power_matches_the_effect_size_the_normal_approximation_predicts():
     predicted = 0.5 * math.erfc((1.959964 - z) / math.sqrt(2))  # P(Z > 1.96 - z), ~0.61
     power = float(np.mean(_simulate(n_sims=400, n=n, effect=effect, noise=noise, seed=13) < 0.05))
     assert abs(power - predicted) <= 0.07, (power, predicted)
+
+
+def test_power_table_from_an_aa_pair_rises_with_n_and_effect():
+    from mubench.stats.power import power_table
+
+    rng = np.random.default_rng(21)
+    latent = rng.normal(size=200)
+    a = mean_units((latent + rng.normal(0, 1, 200) > 0).astype(float))
+    b = mean_units((latent + rng.normal(0, 1, 200) > 0).astype(float))
+    table = power_table(a, b, ns=[32, 256], effects=[0.05, 0.25], sims=60, permutations=200)
+    power = {(p.n, p.effect): p.power for p in table}
+    assert power[(256, 0.25)] > 0.95 and power[(32, 0.05)] < 0.4
+    assert power[(256, 0.25)] >= power[(32, 0.25)] and power[(256, 0.25)] >= power[(256, 0.05)]
+    assert all(p.false_positive_rate <= 0.12 for p in table)
