@@ -145,6 +145,13 @@ class Runner:
             raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
         return items
 
+    def check_assets(self) -> None:
+        """Every missing file of the suite, the model and the scorers at once, before any work (exit 2)."""
+        from .preflight import check_run_assets
+
+        check_run_assets(self.suite, self.cfg.suite.name, self.cfg.model.name, self.cfg.model.params,
+                         self.cfg.run.weights, self.suite.scorers())
+
     def load_model(self) -> ModelBundle:
         model_cls = self.regs.models.get(self.cfg.model.kind)
         return model_cls.load(self.cfg.model.params, LoadContext(self.device, self.dtype, self.cfg.run.weights))
@@ -241,7 +248,7 @@ class Runner:
             raise UsageError("device=meta builds models without weights: it only serves suite=efficiency "
                              "(parameter and FLOP counts); use cpu, cuda or auto to generate images")
         t0 = time.perf_counter()
-        self.suite.check_assets()
+        self.check_assets()
         items = self.items()
         bundle = self.load_model()
         prepared = self.prepare(bundle)

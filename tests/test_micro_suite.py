@@ -59,8 +59,10 @@ def test_items_are_fixed_interleaved_and_parse():
 def test_spec_and_registry():
     data = load_yaml(find_spec("suites", "micro")[1])
     assert data["kind"] == "micro"
-    params = build_params(MicroSuiteParams, {k: v for k, v in data.items() if k not in ("kind", "description")},
-                          where="suite.")
+    from mubench.config import SUITE_MODEL_KEYS
+
+    meta = ("kind", "description", *SUITE_MODEL_KEYS)
+    params = build_params(MicroSuiteParams, {k: v for k, v in data.items() if k not in meta}, where="suite.")
     assert params == MicroSuiteParams()  # the spec states the defaults explicitly
     assert params.sampler.steps == 20 and params.sampler.guidance == 4.0 and params.sampler.scheduler == "ddim"
     regs = Registries()

@@ -1,4 +1,5 @@
-"""``mubench report``: stored results as a Markdown, LaTeX, CSV or JSON table, with significance marks."""
+"""``mubench report``: stored results as a Markdown, LaTeX, CSV or JSON table, with significance marks, or an HTML
+report folder (``--html``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,9 @@ from ..errors import UsageError
 from ._kv import as_bool, as_list, as_str, parse_kv
 
 KEYS = ("store", "results", "suite", "methods", "model", "table", "ci", "out", "baseline", "bold", "alpha",
-        "permutations")
+        "permutations", "differ_by", "masks")
+HTML_KEYS = ("differ_by", "masks")  # baseline= serves the text formats' marks and the HTML "where they differ"
+HTML_DEFAULT_OUT = "mubench-report"
 
 
 def report_command(
@@ -20,11 +23,15 @@ def report_command(
              "methods=a,b | model=M | table=SPEC (name in reports/tables or a YAML path) | ci=true (value with its "
              "CI) | baseline=METHOD (mark cells ▲/▼ where significantly better/worse than it) | "
              "bold=significant|value (default significant) | alpha=0.05 | permutations=2000 | "
-             "out=FILE (write instead of printing)"),
+             "out=FILE (write instead of printing; with --html a folder, default mubench-report) | "
+             "--html only: differ_by=SCORER.FIELD (per-image score the 'where they differ' list sorts by; "
+             "default oracle.correct, else clip.clip) | masks=DIR (where `mubench masks` wrote)"),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown pipe table (the default)."),
     latex: bool = typer.Option(False, "--latex", help="LaTeX booktabs tabular in a table float."),
     csv: bool = typer.Option(False, "--csv", help="CSV of raw values; footnotes as trailing # lines."),
     as_json: bool = typer.Option(False, "--json", help="JSON: every cell's value, CI, n, bold and mark."),
+    html: bool = typer.Option(False, "--html", help="A folder with index.html: table, side-by-side gallery, "
+                                                   "where methods differ from baseline=, protocols (opens from disk)."),
 ) -> None:
     """Render stored results: one row per method, one column per metric.
 
@@ -35,15 +42,20 @@ def report_command(
     gives the protocol and n; numbers made under different protocols never share a column.
 
     Example: mubench report suite=micro baseline=sd ci=true
+
+    Example: mubench report --html out=report suite=micro baseline=sd
     """
     from ..report import build_table, load_table_spec, render
     from ..report.marks import apply_marks
     from ..selection import select
 
-    if sum((markdown, latex, csv, as_json)) > 1:
-        raise UsageError("choose one of --markdown, --latex, --csv, --json")
+    if sum((markdown, latex, csv, as_json, html)) > 1:
+        raise UsageError("choose one of --markdown, --latex, --csv, --json, --html")
     fmt = "latex" if latex else "csv" if csv else "json" if as_json else "markdown"
     kv = parse_kv(args, KEYS, command="report")
+    if not html and any(k in kv for k in HTML_KEYS):
+        given = [f"{k}=" for k in HTML_KEYS if k in kv]
+        raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
     spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
@@ -67,6 +79,9 @@ def report_command(
     table = build_table(sel.results, spec)
     apply_marks(table, sel.units, bold=str(kv.get("bold", "significant")), baseline=as_str(kv.get("baseline")),
                 alpha=float(alpha), permutations=perms)
+    if html:
+        _write_html(kv, table, sel.results, sel.source)
+        return
     text = render(table, fmt, ci=as_bool(kv.get("ci", False), "ci"))
     out = as_str(kv.get("out"))
     if out:
@@ -76,3 +91,21 @@ def report_command(
         typer.echo(f"wrote {path} ({fmt}, from {sel.source})", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+def _write_html(kv: dict, table, results: list, source: str) -> None:
+    from ..htmlreport.page import HtmlOptions, write_html_report
+    from ..htmlreport.runs import load_runs
+
+    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={out} is a file; --html writes a folder (index.html and its images)")
+    masks = as_str(kv.get("masks"))
+    if masks and not Path(masks).expanduser().is_dir():
+        raise UsageError(f"masks={masks} is not a folder")
+    views = load_runs(results, store=as_str(kv.get("store")), results_dir=as_str(kv.get("results")),
+                      baseline=as_str(kv.get("baseline")))
+    options = HtmlOptions(baseline=as_str(kv.get("baseline")), differ_by=as_str(kv.get("differ_by")),
+                          masks_dir=Path(masks).expanduser() if masks else None, source=source)
+    index = write_html_report(out, table, views, options)
+    typer.echo(f"wrote {index} (html, {len(views)} runs, from {source})", err=True)

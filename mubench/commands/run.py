@@ -142,12 +142,23 @@ def _run_one(cfg, regs, shard, show: bool, as_json: bool, replicate: Optional[di
         output.results["replicate"] = replicate
     if cfg.run.out:
         write_outputs(Path(cfg.run.out).expanduser(), output)
+        _write_contact_sheet(Path(cfg.run.out).expanduser(), output.results, output.samples)
     store_path = record_in_store(cfg.run.store, output)
     if as_json:
         sys.stdout.write(json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
     elif not quiet:
         _print_summary(output.results, store_path, cfg.run.out)
     return output
+
+
+def _write_contact_sheet(out: Path, results: dict, samples: list) -> None:
+    """``out/contact.png``: the run's first images with their prompts (runs that made no images have none)."""
+    if not samples:
+        return
+    from ..htmlreport.contact import contact_sheet
+
+    contact_sheet(samples, out / "contact.png",
+                  title=f"{results['suite']} · {results['method']} · {results['model']} · run {results['run_id'][:12]}")
 
 
 def _print_summary(results: dict, store_path: Optional[Path], out: Optional[str]) -> None:
