@@ -28,6 +28,8 @@ from .fsutil import atomic_write_text
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
+from .preflight import check_paths, run_needs
+from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
 from .sampler import SamplerConfig, resolve_sampler, sample_images
@@ -58,15 +60,6 @@ class PlannedSample:
     image_index: int
     seed: Optional[int]  # None for images made by another tool
     key: str
-
-
-@dataclass
-class Progress:
-    """Callbacks the CLI uses to draw progress bars (no-ops by default)."""
-
-    start: Callable[[str, int], None] = lambda stage, total: None
-    advance: Callable[[str, int], None] = lambda stage, n: None
-    log: Callable[[str], None] = lambda msg: None
 
 
 @dataclass
@@ -134,6 +127,7 @@ class Runner:
         self.cache = Cache(cache_root(cfg.run.cache))
         self.suite: Suite = regs.suites.get(cfg.suite.kind)(cfg.suite.params, cfg.suite.name)
         self.timing: dict[str, float] = {}
+        self.planned: list[PlannedSample] = []  # set once planned: what an interrupt reports as kept
 
     # stages --------------------------------------------------------------------------------------------------
     def items(self) -> list[PromptItem]:
@@ -143,6 +137,19 @@ class Runner:
         if not items:
             raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
         return items
+
+    def preflight(self, items: list[PromptItem]) -> None:
+        """Fail before the work: every path the run writes (type, writable, free space), then the suite's sizes."""
+        run = self.cfg.run
+        n_images = len(items) * getattr(self.suite.params, "images_per_prompt", 1)
+        resolution = getattr(getattr(self.suite.params, "sampler", None), "resolution", None)
+        store = Path(run.store).expanduser() if run.store else default_store_path()
+        check_paths(run_needs(run.out, store, self.cache.root, n_images, resolution))
+        self.suite.check_size(items)
+
+    def kept(self) -> tuple[int, int]:
+        """(finished images in the cache, planned images) of this run so far."""
+        return sum(self.cache.has_sample(p.key) for p in self.planned), len(self.planned)
 
     def load_model(self) -> ModelBundle:
         model_cls = self.regs.models.get(self.cfg.model.kind)
@@ -242,6 +249,7 @@ class Runner:
         t0 = time.perf_counter()
         self.suite.check_assets()
         items = self.items()
+        self.preflight(items)
         bundle = self.load_model()
         prepared = self.prepare(bundle)
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
@@ -249,7 +257,11 @@ class Runner:
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
         planned = self.plan(bundle, prepared, sampler, items)
+        self.planned = planned
         mine = self.my_share(planned, items)
+        reused = sum(self.cache.has_sample(p.key) for p in mine)
+        if reused:
+            self.progress.log(f"resuming: {reused} of {len(mine)} images are already in the cache and are reused")
         t1 = time.perf_counter()
         self.generate(bundle, prepared, sampler, mine)
         self.timing["generate_s"] = time.perf_counter() - t1
@@ -296,6 +308,7 @@ class Runner:
             raise UsageError(f"images={folder}: no such folder")
         self.suite.check_assets()
         items = self.items()
+        self.preflight(items)
         found = self.suite.import_images(folder, items)
         if not found:
             raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "

@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
@@ -47,52 +46,41 @@ def _shard():
     return Shard(rank=state.process_index, world=state.num_processes, barrier=state.wait_for_everyone)
 
 
-@contextmanager
-def _progress_bars(enabled: bool) -> Iterator[object]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    from ..runner import Progress
-
-    if not enabled:
-        yield Progress()
-        return
-    console = Console(stderr=True)
-    bars = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-    tasks: dict[str, int] = {}
-
-    def start(stage: str, total: int) -> None:
-        tasks[stage] = bars.add_task(stage, total=max(total, 0))
-
-    def advance(stage: str, n: int) -> None:
-        bars.advance(tasks[stage], n)
-
-    with bars:
-        yield Progress(start=start, advance=advance, log=lambda msg: console.print(msg))
-
-
 def run_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the results object as JSON on stdout and nothing else."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw progress bars."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw progress bars or progress lines."),
 ) -> None:
+    from ..interrupts import Interrupted, exit_code_of, interrupts_raise
+    from ..progress import display_mode, progress_display
     from ..quiet import quiet_libraries
     from ..runner import Runner, record_in_store, write_outputs
+    from ..warnlog import routed_warnings
 
     quiet_libraries()
     regs = load_registries()
     cfg = resolve(list(ctx.args), regs)
     shard = _shard()
-    show = not no_progress and shard.is_main and sys.stderr.isatty()
-    with _progress_bars(show) as progress:
-        output = Runner(cfg, regs, shard, progress).execute()
-    if output is None:  # not the main process
-        return
-    if cfg.run.out:
-        write_outputs(Path(cfg.run.out).expanduser(), output)
-    store_path = record_in_store(cfg.run.store, output)
+    runner = None
+    with interrupts_raise():
+        try:
+            with progress_display(display_mode(not no_progress and shard.is_main)) as progress, \
+                    routed_warnings(progress.log if shard.is_main else lambda msg: None) as warned:
+                runner = Runner(cfg, regs, shard, progress)
+                output = runner.execute()
+                if output is None:  # not the main process
+                    return
+                output.results["warnings"] = warned.records
+                if cfg.run.out:
+                    write_outputs(Path(cfg.run.out).expanduser(), output)
+                store_path = record_in_store(cfg.run.store, output)
+        except (Interrupted, KeyboardInterrupt) as err:
+            kept, total = runner.kept() if runner is not None else (0, 0)
+            if total:
+                typer.echo(f"interrupted: {kept} of {total} images kept; run the same command to resume", err=True)
+            else:
+                typer.echo("interrupted before generation started; nothing to keep", err=True)
+            raise typer.Exit(exit_code_of(err)) from None
     if as_json:
         sys.stdout.write(json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
         return
