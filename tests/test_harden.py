@@ -137,3 +137,41 @@ def test_interrupt_says_what_was_kept_and_resume_matches(tmp_path, sig):
     assert a["metrics"] == b["metrics"]
     sha = lambda d: sorted(json.loads(line)["sha256"] for line in (d / "samples.jsonl").read_text().splitlines())
     assert sha(ref) == sha(out)
+
+
+def test_damaged_store_and_cache_files_are_named_and_nothing_else_is_lost(tmp_path):
+    store, cache = tmp_path / "s.sqlite", tmp_path / "cache"
+    base = [*TINY, "limit=2", f"cache={cache}"]
+    assert run_cli("run", *base, f"store={store}").returncode == 0
+    # a truncated SQLite file: a clear message, no traceback
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(store.read_bytes()[:100])
+    proc = run_cli("run", *base, f"store={broken}")
+    assert proc.returncode == 2 and "mubench: error:" in proc.stderr and str(broken) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a truncated PNG: named, with the fix; the other images stay
+    pngs = sorted((cache / "samples").rglob("*.png"))
+    victim = pngs[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    for f in (cache / "scores").rglob("*.npz"):
+        f.unlink()  # force a re-score, which reads the PNG
+    proc = run_cli("run", *base, f"store={store}")
+    assert proc.returncode == 2 and str(victim) in proc.stderr and "delete it" in proc.stderr
+    assert all(p.is_file() for p in pngs[1:])
+    victim.unlink()
+    assert run_cli("run", *base, f"store={store}").returncode == 0
+
+
+def test_two_runs_writing_one_store_at_once_lose_no_row(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "shared.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-m", "mubench", "run", *TINY, "limit=1", f"seed={seed}",
+                               f"store={store}", f"cache={tmp_path / f'c{seed}'}"], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 4
