@@ -21,6 +21,8 @@ demo: setup
 	$(BIN)/mubench run suite=micro method=sd
 	$(BIN)/mubench run suite=micro method=random-mask
 	$(BIN)/mubench report suite=micro
+	$(BIN)/mubench report --html out=mubench-report suite=micro baseline=sd
+	@echo "open mubench-report/index.html to see the images behind the numbers"
 
 test: setup
 	$(BIN)/python -m pytest -q

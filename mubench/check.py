@@ -99,8 +99,9 @@ def parse_tolerance(text: Any, where: str = "tolerance") -> Tolerance:
 
 
 def make_baseline(results: Sequence[dict[str, Any]], tolerances: Optional[Mapping[str, Any]] = None,
-                  source: str = "") -> dict[str, Any]:
-    """A baseline object from results: the newest run per (suite, method, model)."""
+                  source: str = "", units: Optional[Mapping[str, Mapping[str, Any]]] = None) -> dict[str, Any]:
+    """A baseline object from results: the newest run per (suite, method, model), with the per-unit data of
+    its metrics (``units``: run id → metric → UnitData) so that ``check`` can test differences."""
     if not results:
         raise UsageError("no results to snapshot")
     newest: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -123,6 +124,11 @@ def make_baseline(results: Sequence[dict[str, Any]], tolerances: Optional[Mappin
             "metrics": {name: {k: m.get(k) for k in ("value", "ci_low", "ci_high", "n", "higher_is_better")}
                         for name, m in (r.get("metrics") or {}).items()},
         })
+        run_units = (units or {}).get(str(r.get("run_id", "")))
+        if run_units:
+            from .baseline_units import encode_units
+
+            entries[-1]["units"] = encode_units({k: v for k, v in run_units.items() if k in entries[-1]["metrics"]})
     return {"schema": BASELINE_SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "mubench": __version__, "source": source, "tolerances": tols, "entries": entries}
 
@@ -209,6 +215,8 @@ class Finding:
     allowed: Optional[float] = None
     tolerance: Optional[str] = None
     note: str = ""
+    p: Optional[float] = None  # paired test against the baseline's per-unit data (Holm over the entry's metrics)
+    significant: Optional[bool] = None  # None: no per-unit data, tolerance-only check
 
     @property
     def failed(self) -> bool:
@@ -246,13 +254,16 @@ def resolve_tolerance(metric: str, file_tols: Mapping[str, Any], cli_tols: Mappi
 
 
 def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
-            tolerances: Optional[Mapping[str, Any]] = None, *, any_protocol: bool = False) -> CheckReport:
+            tolerances: Optional[Mapping[str, Any]] = None, *, any_protocol: bool = False,
+            current_units: Optional[Mapping[str, Mapping[str, Any]]] = None, alpha: float = 0.05) -> CheckReport:
     """Compare current results (``results.json`` objects) with a baseline object.
 
     For each baseline entry the newest current run of the same (suite, method, model) and protocol
     hash is used; if only runs under another protocol exist, the entry fails with PROTOCOL CHANGED
     (unless ``any_protocol``). Entries with no current run are reported as "not run" and do not
-    fail; if no entry can be compared at all, UsageError (exit 2).
+    fail; if no entry can be compared at all, UsageError (exit 2). Where the baseline entry and the current
+    run both carry per-unit data (``current_units``: run id → metric → UnitData), a metric worse beyond its
+    tolerance regresses only if the paired difference is also significant (Holm over the entry's metrics).
     """
     cli_tols = dict(tolerances or {})
     file_tols = baseline.get("tolerances") or {}
@@ -274,7 +285,7 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
             run = same[-1]
         else:
             run = candidates[-1]
-            from .report import protocol_diff
+            from .protocols import protocol_diff
 
             diff = protocol_diff(entry.get("protocol") or {}, run.get("protocol") or {})
             note = (f"protocol {want[:12] or '(none)'} → {str(run.get('protocol_hash') or '')[:12] or '(none)'}"
@@ -284,6 +295,9 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
                                         "protocol=any to compare anyway"))
                 continue
         cur_metrics = run.get("metrics") or {}
+        from .baseline_units import paired_against_baseline
+
+        paired = paired_against_baseline(entry, (current_units or {}).get(str(run.get("run_id"))), alpha)
         for name, bm in entry["metrics"].items():
             hib = bool(bm.get("higher_is_better", True))
             base_v = float(bm["value"])
@@ -305,7 +319,12 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
                 continue
             f.delta = cur_v - base_v
             f.worse_by = -f.delta if hib else f.delta
-            if f.worse_by > f.allowed:
+            if name in paired:
+                f.p, f.significant = paired[name].p_holm, paired[name].significant
+            if f.worse_by > f.allowed and f.significant is False:
+                f.status = WITHIN
+                f.note = (note + "; " if note else "") + f"beyond tolerance but not significant (paired p {f.p:.3g})"
+            elif f.worse_by > f.allowed:
                 f.status = REGRESSED
             elif f.worse_by > 0 and abs(f.delta) > EXACT_REL * abs(base_v):
                 f.status = WITHIN
@@ -323,57 +342,5 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
     return CheckReport(findings, checked, skipped)
 
 
-# ---------------------------------------------------------------------------------------------
-# rendering
-
-
-def _fmt(x: Optional[float]) -> str:
-    if x is None:
-        return "–"
-    return "nan" if isinstance(x, float) and math.isnan(x) else f"{x:.6g}"
-
-
-def render_check(report: CheckReport, console=None) -> None:
-    """Print the diff table and a one-line verdict (rich)."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
-    console = console or Console()
-    table = RichTable(title="mubench check", show_lines=False)
-    for col, justify in (("suite", "left"), ("method", "left"), ("model", "left"), ("metric", "left"),
-                         ("", "center"), ("baseline", "right"), ("current", "right"), ("Δ", "right"),
-                         ("Δ%", "right"), ("tolerance", "right"), ("status", "left")):
-        table.add_column(col, justify=justify, no_wrap=col not in ("status",))
-    styles = {OK: "green", BETTER: "green", WITHIN: "yellow", REGRESSED: "bold red", MISSING_METRIC: "bold red",
-              PROTOCOL: "bold red", NOT_RUN: "dim", NEW: "cyan"}
-    for f in report.findings:
-        arrow = "" if f.higher_is_better is None else ("↑" if f.higher_is_better else "↓")
-        pct = (f"{100 * f.delta / abs(f.baseline):+.2f}%" if f.delta is not None and f.baseline
-               and math.isfinite(f.baseline) else "–")
-        delta = f"{f.delta:+.4g}" if f.delta is not None else "–"
-        tol = f.tolerance or "–"
-        if f.tolerance not in (None, "exact") and f.tolerance.split(":")[0] != "abs" and f.allowed is not None:
-            tol += f" ({_fmt(f.allowed)})"
-        status = f.status + (f": {f.note}" if f.note else "")
-        table.add_row(f.suite, f.method, f.model, f.metric, arrow, _fmt(f.baseline), _fmt(f.current), delta, pct,
-                      tol, f"[{styles.get(f.status, '')}]{status}[/]")
-    console.print(table)
-    failures = report.failures()
-    if failures:
-        console.print(f"[bold red]check failed[/]: {len(failures)} metric(s) worse than the baseline beyond "
-                      f"tolerance, missing, or under a changed protocol")
-        for f in failures:
-            if f.status == REGRESSED and f.worse_by is not None:
-                console.print(f"  {f.suite}/{f.method}/{f.model} {f.metric}: {_fmt(f.baseline)} → {_fmt(f.current)}"
-                              f" ({'higher' if f.higher_is_better else 'lower'} is better; worse by "
-                              f"{_fmt(f.worse_by)} > allowed {_fmt(f.allowed)}, {f.tolerance})")
-            else:
-                console.print(f"  {f.suite}/{f.method}/{f.model} {f.metric}: {f.status} {f.note}")
-    else:
-        console.print(f"[bold green]check passed[/]: {report.checked_entries} run(s) compared"
-                      + (f", {report.skipped_entries} baseline entr{'y' if report.skipped_entries == 1 else 'ies'} "
-                         "not run" if report.skipped_entries else ""))
-
-
 __all__ = ["Tolerance", "parse_tolerance", "make_baseline", "write_baseline", "load_baseline", "validate_baseline",
-           "compare", "CheckReport", "Finding", "RegressionError", "render_check", "resolve_tolerance", "BASELINE_SCHEMA"]
+           "compare", "CheckReport", "Finding", "RegressionError", "resolve_tolerance", "BASELINE_SCHEMA"]

@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -23,19 +24,25 @@ EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # comma
 
 def _register_commands() -> None:
     """One line per command; each command's code is imported only when the CLI starts."""
-    from .commands import assets, baseline, check, inspect, listing, masks, report, run, runs, score, train, zoo
+    from .commands import assets, baseline, check, compare, inspect, listing, masks, report, run, runs, score, train, zoo
+    from .helpfmt import KVCommand
 
-    app.command("run", help=run.RUN_HELP, context_settings=EXTRA_ARGS)(run.run_command)
-    app.command("score", help=score.SCORE_HELP, context_settings=EXTRA_ARGS)(score.score_command)
-    app.command("list")(listing.list_command)
-    app.command("runs")(runs.runs_command)
-    app.command("report")(report.report_command)
-    app.command("baseline")(baseline.baseline_command)
-    app.command("check")(check.check_command)
-    app.command("inspect", help=inspect.INSPECT_HELP, context_settings=EXTRA_ARGS)(inspect.inspect_command)
-    app.command("train", help=train.TRAIN_HELP, context_settings=EXTRA_ARGS)(train.train_command)
-    app.command("masks", help=masks.MASKS_HELP, context_settings=EXTRA_ARGS)(masks.masks_command)
-    app.command("assets")(assets.assets_command)
+    plain, kv = {"cls": KVCommand}, {"cls": KVCommand, "context_settings": EXTRA_ARGS}
+
+    app.command("run", help=run.RUN_HELP, **kv)(run.run_command)
+    app.command("score", help=score.SCORE_HELP, **kv)(score.score_command)
+    app.command("list", **plain)(listing.list_command)
+    app.command("runs", **plain)(runs.runs_command)
+    app.command("report", **plain)(report.report_command)
+    app.command("compare", help=compare.COMPARE_HELP, **plain)(compare.compare_command)
+    app.command("baseline", **plain)(baseline.baseline_command)
+    app.command("check", **plain)(check.check_command)
+    app.command("inspect", help=inspect.INSPECT_HELP, **kv)(inspect.inspect_command)
+    app.command("train", help=train.TRAIN_HELP, **kv)(train.train_command)
+    app.command("masks", help=masks.MASKS_HELP, **kv)(masks.masks_command)
+    app.command("assets", **plain)(assets.assets_command)
+    for info in zoo.app.registered_commands:  # the zoo sub-commands get the same 80-column help
+        info.cls = KVCommand
     app.add_typer(zoo.app, name="zoo")
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -26,6 +27,9 @@ from .specs import find_spec, load_yaml
 
 COMPONENTS = ("model", "method", "suite")
 SPEC_META_KEYS = ("kind", "description", "paper")
+#: A suite spec's ``model``: the base model a run uses when no ``model=`` is given; ``models``: the models its
+#: numbers are meant for (default: just ``model``). A run on another model warns (unless weights=random).
+SUITE_MODEL_KEYS = ("model", "models")
 RECIPES_KEY = "recipes"  # method specs: per-model parameter layers, ``recipes: {micro: {train: {steps: 300}}}``
 
 
@@ -212,6 +216,9 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
         raise UsageError(f"{path}: a {role} spec needs a 'kind' (one of {', '.join(registry.names())})")
     cls = registry.get(kind)
     description = str(spec.pop("description", ""))
+    if role == "suite":
+        for meta in SUITE_MODEL_KEYS:
+            spec.pop(meta, None)
     for meta in SPEC_META_KEYS:
         spec.pop(meta, None)
     recipes = spec.pop(RECIPES_KEY, None) or {}
@@ -238,6 +245,11 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         else:
             top[key] = value
     _check_keys(RunConfig, top, "")
+    fits: list[str] = []
+    if top.get("suite", RunConfig.suite) is not None:
+        default_model, fits = suite_models(str(top.get("suite", RunConfig.suite)))
+        if "model" not in top and default_model:
+            top["model"] = default_model
     run = build_params(RunConfig, top)
     for key, allowed in ALLOWED.items():
         value = getattr(run, key)
@@ -251,7 +263,31 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
     comps = {c: resolve_component(c, getattr(run, c), nest_overrides(sub[c]), regs, model=run.model)
              for c in ("suite", "method", "model")}
+    if fits and run.model not in fits and run.weights != "random":
+        warnings.warn(f"suite {comps['suite'].name!r} is meant for model {' or '.join(fits)}; model={run.model} runs "
+                      f"the {run.model} model on its prompts, and its numbers are not comparable with that setting's",
+                      MismatchWarning, stacklevel=2)
     return ResolvedConfig(run=run, **comps)
+
+
+class MismatchWarning(UserWarning):
+    """A run's model is not one its suite's numbers are meant for."""
+
+
+def suite_models(name: str) -> tuple[Optional[str], list[str]]:
+    """A suite spec's default model and the models it fits (``(None, [])`` when it names none)."""
+    try:
+        _, path = find_spec("suites", name)
+    except UsageError:
+        return None, []  # resolve_component reports the unknown suite
+    spec = load_yaml(path)
+    model = spec.get("model")
+    fits = spec.get("models") or ([model] if model else [])
+    if isinstance(fits, str):
+        fits = [fits]
+    if model is not None and not isinstance(model, str) or not all(isinstance(m, str) for m in fits):
+        raise UsageError(f"{path}: 'model' must be a model name and 'models' a list of model names")
+    return model, list(fits)
 
 
 def _unknown_top(key: str) -> UsageError:

@@ -1,106 +1,82 @@
-"""Checks made before any work: every path a command will write, and the disk space it needs.
+"""Every missing local file of a run, listed at once before any work starts.
 
-A run that generates for hours and then cannot write ``out=`` or ``store=`` has lost those hours, so the paths are
-checked before the first model is loaded: the right type (a folder for ``out``/``cache``, a file for ``store``), a
-folder we can create files in (probed by creating and removing a temporary file, which also catches read-only
-mounts and ``/proc``), and enough free space for the images and scores the run will write.
+A run needs its suite's data (``Suite.check_assets``), its base model's weights and its scorers' weights. Each
+component raises :class:`AssetError` on the first file it misses when it loads; :func:`check_run_assets` asks all of
+them up front and raises one error naming every missing file and the ``mubench assets verify ...`` command that
+checks them. Model and scorer weights are looked up through the asset manifest: a model's main weights
+(``config_key`` ``model.path``) and each scorer asset its suite points at by a parameter of the scorer; assets the
+manifest cannot tie to one parameter (e.g. the two FID Inception variants) are left to the component's own check.
+With ``weights=random`` nothing but the suite's data is needed.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from .errors import UsageError
-
-MIB = 1024 * 1024
-MIN_FREE = 16 * MIB  # a SQLite transaction or a results.json needs little, but never less than this
+from . import assets as A
+from .errors import AssetError
 
 
-@dataclass(frozen=True)
-class PathNeed:
-    """One path a command will write: its key (for the message), whether it names a folder, the bytes it needs."""
+class MissingAssets(AssetError):
+    """Several missing files at once; ``errors`` holds one AssetError per file."""
 
-    key: str
-    path: Path
-    folder: bool
-    bytes_needed: int = 0
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its closest existing ancestor; a file met on the way is an error (it cannot hold a folder)."""
-    p = path
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    return p
+    def __init__(self, errors: list[AssetError], hint: str = "") -> None:
+        self.errors = errors
+        blocks = "\n".join(f"({k}) " + str(e).replace("\n", "\n    ") for k, e in enumerate(errors, 1))
+        super().__init__(f"{len(errors)} files this run needs are missing or do not match (nothing is downloaded):\n"
+                         + blocks + (f"\n{hint}" if hint else ""))
 
 
-def _probe_folder(folder: Path, key: str, shown: Path) -> None:
-    """Create and remove a temporary file in ``folder`` (the only reliable test: root ignores mode bits)."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".mubench-probe.", dir=folder)
-    except OSError as err:
-        raise UsageError(f"{key}={shown}: cannot write in {folder} ({err.strerror or err}); "
-                         f"choose a writable {key}=PATH") from None
-    os.close(fd)
-    os.unlink(tmp)
+def collect(checks: list[Callable[[], Any]]) -> list[AssetError]:
+    """Run every check; the AssetErrors they raised, one per file (a :class:`MissingAssets` is unpacked)."""
+    errors: list[AssetError] = []
+    for check in checks:
+        try:
+            check()
+        except MissingAssets as err:
+            errors.extend(err.errors)
+        except AssetError as err:
+            errors.append(err)
+    return errors
 
 
-def check_path(need: PathNeed) -> None:
-    """Raise UsageError unless ``need.path`` can be written as a folder (``folder``) or a file, with space left."""
-    path, key = need.path.expanduser(), need.key
-    if path.exists():
-        if need.folder and not path.is_dir():
-            raise UsageError(f"{key}={need.path} is a file; {key} names a folder (e.g. {key}={path.parent / 'out'})")
-        if not need.folder and path.is_dir():
-            raise UsageError(f"{key}={need.path} is a folder; {key} names a file (e.g. {key}={path / 'store.sqlite'})")
-        if not need.folder and not os.access(path, os.W_OK):
-            raise UsageError(f"{key}={need.path}: the file is not writable")
-    base = nearest_existing(path.parent if (path.exists() and not need.folder) else path)
-    if not base.exists():
-        raise UsageError(f"{key}={need.path}: no part of this path exists")
-    if not base.is_dir():
-        raise UsageError(f"{key}={need.path}: {base} is a file, so nothing can be created under it")
-    folder = base
-    _probe_folder(folder, key, need.path)
-    check_space(folder, max(need.bytes_needed, MIN_FREE), key, need.path)
+def check_all(checks: list[Callable[[], Any]], hint: str = "") -> None:
+    """Run every check and raise once: the single AssetError, or a :class:`MissingAssets` listing all."""
+    errors = collect(checks)
+    if len(errors) == 1 and not hint:
+        raise errors[0]
+    if errors:
+        raise MissingAssets(errors, hint)
 
 
-def check_space(folder: Path, needed: int, key: str, shown: Path) -> None:
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:  # pragma: no cover - a filesystem without statvfs: nothing to check
-        return
-    if free < needed:
-        raise UsageError(f"{key}={shown}: only {free / MIB:.0f} MiB free on that disk, this run needs about "
-                         f"{needed / MIB:.0f} MiB; free some space or choose another {key}=PATH")
+def _field_names(config_key: str) -> list[str]:
+    """``"suite.clip.path (coco) / suite.detector.clip_path (geneval)"`` → ``["path", "clip_path"]``."""
+    return [part.split("(")[0].strip().rsplit(".", 1)[-1] for part in config_key.split("/") if part.strip()]
 
 
-def image_bytes(resolution: Optional[int]) -> int:
-    """A generous estimate of one cached image and its scores on disk (an uncompressed PNG plus 16 KiB)."""
-    side = int(resolution or 512)
-    return side * side * 3 + 16 * 1024
+def model_checks(model: str, params: Any) -> list[Callable[[], Any]]:
+    out = []
+    for asset in A.select(model=model):
+        if asset.config_key == "model.path" and hasattr(params, "path"):
+            out.append(lambda a=asset: A.require(a.name, getattr(params, "path"), verify=False))
+    return out
 
 
-def run_needs(out: Optional[str], store: Path, cache: Path, n_images: int,
-              resolution: Optional[int]) -> list[PathNeed]:
-    """What ``mubench run`` / ``mubench score`` write: out folder, store file, cache folder (images + scores)."""
-    needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
-             PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]
-    if out:
-        needs.insert(0, PathNeed("out", Path(out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
-        for name in ("results.json", "samples.jsonl"):
-            inside = Path(out).expanduser() / name
-            if inside.is_dir():
-                raise UsageError(f"out={out}: {inside} is a folder; mubench writes a file of that name there")
-    return needs
+def scorer_checks(scorer: str, params: dict[str, Any]) -> list[Callable[[], Any]]:
+    found = [a for a in A.select(scorer=scorer) if any(f in params for f in _field_names(a.config_key))]
+    by_field: dict[str, list] = {}
+    for a in found:
+        field = next(f for f in _field_names(a.config_key) if f in params)
+        by_field.setdefault(field, []).append(a)
+    return [lambda a=assets[0], f=field: A.require(a.name, params.get(f), verify=False)
+            for field, assets in by_field.items() if len(assets) == 1]
 
 
-def check_paths(needs: list[PathNeed]) -> None:
-    for need in needs:
-        check_path(need)
+def check_run_assets(suite: Any, suite_name: str, model: str, model_params: Any, weights: str,
+                     scorer_uses: Optional[dict[str, Any]] = None) -> None:
+    """Raise one AssetError listing every missing file of the run (none: return)."""
+    checks: list[Callable[[], Any]] = [suite.check_assets]
+    if weights != "random":
+        checks += model_checks(model, model_params)
+        for use in (scorer_uses or {}).values():
+            checks += scorer_checks(use.scorer, dict(use.params))
+    check_all(checks, hint=f"check them all with: mubench assets verify suite={suite_name} model={model}")

@@ -24,11 +24,11 @@ from PIL import Image
 
 from . import __version__
 from .cache import Cache, to_uint8
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_bytes, atomic_write_text
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
-from .preflight import check_paths, run_needs
+from .pathcheck import check_paths, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
@@ -66,6 +66,7 @@ class PlannedSample:
 class RunOutput:
     results: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    units: dict[str, Any] = field(default_factory=dict)  # metric -> UnitData (per-unit data behind the metric)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,6 +151,13 @@ class Runner:
     def kept(self) -> tuple[int, int]:
         """(finished images in the cache, planned images) of this run so far."""
         return sum(self.cache.has_sample(p.key) for p in self.planned), len(self.planned)
+
+    def check_assets(self) -> None:
+        """Every missing file of the suite, the model and the scorers at once, before any work (exit 2)."""
+        from .preflight import check_run_assets
+
+        check_run_assets(self.suite, self.cfg.suite.name, self.cfg.model.name, self.cfg.model.params,
+                         self.cfg.run.weights, self.suite.scorers())
 
     def load_model(self) -> ModelBundle:
         model_cls = self.regs.models.get(self.cfg.model.kind)
@@ -247,7 +255,7 @@ class Runner:
             raise UsageError("device=meta builds models without weights: it only serves suite=efficiency "
                              "(parameter and FLOP counts); use cpu, cuda or auto to generate images")
         t0 = time.perf_counter()
-        self.suite.check_assets()
+        self.check_assets()
         items = self.items()
         self.preflight(items)
         bundle = self.load_model()
@@ -273,10 +281,11 @@ class Runner:
             return None
         records = self.records(scorers, planned)
         metrics = self.suite.aggregate(records)
+        units = self.suite.units(records)
         self.timing["total_s"] = time.perf_counter() - t0
         results = self.results(bundle, prepared, sampler, scorers, items, metrics)
         samples = [sample_row(r) for r in records]
-        return RunOutput(results, samples)
+        return RunOutput(results, samples, units)
 
     def execute_measurement(self) -> Optional[RunOutput]:
         """A measuring suite (efficiency): the main process measures, nothing is generated, scored or cached."""
@@ -329,7 +338,7 @@ class Runner:
         used = {p.item.id for p in planned}
         results = self.results(None, None, None, scorers, [it for it in items if it.id in used], metrics)
         results.update({"method": label, "model": "external", "images": str(folder)})
-        return RunOutput(results, [sample_row(r) for r in records])
+        return RunOutput(results, [sample_row(r) for r in records], self.suite.units(records))
 
     def results(self, bundle, prepared, sampler, scorers, items, metrics) -> dict[str, Any]:
         run = self.cfg.run
@@ -388,11 +397,15 @@ def write_outputs(out_dir: Path, output: RunOutput) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(s, sort_keys=True, default=str) + "\n" for s in output.samples)
     atomic_write_text(out_dir / "samples.jsonl", lines)
+    if output.units:
+        from .selection import UNITS_FILE, units_file_bytes
+
+        atomic_write_bytes(out_dir / UNITS_FILE, units_file_bytes(output.units))
     atomic_write_text(out_dir / "results.json", json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def record_in_store(store_path: Optional[str], output: RunOutput) -> Path:
     path = Path(store_path).expanduser() if store_path else default_store_path()
     with Store(path) as store:
-        store.record_run(output.results, output.samples)
+        store.record_run(output.results, output.samples, output.units)
     return path

@@ -21,15 +21,15 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .paths import mubench_home
 from .errors import UsageError
+from .results_schema import RESULTS_SCHEMA, validate_results
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: unit_data (per-unit data behind each metric); a version-1 store is upgraded on open
 APPLICATION_ID = 0x6D756263  # "mubc": marks a SQLite file as a mubench store
 BUSY_TIMEOUT_S = 60.0
-RESULTS_SCHEMA = "mubench.results/1"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -80,9 +80,16 @@ CREATE TABLE IF NOT EXISTS scores (
     FOREIGN KEY (run_id, prompt_id, image_index)
         REFERENCES samples (run_id, prompt_id, image_index) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS unit_data (
+    run_id  TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    metric  TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    blob    BLOB NOT NULL,
+    PRIMARY KEY (run_id, metric)
+);
 """
 
-_TABLES = ("meta", "runs", "results", "samples", "scores")
+_TABLES = ("meta", "runs", "results", "samples", "scores", "unit_data")
 
 
 def default_store_path() -> Path:
@@ -193,6 +200,12 @@ class Store:
                              f"understands ({SCHEMA_VERSION}); upgrade mubench or use another store=PATH")
         if version < 1:
             raise UsageError(f"{self.path}: unrecognised store schema version {row[0]!r}")
+        if version < SCHEMA_VERSION:  # upgrade in place: new tables only, nothing existing changes
+            with self._write() as cur:
+                for stmt in _DDL.split(";"):
+                    if stmt.strip():
+                        cur.execute(stmt)
+                cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _set_wal(self) -> None:
         """Switch to WAL (persistent in the file). The switch needs a brief exclusive lock: retry."""
@@ -236,12 +249,14 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def record_run(self, results: dict[str, Any], samples: Sequence[dict[str, Any]] = ()) -> str:
-        """Store one run (its ``results.json`` object and per-image sample dicts); return its run id.
+    def record_run(self, results: dict[str, Any], samples: Sequence[dict[str, Any]] = (),
+                   units: Optional[Mapping[str, Any]] = None) -> str:
+        """Store one run (its ``results.json`` object, per-image sample dicts and the per-unit data behind its
+        metrics, :class:`mubench.stats.UnitData` by metric name); return its run id.
 
         Recording the same ``run_id`` again replaces that run's rows (idempotent), all in one transaction.
         """
-        _validate_results(results)
+        validate_results(results)
         run_id = str(results["run_id"])
         metrics = results.get("metrics") or {}
         sample_rows, score_rows = [], []
@@ -274,7 +289,22 @@ class Store:
                             "sample_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sample_rows)
             cur.executemany("INSERT INTO scores (run_id, prompt_id, image_index, scorer, score_json) "
                             "VALUES (?, ?, ?, ?, ?)", score_rows)
+            cur.executemany("INSERT INTO unit_data (run_id, metric, kind, blob) VALUES (?, ?, ?, ?)",
+                            [(run_id, str(name), u.kind, sqlite3.Binary(u.to_bytes()))
+                             for name, u in (units or {}).items()])
         return run_id
+
+    def unit_blobs(self, run_id: str) -> dict[str, bytes]:
+        """The stored per-unit data of a run's metrics (serialised :class:`mubench.stats.UnitData`), by metric."""
+        return {m: bytes(b) for m, b in self._conn.execute(
+            "SELECT metric, blob FROM unit_data WHERE run_id = ? ORDER BY rowid", (run_id,))}
+
+    def all_results(self, suite: Optional[str] = None, methods: Optional[Sequence[str]] = None,
+                    model: Optional[str] = None) -> list[dict[str, Any]]:
+        """Every stored run's ``results.json`` object, newest first."""
+        where, args = _filters(suite, methods, model)
+        return [json.loads(r[0]) for r in self._conn.execute(
+            f"SELECT results_json FROM runs {where} ORDER BY created DESC, rowid DESC", args)]
 
     def delete_run(self, run_id: str) -> bool:
         with self._write() as cur:
@@ -363,72 +393,4 @@ def _filters(suite: Optional[str], methods: Optional[Sequence[str]], model: Opti
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def _validate_results(results: Any) -> None:
-    if not isinstance(results, dict):
-        raise UsageError(f"a results object must be a dict, got {type(results).__name__}")
-    missing = [k for k in ("run_id", "suite", "method", "model") if not results.get(k)]
-    if missing:
-        raise UsageError(f"results object lacks {', '.join(missing)}")
-    metrics = results.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        raise UsageError("results 'metrics' must map metric names to {value, ci_low, ci_high, n, higher_is_better}")
-    for name, m in metrics.items():
-        if not isinstance(m, dict) or "value" not in m:
-            raise UsageError(f"results metric {name!r} must be a dict with a 'value'")
-        value = m["value"]
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise UsageError(f"results metric {name!r}: value {value!r} is not a number")
-
-
-def read_results_dir(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """``results.json`` objects from a run's ``out`` folder, a results file, or a folder of run folders."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        files = [p]
-    elif p.is_dir():
-        files = [p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))
-    else:
-        raise UsageError(f"results path {p} does not exist")
-    if not files:
-        raise UsageError(f"no results.json under {p}")
-    out = []
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UsageError(f"{f}: cannot read results ({err})") from None
-        try:
-            _validate_results(data)
-        except UsageError as err:
-            raise UsageError(f"{f}: {err}") from None
-        out.append(data)
-    return out
-
-
-def select_results(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,
-                   methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> tuple[list[dict], str]:
-    """Results to report or check, and a description of where they came from.
-
-    ``results`` (a run's ``out`` folder, a ``results.json`` file or a folder of run folders) wins over
-    ``store``; from a store, the newest run per (suite, method, model, protocol hash) is taken.
-    No matching results raises UsageError.
-    """
-    if results is not None and store is not None:
-        raise UsageError("pass results=DIR or store=PATH, not both")
-    if results is not None:
-        found = [r for r in read_results_dir(results)
-                 if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
-                 and (not model or r.get("model") == model)]
-        source = f"results {results}"
-    else:
-        with Store(store, create=False) as st:
-            found = st.latest_results(suite=suite, methods=methods, model=model)
-            source = f"store {st.path}"
-    if not found:
-        filters = ", ".join(f"{k}={v if isinstance(v, str) else ','.join(v)}"
-                            for k, v in (("suite", suite), ("methods", methods), ("model", model)) if v)
-        raise UsageError(f"no results in {source}" + (f" match {filters}" if filters else ""))
-    return found, source
-
-
-__all__ = ["Store", "select_results", "default_store_path", "mubench_home", "read_results_dir", "SCHEMA_VERSION", "RESULTS_SCHEMA"]
+__all__ = ["Store", "default_store_path", "mubench_home", "SCHEMA_VERSION", "RESULTS_SCHEMA", "validate_results"]

@@ -36,3 +36,16 @@ def fake_samples(n_prompts: int = 3, images_per_prompt: int = 2) -> list[dict[st
                         "scores": {"micro-clip": {"cos": 0.1 * p + 0.01 * j},
                                    "oracle": {"correct": bool((p + j) % 2), "reason": "ok"}}})
     return out
+
+
+def fake_units(values, *, prompts=None, seed0: int = 0, higher_is_better: bool = True):
+    """Per-unit data of a per-image mean metric (one unit per prompt), for stores that compare and mark."""
+    import numpy as np
+
+    from mubench.stats.units import UnitData
+
+    n = len(values)
+    prompts = [f"p{i:03d}" for i in range(n)] if prompts is None else prompts
+    return UnitData(kind="mean", higher_is_better=higher_is_better, prompt_ids=np.array(prompts),
+                    image_index=np.zeros(n, int), values=np.asarray(values, float),
+                    seeds=np.arange(n) + 1000 * seed0)

@@ -181,7 +181,8 @@ def test_specs_resolve():
     for name, year, res in (("coco", 2017, 512), ("coco2014-30k", 2014, 256)):
         _, path = find_spec("suites", name)
         spec = load_yaml(path)
-        spec.pop("kind"), spec.pop("description")
+        for meta in ("kind", "description", "model", "models"):  # spec metadata, not parameters
+            spec.pop(meta, None)
         p = build_params(CocoParams, spec)
         assert p.year == year and p.fid.resolution == res and p.fid.protocol == "clean"
     with pytest.raises(UsageError):

@@ -188,6 +188,7 @@ def test_yaml_spec_resolves():
 
     _, path = find_spec("suites", "compbench")
     spec = load_yaml(path)
-    spec.pop("kind"), spec.pop("description")
+    for meta in ("kind", "description", "model", "models"):  # spec metadata, not parameters
+        spec.pop(meta, None)
     p = build_params(CompBenchParams, spec)
     assert p.images_per_prompt == 10 and p.seed_base == 42 and p.vqa.np_num == 8 and p.vqa.image_size == 480

@@ -237,7 +237,8 @@ def test_yaml_spec_resolves():
 
     _, path = find_spec("suites", "geneval")
     spec = load_yaml(path)
-    spec.pop("kind"), spec.pop("description")
+    for meta in ("kind", "description", "model", "models"):  # spec metadata, not parameters
+        spec.pop(meta, None)
     p = build_params(GenEvalParams, spec)
     assert p.images_per_prompt == 4 and p.sampler.steps == 50 and p.sampler.guidance == 9.0
     assert p.detector.counting_threshold == 0.9

@@ -38,7 +38,7 @@ def test_unwritable_paths_fail_before_any_generation(tmp_path, bad, needle):
 
 def test_free_space_is_checked(tmp_path):
     from mubench.errors import UsageError
-    from mubench.preflight import PathNeed, check_path
+    from mubench.pathcheck import PathNeed, check_path
 
     with pytest.raises(UsageError, match="MiB free on that disk"):
         check_path(PathNeed("cache", tmp_path / "c", folder=True, bytes_needed=1 << 60))

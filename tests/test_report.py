@@ -44,7 +44,7 @@ def _latex_rows(text: str) -> dict[str, list[str]]:
 
 
 def test_latex_tabular_bolds_the_best_value_direction_aware(store, capsys):
-    code, out, err = call(capsys, "report", "--latex", f"store={store}")
+    code, out, err = call(capsys, "report", "bold=value", "--latex", f"store={store}")
     assert code == 0, err
     assert r"\begin{tabular}" in out and r"\end{tabular}" in out and r"\toprule" in out
     header = out.split(r"\toprule")[1].split(r"\midrule")[0]
@@ -63,7 +63,7 @@ def test_bold_follows_direction_when_higher_fid_would_win(tmp_path, capsys):
     with Store(path) as st:
         st.record_run(fake_results("sd", {"fid": 10.0, "single_object": 0.9}))
         st.record_run(fake_results("lora", {"fid": 30.0, "single_object": 0.5}))
-    code, out, _ = call(capsys, "report", "--markdown", f"store={path}")
+    code, out, _ = call(capsys, "report", "bold=value", "--markdown", f"store={path}")
     assert code == 0
     assert "| sd | **10.00** | **0.900** |" in out and "| lora | 30.00 | 0.500 |" in out
     assert "fid ↓ [a]" in out and "single_object ↑ [a]" in out
@@ -74,14 +74,14 @@ def test_markdown_with_ci_and_ties_are_not_bold(tmp_path, capsys):
     with Store(path) as st:
         st.record_run(fake_results("sd", {"clip": 0.33, "fid": 20.0}, ci=0.5))
         st.record_run(fake_results("lora", {"clip": 0.33, "fid": 21.0}, ci=0.5))
-    code, out, _ = call(capsys, "report", f"store={path}", "ci=true")
+    code, out, _ = call(capsys, "report", "bold=value", f"store={path}", "ci=true")
     assert code == 0
     assert "| sd | 0.330 ± 0.500 | **20.00 ± 0.50** |" in out  # all-tied clip column: nothing bold
     assert "half the width of the 95% bootstrap confidence interval" in out
 
 
 def test_csv_round_trips_through_pandas(store, capsys):
-    code, out, _ = call(capsys, "report", "--csv", f"store={store}", "methods=sd,maskunet")
+    code, out, _ = call(capsys, "report", "bold=value", "--csv", f"store={store}", "methods=sd,maskunet")
     assert code == 0
     frame = pd.read_csv(io.StringIO(out), comment="#", index_col=0)
     assert list(frame.index) == ["sd", "maskunet"]
@@ -96,7 +96,7 @@ def test_different_protocols_are_split_and_flagged(tmp_path, capsys):
         st.record_run(fake_results("sd", {"fid": 20.0}, protocol_hash="p-20-steps", steps=20))
         st.record_run(fake_results("lora", {"fid": 30.0}, protocol_hash="p-20-steps", steps=20))
         st.record_run(fake_results("maskunet", {"fid": 10.0}, protocol_hash="p-50-steps", steps=50))
-    code, out, _ = call(capsys, "report", f"store={path}")
+    code, out, _ = call(capsys, "report", "bold=value", f"store={path}")
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "| Method | fid ↓ [a] | fid ↓ [b] |"
@@ -113,7 +113,7 @@ def test_paper_table_spec_fixes_rows_columns_and_caption(tmp_path, capsys):
                                  ("maskunet", 11.72, 21.88), ("dropout", 26.0, 26.56)):
             st.record_run(fake_results(method, {"fid": v14, "clip": 0.32}, suite="coco2014-30k", protocol_hash="c14"))
             st.record_run(fake_results(method, {"fid": v17, "clip": 0.33}, suite="coco", protocol_hash="c17"))
-    code, out, err = call(capsys, "report", "--latex", f"store={path}", "table=paper-table1")
+    code, out, err = call(capsys, "report", "bold=value", "--latex", f"store={path}", "table=paper-table1")
     assert code == 0, err
     assert r"\caption{Quantitative results of zero-shot generation" in out and r"\label{tab:coco-zero-shot}" in out
     rows = _latex_rows(out)
@@ -122,7 +122,7 @@ def test_paper_table_spec_fixes_rows_columns_and_caption(tmp_path, capsys):
     header = out.split(r"\toprule")[1].split(r"\midrule")[0]
     assert r"COCO 2014 FID-30k $\downarrow^{a}$" in header and r"COCO 2017 CLIP $\uparrow^{b}$" in header
 
-    code, out, _ = call(capsys, "report", f"store={path}", "table=paper-supp-table4")
+    code, out, _ = call(capsys, "report", "bold=value", f"store={path}", "table=paper-supp-table4")
     assert code == 0
     assert "| Dropout (ratio=0.1) | 26.56 | 0.33 |" in out and "| MaskUNet | **21.88** | 0.33 |" in out
     assert "| Random Mask | – | – |" in out and "no stored results for: Random Mask" in out
@@ -153,15 +153,15 @@ def test_several_models_get_a_model_column():
 
 
 def test_report_usage_errors_exit_2(tmp_path, store, capsys):
-    code, _, err = call(capsys, "report", f"store={store}", "sute=micro")
+    code, _, err = call(capsys, "report", "bold=value", f"store={store}", "sute=micro")
     assert code == 2 and "did you mean 'suite'" in err and "Traceback" not in err
-    code, _, err = call(capsys, "report", f"store={tmp_path / 'none.sqlite'}")
+    code, _, err = call(capsys, "report", "bold=value", f"store={tmp_path / 'none.sqlite'}")
     assert code == 2 and "no results store" in err
-    code, _, err = call(capsys, "report", f"store={store}", "suite=coco")
+    code, _, err = call(capsys, "report", "bold=value", f"store={store}", "suite=coco")
     assert code == 2 and "no results" in err and "suite=coco" in err
-    code, _, err = call(capsys, "report", f"store={store}", "table=paper-tabel1")
+    code, _, err = call(capsys, "report", "bold=value", f"store={store}", "table=paper-tabel1")
     assert code == 2 and "paper-table1" in err
-    code, _, err = call(capsys, "report", "--latex", "--csv", f"store={store}")
+    code, _, err = call(capsys, "report", "bold=value", "--latex", "--csv", f"store={store}")
     assert code == 2
 
 
@@ -171,7 +171,7 @@ def test_report_from_results_dirs_and_out_file(tmp_path, capsys):
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps(fake_results(method, {"fid": fid})))
     target = tmp_path / "table.tex"
-    code, out, err = call(capsys, "report", "--latex", f"results={tmp_path / 'runs'}", f"out={target}")
+    code, out, err = call(capsys, "report", "bold=value", "--latex", f"results={tmp_path / 'runs'}", f"out={target}")
     assert code == 0 and out == "" and "wrote" in err
     assert _latex_rows(target.read_text())["lora"] == [r"\textbf{19.00}"]
 

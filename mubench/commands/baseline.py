@@ -20,7 +20,7 @@ def baseline_command(
 ) -> None:
     """Snapshot the newest results per (suite, method, model) into a baseline JSON file for `mubench check`."""
     from ..check import DEFAULT_KEY, make_baseline, write_baseline
-    from ..store import select_results
+    from ..selection import select
 
     if not write:
         raise UsageError("mubench baseline needs --write FILE")
@@ -28,11 +28,11 @@ def baseline_command(
     tolerances = {k.split(".", 1)[1]: v for k, v in kv.items() if k.startswith("tolerance.")}
     if kv.get("tolerance") is not None:
         tolerances[DEFAULT_KEY] = kv["tolerance"]
-    results, source = select_results(store=as_str(kv.get("store")), results=as_str(kv.get("results")),
-                                     suite=as_str(kv.get("suite")), methods=as_list(kv.get("methods"), "methods"),
-                                     model=as_str(kv.get("model")))
-    baseline = make_baseline(results, tolerances, source=source)
+    sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=as_str(kv.get("suite")),
+                 methods=as_list(kv.get("methods"), "methods"), model=as_str(kv.get("model")))
+    baseline = make_baseline(sel.results, tolerances, source=sel.source, units=sel.units)
     path = write_baseline(write, baseline)
+    source = sel.source
     n_metrics = sum(len(e["metrics"]) for e in baseline["entries"])
     typer.echo(f"wrote {path}: {len(baseline['entries'])} run(s), {n_metrics} metric(s) from {source}"
                + (f"; tolerances {baseline['tolerances']}" if baseline["tolerances"] else "; exact tolerances"),

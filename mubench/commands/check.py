@@ -27,8 +27,9 @@ def check_command(
 
     Example: mubench check --baseline reports/baselines/micro.json results=out/
     """
-    from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance, render_check
-    from ..store import select_results
+    from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance
+    from ..check_render import render_check
+    from ..selection import select
 
     if not baseline:
         raise UsageError("mubench check needs --baseline FILE")
@@ -46,9 +47,10 @@ def check_command(
                        and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
     if not base["entries"]:
         raise UsageError(f"baseline {baseline} has no entries matching the given suite/methods/model")
-    current, source = select_results(store=as_str(kv.get("store")), results=as_str(kv.get("results")),
-                                     suite=suite, methods=methods, model=model)
-    report = compare(base, current, tolerances, any_protocol=protocol == "any")
+    sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=suite, methods=methods,
+                 model=model)
+    current, source = sel.results, sel.source
+    report = compare(base, current, tolerances, any_protocol=protocol == "any", current_units=sel.units)
     if as_json:
         typer.echo(json.dumps(report.as_dict() | {"baseline": str(baseline), "source": source}, indent=2))
     else:

@@ -1,4 +1,5 @@
-"""``mubench report``: stored results as a Markdown, LaTeX or CSV table."""
+"""``mubench report``: stored results as a Markdown, LaTeX, CSV or JSON table, with significance marks, or an HTML
+report folder (``--html``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,32 +10,52 @@ import typer
 from ..errors import UsageError
 from ._kv import as_bool, as_list, as_str, parse_kv
 
-KEYS = ("store", "results", "suite", "methods", "model", "table", "ci", "out")
+KEYS = ("store", "results", "suite", "methods", "model", "table", "ci", "out", "baseline", "bold", "alpha",
+        "permutations", "differ_by", "masks")
+HTML_KEYS = ("differ_by", "masks")  # baseline= serves the text formats' marks and the HTML "where they differ"
+HTML_DEFAULT_OUT = "mubench-report"
 
 
 def report_command(
     args: Optional[list[str]] = typer.Argument(
-        None, metavar="KEY=VALUE",
+        None, metavar="[KEY=VALUE]...",
         help="store=PATH (default: the user store) | results=DIR (run folders instead of a store) | suite=S | "
-             "methods=a,b | model=M | table=SPEC (name in reports/tables or a YAML path) | ci=true (value ± CI) | "
-             "out=FILE (write instead of printing)"),
+             "methods=a,b | model=M | table=SPEC (name in reports/tables or a YAML path) | ci=true (value with its "
+             "CI) | baseline=METHOD (mark cells ▲/▼ where significantly better/worse than it) | "
+             "bold=significant|value (default significant) | alpha=0.05 | permutations=2000 | "
+             "out=FILE (write instead of printing; with --html a folder, default mubench-report) | "
+             "--html only: differ_by=SCORER.FIELD (per-image score the 'where they differ' list sorts by; "
+             "default oracle.correct, else clip.clip) | masks=DIR (where `mubench masks` wrote)"),
     markdown: bool = typer.Option(False, "--markdown", help="Markdown pipe table (the default)."),
     latex: bool = typer.Option(False, "--latex", help="LaTeX booktabs tabular in a table float."),
     csv: bool = typer.Option(False, "--csv", help="CSV of raw values; footnotes as trailing # lines."),
+    as_json: bool = typer.Option(False, "--json", help="JSON: every cell's value, CI, n, bold and mark."),
+    html: bool = typer.Option(False, "--html", help="A folder with index.html: table, side-by-side gallery, "
+                                                   "where methods differ from baseline=, protocols (opens from disk)."),
 ) -> None:
-    """Render stored results: one row per method, one column per metric, best value in bold.
+    """Render stored results: one row per method, one column per metric.
 
-    Columns carry the metric's direction (↑/↓) and a protocol letter whose footnote gives the protocol and n. Numbers made under different protocols never share a column: such a column is split, and a note says so.
+    Bold marks a row that is significantly better than every other row of its column (paired permutation test
+    on the prompts both share, Holm-corrected within the column); baseline=METHOD adds ▲/▼ where a row is
+    significantly better/worse than that method. bold=value restores the 'largest value in bold' of paper tables
+    (not a significance mark). Columns carry the metric's direction (↑/↓) and a protocol letter whose footnote
+    gives the protocol and n; numbers made under different protocols never share a column.
 
-    Example: mubench report --latex table=paper-table1
+    Example: mubench report suite=micro baseline=sd ci=true
+
+    Example: mubench report --html out=report suite=micro baseline=sd
     """
     from ..report import build_table, load_table_spec, render
-    from ..store import select_results
+    from ..report.marks import apply_marks
+    from ..selection import select
 
-    if sum((markdown, latex, csv)) > 1:
-        raise UsageError("choose one of --markdown, --latex, --csv")
-    fmt = "latex" if latex else "csv" if csv else "markdown"
+    if sum((markdown, latex, csv, as_json, html)) > 1:
+        raise UsageError("choose one of --markdown, --latex, --csv, --json, --html")
+    fmt = "latex" if latex else "csv" if csv else "json" if as_json else "markdown"
     kv = parse_kv(args, KEYS, command="report")
+    if not html and any(k in kv for k in HTML_KEYS):
+        given = [f"{k}=" for k in HTML_KEYS if k in kv]
+        raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
     spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
@@ -47,14 +68,44 @@ def report_command(
         spec.rows = [r for r in spec.rows if r.method in methods]
     if spec is not None and suite and not spec.columns:
         spec.suite = suite
-    results, source = select_results(store=as_str(kv.get("store")), results=as_str(kv.get("results")),
-                                     suite=suite, methods=methods, model=model)
-    text = render(build_table(results, spec), fmt, ci=as_bool(kv.get("ci", False), "ci"))
+    sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=suite, methods=methods,
+                 model=model)
+    alpha = kv.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
+        raise UsageError(f"bad value alpha={alpha!r}; expected a number between 0 and 1")
+    perms = kv.get("permutations", 2000)
+    if isinstance(perms, bool) or not isinstance(perms, int) or perms < 1:
+        raise UsageError(f"bad value permutations={perms!r}; expected an integer >= 1")
+    table = build_table(sel.results, spec)
+    apply_marks(table, sel.units, bold=str(kv.get("bold", "significant")), baseline=as_str(kv.get("baseline")),
+                alpha=float(alpha), permutations=perms)
+    if html:
+        _write_html(kv, table, sel.results, sel.source)
+        return
+    text = render(table, fmt, ci=as_bool(kv.get("ci", False), "ci"))
     out = as_str(kv.get("out"))
     if out:
         path = Path(out).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        typer.echo(f"wrote {path} ({fmt}, from {source})", err=True)
+        typer.echo(f"wrote {path} ({fmt}, from {sel.source})", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+def _write_html(kv: dict, table, results: list, source: str) -> None:
+    from ..htmlreport.page import HtmlOptions, write_html_report
+    from ..htmlreport.runs import load_runs
+
+    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out={out} is a file; --html writes a folder (index.html and its images)")
+    masks = as_str(kv.get("masks"))
+    if masks and not Path(masks).expanduser().is_dir():
+        raise UsageError(f"masks={masks} is not a folder")
+    views = load_runs(results, store=as_str(kv.get("store")), results_dir=as_str(kv.get("results")),
+                      baseline=as_str(kv.get("baseline")))
+    options = HtmlOptions(baseline=as_str(kv.get("baseline")), differ_by=as_str(kv.get("differ_by")),
+                          masks_dir=Path(masks).expanduser() if masks else None, source=source)
+    index = write_html_report(out, table, views, options)
+    typer.echo(f"wrote {index} (html, {len(views)} runs, from {source})", err=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,8 @@ Keys (KEY=VALUE):
   limit=N                 first N prompts of the suite
   batch_size=N            images per batch (results do not depend on it)
   seed=N                  run seed (image j of prompt i: seed from (seed, suite, prompt id, j))
+  seeds=0,1,2             replicates: one run per seed, stored as one replicate group that
+                          report and compare pool (CIs then hold prompt and seed variation)
   device=cpu|cuda|auto    dtype=auto|float32|float16|bfloat16
   out=DIR                 write DIR/results.json and DIR/samples.jsonl
   store=PATH              SQLite results store (default $MUBENCH_HOME/store.sqlite)
@@ -51,43 +54,116 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results object as JSON on stdout and nothing else."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw progress bars or progress lines."),
 ) -> None:
+    """Ctrl-C / SIGTERM: say how many images are kept (they are durable) and exit 128 + signal."""
     from ..interrupts import Interrupted, exit_code_of, interrupts_raise
-    from ..progress import display_mode, progress_display
-    from ..quiet import quiet_libraries
-    from ..runner import Runner, record_in_store, write_outputs
-    from ..warnlog import routed_warnings
 
-    quiet_libraries()
-    regs = load_registries()
-    cfg = resolve(list(ctx.args), regs)
-    shard = _shard()
-    runner = None
+    runners: list = []  # the runners started, so an interrupt can say what the last one kept
     with interrupts_raise():
         try:
-            with progress_display(display_mode(not no_progress and shard.is_main)) as progress, \
-                    routed_warnings(progress.log if shard.is_main else lambda msg: None) as warned:
-                runner = Runner(cfg, regs, shard, progress)
-                output = runner.execute()
-                if output is None:  # not the main process
-                    return
-                output.results["warnings"] = warned.records
-                if cfg.run.out:
-                    write_outputs(Path(cfg.run.out).expanduser(), output)
-                store_path = record_in_store(cfg.run.store, output)
+            _run_command(ctx, as_json, no_progress, runners)
         except (Interrupted, KeyboardInterrupt) as err:
-            kept, total = runner.kept() if runner is not None else (0, 0)
+            kept, total = runners[-1].kept() if runners else (0, 0)
             if total:
                 typer.echo(f"interrupted: {kept} of {total} images kept; run the same command to resume", err=True)
             else:
                 typer.echo("interrupted before generation started; nothing to keep", err=True)
             raise typer.Exit(exit_code_of(err)) from None
+
+
+def _run_command(ctx: typer.Context, as_json: bool, no_progress: bool, runners: list) -> None:
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()
+    regs = load_registries()
+    args, seeds = split_seeds(list(ctx.args))
+    shard = _shard()
+    from ..progress import display_mode
+
+    show = display_mode(not no_progress and shard.is_main)
+    if seeds is None:
+        _run_one(resolve(args, regs), regs, shard, show, as_json, runners=runners)
+        return
+    group = uuid.uuid4().hex[:16]
+    outputs = []
+    for k, seed in enumerate(seeds):
+        cfg = resolve(args + [f"seed={seed}"], regs)
+        if cfg.run.out:
+            cfg.run.out = str(Path(cfg.run.out).expanduser() / f"seed-{seed}")
+        replicate = {"group": group, "seeds": seeds, "index": k}
+        outputs.append(_run_one(cfg, regs, shard, show, as_json=False, replicate=replicate, quiet=as_json,
+                                runners=runners))
+    if shard.is_main and as_json:
+        sys.stdout.write(json.dumps([o.results for o in outputs], indent=2, sort_keys=True, default=str) + "\n")
+    elif shard.is_main:
+        from ..selection import pooled_result
+
+        pooled, _ = pooled_result([o.results for o in outputs], [o.units for o in outputs])
+        pooled["protocol_hash"] = f"{pooled['protocol_hash']} (replicate group {group}, {len(seeds)} runs)"
+        _print_summary(pooled, Path(cfg.run.store or "") if cfg.run.store else None, None)
+
+
+def split_seeds(args: list[str]) -> tuple[list[str], Optional[list[int]]]:
+    """``seeds=0,1,2`` taken out of the arguments (with ``seed=`` it is an error)."""
+    from ..errors import UsageError
+
+    rest, seeds = [], None
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.strip() == "seeds":
+            try:
+                seeds = [int(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise UsageError(f"bad value seeds={value!r}; expected integers separated by commas, e.g. seeds=0,1,2")\
+                    from None
+            if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+                raise UsageError(f"bad value seeds={value!r}; expected distinct non-negative integers, e.g. seeds=0,1,2")
+        else:
+            rest.append(arg)
+    if seeds is not None and any(a.partition("=")[0].strip() == "seed" for a in rest):
+        raise UsageError("pass seed=N or seeds=A,B,..., not both")
+    return rest, seeds
+
+
+def _run_one(cfg, regs, shard, show: str, as_json: bool, replicate: Optional[dict] = None, quiet: bool = False,
+             runners: Optional[list] = None):
+    """One run; ``show`` is the progress display mode (bars, lines, off); warnings become one line each."""
+    from ..progress import progress_display
+    from ..runner import Runner, record_in_store, write_outputs
+    from ..warnlog import routed_warnings
+
+    with progress_display(show) as progress, \
+            routed_warnings(progress.log if shard.is_main else lambda msg: None) as warned:
+        runner = Runner(cfg, regs, shard, progress)
+        if runners is not None:
+            runners.append(runner)
+        output = runner.execute()
+        if output is None:  # not the main process
+            return None
+        output.results["warnings"] = warned.records
+        if replicate is not None:
+            output.results["replicate"] = replicate
+        if cfg.run.out:
+            write_outputs(Path(cfg.run.out).expanduser(), output)
+            _write_contact_sheet(Path(cfg.run.out).expanduser(), output.results, output.samples)
+        store_path = record_in_store(cfg.run.store, output)
     if as_json:
         sys.stdout.write(json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
+    elif not quiet:
+        _print_summary(output.results, store_path, cfg.run.out)
+    return output
+
+
+def _write_contact_sheet(out: Path, results: dict, samples: list) -> None:
+    """``out/contact.png``: the run's first images with their prompts (runs that made no images have none)."""
+    if not samples:
         return
-    _print_summary(output.results, store_path, cfg.run.out)
+    from ..htmlreport.contact import contact_sheet
+
+    contact_sheet(samples, out / "contact.png",
+                  title=f"{results['suite']} · {results['method']} · {results['model']} · run {results['run_id'][:12]}")
 
 
-def _print_summary(results: dict, store_path: Path, out: Optional[str]) -> None:
+def _print_summary(results: dict, store_path: Optional[Path], out: Optional[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -108,4 +184,5 @@ def _print_summary(results: dict, store_path: Path, out: Optional[str]) -> None:
         made = "images made by another tool"
     console.print(f"protocol {results['protocol_hash']}: {made}, {p['n_prompts']} prompts × "
                   f"{p['images_per_prompt']} images, seed {p['seed']}")
-    console.print(f"stored in {store_path}" + (f"; results in {out}/results.json" if out else ""))
+    if store_path is not None:
+        console.print(f"stored in {store_path}" + (f"; results in {out}/results.json" if out else ""))

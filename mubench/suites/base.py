@@ -113,6 +113,12 @@ class Suite(ABC):
     def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
         """Per-image scores → metrics (with bootstrap CIs where the metric allows)."""
 
+    def units(self, records: list[SampleRecord]) -> dict[str, Any]:
+        """Per-unit data (:class:`mubench.stats.units.UnitData`) of the metrics that have it, by metric name:
+        what ``mubench compare``, significance marks and pooled replicates resample. Default: none (those
+        metrics are then shown without paired tests)."""
+        return {}
+
     def image_seed(self, item: PromptItem, image_index: int, run_seed: int) -> Optional[int]:
         """A seed fixed by the suite's reference protocol for this image, or None (the default) to use the
         harness's per-image stream :func:`mubench.seeding.image_seed`. Suites that reproduce a reference's

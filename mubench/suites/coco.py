@@ -166,8 +166,9 @@ class CocoSuite(Suite):
                                  "file_name": row["file_name"]}) for row in self.selection()]
 
     def check_assets(self) -> None:
-        self.captions_path()
-        self.images_dir()
+        from ..preflight import check_all
+
+        check_all([self.captions_path, self.images_dir])
 
     def reference_files(self) -> list[Path]:
         folder = self.images_dir()

@@ -119,8 +119,9 @@ class CompBenchSuite(Suite):
         return [s for c in cats for s in import_folder(folder / c, items, c, self.params.images_per_prompt)]
 
     def check_assets(self) -> None:
-        for cat in self.params.categories:
-            prompt_file(cat, self.params.prompts_dir)
+        from ..preflight import check_all
+
+        check_all([lambda c=cat: prompt_file(c, self.params.prompts_dir) for cat in self.params.categories])
 
     def image_seed(self, item: PromptItem, image_index: int, run_seed: int) -> Optional[int]:
         """The reference's seeds: 42 + j for image j of every prompt (shifted by 10·run_seed)."""

@@ -18,7 +18,8 @@ binding tasks may use the ``compositional`` split, whose colour–shape pairs tr
   incorrect with a reason (GenEval's rules, shapes as classes); ``overall`` = mean of the six task
   means (its CI from a bootstrap stratified by task, resampling prompts).
 
-Every metric but ``fid`` carries a 95% bootstrap CI resampling prompts. ``limit=N`` keeps the first
+Every metric, ``fid`` and ``overall`` included, carries a 95% bootstrap CI resampling prompts, and its per-unit
+data (:meth:`MicroSuite.units`) is stored for paired comparisons. ``limit=N`` keeps the first
 N prompts of an order that interleaves the tasks proportionally, so a small run still has every task.
 """
 from __future__ import annotations
@@ -30,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..metrics.core import Metric, bootstrap_mean
+from ..metrics.core import Metric
+from ..stats.build import fid_units, mean_units, metric_from_units
+from ..stats.units import UnitData
 from ..micro import data as D
 from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite, SuiteParams
 
@@ -183,65 +186,60 @@ class MicroSuite(Suite):
                 "geneval_rules": "GenEval correctness rules, shapes as classes (micro-oracle)",
                 "binding_rule": "largest object with the phrase's key attribute carries the judged attribute"}
 
-    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+    def units(self, records: list[SampleRecord]) -> dict[str, UnitData]:
+        """Per-unit data of every metric (what CIs, ``compare`` and pooled replicates resample). ``fid`` is
+        there even where too few images make its value refused: a paired test at equal n stays valid."""
         by_task: dict[str, list[SampleRecord]] = {}
         for r in records:
             by_task.setdefault(r.item.meta.get("task", ""), []).append(r)
-        rs = self.params.bootstrap_resamples
-        metrics: dict[str, Metric] = {}
+        out: dict[str, UnitData] = {}
         coco = by_task.get("coco", [])
         if coco:
-            fid = self._fid(coco)
-            if fid is not None:
-                metrics["fid"] = fid
-            metrics["clip"] = bootstrap_mean([r.scores["clip"]["clip"] for r in coco], True, resamples=rs,
-                                             groups=[r.item.id for r in coco])
+            gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in coco])
+            ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in coco])
+            note = (f"fid at n={len(coco)} < {gen.shape[1]} feature dimensions: values are biased, compare only "
+                    "at equal n" if len(coco) < gen.shape[1] else "")
+            if len(coco) >= 2:
+                out["fid"] = fid_units(coco, gen, ref=ref, note=note)
+            out["clip"] = mean_units(coco, [r.scores["clip"]["clip"] for r in coco])
         for task in BINDING_TASKS:
             recs = by_task.get(task, [])
             if recs:
-                metrics[task] = bootstrap_mean([float(r.scores["oracle"]["binding_score"]) for r in recs], True,
-                                               resamples=rs, groups=[r.item.id for r in recs])
+                out[task] = mean_units(recs, [float(r.scores["oracle"]["binding_score"]) for r in recs])
         present = [t for t in GENEVAL_TASKS if by_task.get(t)]
         for task in present:
-            recs = by_task[task]
-            metrics[task] = bootstrap_mean([float(bool(r.scores["oracle"]["correct"])) for r in recs], True,
-                                           resamples=rs, groups=[r.item.id for r in recs])
+            out[task] = mean_units(by_task[task], [float(bool(r.scores["oracle"]["correct"])) for r in by_task[task]])
         if present:
-            metrics["overall"] = self._overall({t: by_task[t] for t in present})
-        return metrics
+            recs = [r for t in present for r in by_task[t]]
+            out["overall"] = mean_units(recs, [float(bool(r.scores["oracle"]["correct"])) for r in recs],
+                                        strata=[r.item.meta["task"] for r in recs])
+        return out
 
-    def _fid(self, recs: list[SampleRecord]) -> Metric | None:
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        """Metrics with 95% CIs from a bootstrap over prompts (stratified by task for ``overall``; for ``fid``
+        the bias of resamples with repeated prompts is subtracted from the interval)."""
+        rs = self.params.bootstrap_resamples
+        metrics: dict[str, Metric] = {}
+        for name, u in self.units(records).items():
+            if name == "fid":
+                value = self._fid(u)
+                if value is not None:
+                    metrics["fid"] = metric_from_units(u, rs, value=value)
+            else:
+                metrics[name] = metric_from_units(u, rs)
+        order = [m for m in ("fid", "clip", *BINDING_TASKS, *GENEVAL_TASKS, "overall") if m in metrics]
+        return {m: metrics[m] for m in order}
+
+    def _fid(self, u: UnitData) -> float | None:
         from ..metrics.fid import fid_from_features
 
-        gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in recs])
-        ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in recs])
-        if len(recs) < gen.shape[1] and not self.params.fid.force:
+        n, dim = np.shape(u.values)[0], np.shape(u.values)[-1]
+        if n < dim and not self.params.fid.force:
             return None  # check_size said so before generation
         try:
-            value = fid_from_features(gen, ref, force=self.params.fid.force)
+            return float(fid_from_features(u.values, u.ref, force=self.params.fid.force))
         except UsageError as err:
             if "refused" not in str(err):
                 raise
             warnings.warn(f"micro suite: no fid metric: {err}", stacklevel=2)
             return None
-        return Metric(float(value), None, None, len(recs), higher_is_better=False)
-
-    def _overall(self, groups: dict[str, list[SampleRecord]]) -> Metric:
-        """Mean of the task means; CI from a bootstrap resampling prompts within each task."""
-        rng = np.random.default_rng(0)
-        rs = self.params.bootstrap_resamples
-        means, boots = [], []
-        for recs in groups.values():
-            ids = np.unique([r.item.id for r in recs], return_inverse=True)[1]
-            x = np.array([float(bool(r.scores["oracle"]["correct"])) for r in recs])
-            sums = np.bincount(ids, weights=x)
-            counts = np.bincount(ids).astype(np.float64)
-            means.append(x.mean())
-            pick = rng.integers(0, len(sums), size=(rs, len(sums)))
-            boots.append(sums[pick].sum(1) / counts[pick].sum(1))
-        value = float(np.mean(means))
-        n = sum(len(v) for v in groups.values())
-        if n < 2:
-            return Metric(value, None, None, n, True)
-        lo, hi = np.percentile(np.mean(boots, axis=0), [2.5, 97.5])
-        return Metric(value, float(lo), float(hi), n, True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import UsageError
-from ..metrics.core import Metric, bootstrap_mean
+from ..metrics.core import Metric
 from ..micro import classes as C
 from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite, SuiteParams
 from .micro import MicroFidParams
@@ -77,11 +77,14 @@ class MicroClassSuite(Suite):
                 "fid_reference": f"held-out real renders of the same classes ({self.params.split} split), one per image",
                 "fid_forced": self.params.fid.force, "clip_score": "raw cosine (micro-clip)"}
 
-    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+    def units(self, records: list[SampleRecord]) -> dict[str, Any]:
+        """Per-unit data of every metric (what CIs and ``mubench compare`` resample); fid's even when refused."""
+        import numpy as np
+
+        from ..stats.build import fid_units, mean_units
+
         if not records:
             return {}
-        rs = self.params.bootstrap_resamples
-        groups = [r.item.id for r in records]
 
         def largest(r: SampleRecord) -> Optional[dict[str, Any]]:
             objs = r.scores["oracle"].get("objects") or []
@@ -95,18 +98,29 @@ class MicroClassSuite(Suite):
             color.append(float(c_ok))
             shape.append(float(s_ok))
             both.append(float(c_ok and s_ok))
-        metrics = {
-            "accuracy": bootstrap_mean(both, True, resamples=rs, groups=groups),
-            "color_accuracy": bootstrap_mean(color, True, resamples=rs, groups=groups),
-            "shape_accuracy": bootstrap_mean(shape, True, resamples=rs, groups=groups),
-            "single_object": bootstrap_mean([float(bool(r.scores["oracle"].get("correct"))) for r in records], True,
-                                            resamples=rs, groups=groups),
-            "clip": bootstrap_mean([float(r.scores["clip"]["clip"]) for r in records], True, resamples=rs,
-                                   groups=groups),
+        out = {
+            "accuracy": mean_units(records, both), "color_accuracy": mean_units(records, color),
+            "shape_accuracy": mean_units(records, shape),
+            "single_object": mean_units(records, [float(bool(r.scores["oracle"].get("correct"))) for r in records]),
+            "clip": mean_units(records, [float(r.scores["clip"]["clip"]) for r in records]),
         }
+        if len(records) >= 2:
+            gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in records])
+            ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in records])
+            out["fid"] = fid_units(records, gen, ref=ref, note=(
+                f"fid at n={len(records)} < {gen.shape[1]} feature dimensions: values are biased, compare only at "
+                "equal n") if len(records) < gen.shape[1] else "")
+        return out
+
+    def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
+        from ..stats.build import metric_from_units
+
+        rs = self.params.bootstrap_resamples
+        units = self.units(records)
+        metrics = {k: metric_from_units(u, rs) for k, u in units.items() if k != "fid"}
         fid = self._fid(records)
         if fid is not None:
-            metrics["fid"] = fid
+            metrics["fid"] = metric_from_units(units["fid"], rs, value=fid.value)
         return metrics
 
     def _fid(self, records: list[SampleRecord]) -> Optional[Metric]:

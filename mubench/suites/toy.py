@@ -30,6 +30,14 @@ class ToySuite(Suite):
     def scorers(self) -> dict[str, ScorerUse]:
         return {"pixels": ScorerUse("pixel-stats")}
 
+    def units(self, records: list[SampleRecord]) -> dict:
+        from ..stats.build import mean_units
+
+        if not records:
+            return {}
+        per = [r.scores["pixels"] for r in records]
+        return {k: mean_units(records, [p[k] for p in per]) for k in ("brightness", "contrast", "redness")}
+
     def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
         groups = [r.item.id for r in records]
         per = [r.scores["pixels"] for r in records]

@@ -1,0 +1,110 @@
+"""Significance marks on a table: bold = significantly better than every other row of the column; ▲ / ▼ =
+significantly better / worse than the ``baseline`` row. Both come from the paired permutation test of
+:mod:`mubench.stats.paired` on the units two rows share, Holm-corrected within the column (bold: over all
+pairs of the column; baseline marks: over the rows compared with the baseline). Rows without per-unit data,
+or that share no units, are never bold and never marked.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Mapping, Optional
+
+from ..errors import UsageError
+from ..stats.paired import PairedResult, compare_units
+from ..stats.resample import ALPHA, DEFAULT_PERMUTATIONS, holm
+from ..stats.units import UnitData
+from .table import Table
+
+BOLD_RULES = ("significant", "value")
+UP, DOWN = "▲", "▼"
+
+
+def _units(table: Table, units: Mapping[str, Mapping[str, UnitData]], i: int, j: int) -> Optional[UnitData]:
+    cell = table.cells.get((i, j))
+    if cell is None or cell.value is None:
+        return None
+    return units.get(cell.run_id, {}).get(table.columns[j].metric)
+
+
+def _pair(table, units, i, k, j, permutations) -> Optional[PairedResult]:
+    ua, ub = _units(table, units, i, j), _units(table, units, k, j)
+    if ua is None or ub is None or ua.kind != ub.kind:
+        return None
+    res = compare_units(table.columns[j].metric, ua, ub, resamples=0, permutations=permutations)
+    return res if res.p is not None and res.units >= 2 else None
+
+
+def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bold: str = "significant",
+                baseline: Optional[str] = None, alpha: float = ALPHA,
+                permutations: int = DEFAULT_PERMUTATIONS) -> Table:
+    """Fill ``table.bold`` (column → rows), ``table.marks`` ((row, column) → ▲/▼) and their footnotes."""
+    if bold not in BOLD_RULES:
+        raise UsageError(f"bad value bold={bold!r}; expected one of {', '.join(BOLD_RULES)}")
+    base_row = None
+    if baseline is not None:
+        rows = [i for i, r in enumerate(table.rows) if baseline in (r.method, r.label)]
+        if not rows:
+            raise UsageError(f"baseline={baseline!r} is not a row of the table; rows: "
+                             + ", ".join(r.label for r in table.rows))
+        base_row = rows[0]
+    table.bold_rule = bold
+    table.bold = table.best() if bold == "value" else {}
+    table.marks = {}
+    untested: set[str] = set()
+    ns: set[int] = set()
+    for j, col in enumerate(table.columns):
+        present = [i for i in range(len(table.rows)) if _units(table, units, i, j) is not None]
+        valued = [i for i in range(len(table.rows)) if table.cells.get((i, j)) and table.cells[(i, j)].value is not None]
+        if len(present) < len(valued):
+            untested.add(col.label)
+        if bold == "significant":
+            table.bold[j] = set()
+            if len(valued) >= 2 and len(present) == len(valued):
+                pairs = {(i, k): _pair(table, units, i, k, j, permutations) for i, k in combinations(present, 2)}
+                adjusted = holm([None if r is None else r.p for r in pairs.values()])
+                for (key, r), p in zip(pairs.items(), adjusted):
+                    if r is not None:
+                        r.p_holm = p
+                        r.decide(alpha)
+                        ns.add(r.units)
+                for i in present:
+                    wins = []
+                    for k in present:
+                        if k == i:
+                            continue
+                        r = pairs.get((i, k)) or pairs.get((k, i))
+                        first_is_i = (i, k) in pairs
+                        wins.append(r is not None and r.significant and r.better == ("a" if first_is_i else "b"))
+                    if wins and all(wins):
+                        table.bold[j].add(i)
+        if base_row is not None and base_row in present:
+            others = [k for k in present if k != base_row]
+            res = [_pair(table, units, base_row, k, j, permutations) for k in others]
+            adjusted = holm([None if r is None else r.p for r in res])
+            for k, r, p in zip(others, res, adjusted):
+                if r is None:
+                    continue
+                r.p_holm = p
+                r.decide(alpha)
+                ns.add(r.units)
+                if r.significant:
+                    table.marks[(k, j)] = UP if r.better == "b" else DOWN
+    n_text = ("n = " + (str(min(ns)) if len(ns) == 1 else f"{min(ns)}–{max(ns)}") + " shared units per pair") if ns \
+        else "no pair could be tested"
+    test = (f"paired permutation test (whole prompts swapped, {permutations} relabellings) on the units both rows "
+            f"share, alpha {alpha}")
+    if bold == "significant":
+        table.mark_notes.append(f"Bold: significantly better than every other row of its column ({test}, Holm-"
+                                f"corrected over the column's pairs; {n_text}).")
+    else:
+        table.mark_notes.append("Bold: best displayed value of each column (bold=value); this is not a significance "
+                                "mark.")
+    if base_row is not None:
+        table.mark_notes.append(f"{UP} / {DOWN}: significantly better / worse than {table.rows[base_row].label} "
+                                f"({test}, Holm-corrected over the column's rows).")
+    if untested:
+        table.mark_notes.append("No paired test (rows without per-unit data): " + ", ".join(sorted(untested)) + ".")
+    return table
+
+
+__all__ = ["apply_marks", "BOLD_RULES", "UP", "DOWN"]

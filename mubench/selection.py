@@ -1,0 +1,189 @@
+"""Which stored results a report, comparison or check works on, with the per-unit data behind them.
+
+Results come from a store (the newest run per (suite, method, model, protocol hash)) or from run folders
+(``results=DIR``). A run that belongs to a replicate group (``mubench run seeds=0,1,2``) stands for its whole
+group: the group's runs are pooled into one representative results object (``run_id`` ``group:<id>``), whose
+metrics are recomputed from the pooled per-unit data, so their CIs hold prompt and seed variation.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .config import stable_hash
+from .errors import UsageError
+from .results_schema import validate_results
+from .stats.paired import unit_ci
+from .stats.units import UnitData, pool
+from .store import Store
+
+UNITS_FILE = "units.npz"  # next to results.json: the per-unit data of the run's metrics
+
+
+@dataclass
+class Selection:
+    """Results to show (groups pooled), where they came from, and unit data by results ``run_id`` and metric."""
+
+    results: list[dict[str, Any]]
+    source: str
+    units: dict[str, dict[str, UnitData]] = field(default_factory=dict)
+
+    def units_of(self, result: dict[str, Any]) -> dict[str, UnitData]:
+        return self.units.get(str(result.get("run_id")), {})
+
+
+def group_of(result: dict[str, Any]) -> Optional[str]:
+    rep = result.get("replicate") or {}
+    return str(rep["group"]) if isinstance(rep, dict) and rep.get("group") else None
+
+
+def decode_units(blobs: dict[str, bytes], where: str) -> dict[str, UnitData]:
+    out = {}
+    for metric, blob in blobs.items():
+        try:
+            out[metric] = UnitData.from_bytes(blob)
+        except (ValueError, KeyError, OSError) as err:
+            raise UsageError(f"{where}: per-unit data of {metric!r} is unreadable ({err})") from None
+    return out
+
+
+def units_file_bytes(units: dict[str, UnitData]) -> bytes:
+    """The bytes of ``units.npz``: one uint8 array per metric holding its serialised unit data."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{name: np.frombuffer(u.to_bytes(), dtype=np.uint8) for name, u in units.items()})
+    return buf.getvalue()
+
+
+def read_units_file(path: Path) -> dict[str, UnitData]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            blobs = {k: z[k].tobytes() for k in z.files}
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot read per-unit data ({err})") from None
+    return decode_units(blobs, str(path))
+
+
+def read_results_dir(path: str | os.PathLike[str], with_units: bool = False):
+    """``results.json`` objects from a run's ``out`` folder, a results file, or a folder of run folders
+    (with ``with_units``: also their ``units.npz`` data by run id)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = [p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))
+    else:
+        raise UsageError(f"results path {p} does not exist")
+    if not files:
+        raise UsageError(f"no results.json under {p}")
+    out, units = [], {}
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsageError(f"{f}: cannot read results ({err})") from None
+        try:
+            validate_results(data)
+        except UsageError as err:
+            raise UsageError(f"{f}: {err}") from None
+        out.append(data)
+        if with_units:
+            units[str(data["run_id"])] = read_units_file(f.parent / UNITS_FILE)
+    return (out, units) if with_units else out
+
+
+def pooled_result(runs: Sequence[dict[str, Any]], units: Sequence[dict[str, UnitData]],
+                  resamples: int = 2000) -> tuple[dict[str, Any], dict[str, UnitData]]:
+    """One representative results object for a replicate group, and its pooled unit data."""
+    runs = sorted(runs, key=lambda r: int((r.get("replicate") or {}).get("index", 0)))
+    rep = copy.deepcopy(runs[-1])
+    seeds = [r.get("protocol", {}).get("seed", r.get("config", {}).get("run", {}).get("seed")) for r in runs]
+    names = [m for m in units[0] if all(m in u for u in units)]
+    pooled = {m: pool([u[m] for u in units]) for m in names}
+    metrics = {}
+    for name, m in (rep.get("metrics") or {}).items():
+        if name in pooled:
+            lo, hi = unit_ci(pooled[name], resamples=resamples)
+            metrics[name] = {**m, "value": pooled[name].value(), "ci_low": lo, "ci_high": hi, "n": pooled[name].n}
+        else:
+            values = [r["metrics"][name]["value"] for r in runs if name in (r.get("metrics") or {})]
+            finite = [v for v in values if v is not None]
+            metrics[name] = {**m, "value": float(np.mean(finite)) if finite else None, "ci_low": None,
+                             "ci_high": None, "n": m.get("n")}
+    rep["metrics"] = metrics
+    protocol = dict(rep.get("protocol") or {})
+    protocol["seed"] = seeds
+    rep["protocol"] = protocol
+    rep["protocol_hash"] = stable_hash(protocol)
+    rep["run_id"] = f"group:{group_of(runs[-1])}"
+    rep["replicates"] = [str(r["run_id"]) for r in runs]
+    return rep, pooled
+
+
+def select(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,
+           methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> Selection:
+    """Results to report, compare or check, replicate groups pooled, with their unit data.
+
+    ``results`` (a run's ``out`` folder, a ``results.json`` file or a folder of run folders) wins over
+    ``store``; from a store, the newest run per (suite, method, model, protocol hash) is taken, and a run of a
+    replicate group brings its whole group. No matching results raises UsageError.
+    """
+    if results is not None and store is not None:
+        raise UsageError("pass results=DIR or store=PATH, not both")
+    units: dict[str, dict[str, UnitData]] = {}
+    if results is not None:
+        found, units = read_results_dir(results, with_units=True)
+        found = [r for r in found
+                 if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
+                 and (not model or r.get("model") == model)]
+        source = f"results {results}"
+        everything = found
+    else:
+        with Store(store, create=False) as st:
+            found = st.latest_results(suite=suite, methods=methods, model=model)
+            everything = st.all_results(suite=suite, methods=methods, model=model) if any(
+                group_of(r) for r in found) else found
+            for r in everything if any(group_of(r) for r in found) else found:
+                units[str(r["run_id"])] = decode_units(st.unit_blobs(str(r["run_id"])), f"run {r['run_id']}")
+            source = f"store {st.path}"
+    if not found:
+        filters = ", ".join(f"{k}={v if isinstance(v, str) else ','.join(v)}"
+                            for k, v in (("suite", suite), ("methods", methods), ("model", model)) if v)
+        raise UsageError(f"no results in {source}" + (f" match {filters}" if filters else ""))
+    shown, seen_groups = [], set()
+    for r in found:
+        gid = group_of(r)
+        if gid is None:
+            shown.append(r)
+            continue
+        if gid in seen_groups:
+            continue
+        seen_groups.add(gid)
+        members = [x for x in everything if group_of(x) == gid]
+        if len(members) < 2:
+            shown.append(r)
+            continue
+        rep, pooled = pooled_result(members, [units.get(str(x["run_id"]), {}) for x in members])
+        units[rep["run_id"]] = pooled
+        shown.append(rep)
+    return Selection(shown, source, units)
+
+
+def select_results(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,
+                   methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> tuple[list[dict], str]:
+    """:func:`select` without the unit data: (results, where they came from)."""
+    sel = select(store=store, results=results, suite=suite, methods=methods, model=model)
+    return sel.results, sel.source
+
+
+__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of",
+           "UNITS_FILE", "units_file_bytes", "read_units_file", "decode_units"]

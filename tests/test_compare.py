@@ -1,0 +1,166 @@
+"""`mubench compare`, significance marks in `mubench report` and replicate pooling, on stores of fake results
+whose per-unit data is known (no models)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mubench.store import Store
+from results_fakes import fake_results, fake_units
+from test_report import call
+
+N = 60
+
+
+def _record(st: Store, method: str, values: dict[str, np.ndarray], *, seed: int = 0, steps: int = 20,
+            replicate: dict | None = None, protocol_hash: str = "proto-a") -> str:
+    res = fake_results(method, {k: float(np.mean(v)) for k, v in values.items()}, n=N, steps=steps,
+                       protocol_hash=protocol_hash)
+    res["protocol"]["seed"] = seed
+    if replicate:
+        res["replicate"] = replicate
+    units = {k: fake_units(v, seed0=seed, higher_is_better=k != "fid") for k, v in values.items()}
+    return st.record_run(res, units=units)
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(size=N)
+    path = tmp_path / "store.sqlite"
+    with Store(path) as st:
+        base = difficulty + rng.normal(0, 0.2, N)
+        _record(st, "sd", {"clip": base, "score": base})
+        _record(st, "maskunet", {"clip": base + 0.5 + rng.normal(0, 0.2, N), "score": base + rng.normal(0, .2, N)})
+        _record(st, "random-mask", {"clip": base - 0.5 + rng.normal(0, 0.2, N), "score": base + 0.02})
+    return path
+
+
+def test_compare_json_has_the_documented_fields_and_finds_the_clear_effect(store, capsys):
+    code, out, err = call(capsys, "compare", "sd", "random-mask", f"store={store}", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert {"a", "b", "units", "dropped", "shared_noise", "metrics"} <= set(res)
+    assert res["a"]["method"] == "sd" and res["b"]["method"] == "random-mask"
+    assert res["units"] == N and res["dropped"] == 0 and res["shared_noise"] is True
+    by = {m["metric"]: m for m in res["metrics"]}
+    keys = {"metric", "higher_is_better", "a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "better"}
+    assert keys <= set(by["clip"])
+    clip = by["clip"]
+    assert clip["significant"] and clip["better"] == "a" and clip["delta"] < 0 and clip["ci_high"] < 0
+    assert clip["p_holm"] >= clip["p"]
+    assert by["score"]["delta"] == pytest.approx(0.02) and by["score"]["ci_low"] == pytest.approx(0.02)
+
+
+def test_a_run_compared_with_itself_by_id_has_delta_zero_and_nothing_significant(store, capsys):
+    with Store(store) as st:
+        run_id = st.runs(methods=["sd"])[0]["run_id"]
+    code, out, err = call(capsys, "compare", run_id, run_id[:10], f"store={store}", "--json")
+    assert code == 0, err
+    for m in json.loads(out)["metrics"]:
+        assert m["delta"] == 0.0 and m["p"] == 1.0 and not m["significant"] and m["better"] is None
+
+
+def test_differing_protocols_are_refused_with_the_keys_unless_forced(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        _record(st, "sd", {"clip": np.linspace(0, 1, N)})
+        _record(st, "lora", {"clip": np.linspace(0, 1, N) + 0.1}, steps=50, protocol_hash="proto-b")
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}")
+    assert code == 2 and "mubench: error:" in err and "sampler.steps: 20 vs 50" in err and "--force" in err
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--force")
+    assert code == 0 and "sampler.steps: 20 vs 50" in out
+
+
+def test_compare_bad_input_exits_2_with_a_message(store, capsys):
+    for args in (["compare", "sd", "nope", f"store={store}"], ["compare", "sd", "lora", f"store={store}", "alpha=2"],
+                 ["compare", "sd", "maskunet", f"store={store}", "metrics=fid"],
+                 ["compare", "sd", "maskunet", f"store={store}", "resamples=0"]):
+        code, out, err = call(capsys, *args)
+        assert code == 2 and err.startswith("mubench: error:"), (args, err)
+
+
+def test_report_bolds_only_significant_winners_and_marks_against_the_baseline(store, capsys):
+    code, out, err = call(capsys, "report", f"store={store}", "baseline=sd")
+    assert code == 0, err
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and "Method" not in line}
+    clip, score = 0, 1
+    assert rows["maskunet"][clip].startswith("**") and rows["maskunet"][clip].endswith("▲")
+    assert rows["random-mask"][clip].endswith("▼") and not rows["random-mask"][clip].startswith("**")
+    assert not rows["sd"][clip].startswith("**")
+    # score: random-mask is higher by 0.02 on every prompt (significant), maskunet only by noise
+    assert rows["random-mask"][score].endswith("▲")
+    assert "▲" not in rows["maskunet"][score] and "▼" not in rows["maskunet"][score]
+    assert sum(c.startswith("**") for r in rows.values() for c in r) == 1 + 0  # score: no row beats every other
+    assert "Bold: significantly better than every other row" in out and "alpha 0.05" in out and "n = 60" in out
+    code, out, err = call(capsys, "report", f"store={store}", "bold=value")
+    assert code == 0 and "not a significance mark" in out and out.count("**") >= 4
+
+
+def test_report_json_and_csv_carry_the_marks(store, capsys):
+    code, out, err = call(capsys, "report", f"store={store}", "baseline=sd", "--json")
+    assert code == 0, err
+    table = json.loads(out)
+    marks = {r["method"]: [c["mark"] for c in r["cells"]] for r in table["rows"]}
+    assert marks["random-mask"][0] == "▼" and marks["maskunet"][0] == "▲" and table["bold_rule"] == "significant"
+    code, out, err = call(capsys, "report", f"store={store}", "baseline=sd", "--csv")
+    assert code == 0 and "clip [a] mark" in out.splitlines()[0] and "best ▲" in out
+
+
+def test_replicate_groups_are_pooled_by_report_and_compare(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        for k, seed in enumerate((0, 1, 2)):
+            _record(st, "sd", {"clip": rng.normal(size=N)}, seed=seed, protocol_hash=f"h{seed}",
+                    replicate={"group": "g1", "seeds": [0, 1, 2], "index": k})
+        _record(st, "lora", {"clip": rng.normal(size=N)}, seed=0)
+    code, out, err = call(capsys, "report", f"store={path}", "ci=true", "--json")
+    assert code == 0, err
+    rows = {r["method"]: r for r in json.loads(out)["rows"]}
+    assert rows["sd"]["cells"][0]["n"] == 3 * N and rows["sd"]["cells"][0]["run_id"] == "group:g1"
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--json")
+    res = json.loads(out)
+    assert code == 0 and len(res["a"]["run_ids"]) == 3 and res["a"]["seeds"] == [0, 1, 2]
+    assert res["units"] == N  # lora has replicate 0 only: the pooled side's other replicates are dropped
+    assert res["dropped"] == 2 * N
+
+
+def test_results_dirs_carry_unit_data_for_marks(tmp_path, capsys):
+    from mubench.runner import RunOutput, write_outputs
+
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=N)
+    for method, shift in (("sd", 0.0), ("random-mask", -1.0)):
+        res = fake_results(method, {"clip": float(np.mean(base + shift))}, n=N)
+        write_outputs(tmp_path / method, RunOutput(res, [], {"clip": fake_units(base + shift)}))
+    code, out, err = call(capsys, "report", f"results={tmp_path}", "baseline=sd")
+    assert code == 0, err
+    assert "▼" in [line for line in out.splitlines() if line.startswith("| random-mask")][0]
+
+
+def test_check_with_per_unit_baseline_flags_only_significant_regressions(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=N)
+    old, new_noise, new_worse = tmp_path / "old.sqlite", tmp_path / "noise.sqlite", tmp_path / "worse.sqlite"
+    with Store(old) as st:
+        _record(st, "sd", {"clip": base})
+    baseline = tmp_path / "b.json"
+    code, out, err = call(capsys, "baseline", f"store={old}", f"--write={baseline}", "tolerance=abs:0.01")
+    assert code == 0, err
+    entry = json.loads(baseline.read_text())["entries"][0]
+    assert set(entry["units"]) == {"clip"}  # the per-unit scores travel with the baseline (base64, compressed)
+    with Store(new_noise) as st:  # worse by ~0.05 on average, but only by noise: beyond tolerance, not significant
+        _record(st, "sd", {"clip": base - 0.05 + rng.normal(0, 1.0, N)})
+    with Store(new_worse) as st:  # worse by 0.3 on every prompt
+        _record(st, "sd", {"clip": base - 0.3 + rng.normal(0, 0.05, N)})
+    code, out, err = call(capsys, "check", f"--baseline={baseline}", f"store={new_noise}", "--json")
+    report = json.loads(out)
+    clip = next(f for f in report["findings"] if f["metric"] == "clip")
+    assert code == 0 and clip["significant"] is False and "not significant" in clip["note"], clip
+    code, out, err = call(capsys, "check", f"--baseline={baseline}", f"store={new_worse}", "--json")
+    clip = next(f for f in json.loads(out)["findings"] if f["metric"] == "clip")
+    assert code == 1 and clip["status"] == "REGRESSED" and clip["significant"] is True and clip["p"] < 0.05

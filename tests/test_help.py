@@ -1,0 +1,34 @@
+"""Every command's ``--help`` reads cleanly at 80 columns: no line past column 80, no bare type tags, and the
+``KEY=VALUE`` arguments named in the usage line of the commands that take them."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from mubench.cli import _register_commands, app
+from mubench.helpfmt import tidy_help, wrap_line
+
+_register_commands()
+COMMANDS = [[], ["run"], ["score"], ["list"], ["runs"], ["report"], ["baseline"], ["check"], ["inspect"],
+            ["train"], ["masks"], ["assets"], ["compare"], ["zoo"], ["zoo", "build"], ["zoo", "verify"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mubench")
+def test_help_fits_80_columns(command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, prog_name="mubench")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Usage: mubench")
+    assert [ln for ln in lines if len(ln) > 80] == []
+    assert not any(tag in result.output for tag in ("<bool>", "<list[str]>", "<text>", "<str>"))
+    if command in (["run"], ["score"], ["inspect"], ["train"], ["masks"], ["report"]):
+        assert "[KEY=VALUE]..." in lines[0]
+
+
+def test_wrap_keeps_the_description_column():
+    line = "  suite=NAME|FILE.yaml    suite spec (default micro); suite.KEY=VALUE overrides its parameters, more"
+    wrapped = wrap_line(line, 60)
+    assert len(wrapped) > 1 and all(len(w) <= 60 for w in wrapped)
+    col = line.index("suite spec")
+    assert all(w[:col].strip() == "" and w[col] != " " for w in wrapped[1:])
+    assert tidy_help("  --json <bool>  Print JSON.\n", 80) == "  --json         Print JSON.\n"

@@ -1,0 +1,34 @@
+"""A run lists every missing file at once (suite data, model weights, scorer weights) before any work starts."""
+from __future__ import annotations
+
+import pytest
+
+from mubench.errors import AssetError
+from mubench.preflight import MissingAssets, check_all, collect
+
+
+def test_every_missing_file_is_listed_with_the_verify_command(cli, tmp_path):
+    proc = cli("run", "suite=compbench", "method=sd", f"suite.prompts_dir={tmp_path}", f"model.path={tmp_path / 'sd'}",
+               f"suite.vqa.path={tmp_path / 'blip'}", "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    err = proc.stderr
+    assert "5 files this run needs are missing" in err
+    for name in ("t2i-compbench-color", "t2i-compbench-shape", "t2i-compbench-texture", "'sd15'", "'blip-vqa'"):
+        assert name in err, name
+    assert "mubench assets verify suite=compbench model=sd15" in err
+
+
+def test_check_all_flattens_and_keeps_a_single_error():
+    def missing(name):
+        def check():
+            raise AssetError(f"asset {name!r} was not found")
+        return check
+
+    with pytest.raises(AssetError, match="'a' was not found") as one:
+        check_all([missing("a"), lambda: None])
+    assert not isinstance(one.value, MissingAssets)
+    with pytest.raises(MissingAssets) as many:
+        check_all([missing("a"), lambda: check_all([missing("b"), missing("c")])], hint="verify them")
+    assert [str(e) for e in many.value.errors] == [f"asset {n!r} was not found" for n in "abc"]
+    assert str(many.value).endswith("verify them")
+    assert collect([lambda: None]) == []

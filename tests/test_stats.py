@@ -1,0 +1,193 @@
+"""The statistics engine: unit data, resampling, paired tests, Holm — and its calibration on synthetic data
+with a known null and known effects (the false-positive rate of the paired test must be alpha, its power the
+one the effect size predicts)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mubench.metrics.fid import fid_from_features
+from mubench.stats.paired import compare_units, unit_ci
+from mubench.stats.resample import Clusters, bootstrap_weights, holm, permutation_p, swap_patterns
+from mubench.stats.units import UnitData, pool
+
+
+def mean_units(values, prompts=None, seeds=None, hib=True, strata=None) -> UnitData:
+    n = len(values)
+    prompts = [f"p{i:04d}" for i in range(n)] if prompts is None else prompts
+    return UnitData(kind="mean" if strata is None else "strata_mean", higher_is_better=hib,
+                    prompt_ids=np.array(prompts), image_index=np.zeros(n, int), values=np.asarray(values, float),
+                    seeds=np.arange(n) if seeds is None else seeds, strata=strata)
+
+
+# -- unit data ---------------------------------------------------------------------------------------------------
+
+def test_unit_data_round_trips_through_bytes_and_keeps_float32_features_exact():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(30, 8)).astype(np.float32).astype(np.float64)
+    u = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array([f"p{i}" for i in range(30)]),
+                 image_index=np.zeros(30, int), values=feats, ref=feats[::-1].copy(), note="small")
+    back = UnitData.from_bytes(u.to_bytes())
+    assert back.kind == "fid" and back.note == "small" and not back.higher_is_better
+    assert np.array_equal(back.values, u.values) and np.array_equal(back.ref, u.ref)
+    assert back.keys() == u.keys()
+    with pytest.raises(ValueError):
+        UnitData(kind="median", higher_is_better=True, prompt_ids=np.array(["a"]), image_index=[0], values=[1.0])
+
+
+def test_weighted_fid_matches_the_reference_fid_at_unit_weights():
+    rng = np.random.default_rng(1)
+    gen, ref = rng.normal(size=(80, 6)), rng.normal(0.3, 1.2, size=(80, 6))
+    u = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array([f"p{i}" for i in range(80)]),
+                 image_index=np.zeros(80, int), values=gen, ref=ref)
+    assert u.value() == pytest.approx(fid_from_features(gen, ref), rel=1e-8, abs=1e-9)
+    # a weight of 2 on every unit is the same Gaussian (up to the ddof-1 normalisation of the count)
+    doubled = u.evaluate(gen, np.full((1, 80), 2.0))[0]
+    assert doubled == pytest.approx(fid_from_features(np.repeat(gen, 2, 0), np.repeat(ref, 2, 0)), rel=1e-8)
+
+
+def test_strata_mean_is_the_mean_of_the_strata_means():
+    u = mean_units([1, 1, 1, 0, 0, 0, 0, 1], strata=np.array(["a", "a", "a", "b", "b", "b", "b", "b"]))
+    assert u.value() == pytest.approx((1.0 + 0.2) / 2)
+
+
+def test_pooling_replicates_numbers_them_and_keeps_every_unit():
+    a, b = mean_units([1.0, 2.0]), mean_units([3.0, 4.0])
+    p = pool([a, b])
+    assert p.n == 4 and p.replicate.tolist() == [0, 0, 1, 1] and p.value() == pytest.approx(2.5)
+
+
+# -- resampling ---------------------------------------------------------------------------------------------------
+
+def test_bootstrap_keeps_strata_sizes_and_whole_clusters():
+    prompts = np.array(["p0", "p0", "p1", "p1", "p2", "p3"])
+    strata = np.array(["x", "x", "x", "x", "y", "y"])
+    cl = Clusters.of(prompts, strata=strata)
+    w = bootstrap_weights(cl, 500, seed=3)
+    assert w.shape == (500, 6)
+    assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 2] == w[:, 3])  # a prompt's images move together
+    assert np.all(w[:, [0, 2]].sum(1) == 2) and np.all(w[:, [4, 5]].sum(1) == 2)  # each stratum keeps its count
+    assert np.array_equal(w, bootstrap_weights(cl, 500, seed=3))  # seeded
+
+
+def test_swap_patterns_are_exact_for_few_clusters_and_swap_whole_prompts():
+    cl = Clusters.of(np.array(["a", "a", "b", "c"]))
+    s, exact = swap_patterns(cl, 2000, seed=0)
+    assert exact and s.shape == (8, 4) and np.all(s[:, 0] == s[:, 1])
+    assert len({tuple(r) for r in s}) == 8
+    s, exact = swap_patterns(Clusters.of(np.array([f"p{i}" for i in range(40)])), 100, seed=0)
+    assert not exact and s.shape == (100, 40)
+
+
+def test_holm_matches_the_step_down_by_hand():
+    assert holm([0.01, 0.04, 0.03, None]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06), None]
+    assert holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_permutation_p_counts_the_observed_labelling():
+    assert permutation_p(1.0, np.array([0.0, 0.5, 2.0]), exact=False) == pytest.approx(2 / 4)
+    assert permutation_p(0.0, np.zeros(7), exact=True) == 1.0
+
+
+# -- paired comparisons -------------------------------------------------------------------------------------------
+
+def test_identical_runs_compare_with_delta_exactly_zero_and_p_one():
+    rng = np.random.default_rng(2)
+    x = rng.random(50)
+    r = compare_units("clip", mean_units(x), mean_units(x.copy()))
+    assert r.delta == 0.0 and r.ci_low == 0.0 and r.ci_high == 0.0 and r.p == 1.0
+    r.decide()
+    assert not r.significant and r.better is None and r.shared_noise
+    feats = rng.normal(size=(40, 5))
+    fa = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array([f"p{i}" for i in range(40)]),
+                  image_index=np.zeros(40, int), values=feats, ref=feats[::-1].copy())
+    rf = compare_units("fid", fa, UnitData.from_bytes(fa.to_bytes()), resamples=300, permutations=300)
+    assert rf.delta == 0.0 and rf.p == 1.0
+
+
+def test_pairing_uses_only_shared_units_and_says_how_many_were_dropped():
+    a = mean_units([1.0, 0.0, 1.0], prompts=["p0", "p1", "p2"])
+    b = mean_units([0.0, 0.0, 1.0, 1.0], prompts=["p1", "p2", "p3", "p0"], seeds=np.array([1, 5, 3, 0]))
+    r = compare_units("x", a, b, resamples=200, permutations=200)
+    assert r.units == 2 + 1 and r.dropped == 1  # p0, p1, p2 shared; p3 only in b
+    assert r.a == pytest.approx(2 / 3) and r.b == pytest.approx(1 / 3)
+    assert not r.shared_noise  # p2 has seed 2 in a, 5 in b
+
+
+def test_a_clear_effect_is_significant_in_the_right_direction_and_lower_is_better_respected():
+    rng = np.random.default_rng(4)
+    difficulty = rng.normal(size=120)
+    a = mean_units(difficulty + rng.normal(0, 0.3, 120), hib=False)
+    b = mean_units(difficulty + 0.4 + rng.normal(0, 0.3, 120), hib=False)
+    r = compare_units("fid-like", a, b)
+    r.decide()
+    assert r.delta > 0 and r.ci_low > 0 and r.p < 0.01
+    assert r.significant and r.better == "a"  # b is higher, and lower is better here
+
+
+def test_fid_paired_test_detects_a_shifted_distribution():
+    rng = np.random.default_rng(5)
+    n, d = 60, 4
+    ref = rng.normal(size=(n, d))
+    a = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array([f"p{i}" for i in range(n)]),
+                 image_index=np.zeros(n, int), values=ref + rng.normal(0, 0.3, (n, d)), ref=ref)
+    b = UnitData(kind="fid", higher_is_better=False, prompt_ids=a.prompt_ids, image_index=a.image_index,
+                 values=ref + 0.8 + rng.normal(0, 0.3, (n, d)), ref=ref)
+    r = compare_units("fid", a, b, resamples=500, permutations=500)
+    r.decide()
+    assert r.significant and r.better == "a" and r.ci_low > 0
+    lo, hi = unit_ci(b, resamples=500)
+    assert lo < b.value() < hi
+
+
+# -- calibration ----------------------------------------------------------------------------------------------------
+
+def _simulate(n_sims: int, n: int, effect: float, noise: float, seed: int, binary: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ps = np.empty(n_sims)
+    for s in range(n_sims):
+        difficulty = rng.normal(size=n)
+        if binary:
+            a = (difficulty + rng.normal(0, 1, n) > 0).astype(float)
+            b = (difficulty + rng.normal(0, 1, n) > 0).astype(float)
+        else:
+            a = difficulty + rng.normal(0, noise, n)
+            b = difficulty + effect + rng.normal(0, noise, n)
+        ps[s] = compare_units("m", mean_units(a), mean_units(b), resamples=0, permutations=400, seed=s).p
+    return ps
+
+
+def test_false_positive_rate_of_the_paired_test_is_alpha_under_a_known_null():
+    ps = _simulate(n_sims=800, n=40, effect=0.0, noise=0.5, seed=11)
+    fpr = float(np.mean(ps < 0.05))
+    assert 0.03 <= fpr <= 0.07, fpr
+
+
+def test_binary_scores_under_the_null_do_not_inflate_the_false_positive_rate():
+    ps = _simulate(n_sims=500, n=48, effect=0.0, noise=0.0, seed=12, binary=True)
+    assert float(np.mean(ps < 0.05)) <= 0.07
+
+
+def test_power_matches_the_effect_size_the_normal_approximation_predicts():
+    n, effect, noise = 40, 0.25, 0.5
+    sd_diff = noise * math.sqrt(2)
+    z = effect / (sd_diff / math.sqrt(n))
+    predicted = 0.5 * math.erfc((1.959964 - z) / math.sqrt(2))  # P(Z > 1.96 - z), ~0.61
+    power = float(np.mean(_simulate(n_sims=400, n=n, effect=effect, noise=noise, seed=13) < 0.05))
+    assert abs(power - predicted) <= 0.07, (power, predicted)
+
+
+def test_power_table_from_an_aa_pair_rises_with_n_and_effect():
+    from mubench.stats.power import power_table
+
+    rng = np.random.default_rng(21)
+    latent = rng.normal(size=200)
+    a = mean_units((latent + rng.normal(0, 1, 200) > 0).astype(float))
+    b = mean_units((latent + rng.normal(0, 1, 200) > 0).astype(float))
+    table = power_table(a, b, ns=[32, 256], effects=[0.05, 0.25], sims=60, permutations=200)
+    power = {(p.n, p.effect): p.power for p in table}
+    assert power[(256, 0.25)] > 0.95 and power[(32, 0.05)] < 0.4
+    assert power[(256, 0.25)] >= power[(32, 0.25)] and power[(256, 0.25)] >= power[(256, 0.05)]
+    assert all(p.false_positive_rate <= 0.12 for p in table)
