@@ -16,7 +16,7 @@ from mubench.errors import UsageError
 from mubench.registry import load_registries
 
 REGS = load_registries(plugins=False)
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = st.sampled_from(["limit", "seed", "batch_size", "device", "dtype", "out", "train", "weights", "suite",
                         "method", "model", "method.ratio", "suite.images_per_prompt", "suite.sampler.steps",
