@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import UsageError
 
@@ -87,17 +87,21 @@ def image_bytes(resolution: Optional[int]) -> int:
     return side * side * 3 + 16 * 1024
 
 
-def run_needs(out: Optional[str], store: Path, cache: Path, n_images: int,
-              resolution: Optional[int]) -> list[PathNeed]:
+def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[PathNeed]:
     """What ``mubench run`` / ``mubench score`` write: out folder, store file, cache folder (images + scores)."""
+    from .store import default_store_path
+
+    n_images = n_items * getattr(suite_params, "images_per_prompt", 1)
+    resolution = getattr(getattr(suite_params, "sampler", None), "resolution", None)
+    store = Path(run.store).expanduser() if run.store else default_store_path()
     needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
              PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]
-    if out:
-        needs.insert(0, PathNeed("out", Path(out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
+    if run.out:
+        needs.insert(0, PathNeed("out", Path(run.out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
         for name in ("results.json", "samples.jsonl"):
-            inside = Path(out).expanduser() / name
+            inside = Path(run.out).expanduser() / name
             if inside.is_dir():
-                raise UsageError(f"out={out}: {inside} is a folder; mubench writes a file of that name there")
+                raise UsageError(f"out={run.out}: {inside} is a folder; mubench writes a file of that name there")
     return needs
 
 

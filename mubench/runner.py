@@ -141,11 +141,7 @@ class Runner:
 
     def preflight(self, items: list[PromptItem]) -> None:
         """Fail before the work: every path the run writes (type, writable, free space), then the suite's sizes."""
-        run = self.cfg.run
-        n_images = len(items) * getattr(self.suite.params, "images_per_prompt", 1)
-        resolution = getattr(getattr(self.suite.params, "sampler", None), "resolution", None)
-        store = Path(run.store).expanduser() if run.store else default_store_path()
-        check_paths(run_needs(run.out, store, self.cache.root, n_images, resolution))
+        check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
         self.suite.check_size(items)
 
     def kept(self) -> tuple[int, int]:
@@ -264,12 +260,10 @@ class Runner:
                                   getattr(prepared, "sampler_overrides", None))
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
-        planned = self.plan(bundle, prepared, sampler, items)
-        self.planned = planned
+        self.planned = planned = self.plan(bundle, prepared, sampler, items)
         mine = self.my_share(planned, items)
-        reused = sum(self.cache.has_sample(p.key) for p in mine)
-        if reused:
-            self.progress.log(f"resuming: {reused} of {len(mine)} images are already in the cache and are reused")
+        if self.kept()[0]:
+            self.progress.log("resuming: {} of {} images are already in the cache and are reused".format(*self.kept()))
         t1 = time.perf_counter()
         self.generate(bundle, prepared, sampler, mine)
         self.timing["generate_s"] = time.perf_counter() - t1
