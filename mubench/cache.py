@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .errors import UsageError
 from .fsutil import atomic_write_bytes
 
 
@@ -52,8 +53,13 @@ class Cache:
         return hashlib.sha256(data).hexdigest()
 
     def read_sample(self, key: str) -> np.ndarray:
-        with Image.open(self.sample_path(key)) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        path = self.sample_path(key)
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or not an image
+            raise UsageError(f"cache file {path} is damaged ({err}); delete it and run the same command again "
+                             "(only that image is made again, every other cached file is kept)") from None
 
     def sample_sha256(self, key: str) -> str:
         return hashlib.sha256(self.sample_path(key).read_bytes()).hexdigest()

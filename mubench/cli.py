@@ -47,23 +47,53 @@ def _register_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: mubench errors become a message on stderr and their exit code."""
+    """Console entry point: every error becomes one ``mubench: error: ...`` line and an exit code, never a
+    traceback; ``--debug`` (anywhere before ``--``) adds the traceback for developers."""
     _register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    head = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in head
+    if debug:
+        args.remove("--debug")
     try:
-        rc = app(args=argv, standalone_mode=False)
-    except MubenchError as err:
-        typer.secho(f"mubench: error: {err}", err=True, fg=typer.colors.RED)
-        sys.exit(err.exit_code)
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(2 if isinstance(err, click.exceptions.UsageError) else 1)
-        raise
+        rc = app(args=args, standalone_mode=False)
+    except BaseException as err:  # noqa: B036 - the one place that turns every failure into a message
+        sys.exit(_exit_for(err, debug))
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _exit_for(err: BaseException, debug: bool) -> int:
+    """Print ``err`` the mubench way and return the exit code."""
+    import click
+
+    if isinstance(err, SystemExit):
+        return err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+    if isinstance(err, typer.Exit):
+        return err.exit_code
+    if debug and not isinstance(err, click.exceptions.UsageError):
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, MubenchError):
+        _error(str(err))
+        return err.exit_code
+    if isinstance(err, (typer.Abort, KeyboardInterrupt)):
+        typer.echo("mubench: interrupted", err=True)
+        return 130
+    if isinstance(err, click.exceptions.ClickException):
+        err.show()
+        return 2 if isinstance(err, click.exceptions.UsageError) else 1
+    hint = "" if debug else " (run again with --debug for the traceback)"
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        _error(f"{err.strerror or err}{where}{hint}")
+        return 2
+    if isinstance(err, MemoryError):
+        _error(f"out of memory{hint}; try a smaller batch_size= or limit=")
+        return 2
+    _error(f"unexpected {type(err).__name__}: {err}{hint}")
+    return 2
+
+
+def _error(message: str) -> None:
+    typer.secho(f"mubench: error: {message}", err=True, fg=typer.colors.RED)

@@ -212,8 +212,9 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
     spec_name, path = find_spec(role + "s", name)
     spec = load_yaml(path)
     kind = spec.pop("kind", None)
-    if not kind:
-        raise UsageError(f"{path}: a {role} spec needs a 'kind' (one of {', '.join(registry.names())})")
+    if not kind or not isinstance(kind, str):
+        raise UsageError(f"{path}: a {role} spec needs a 'kind' naming one of {', '.join(registry.names())}"
+                         + (f" (got {kind!r})" if kind else ""))
     cls = registry.get(kind)
     description = str(spec.pop("description", ""))
     if role == "suite":

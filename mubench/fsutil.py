@@ -1,6 +1,8 @@
 """Atomic file writes: write a temporary file in the target folder, fsync it, rename it into place.
 
 A process killed at any point leaves either the old file or the complete new one, never half a file.
+The file gets the mode a plain ``open()`` would give (0666 less the umask: 0644 under the usual 022), not the
+temporary file's private 0600, so a shared results folder stays readable to a team.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -32,6 +35,20 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status`` on Linux; else set and restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - platforms without /proc
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -28,6 +28,8 @@ from .fsutil import atomic_write_bytes, atomic_write_text
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
+from .pathcheck import check_paths, run_needs
+from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
 from .sampler import SamplerConfig, resolve_sampler, sample_images
@@ -58,15 +60,6 @@ class PlannedSample:
     image_index: int
     seed: Optional[int]  # None for images made by another tool
     key: str
-
-
-@dataclass
-class Progress:
-    """Callbacks the CLI uses to draw progress bars (no-ops by default)."""
-
-    start: Callable[[str, int], None] = lambda stage, total: None
-    advance: Callable[[str, int], None] = lambda stage, n: None
-    log: Callable[[str], None] = lambda msg: None
 
 
 @dataclass
@@ -135,6 +128,7 @@ class Runner:
         self.cache = Cache(cache_root(cfg.run.cache))
         self.suite: Suite = regs.suites.get(cfg.suite.kind)(cfg.suite.params, cfg.suite.name)
         self.timing: dict[str, float] = {}
+        self.planned: list[PlannedSample] = []  # set once planned: what an interrupt reports as kept
 
     # stages --------------------------------------------------------------------------------------------------
     def items(self) -> list[PromptItem]:
@@ -144,6 +138,15 @@ class Runner:
         if not items:
             raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
         return items
+
+    def preflight(self, items: list[PromptItem]) -> None:
+        """Fail before the work: every path the run writes (type, writable, free space), then the suite's sizes."""
+        check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
+        self.suite.check_size(items)
+
+    def kept(self) -> tuple[int, int]:
+        """(finished images in the cache, planned images) of this run so far."""
+        return sum(self.cache.has_sample(p.key) for p in self.planned), len(self.planned)
 
     def check_assets(self) -> None:
         """Every missing file of the suite, the model and the scorers at once, before any work (exit 2)."""
@@ -250,14 +253,17 @@ class Runner:
         t0 = time.perf_counter()
         self.check_assets()
         items = self.items()
+        self.preflight(items)
         bundle = self.load_model()
         prepared = self.prepare(bundle)
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
                                   getattr(prepared, "sampler_overrides", None))
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
-        planned = self.plan(bundle, prepared, sampler, items)
+        self.planned = planned = self.plan(bundle, prepared, sampler, items)
         mine = self.my_share(planned, items)
+        if self.kept()[0]:
+            self.progress.log("resuming: {} of {} images are already in the cache and are reused".format(*self.kept()))
         t1 = time.perf_counter()
         self.generate(bundle, prepared, sampler, mine)
         self.timing["generate_s"] = time.perf_counter() - t1
@@ -305,6 +311,7 @@ class Runner:
             raise UsageError(f"images={folder}: no such folder")
         self.suite.check_assets()
         items = self.items()
+        self.preflight(items)
         found = self.suite.import_images(folder, items)
         if not found:
             raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "

@@ -38,7 +38,10 @@ def installed_data_dir(package: str) -> Path | None:
 def load_yaml(path: Path) -> dict[str, Any]:
     """``yaml.safe_load`` (no tags that construct objects); the top level must be a mapping."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); "
+                         "a spec is YAML text") from None
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML: {err}") from None
     except OSError as err:

@@ -154,8 +154,9 @@ def test_aggregation_reproduces_hand_computed_values():
 def test_fid_is_omitted_below_feature_dim_unless_forced(scorers):
     suite = MicroSuite(small_params(coco=5), "micro")
     recs = [r for r in _render_records(suite, scorers) if r.item.meta["task"] == "coco"]
-    with pytest.warns(UserWarning, match="refused"):
-        assert "fid" not in suite.aggregate(recs)
+    with pytest.warns(UserWarning, match="fid skipped: this run has 5 coco images"):  # said before generation
+        suite.check_size(suite.items())
+    assert "fid" not in suite.aggregate(recs)
     forced = MicroSuite(small_params(coco=5), "micro")
     forced.params.fid.force = True
     assert np.isfinite(forced.aggregate(recs)["fid"].value)

@@ -5,9 +5,8 @@ import json
 import os
 import sys
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
@@ -50,46 +49,39 @@ def _shard():
     return Shard(rank=state.process_index, world=state.num_processes, barrier=state.wait_for_everyone)
 
 
-@contextmanager
-def _progress_bars(enabled: bool) -> Iterator[object]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    from ..runner import Progress
-
-    if not enabled:
-        yield Progress()
-        return
-    console = Console(stderr=True)
-    bars = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
-    tasks: dict[str, int] = {}
-
-    def start(stage: str, total: int) -> None:
-        tasks[stage] = bars.add_task(stage, total=max(total, 0))
-
-    def advance(stage: str, n: int) -> None:
-        bars.advance(tasks[stage], n)
-
-    with bars:
-        yield Progress(start=start, advance=advance, log=lambda msg: console.print(msg))
-
-
 def run_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the results object as JSON on stdout and nothing else."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw progress bars."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not draw progress bars or progress lines."),
 ) -> None:
+    """Ctrl-C / SIGTERM: say how many images are kept (they are durable) and exit 128 + signal."""
+    from ..interrupts import Interrupted, exit_code_of, interrupts_raise
+
+    runners: list = []  # the runners started, so an interrupt can say what the last one kept
+    with interrupts_raise():
+        try:
+            _run_command(ctx, as_json, no_progress, runners)
+        except (Interrupted, KeyboardInterrupt) as err:
+            kept, total = runners[-1].kept() if runners else (0, 0)
+            if total:
+                typer.echo(f"interrupted: {kept} of {total} images kept; run the same command to resume", err=True)
+            else:
+                typer.echo("interrupted before generation started; nothing to keep", err=True)
+            raise typer.Exit(exit_code_of(err)) from None
+
+
+def _run_command(ctx: typer.Context, as_json: bool, no_progress: bool, runners: list) -> None:
     from ..quiet import quiet_libraries
 
     quiet_libraries()
     regs = load_registries()
     args, seeds = split_seeds(list(ctx.args))
     shard = _shard()
-    show = not no_progress and shard.is_main and sys.stderr.isatty()
+    from ..progress import display_mode
+
+    show = display_mode(not no_progress and shard.is_main)
     if seeds is None:
-        _run_one(resolve(args, regs), regs, shard, show, as_json)
+        _run_one(resolve(args, regs), regs, shard, show, as_json, runners=runners)
         return
     group = uuid.uuid4().hex[:16]
     outputs = []
@@ -98,7 +90,8 @@ def run_command(
         if cfg.run.out:
             cfg.run.out = str(Path(cfg.run.out).expanduser() / f"seed-{seed}")
         replicate = {"group": group, "seeds": seeds, "index": k}
-        outputs.append(_run_one(cfg, regs, shard, show, as_json=False, replicate=replicate, quiet=as_json))
+        outputs.append(_run_one(cfg, regs, shard, show, as_json=False, replicate=replicate, quiet=as_json,
+                                runners=runners))
     if shard.is_main and as_json:
         sys.stdout.write(json.dumps([o.results for o in outputs], indent=2, sort_keys=True, default=str) + "\n")
     elif shard.is_main:
@@ -131,19 +124,28 @@ def split_seeds(args: list[str]) -> tuple[list[str], Optional[list[int]]]:
     return rest, seeds
 
 
-def _run_one(cfg, regs, shard, show: bool, as_json: bool, replicate: Optional[dict] = None, quiet: bool = False):
+def _run_one(cfg, regs, shard, show: str, as_json: bool, replicate: Optional[dict] = None, quiet: bool = False,
+             runners: Optional[list] = None):
+    """One run; ``show`` is the progress display mode (bars, lines, off); warnings become one line each."""
+    from ..progress import progress_display
     from ..runner import Runner, record_in_store, write_outputs
+    from ..warnlog import routed_warnings
 
-    with _progress_bars(show) as progress:
-        output = Runner(cfg, regs, shard, progress).execute()
-    if output is None:  # not the main process
-        return None
-    if replicate is not None:
-        output.results["replicate"] = replicate
-    if cfg.run.out:
-        write_outputs(Path(cfg.run.out).expanduser(), output)
-        _write_contact_sheet(Path(cfg.run.out).expanduser(), output.results, output.samples)
-    store_path = record_in_store(cfg.run.store, output)
+    with progress_display(show) as progress, \
+            routed_warnings(progress.log if shard.is_main else lambda msg: None) as warned:
+        runner = Runner(cfg, regs, shard, progress)
+        if runners is not None:
+            runners.append(runner)
+        output = runner.execute()
+        if output is None:  # not the main process
+            return None
+        output.results["warnings"] = warned.records
+        if replicate is not None:
+            output.results["replicate"] = replicate
+        if cfg.run.out:
+            write_outputs(Path(cfg.run.out).expanduser(), output)
+            _write_contact_sheet(Path(cfg.run.out).expanduser(), output.results, output.samples)
+        store_path = record_in_store(cfg.run.store, output)
     if as_json:
         sys.stdout.write(json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
     elif not quiet:

@@ -143,6 +143,10 @@ class Suite(ABC):
     def check_assets(self) -> None:
         """Raise AssetError naming any missing local file before any work is done."""
 
+    def check_size(self, items: list[PromptItem]) -> None:
+        """Called with the run's prompts before anything is generated: raise UsageError for a size no metric can
+        use, or ``warnings.warn`` one line for a metric that will be skipped (which metric, why, what size works)."""
+
     def protocol(self) -> dict[str, Any]:
         """Suite-specific protocol facts recorded next to every number."""
         return {}

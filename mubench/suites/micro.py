@@ -154,6 +154,30 @@ class MicroSuite(Suite):
     def scorers(self) -> dict[str, ScorerUse]:
         return {"clip": ScorerUse("micro-clip"), "oracle": ScorerUse("micro-oracle")}
 
+    def check_size(self, items: list[PromptItem]) -> None:
+        """FID needs more coco images than micro-CLIP feature dimensions: skip it (one line) or refuse, up front."""
+        from ..micro.clip import MicroClipConfig
+
+        dim = MicroClipConfig().feature_dim
+        ipp = self.params.images_per_prompt
+        n = sum(ipp for it in items if it.meta.get("task") in COCO_TASKS)
+        if n == 0 or n >= dim:
+            return
+        if self.params.fid.force:
+            if n < 2:
+                raise UsageError(f"fid: this run has {n} coco image; FID needs at least 2 even with "
+                                 "suite.fid.force=true (raise limit=)")
+            return
+        need, seen = None, 0
+        for k, it in enumerate(self.items(), 1):
+            seen += ipp if it.meta.get("task") in COCO_TASKS else 0
+            if seen >= dim:
+                need = k
+                break
+        works = f"limit={need} or more" if need else f"suite.coco={-(-dim // ipp)} or more"
+        warnings.warn(f"fid skipped: this run has {n} coco images, FID needs at least {dim} (the micro-CLIP "
+                      f"feature dimensions); use {works}, or suite.fid.force=true for a biased number")
+
     def protocol(self) -> dict[str, Any]:
         return {"world": "micro", "prompt_seed": PROMPT_SEED, "binding_split": self.params.binding_split,
                 "fid_features": "micro-clip penultimate image features",
@@ -209,6 +233,9 @@ class MicroSuite(Suite):
     def _fid(self, u: UnitData) -> float | None:
         from ..metrics.fid import fid_from_features
 
+        n, dim = np.shape(u.values)[0], np.shape(u.values)[-1]
+        if n < dim and not self.params.fid.force:
+            return None  # check_size said so before generation
         try:
             return float(fid_from_features(u.values, u.ref, force=self.params.fid.force))
         except UsageError as err:

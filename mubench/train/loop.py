@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..fsutil import current_umask
 from .config import TrainConfig
 from .ema import EMA
 
@@ -102,6 +103,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # the mode open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -261,11 +263,11 @@ def _fmt(v: Any) -> str:
 
 
 def _progress(show: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import Progress, TextColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not show, transient=False)
+    from ..progress import bar_columns
+
+    return Progress(*bar_columns(), TextColumn("{task.fields[info]}"), disable=not show, transient=False)
 
 
 def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.Generator,

@@ -1,0 +1,110 @@
+"""Checks made before any work: every path a command will write, and the disk space it needs.
+
+A run that generates for hours and then cannot write ``out=`` or ``store=`` has lost those hours, so the paths are
+checked before the first model is loaded: the right type (a folder for ``out``/``cache``, a file for ``store``), a
+folder we can create files in (probed by creating and removing a temporary file, which also catches read-only
+mounts and ``/proc``), and enough free space for the images and scores the run will write.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UsageError
+
+MIB = 1024 * 1024
+MIN_FREE = 16 * MIB  # a SQLite transaction or a results.json needs little, but never less than this
+
+
+@dataclass(frozen=True)
+class PathNeed:
+    """One path a command will write: its key (for the message), whether it names a folder, the bytes it needs."""
+
+    key: str
+    path: Path
+    folder: bool
+    bytes_needed: int = 0
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest existing ancestor; a file met on the way is an error (it cannot hold a folder)."""
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def _probe_folder(folder: Path, key: str, shown: Path) -> None:
+    """Create and remove a temporary file in ``folder`` (the only reliable test: root ignores mode bits)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mubench-probe.", dir=folder)
+    except OSError as err:
+        raise UsageError(f"{key}={shown}: cannot write in {folder} ({err.strerror or err}); "
+                         f"choose a writable {key}=PATH") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_path(need: PathNeed) -> None:
+    """Raise UsageError unless ``need.path`` can be written as a folder (``folder``) or a file, with space left."""
+    path, key = need.path.expanduser(), need.key
+    if path.exists():
+        if need.folder and not path.is_dir():
+            raise UsageError(f"{key}={need.path} is a file; {key} names a folder (e.g. {key}={path.parent / 'out'})")
+        if not need.folder and path.is_dir():
+            raise UsageError(f"{key}={need.path} is a folder; {key} names a file (e.g. {key}={path / 'store.sqlite'})")
+        if not need.folder and not os.access(path, os.W_OK):
+            raise UsageError(f"{key}={need.path}: the file is not writable")
+    base = nearest_existing(path.parent if (path.exists() and not need.folder) else path)
+    if not base.exists():
+        raise UsageError(f"{key}={need.path}: no part of this path exists")
+    if not base.is_dir():
+        raise UsageError(f"{key}={need.path}: {base} is a file, so nothing can be created under it")
+    folder = base
+    _probe_folder(folder, key, need.path)
+    check_space(folder, max(need.bytes_needed, MIN_FREE), key, need.path)
+
+
+def check_space(folder: Path, needed: int, key: str, shown: Path) -> None:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # pragma: no cover - a filesystem without statvfs: nothing to check
+        return
+    if free < needed:
+        raise UsageError(f"{key}={shown}: only {free / MIB:.0f} MiB free on that disk, this run needs about "
+                         f"{needed / MIB:.0f} MiB; free some space or choose another {key}=PATH")
+
+
+def image_bytes(resolution: Optional[int]) -> int:
+    """A generous estimate of one cached image and its scores on disk (an uncompressed PNG plus 16 KiB)."""
+    side = int(resolution or 512)
+    return side * side * 3 + 16 * 1024
+
+
+def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[PathNeed]:
+    """What ``mubench run`` / ``mubench score`` write: out folder, store file, cache folder (images + scores)."""
+    from .store import default_store_path
+
+    n_images = n_items * getattr(suite_params, "images_per_prompt", 1)
+    resolution = getattr(getattr(suite_params, "sampler", None), "resolution", None)
+    store = Path(run.store).expanduser() if run.store else default_store_path()
+    needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
+             PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]
+    if run.out:
+        needs.insert(0, PathNeed("out", Path(run.out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
+        for name in ("results.json", "samples.jsonl"):
+            inside = Path(run.out).expanduser() / name
+            if inside.is_dir():
+                raise UsageError(f"out={run.out}: {inside} is a folder; mubench writes a file of that name there")
+    return needs
+
+
+def check_paths(needs: list[PathNeed]) -> None:
+    for need in needs:
+        check_path(need)

@@ -1,0 +1,177 @@
+"""Hardening: paths checked before work, warnings as messages, file modes, progress lines, interrupts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+TINY = ["suite=toy", "model=tiny-sd", "--no-progress"]
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ("out=/proc/x", "out=/proc/x: cannot write"),
+    ("out={file}", "is a file; out names a folder"),
+    ("store=/proc/nope/s.sqlite", "store=/proc/nope/s.sqlite: cannot write"),
+    ("store={tmp}", "is a folder; store names a file"),
+    ("cache={file}/c", "is a file, so nothing can be created under it"),
+])
+def test_unwritable_paths_fail_before_any_generation(tmp_path, bad, needle):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cache = tmp_path / "cache"
+    args = [bad.format(file=afile, tmp=tmp_path)] + ([] if bad.startswith("cache") else [f"cache={cache}"])
+    proc = run_cli("run", *TINY, "limit=2", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "mubench: error: " in proc.stderr and needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(cache.rglob("*.png")), "nothing may be generated before the paths are checked"
+
+
+def test_free_space_is_checked(tmp_path):
+    from mubench.errors import UsageError
+    from mubench.pathcheck import PathNeed, check_path
+
+    with pytest.raises(UsageError, match="MiB free on that disk"):
+        check_path(PathNeed("cache", tmp_path / "c", folder=True, bytes_needed=1 << 60))
+    check_path(PathNeed("cache", tmp_path / "c", folder=True, bytes_needed=1024))  # fits: no error
+    assert not (tmp_path / "c").exists()  # checking creates nothing
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path):
+    from mubench.fsutil import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        assert (atomic_write_text(tmp_path / "a.json", "{}").stat().st_mode & 0o777) == 0o644
+        os.umask(0o027)
+        assert (atomic_write_text(tmp_path / "b.json", "{}").stat().st_mode & 0o777) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_warnings_print_once_per_kind_and_are_recorded():
+    from mubench.warnlog import routed_warnings
+
+    lines: list[str] = []
+    with routed_warnings(lines.append) as log:
+        for _ in range(3):
+            warnings.warn("micro suite: something small")
+        warnings.warn("another thing", RuntimeWarning)
+    assert lines == ["mubench: warning: micro suite: something small", "mubench: warning: another thing"]
+    assert [(r["category"], r["count"]) for r in log.records] == [("UserWarning", 3), ("RuntimeWarning", 1)]
+
+
+def test_progress_lines_have_rate_and_eta():
+    from mubench.progress import LineReporter, eta_seconds
+
+    now = [0.0]
+    lines: list[str] = []
+    rep = LineReporter(interval=30, emit=lines.append, clock=lambda: now[0])
+    rep.start("generate", 10)
+    now[0] = 20.0
+    rep.advance("generate", 4)
+    rep.tick()
+    assert lines[-1] == "generate: 4/10 images, 0.20/s, elapsed 0:00:20, ETA 0:00:30"
+    rep.advance("generate", 6)
+    assert lines[-1].endswith("done")
+    assert eta_seconds(0, 10, 5.0) is None and eta_seconds(5, 10, 5.0) == 5.0
+
+
+def test_micro_limit_too_small_for_fid_is_one_warning_before_generation():
+    from mubench.config import resolve
+    from mubench.registry import load_registries
+    from mubench.runner import Runner
+
+    regs = load_registries(plugins=False)
+    runner = Runner(resolve(["suite=micro", "limit=1"], regs), regs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner.suite.check_size(runner.items())
+    assert len(caught) == 1 and "fid skipped" in str(caught[0].message) and "limit=160" in str(caught[0].message)
+    from mubench.errors import UsageError
+
+    forced = Runner(resolve(["suite=micro", "limit=1", "suite.fid.force=true"], regs), regs)
+    with pytest.raises(UsageError, match="at least 2"):
+        forced.suite.check_size(forced.items())
+
+
+def test_debug_shows_the_traceback_and_plain_does_not():
+    plain = run_cli("run", *TINY, "out=/proc/x")
+    debug = run_cli("--debug", "run", *TINY, "out=/proc/x")
+    assert plain.returncode == debug.returncode == 2
+    assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
+
+
+def _wait_for(pred, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not pred():
+        time.sleep(0.02)
+    return pred()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_says_what_was_kept_and_resume_matches(tmp_path, sig):
+    args = [*TINY, "limit=4", "batch_size=1", "suite.sampler.steps=12"]
+    ref, out, cache = tmp_path / "ref", tmp_path / "out", tmp_path / "cache"
+    assert run_cli("run", *args, f"out={ref}", f"cache={tmp_path / 'rc'}", f"store={tmp_path / 'r.db'}").returncode == 0
+    victim = subprocess.Popen([sys.executable, "-m", "mubench", "run", *args, f"out={out}", f"cache={cache}"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: len(list((cache / "samples").rglob("*.png"))) >= 2)
+    victim.send_signal(sig)
+    _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 128 + sig, err
+    assert "images kept; run the same command to resume" in err and "Traceback" not in err
+    proc = run_cli("run", *args, f"out={out}", f"cache={cache}")
+    assert proc.returncode == 0, proc.stderr
+    assert "are already in the cache and are reused" in proc.stderr
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ref, out))
+    assert a["metrics"] == b["metrics"]
+    sha = lambda d: sorted(json.loads(line)["sha256"] for line in (d / "samples.jsonl").read_text().splitlines())
+    assert sha(ref) == sha(out)
+
+
+def test_damaged_store_and_cache_files_are_named_and_nothing_else_is_lost(tmp_path):
+    store, cache = tmp_path / "s.sqlite", tmp_path / "cache"
+    base = [*TINY, "limit=2", f"cache={cache}"]
+    assert run_cli("run", *base, f"store={store}").returncode == 0
+    # a truncated SQLite file: a clear message, no traceback
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(store.read_bytes()[:100])
+    proc = run_cli("run", *base, f"store={broken}")
+    assert proc.returncode == 2 and "mubench: error:" in proc.stderr and str(broken) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a truncated PNG: named, with the fix; the other images stay
+    pngs = sorted((cache / "samples").rglob("*.png"))
+    victim = pngs[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    for f in (cache / "scores").rglob("*.npz"):
+        f.unlink()  # force a re-score, which reads the PNG
+    proc = run_cli("run", *base, f"store={store}")
+    assert proc.returncode == 2 and str(victim) in proc.stderr and "delete it" in proc.stderr
+    assert all(p.is_file() for p in pngs[1:])
+    victim.unlink()
+    assert run_cli("run", *base, f"store={store}").returncode == 0
+
+
+def test_two_runs_writing_one_store_at_once_lose_no_row(tmp_path):
+    import sqlite3
+
+    store = tmp_path / "shared.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-m", "mubench", "run", *TINY, "limit=1", f"seed={seed}",
+                               f"store={store}", f"cache={tmp_path / f'c{seed}'}"], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
+        assert conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 4
