@@ -131,6 +131,6 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
 
 
 def _git() -> Optional[str]:
-    from mubench.runner import git_revision
+    from mubench.provenance import git_revision
 
     return git_revision()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__
 from .cache import Cache, to_uint8
 from .fsutil import atomic_write_bytes, atomic_write_text
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
@@ -35,6 +32,7 @@ from .registry import Registries
 from .sampler import SamplerConfig, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
+from .provenance import git_revision, package_versions
 from .store import Store, default_store_path, mubench_home
 from .suites.base import MeasureContext, PromptItem, SampleRecord, Suite
 
@@ -91,27 +89,6 @@ def cache_root(run_cache: Optional[str]) -> Path:
     if run_cache:
         return Path(run_cache).expanduser()
     return Path(os.environ.get("MUBENCH_CACHE", mubench_home() / "cache"))
-
-
-def git_revision() -> Optional[str]:
-    here = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "mubench": __version__}
-    for name in ("torch", "diffusers", "transformers", "accelerate", "peft", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 class Runner:

@@ -34,7 +34,8 @@ def score_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results object as JSON on stdout and nothing else."),
 ) -> None:
     from ..quiet import quiet_libraries
-    from ..runner import RunOutput, Runner, package_versions, record_in_store, write_outputs
+    from ..provenance import package_versions
+    from ..runner import RunOutput, Runner, record_in_store, write_outputs
 
     quiet_libraries()
     own, rest = {}, []
