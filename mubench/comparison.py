@@ -46,6 +46,10 @@ def _seeds(r: dict[str, Any]) -> Any:
     return (r.get("protocol") or {}).get("seed")
 
 
+def _stored_units(store: Store, run: dict[str, Any]) -> dict[str, UnitData]:
+    return decode_units(store.unit_blobs(str(run["run_id"])), f"run {run['run_id']}")
+
+
 def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Optional[str] = None) -> Side:
     """A run id (or unique prefix) or a method name → the :class:`Side` it stands for."""
     runs = store.all_results(suite=suite, model=model)
@@ -53,9 +57,7 @@ def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Op
     if len(by_id) > 1:
         raise UsageError(f"run id prefix {spec!r} is ambiguous in {store.path}")
     if by_id:
-        r = by_id[0]
-        return Side(spec, r, decode_units(store.unit_blobs(str(r["run_id"])), f"run {r['run_id']}"),
-                    [str(r["run_id"])])
+        return Side(spec, by_id[0], _stored_units(store, by_id[0]), [str(by_id[0]["run_id"])])
     mine = [r for r in runs if r.get("method") == spec]
     if not mine:
         methods = sorted({str(r.get("method")) for r in runs})
@@ -69,10 +71,8 @@ def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Op
     gid = group_of(newest)
     members = [r for r in mine if gid is not None and group_of(r) == gid]
     if len(members) < 2:
-        return Side(spec, newest, decode_units(store.unit_blobs(str(newest["run_id"])), f"run {newest['run_id']}"),
-                    [str(newest["run_id"])])
-    unit_sets = [decode_units(store.unit_blobs(str(r["run_id"])), f"run {r['run_id']}") for r in members]
-    rep, pooled = pooled_result(members, unit_sets)
+        return Side(spec, newest, _stored_units(store, newest), [str(newest["run_id"])])
+    rep, pooled = pooled_result(members, [_stored_units(store, r) for r in members])
     return Side(spec, rep, pooled, [str(r["run_id"]) for r in members])
 
 

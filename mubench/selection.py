@@ -34,9 +34,6 @@ class Selection:
     source: str
     units: dict[str, dict[str, UnitData]] = field(default_factory=dict)
 
-    def units_of(self, result: dict[str, Any]) -> dict[str, UnitData]:
-        return self.units.get(str(result.get("run_id")), {})
-
 
 def group_of(result: dict[str, Any]) -> Optional[str]:
     rep = result.get("replicate") or {}
@@ -150,9 +147,9 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
     else:
         with Store(store, create=False) as st:
             found = st.latest_results(suite=suite, methods=methods, model=model)
-            everything = st.all_results(suite=suite, methods=methods, model=model) if any(
-                group_of(r) for r in found) else found
-            for r in everything if any(group_of(r) for r in found) else found:
+            grouped = any(group_of(r) for r in found)  # then the groups' other runs are needed too
+            everything = st.all_results(suite=suite, methods=methods, model=model) if grouped else found
+            for r in everything:
                 units[str(r["run_id"])] = decode_units(st.unit_blobs(str(r["run_id"])), f"run {r['run_id']}")
             source = f"store {st.path}"
     if not found:

@@ -46,6 +46,20 @@ def as_str(value: Any) -> Optional[str]:
     return None if value is None or value == "" else str(value)
 
 
+def as_int(value: Any, key: str, minimum: int = 1) -> int:
+    """An integer key (``resamples=2000``) at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"bad value {key}={value!r}; expected an integer >= {minimum}")
+    return value
+
+
+def as_alpha(value: Any, key: str = "alpha") -> float:
+    """A significance level strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
+        raise UsageError(f"bad value {key}={value!r}; expected a number between 0 and 1")
+    return float(value)
+
+
 def as_bool(value: Any, key: str) -> bool:
     if isinstance(value, bool):
         return value

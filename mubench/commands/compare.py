@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ._kv import as_list, as_str, parse_kv
+from ._kv import as_alpha, as_int, as_list, as_str, parse_kv
 
 KEYS = ("store", "suite", "model", "metrics", "resamples", "permutations", "alpha", "seed")
 
@@ -55,27 +55,19 @@ def compare_command(
         raise UsageError("compare needs two sides first: mubench compare A B [KEY=VALUE]... "
                          f"(got {a!r} {b!r})")
     kv = parse_kv(args, KEYS, command="compare")
-    resamples = _positive_int(kv.get("resamples", 2000), "resamples")
-    permutations = _positive_int(kv.get("permutations", 2000), "permutations")
-    seed = _positive_int(kv.get("seed", 0), "seed", minimum=0)
-    alpha = kv.get("alpha", 0.05)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
-        raise UsageError(f"bad value alpha={alpha!r}; expected a number between 0 and 1")
+    resamples = as_int(kv.get("resamples", 2000), "resamples")
+    permutations = as_int(kv.get("permutations", 2000), "permutations")
+    seed = as_int(kv.get("seed", 0), "seed", minimum=0)
+    alpha = as_alpha(kv.get("alpha", 0.05))
     suite, model = as_str(kv.get("suite")), as_str(kv.get("model"))
     with Store(as_str(kv.get("store")), create=False) as store:
         side_a = resolve_side(store, a, suite=suite, model=model)
         side_b = resolve_side(store, b, suite=suite, model=model)
     result = compare_sides(side_a, side_b, as_list(kv.get("metrics"), "metrics"), force=force,
-                           resamples=resamples, permutations=permutations, seed=seed, alpha=float(alpha))
+                           resamples=resamples, permutations=permutations, seed=seed, alpha=alpha)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     elif latex:
         typer.echo(comparison_latex(result), nl=False)
     else:
         typer.echo(comparison_markdown(result), nl=False)
-
-
-def _positive_int(value: object, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"bad value {key}={value!r}; expected an integer >= {minimum}")
-    return value

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ._kv import as_bool, as_list, as_str, parse_kv
+from ._kv import as_alpha, as_bool, as_int, as_list, as_str, parse_kv
 
 KEYS = ("store", "results", "suite", "methods", "model", "table", "ci", "out", "baseline", "bold", "alpha",
         "permutations", "differ_by", "masks")
@@ -70,15 +70,11 @@ def report_command(
         spec.suite = suite
     sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=suite, methods=methods,
                  model=model)
-    alpha = kv.get("alpha", 0.05)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < float(alpha) < 1:
-        raise UsageError(f"bad value alpha={alpha!r}; expected a number between 0 and 1")
-    perms = kv.get("permutations", 2000)
-    if isinstance(perms, bool) or not isinstance(perms, int) or perms < 1:
-        raise UsageError(f"bad value permutations={perms!r}; expected an integer >= 1")
+    alpha = as_alpha(kv.get("alpha", 0.05))
+    perms = as_int(kv.get("permutations", 2000), "permutations")
     table = build_table(sel.results, spec)
     apply_marks(table, sel.units, bold=str(kv.get("bold", "significant")), baseline=as_str(kv.get("baseline")),
-                alpha=float(alpha), permutations=perms)
+                alpha=alpha, permutations=perms)
     if html:
         _write_html(kv, table, sel.results, sel.source)
         return

@@ -8,8 +8,8 @@ recomputed; for a per-image mean this is the sign-flip test. Identical runs give
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -48,9 +48,6 @@ class PairedResult:
         else:
             b_up = self.delta > 0
             self.better = "b" if b_up == self.higher_is_better else "a"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def align(a: UnitData, b: UnitData) -> tuple[UnitData, UnitData, int]:

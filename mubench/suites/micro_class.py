@@ -118,24 +118,20 @@ class MicroClassSuite(Suite):
         rs = self.params.bootstrap_resamples
         units = self.units(records)
         metrics = {k: metric_from_units(u, rs) for k, u in units.items() if k != "fid"}
-        fid = self._fid(records)
+        fid = self._fid(units["fid"]) if "fid" in units else None
         if fid is not None:
-            metrics["fid"] = metric_from_units(units["fid"], rs, value=fid.value)
+            metrics["fid"] = metric_from_units(units["fid"], rs, value=fid)
         return metrics
 
-    def _fid(self, records: list[SampleRecord]) -> Optional[Metric]:
-        import numpy as np
-
+    def _fid(self, u: Any) -> Optional[float]:
+        """FID of the unit data's features against its references, or None (with a warning) when refused."""
         from ..metrics.fid import fid_from_features
 
-        gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in records])
-        ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in records])
         try:
-            value = fid_from_features(gen, ref, force=self.params.fid.force, names=("generated", "reference"),
-                                      force_hint="suite.fid.force=true")
+            return float(fid_from_features(u.values, u.ref, force=self.params.fid.force,
+                                           names=("generated", "reference"), force_hint="suite.fid.force=true"))
         except UsageError as err:
             if "refused" not in str(err):
                 raise
             warnings.warn(f"micro-class suite: no fid metric: {err}", stacklevel=2)
             return None
-        return Metric(float(value), None, None, len(records), higher_is_better=False)
