@@ -6,6 +6,7 @@ or that share no units, are never bold and never marked.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import combinations
 from typing import Mapping, Optional
 
@@ -26,12 +27,17 @@ def _units(table: Table, units: Mapping[str, Mapping[str, UnitData]], i: int, j:
     return units.get(cell.run_id, {}).get(table.columns[j].metric)
 
 
-def _pair(table, units, i, k, j, permutations) -> Optional[PairedResult]:
-    ua, ub = _units(table, units, i, j), _units(table, units, k, j)
-    if ua is None or ub is None or ua.kind != ub.kind:
-        return None
-    res = compare_units(table.columns[j].metric, ua, ub, resamples=0, permutations=permutations)
-    return res if res.p is not None and res.units >= 2 else None
+def _pair(table, units, i, k, j, permutations, memo: dict) -> Optional[PairedResult]:
+    """Row i (A) against row k (B) in column j; each pair is tested once (bold and baseline marks share it, each
+    applying its own Holm family to a copy)."""
+    if (i, k, j) not in memo:
+        ua, ub = _units(table, units, i, j), _units(table, units, k, j)
+        res = None
+        if ua is not None and ub is not None and ua.kind == ub.kind:
+            res = compare_units(table.columns[j].metric, ua, ub, resamples=0, permutations=permutations)
+            res = res if res.p is not None and res.units >= 2 else None
+        memo[(i, k, j)] = res
+    return None if memo[(i, k, j)] is None else replace(memo[(i, k, j)])
 
 
 def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bold: str = "significant",
@@ -50,6 +56,7 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
     table.bold_rule = bold
     table.bold = table.best() if bold == "value" else {}
     table.marks = {}
+    memo: dict = {}
     untested: set[str] = set()
     ns: set[int] = set()
     for j, col in enumerate(table.columns):
@@ -60,7 +67,7 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
         if bold == "significant":
             table.bold[j] = set()
             if len(valued) >= 2 and len(present) == len(valued):
-                pairs = {(i, k): _pair(table, units, i, k, j, permutations) for i, k in combinations(present, 2)}
+                pairs = {(i, k): _pair(table, units, i, k, j, permutations, memo) for i, k in combinations(present, 2)}
                 adjusted = holm([None if r is None else r.p for r in pairs.values()])
                 for (key, r), p in zip(pairs.items(), adjusted):
                     if r is not None:
@@ -79,7 +86,8 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
                         table.bold[j].add(i)
         if base_row is not None and base_row in present:
             others = [k for k in present if k != base_row]
-            res = [_pair(table, units, base_row, k, j, permutations) for k in others]
+            # pairs are tested in row order (the p-value does not depend on which side is A)
+            res = [_pair(table, units, min(base_row, k), max(base_row, k), j, permutations, memo) for k in others]
             adjusted = holm([None if r is None else r.p for r in res])
             for k, r, p in zip(others, res, adjusted):
                 if r is None:
@@ -88,7 +96,8 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
                 r.decide(alpha)
                 ns.add(r.units)
                 if r.significant:
-                    table.marks[(k, j)] = UP if r.better == "b" else DOWN
+                    k_side = "b" if k > base_row else "a"
+                    table.marks[(k, j)] = UP if r.better == k_side else DOWN
     n_text = ("n = " + (str(min(ns)) if len(ns) == 1 else f"{min(ns)}–{max(ns)}") + " shared units per pair") if ns \
         else "no pair could be tested"
     test = (f"paired permutation test (whole prompts swapped, {permutations} relabellings) on the units both rows "
