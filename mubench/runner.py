@@ -239,8 +239,9 @@ class Runner:
         self.timing["prepare_s"] = time.perf_counter() - t0
         self.planned = planned = self.plan(bundle, prepared, sampler, items)
         mine = self.my_share(planned, items)
-        if self.kept()[0]:
-            self.progress.log("resuming: {} of {} images are already in the cache and are reused".format(*self.kept()))
+        kept, total = self.kept()
+        if kept:
+            self.progress.log(f"resuming: {kept} of {total} images are already in the cache and are reused")
         t1 = time.perf_counter()
         self.generate(bundle, prepared, sampler, mine)
         self.timing["generate_s"] = time.perf_counter() - t1
