@@ -29,8 +29,12 @@ def mean_units(records: Sequence[Any], values: Sequence[float], higher_is_better
 def fid_units(records: Sequence[Any], features: np.ndarray, ref: Optional[np.ndarray] = None,
               ref_mu: Optional[np.ndarray] = None, ref_sigma: Optional[np.ndarray] = None,
               note: str = "") -> UnitData:
-    """FID over ``records``' features against per-unit reference features or a fixed reference Gaussian."""
+    """FID over ``records``' features against per-unit reference features or a fixed reference Gaussian; with
+    fewer images than feature dimensions the unit data carries a note saying its values are biased."""
     pids, idx, seeds = _keys(records)
+    n, d = np.shape(features)
+    if not note and n < d:
+        note = f"fid at n={n} < {d} feature dimensions: values are biased, compare only at equal n"
     return UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array(pids, dtype=str),
                     image_index=np.array(idx), seeds=np.array(seeds), values=np.asarray(features, np.float64),
                     ref=ref, ref_mu=ref_mu, ref_sigma=ref_sigma, note=note)

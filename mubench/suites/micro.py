@@ -197,10 +197,8 @@ class MicroSuite(Suite):
         if coco:
             gen = np.stack([np.asarray(r.scores["clip"]["features"], np.float64) for r in coco])
             ref = np.stack([np.asarray(r.scores["clip"]["ref_features"], np.float64)[r.image_index] for r in coco])
-            note = (f"fid at n={len(coco)} < {gen.shape[1]} feature dimensions: values are biased, compare only "
-                    "at equal n" if len(coco) < gen.shape[1] else "")
             if len(coco) >= 2:
-                out["fid"] = fid_units(coco, gen, ref=ref, note=note)
+                out["fid"] = fid_units(coco, gen, ref=ref)
             out["clip"] = mean_units(coco, [r.scores["clip"]["clip"] for r in coco])
         for task in BINDING_TASKS:
             recs = by_task.get(task, [])
