@@ -12,6 +12,7 @@ from conftest import REPO, run_cli
 from mubench.errors import AssetError
 from mubench.micro import classes as C
 from mubench.micro import data as D
+from mubench.micro import scene as S
 from mubench.micro.dit import DiTBuildParams, MicroDiTModel, MicroDiTParams, build_micro_dit
 from mubench.micro.oracle import Oracle
 from mubench.models.base import LoadContext
@@ -26,7 +27,7 @@ def test_classes_are_the_trainable_colour_shape_pairs():
     assert len(pairs) == C.NUM_CLASSES == 15 and not set(pairs) & set(D.HELD_OUT)
     assert C.class_names()[0] == "a red circle"
     for name, (c, s) in zip(C.class_names(), pairs):
-        assert D.parse_caption(name) == ((D.Phrase(s, c),), None)
+        assert S.parse_caption(name) == ((S.Phrase(s, c),), None)
 
 
 def test_class_stream_is_deterministic_and_images_show_their_class():

@@ -8,6 +8,7 @@ import torch
 from mubench.errors import AssetError
 from mubench.micro import clip as C
 from mubench.micro import data as D
+from mubench.micro import scene as S
 
 TINY = C.MicroClipConfig(widths=(8, 16, 16), feature_dim=16, embed_dim=16, text_hidden=16, text_layers=1,
                          text_heads=2, text_mlp=32)
@@ -79,7 +80,7 @@ def test_the_shipped_file_layout_still_loads():
 def test_features_do_not_depend_on_the_batch(trained):
     model, _ = trained
     enc = C.MicroClipEncoder(model)
-    imgs = C.uint8_to_float(D.render_batch(D.make_scenes("val", 5)))
+    imgs = C.uint8_to_float(S.render_batch(D.make_scenes("val", 5)))
     emb, feats = enc.images(imgs)
     emb1, feats1 = enc.images(imgs[2:3])
     assert feats.shape == (5, TINY.feature_dim) and emb.shape == (5, TINY.embed_dim)
@@ -103,5 +104,5 @@ def test_soft_targets_mark_every_true_caption():
     truth = C._truth(scenes)
     for i, s in enumerate(scenes):
         for j, o in enumerate(scenes):
-            assert bool(truth[i, j]) == (i == j or D.describes(s.phrases, s.relation, o.objects))
+            assert bool(truth[i, j]) == (i == j or S.describes(s.phrases, s.relation, o.objects))
     assert truth.diagonal().all()

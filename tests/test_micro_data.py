@@ -8,22 +8,23 @@ import pytest
 
 from mubench.errors import UsageError
 from mubench.micro import data as d
+from mubench.micro import scene as S
 from mubench.micro import text as t
 
 ALL_KINDS = {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25}
 
 
 def test_constants():
-    assert d.IMAGE_SIZE == 32 and len(d.SHAPES) == 3 and len(d.COLORS) == 6 and d.FILLS == ("solid", "striped")
-    assert len({tuple(c) for c in d.COLORS.values()}) == 6
+    assert S.IMAGE_SIZE == 32 and len(S.SHAPES) == 3 and len(S.COLORS) == 6 and S.FILLS == ("solid", "striped")
+    assert len({tuple(c) for c in S.COLORS.values()}) == 6
 
 
 def test_make_scenes_is_deterministic_and_prefix_stable():
     a = d.make_scenes("train", 40, ALL_KINDS)
     b = d.make_scenes("train", 60, ALL_KINDS)
     assert a == b[:40]
-    assert np.array_equal(d.render_batch(a), d.render_batch(b[:40]))
-    assert {s.kind for s in b} == set(d.KINDS)
+    assert np.array_equal(S.render_batch(a), S.render_batch(b[:40]))
+    assert {s.kind for s in b} == set(S.KINDS)
 
 
 def test_splits_use_disjoint_seeds_and_differ():
@@ -31,7 +32,7 @@ def test_splits_use_disjoint_seeds_and_differ():
              for split in d.SPLITS}
     for x, y in itertools.combinations(seeds, 2):
         assert not seeds[x] & seeds[y]
-    imgs = {s: d.render_batch(d.make_scenes(s, 100)).reshape(100, -1) for s in ("train", "val", "test")}
+    imgs = {s: S.render_batch(d.make_scenes(s, 100)).reshape(100, -1) for s in ("train", "val", "test")}
     for x, y in itertools.combinations(imgs, 2):
         assert not any((imgs[x][i] == imgs[y]).all(axis=1).any() for i in range(100))
 
@@ -40,7 +41,7 @@ def test_compositional_pairs_never_in_train():
     train = d.make_scenes("train", 600, ALL_KINDS)
     pairs = {(o.color, o.shape) for s in train for o in s.objects}
     assert not pairs & d.HELD_OUT
-    assert len(pairs) == len(d.COLORS) * len(d.SHAPES) - len(d.HELD_OUT)
+    assert len(pairs) == len(S.COLORS) * len(S.SHAPES) - len(d.HELD_OUT)
     comp = d.make_scenes("compositional", 100)
     assert all(any((o.color, o.shape) in d.HELD_OUT for o in s.objects) for s in comp)
     assert all(s.phrases[0].color is not None for s in comp)  # the held-out pair is named
@@ -48,8 +49,8 @@ def test_compositional_pairs_never_in_train():
 
 def test_captions_describe_scenes():
     for s in d.make_scenes("val", 300, ALL_KINDS):
-        phrases, relation = d.parse_caption(s.caption)
-        assert (phrases, relation) == (s.phrases, s.relation) and d.caption_for(phrases, relation) == s.caption
+        phrases, relation = S.parse_caption(s.caption)
+        assert (phrases, relation) == (s.phrases, s.relation) and S.caption_for(phrases, relation) == s.caption
         assert sum(p.count for p in phrases) == len(s.objects)
         if s.kind == "count":
             assert all(phrases[0].matches(o) for o in s.objects)
@@ -63,15 +64,15 @@ def test_captions_describe_scenes():
 
 def test_render_shapes_colours_and_sizes():
     scenes = d.make_scenes("test", 200, ALL_KINDS)
-    imgs = d.render_batch(scenes)
+    imgs = S.render_batch(scenes)
     assert imgs.shape == (200, 32, 32, 3) and imgs.dtype == np.uint8
     single = [s for s in d.make_scenes("test", 200) if s.kind == "single"]
     assert all(14 <= s.objects[0].size <= 24 for s in single)
     for scene, img in zip(scenes, imgs):
         for obj in scene.objects:
-            painted = d.fill_pattern(obj, d.object_mask(obj))
+            painted = S.fill_pattern(obj, S.object_mask(obj))
             assert painted.sum() >= 12
-            assert (img[painted] == d.COLORS[obj.color]).all()
+            assert (img[painted] == S.COLORS[obj.color]).all()
 
 
 def test_iterate_batches_is_deterministic():
@@ -91,7 +92,7 @@ def test_bad_inputs_raise_usage_errors():
     with pytest.raises(UsageError):
         d.make_scenes("train", 3, {"pentagon": 1.0})
     with pytest.raises(ValueError):
-        d.parse_caption("a red pentagon")
+        S.parse_caption("a red pentagon")
 
 
 def test_tokenizer_round_trip_and_stable_vocab():

@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from mubench.micro import data as d
+from mubench.micro import scene as S
 from mubench.micro.oracle import Detection, Oracle, match_objects
 
 MIX = {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25}
@@ -34,14 +35,14 @@ def _accuracy(oracle, scenes, images):
 @pytest.mark.parametrize("split", ["test", "compositional"])
 def test_oracle_recovers_every_attribute(oracle, split):
     scenes = d.make_scenes(split, 500, MIX if split == "test" else None)
-    acc = _accuracy(oracle, scenes, d.render_batch(scenes))
+    acc = _accuracy(oracle, scenes, S.render_batch(scenes))
     assert all(v >= 0.98 for v in acc.values()), acc
 
 
 def test_oracle_is_robust_to_noise_blur_and_tint(oracle):
     scenes = d.make_scenes("val", 500, MIX)
     rng = np.random.default_rng(0)
-    imgs = d.render_batch(scenes).astype(np.float64)
+    imgs = S.render_batch(scenes).astype(np.float64)
     imgs = ndimage.gaussian_filter(imgs, (0, 0.5, 0.5, 0))  # soft edges, like a generated image
     imgs += rng.normal(0, 10, imgs.shape) + rng.normal(0, 8, (len(imgs), 1, 1, 3))
     acc = _accuracy(oracle, scenes, np.clip(np.round(imgs), 0, 255).astype(np.uint8))
@@ -50,7 +51,7 @@ def test_oracle_is_robust_to_noise_blur_and_tint(oracle):
 
 def test_oracle_accepts_float_chw(oracle):
     scene = d.make_scenes("test", 1)[0]
-    img = d.render(scene)
+    img = S.render(scene)
     a = oracle.detect(img)
     b = oracle.detect(img.transpose(2, 0, 1).astype(np.float32) / 255.0)
     assert [x.as_dict() for x in a] == [x.as_dict() for x in b]
@@ -59,7 +60,7 @@ def test_oracle_accepts_float_chw(oracle):
 def test_blank_image_has_no_objects(oracle):
     img = np.full((32, 32, 3), 230, np.uint8)
     assert oracle.detect(img) == []
-    ok, reason = oracle.evaluate([], d.parse_caption("a red circle")[0])
+    ok, reason = oracle.evaluate([], S.parse_caption("a red circle")[0])
     assert not ok and reason == "expected circle>=1, found 0"
 
 
@@ -70,7 +71,7 @@ def det(shape, color, x, y, size=8, fill="solid"):
 
 def test_rules_on_crafted_detections(oracle):
     ev = oracle.evaluate
-    p = lambda c: d.parse_caption(c)  # noqa: E731
+    p = lambda c: S.parse_caption(c)  # noqa: E731
     # colors: the largest circle is judged, as GenEval judges the top-confidence object
     assert ev([det("circle", "red", 10, 10, 10), det("circle", "blue", 20, 20, 6)], *p("a red circle"))[0]
     ok, why = ev([det("circle", "blue", 10, 10, 10), det("circle", "red", 20, 20, 6)], *p("a red circle"))
@@ -98,7 +99,7 @@ def test_rules_on_crafted_detections(oracle):
 
 def test_bindings(oracle):
     found = [det("circle", "red", 6, 6), det("square", "green", 20, 20, fill="striped")]
-    phrases, _ = d.parse_caption("a red circle and a blue square")
+    phrases, _ = S.parse_caption("a red circle and a blue square")
     assert oracle.bindings(found, phrases) == [True, False]
-    phrases, _ = d.parse_caption("a striped square and a solid triangle")
+    phrases, _ = S.parse_caption("a striped square and a solid triangle")
     assert oracle.bindings(found, phrases) == [True, False]

@@ -12,6 +12,7 @@ from mubench.config import build_params
 from mubench.specs import find_spec, load_yaml
 from mubench.metrics.fid import fid_from_features
 from mubench.micro import data as D
+from mubench.micro import scene as S
 from mubench.micro.clip import uint8_to_float
 from mubench.micro.scorers import MicroClipScorer, MicroClipScorerParams, MicroOracleScorer, reference_scenes
 from mubench.micro.oracle import OracleParams
@@ -37,23 +38,23 @@ def test_items_are_fixed_interleaved_and_parse():
     assert [i.id for i in items] == [i.id for i in MicroSuite(MicroSuiteParams(), "micro").items()]
     assert {i.meta["task"] for i in items[:20]} == set(TASKS)  # limit=20 still covers every task
     for item in items:
-        phrases, relation = D.parse_caption(item.prompt)
+        phrases, relation = S.parse_caption(item.prompt)
         task = item.meta["task"]
         if task == "single_object":
             assert len(phrases) == 1 and phrases[0].color is None and phrases[0].count == 1
         if task == "counting":
             assert 2 <= phrases[0].count <= 4
         if task == "position":
-            assert relation in D.RELATIONS and phrases[0].shape != phrases[1].shape
+            assert relation in S.RELATIONS and phrases[0].shape != phrases[1].shape
         if task in ("color", "shape", "color_attr"):
             assert phrases[0].color != phrases[1].color and phrases[0].shape != phrases[1].shape
             assert not {(p.color, p.shape) for p in phrases} & D.HELD_OUT
         if task == "texture":
-            assert {p.fill for p in phrases} == set(D.FILLS)
+            assert {p.fill for p in phrases} == set(S.FILLS)
     comp = MicroSuite(MicroSuiteParams(binding_split="compositional"), "micro").items()
     for item in comp:
         if item.meta["task"] in ("color", "shape"):
-            assert {(p.color, p.shape) for p in D.parse_caption(item.prompt)[0]} & D.HELD_OUT
+            assert {(p.color, p.shape) for p in S.parse_caption(item.prompt)[0]} & D.HELD_OUT
 
 
 def test_spec_and_registry():
@@ -75,9 +76,9 @@ def _render_records(suite: MicroSuite, scorers, use_truth: bool = True):
     """Records whose 'generated' image is a real render of the prompt (a perfect model)."""
     records = []
     for n, item in enumerate(suite.items()):
-        phrases, relation = D.parse_caption(item.prompt)
+        phrases, relation = S.parse_caption(item.prompt)
         scene = D.realize(phrases, relation, np.random.default_rng(n), "compositional")
-        img = uint8_to_float(D.render(scene)[None])
+        img = uint8_to_float(S.render(scene)[None])
         scores = {name: s.score(img, [item])[0] for name, s in scorers.items()}
         records.append(SampleRecord(item, 0, n, f"k{n}", "", scores))
     return records
@@ -165,7 +166,7 @@ def test_fid_is_omitted_below_feature_dim_unless_forced(scorers):
 def test_reference_scenes_are_deterministic_and_true_to_caption():
     a = reference_scenes("two red squares", "test", 3, 2)
     assert a == reference_scenes("two red squares", "test", 3, 2) and a[0] != a[1]
-    assert all(D.describes(*D.parse_caption("two red squares"), s.objects) for s in a)
+    assert all(S.describes(*S.parse_caption("two red squares"), s.objects) for s in a)
 
 
 def test_the_protocol_does_not_depend_on_where_the_checkout_is():

@@ -2,7 +2,7 @@
 
 The classes are the (colour, shape) pairs the ``train`` / ``val`` / ``test`` splits draw — every pair but the held-out
 compositional ones (:data:`mubench.micro.data.HELD_OUT`) — in a fixed order (colour-major, as
-:data:`~mubench.micro.data.COLORS` then :data:`~mubench.micro.data.SHAPES`): 15 classes. Class ``k``'s name is its
+:data:`~mubench.micro.scene.COLORS` then :data:`~mubench.micro.scene.SHAPES`): 15 classes. Class ``k``'s name is its
 single-object caption (``"a red circle"``), so the micro world's oracle, micro-CLIP and held-out reference renders
 read class-conditional samples exactly as they read text-conditional ones. An image of class ``k`` is
 :func:`~mubench.micro.data.realize` of that caption: fill (solid / striped), size, position and background are
@@ -20,30 +20,31 @@ import numpy as np
 
 from ..config import stable_hash
 from . import data as D
+from . import scene as S
 
 CLASS_STREAM_OFFSET = 7_000_000  # added to the stream seed: class streams never reuse a text-world scene generator
 
 
 def class_pairs() -> list[tuple[str, str]]:
     """The (colour, shape) pair of each class, in label order."""
-    return [(c, s) for c in D.COLORS for s in D.SHAPES if (c, s) not in D.HELD_OUT]
+    return [(c, s) for c in S.COLORS for s in S.SHAPES if (c, s) not in D.HELD_OUT]
 
 
 def class_names() -> list[str]:
     """Each class's name: its single-object caption (``"a red circle"``)."""
-    return [D.caption_for((D.Phrase(s, c),)) for c, s in class_pairs()]
+    return [S.caption_for((S.Phrase(s, c),)) for c, s in class_pairs()]
 
 
 NUM_CLASSES = len(class_pairs())
 
 
-def class_scene(label: int, rng: np.random.Generator, split: str = "train") -> D.Scene:
+def class_scene(label: int, rng: np.random.Generator, split: str = "train") -> S.Scene:
     """A scene of class ``label`` (one object of its colour and shape), the rest drawn from ``rng``."""
     color, shape = class_pairs()[int(label)]
-    return D.realize((D.Phrase(shape, color),), None, rng, split)
+    return D.realize((S.Phrase(shape, color),), None, rng, split)
 
 
-def class_example(split: str, index: int, seed: int) -> tuple[int, D.Scene]:
+def class_example(split: str, index: int, seed: int) -> tuple[int, S.Scene]:
     """Example ``index`` of stream ``seed`` of ``split``: (uniform random label, its scene)."""
     rng = D.scene_rng(split, index, seed + CLASS_STREAM_OFFSET)
     label = int(rng.integers(NUM_CLASSES))
@@ -63,16 +64,16 @@ def iterate_class_batches(split: str, batch_size: int, seed: int) -> Iterator[tu
             labels.append(label)
             scenes.append(scene)
             index += 1
-        yield D.render_batch(scenes), np.asarray(labels, dtype=np.int64)
+        yield S.render_batch(scenes), np.asarray(labels, dtype=np.int64)
 
 
 def class_fingerprint(split: str = "train") -> str:
     """What decides the class streams' content (the classes, the split, the renderer's constants)."""
     return "micro-class:" + stable_hash({"split": split, "split_seed": D.SPLITS[split], "pairs": class_pairs(),
-                                         "offset": CLASS_STREAM_OFFSET, "size": D.IMAGE_SIZE})
+                                         "offset": CLASS_STREAM_OFFSET, "size": S.IMAGE_SIZE})
 
 
-def class_training_data(batch_size: int, seed: int, resolution: int = D.IMAGE_SIZE):
+def class_training_data(batch_size: int, seed: int, resolution: int = S.IMAGE_SIZE):
     """The ``micro-class`` training data for :func:`mubench.train.data.open_training_data`: batches of (float
     images [B,3,32,32] in [0,1], class names) from the ``train`` split (class names are what the class-conditional
     models' conditioner reads; "" — caption dropout — is the null class)."""
@@ -82,13 +83,13 @@ def class_training_data(batch_size: int, seed: int, resolution: int = D.IMAGE_SI
     from ..train.data import TrainingData
     from ..train.loop import IteratorSource
 
-    if resolution != D.IMAGE_SIZE:
-        raise UsageError(f"the micro world's images are {D.IMAGE_SIZE}px; the model wants {resolution}px")
+    if resolution != S.IMAGE_SIZE:
+        raise UsageError(f"the micro world's images are {S.IMAGE_SIZE}px; the model wants {resolution}px")
     names = class_names()
 
     def stream():
         for images, labels in iterate_class_batches("train", batch_size, seed):
             yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, [names[k] for k in labels]
 
-    info = {"split": "train", "stream_seed": seed, "classes": NUM_CLASSES, "resolution": D.IMAGE_SIZE}
+    info = {"split": "train", "stream_seed": seed, "classes": NUM_CLASSES, "resolution": S.IMAGE_SIZE}
     return TrainingData("micro-class", IteratorSource(stream), class_fingerprint(), info)

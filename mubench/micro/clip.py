@@ -35,6 +35,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..errors import AssetError
 from . import data as D
+from . import scene as S
 from . import text as T
 
 CLIP_FILENAME = "micro-clip.safetensors"
@@ -83,7 +84,7 @@ class MicroClip(nn.Module):
             blocks += [_block(cin, w, c.convs_per_block), nn.AvgPool2d(2)]
             cin = w
         self.image_tower = nn.Sequential(*blocks)  # 32 → 4 px after three poolings
-        side = D.IMAGE_SIZE // 2 ** len(c.widths)
+        side = S.IMAGE_SIZE // 2 ** len(c.widths)
         self.image_head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, c.feature_dim), nn.GELU())
         self.image_proj = nn.Linear(c.feature_dim, c.embed_dim)
         self.text_tower = CLIPTextModel(CLIPTextConfig(
@@ -97,8 +98,8 @@ class MicroClip(nn.Module):
     # ---- towers ------------------------------------------------------------------------------
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features [B, feature_dim] of float images [B, 3, 32, 32] in [0, 1] (FID space)."""
-        if images.shape[-2:] != (D.IMAGE_SIZE, D.IMAGE_SIZE):
-            images = F.interpolate(images, size=(D.IMAGE_SIZE, D.IMAGE_SIZE), mode="bilinear",
+        if images.shape[-2:] != (S.IMAGE_SIZE, S.IMAGE_SIZE):
+            images = F.interpolate(images, size=(S.IMAGE_SIZE, S.IMAGE_SIZE), mode="bilinear",
                                    antialias=True, align_corners=False)
         return self.image_head(self.image_tower((images - 0.5) / 0.25))
 
@@ -162,29 +163,21 @@ class MicroClipTrainParams:
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
-def _truth(scenes: list[D.Scene]) -> torch.Tensor:
+def _truth(scenes: list[S.Scene]) -> torch.Tensor:
     """[B_txt, B_img]: 1 where caption i is true of scene j's objects."""
     n = len(scenes)
     out = torch.zeros(n, n)
     for i, s in enumerate(scenes):
         for j, o in enumerate(scenes):
-            if i == j or (len(o.objects) == len(s.objects) and D.describes(s.phrases, s.relation, o.objects)):
+            if i == j or (len(o.objects) == len(s.objects) and S.describes(s.phrases, s.relation, o.objects)):
                 out[i, j] = 1.0
     return out
 
 
 def _batches(split: str, batch_size: int, seed: int, mix: dict[str, float]):
     """Endless (scenes, uint8 images) batches of stream ``seed`` of ``split``."""
-    kinds, cum = D._check_mix(mix)
-    index = 0
-    while True:
-        scenes = []
-        for _ in range(batch_size):
-            rng = D.scene_rng(split, index, seed)
-            kind = kinds[min(int(np.searchsorted(cum, rng.random(), side="right")), len(kinds) - 1)]
-            scenes.append(D.generate_scene(rng, kind, split))
-            index += 1
-        yield scenes, D.render_batch(scenes)
+    for scenes in D.iterate_scene_batches(split, batch_size, seed, mix):
+        yield scenes, S.render_batch(scenes)
 
 
 def contrastive_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -259,31 +252,31 @@ def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val") -> d
     another real render of each of their captions (the floor a perfect generator reaches)."""
     enc = MicroClipEncoder(model)
     scenes = D.make_scenes(split, n, {"single": 1.0})
-    img_emb, _ = enc.images(uint8_to_float(D.render_batch(scenes)))
+    img_emb, _ = enc.images(uint8_to_float(S.render_batch(scenes)))
     out: dict[str, float] = {}
-    pairs = [(c, s) for c in D.COLORS for s in D.SHAPES]
+    pairs = [(c, s) for c in S.COLORS for s in S.SHAPES]
     sims = img_emb @ enc.texts([f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c, s in pairs]).T
     pred = [pairs[k] for k in sims.argmax(1).tolist()]
     out["color_acc"] = float(np.mean([p[0] == s.objects[0].color for p, s in zip(pred, scenes)]))
     out["shape_acc"] = float(np.mean([p[1] == s.objects[0].shape for p, s in zip(pred, scenes)]))
-    fills = [(f, s) for f in D.FILLS for s in D.SHAPES]
+    fills = [(f, s) for f in S.FILLS for s in S.SHAPES]
     sims = img_emb @ enc.texts([f"a {f} {s}" for f, s in fills]).T
     pred_f = [fills[k] for k in sims.argmax(1).tolist()]
     out["fill_acc"] = float(np.mean([p[0] == s.objects[0].fill for p, s in zip(pred_f, scenes)]))
     mixed = D.make_scenes(split, n, {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25})
-    img_emb, _ = enc.images(uint8_to_float(D.render_batch(mixed)))
+    img_emb, _ = enc.images(uint8_to_float(S.render_batch(mixed)))
     captions = sorted({s.caption for s in mixed})
     sims = img_emb @ enc.texts(captions).T
     best = [captions[k] for k in sims.argmax(1).tolist()]
-    out["retrieval_acc"] = float(np.mean([D.describes(*D.parse_caption(b), s.objects) for b, s in zip(best, mixed)]))
+    out["retrieval_acc"] = float(np.mean([S.describes(*S.parse_caption(b), s.objects) for b, s in zip(best, mixed)]))
     own = (img_emb * enc.texts([s.caption for s in mixed])).sum(1)
     out["mean_cosine"] = float(own.mean())
     # the FID floor: two independent real renders of the same captions
     from ..metrics.fid import fid_from_features
 
     again = [D.realize(s.phrases, s.relation, D.scene_rng(split, i, 99), split) for i, s in enumerate(mixed)]
-    _, f1 = enc.images(uint8_to_float(D.render_batch(mixed)))
-    _, f2 = enc.images(uint8_to_float(D.render_batch(again)))
+    _, f1 = enc.images(uint8_to_float(S.render_batch(mixed)))
+    _, f2 = enc.images(uint8_to_float(S.render_batch(again)))
     out["fid_real_vs_real"] = fid_from_features(f1.double().numpy(), f2.double().numpy(), force=True)
     return {k: round(v, 4) for k, v in out.items()}
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
-from .data import COLORS, SHAPES, MicroObject, Phrase, object_mask
+from .scene import COLORS, SHAPES, MicroObject, Phrase, object_mask
 
 TEMPLATE_SIZE = 16
 

@@ -24,15 +24,16 @@ from ..scorers.base import Scorer, ScorerContext
 from ..scorers.rewards import RewardScorer
 from ..suites.base import PromptItem
 from . import data as D
+from . import scene as S
 from .clip import CLIP_FILENAME, MicroClipEncoder, load_micro_clip, random_micro_clip, uint8_to_float, zoo_dir
 from .oracle import Oracle, OracleParams
 
 REFERENCE_SEED = 1_000_003  # stream seed of held-out reference renders (no split draws from it)
 
 
-def reference_scenes(caption: str, split: str, key: int, n: int) -> list[D.Scene]:
+def reference_scenes(caption: str, split: str, key: int, n: int) -> list[S.Scene]:
     """``n`` held-out real scenes of ``caption`` for prompt number ``key`` of ``split``."""
-    phrases, relation = D.parse_caption(caption)
+    phrases, relation = S.parse_caption(caption)
     return [D.realize(phrases, relation, D.scene_rng(split, int(key) * 64 + k, REFERENCE_SEED), split)
             for k in range(int(n))]
 
@@ -89,7 +90,7 @@ class MicroClipScorer(RewardScorer):
             n = int(item.meta.get("references", 0) or 0)
             if n > 0:
                 refs = reference_scenes(str(item.prompt), item.meta.get("split", "test"), item.meta.get("key", 0), n)
-                _, rf = self.encoder.images(uint8_to_float(D.render_batch(refs)).to(device))
+                _, rf = self.encoder.images(uint8_to_float(S.render_batch(refs)).to(device))
                 res["ref_features"] = rf.cpu().numpy().astype(np.float32)
             out.append(res)
         return out
@@ -113,7 +114,7 @@ class MicroOracleScorer(Scorer):
             found = self.oracle.detect(image)
             res: dict[str, Any] = {"objects": [d.as_dict() for d in found], "n_objects": len(found)}
             try:
-                phrases, relation = D.parse_caption(str(item.prompt))
+                phrases, relation = S.parse_caption(str(item.prompt))
             except ValueError as err:
                 res.update(correct=False, reason=f"caption not in the micro grammar: {err}")
                 out.append(res)

@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
 from transformers import PreTrainedTokenizerFast
 
-from .data import COLORS, FILLS, NUMBER_WORDS, SHAPES
+from .scene import COLORS, FILLS, NUMBER_WORDS, SHAPES
 
 MAX_LENGTH = 16
 PAD, BOS, UNK, EOS = "<pad>", "<bos>", "<unk>", "<eos>"

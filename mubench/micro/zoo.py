@@ -38,6 +38,7 @@ from ..errors import UsageError
 from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss, train
 from . import data as D
+from . import scene as S
 from .assets import MANIFEST, sha256_file
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
@@ -137,7 +138,7 @@ def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
 
 def eval_pairs(split: str = "test") -> list[tuple[str, str]]:
     """The (colour, shape) pairs a split draws (the compositional split: the held-out ones)."""
-    return D._allowed_pairs(split)
+    return D.allowed_pairs(split)
 
 
 def single_object_prompts(per_pair: int, split: str = "test") -> list[tuple[str, str, str]]:
@@ -177,7 +178,7 @@ def score_single_object(images: torch.Tensor, prompts: list[tuple[str, str, str]
     color = shape = both = correct = strict = 0
     for img, (caption, c, s) in zip(images, prompts):
         dets = oracle.detect(img)
-        phrases, relation = D.parse_caption(caption)
+        phrases, relation = S.parse_caption(caption)
         ok, _ = oracle.evaluate(dets, phrases, relation)
         correct += int(ok)
         if dets:
@@ -199,7 +200,7 @@ def real_reference_images(pairs_needed: dict[tuple[str, str], int], split: str =
         o = scene.objects[0]
         if want.get((o.color, o.shape), 0) > 0:
             want[(o.color, o.shape)] -= 1
-            out.append(D.render(scene))
+            out.append(S.render(scene))
         if not any(want.values()):
             break
     return np.stack(out)

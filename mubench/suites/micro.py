@@ -35,6 +35,7 @@ from ..metrics.core import Metric
 from ..stats.build import fid_units, mean_units, metric_from_units
 from ..stats.units import UnitData
 from ..micro import data as D
+from ..micro import scene as S
 from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite, SuiteParams
 
 COCO_TASKS = ("coco",)
@@ -74,50 +75,49 @@ def _pick(rng: np.random.Generator, seq: list[Any] | tuple[Any, ...]) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
-def task_prompt(task: str, k: int, split: str = "test") -> tuple[tuple[D.Phrase, ...], str | None]:
+def task_prompt(task: str, k: int, split: str = "test") -> tuple[tuple[S.Phrase, ...], str | None]:
     """The phrases and relation of prompt ``k`` of ``task`` (deterministic)."""
     rng = D.scene_rng(split, k, PROMPT_SEED + 1000 * TASKS.index(task))
-    shapes = list(D.SHAPES)
-    pairs = D._allowed_pairs("test")
+    shapes = list(S.SHAPES)
+    pairs = D.allowed_pairs("test")
     if task == "coco":
         scene = D.generate_scene(rng, _kind(rng), "test")
         return scene.phrases, scene.relation
     if task in BINDING_TASKS:
         if split == "compositional":  # one object of a held-out pair, the other of any pair
             first = _pick(rng, sorted(D.HELD_OUT))
-            others = [(c, s) for c in D.COLORS for s in D.SHAPES if c != first[0] and s != first[1]]
+            others = [(c, s) for c in S.COLORS for s in S.SHAPES if c != first[0] and s != first[1]]
         else:
             first = _pick(rng, pairs)
             others = [(c, s) for c, s in pairs if c != first[0] and s != first[1]]
         second = _pick(rng, others)
         objs = [first, second] if rng.random() < 0.5 else [second, first]
         if task == "texture":
-            fills = list(D.FILLS) if rng.random() < 0.5 else list(D.FILLS)[::-1]
-            return tuple(D.Phrase(s, None, f) for (c, s), f in zip(objs, fills)), None
-        return tuple(D.Phrase(s, c) for c, s in objs), None
+            fills = list(S.FILLS) if rng.random() < 0.5 else list(S.FILLS)[::-1]
+            return tuple(S.Phrase(s, None, f) for (c, s), f in zip(objs, fills)), None
+        return tuple(S.Phrase(s, c) for c, s in objs), None
     if task == "single_object":
-        return (D.Phrase(shapes[k % len(shapes)]),), None
+        return (S.Phrase(shapes[k % len(shapes)]),), None
     if task == "two_object":
         a, b = rng.choice(len(shapes), size=2, replace=False)
-        return (D.Phrase(shapes[a]), D.Phrase(shapes[b])), None
+        return (S.Phrase(shapes[a]), S.Phrase(shapes[b])), None
     if task == "counting":
-        return (D.Phrase(shapes[k % len(shapes)], count=2 + (k // len(shapes)) % 3),), None
+        return (S.Phrase(shapes[k % len(shapes)], count=2 + (k // len(shapes)) % 3),), None
     if task == "colors":
         c, s = pairs[k % len(pairs)]
-        return (D.Phrase(s, c),), None
+        return (S.Phrase(s, c),), None
     if task == "position":
         a, b = rng.choice(len(shapes), size=2, replace=False)
-        return (D.Phrase(shapes[a]), D.Phrase(shapes[b])), D.RELATIONS[k % len(D.RELATIONS)]
+        return (S.Phrase(shapes[a]), S.Phrase(shapes[b])), S.RELATIONS[k % len(S.RELATIONS)]
     if task == "color_attr":
         first = _pick(rng, pairs)
         second = _pick(rng, [(c, s) for c, s in pairs if c != first[0] and s != first[1]])
-        return (D.Phrase(first[1], first[0]), D.Phrase(second[1], second[0])), None
+        return (S.Phrase(first[1], first[0]), S.Phrase(second[1], second[0])), None
     raise ValueError(f"unknown micro task {task!r}")
 
 
 def _kind(rng: np.random.Generator) -> str:
-    kinds, cum = D._check_mix(D.DEFAULT_MIX)
-    return kinds[min(int(np.searchsorted(cum, rng.random(), side="right")), len(kinds) - 1)]
+    return S.draw_kind(rng, *S.check_mix(D.DEFAULT_MIX))
 
 
 class MicroSuite(Suite):
@@ -146,7 +146,7 @@ class MicroSuite(Suite):
                     meta["references"] = p.images_per_prompt
                 if task in BINDING_TASKS:
                     meta["bind"] = list(BINDING_TASKS[task])
-                item = PromptItem(f"{task}/{k:04d}", D.caption_for(phrases, relation), meta)
+                item = PromptItem(f"{task}/{k:04d}", S.caption_for(phrases, relation), meta)
                 per_task.append(((k + 0.5) / n, t_index, item))
         per_task.sort(key=lambda x: (x[0], x[1]))  # proportional interleaving of the tasks
         return [item for _, _, item in per_task]

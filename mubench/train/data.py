@@ -120,23 +120,25 @@ def open_training_data(spec: Optional[str], *, batch_size: int, seed: int, resol
 
 def _micro_fingerprint() -> str:
     from ..micro import data as D
+    from ..micro.scene import IMAGE_SIZE
 
     return "micro-world-train:" + stable_hash({"split": "train", "split_seed": D.SPLITS["train"],
-                                                "mix": D.DEFAULT_MIX, "size": D.IMAGE_SIZE})
+                                                "mix": D.DEFAULT_MIX, "size": IMAGE_SIZE})
 
 
 def _micro(batch_size: int, seed: int, resolution: int) -> TrainingData:
     from ..micro import data as D
+    from ..micro.scene import IMAGE_SIZE
     from .loop import IteratorSource
 
-    if resolution != D.IMAGE_SIZE:
-        raise UsageError(f"the micro world's images are {D.IMAGE_SIZE}px; the model wants {resolution}px")
+    if resolution != IMAGE_SIZE:
+        raise UsageError(f"the micro world's images are {IMAGE_SIZE}px; the model wants {resolution}px")
 
     def stream():
         for images, captions in D.iterate_batches("train", batch_size, seed):
             yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, list(captions)
 
-    info = {"split": "train", "stream_seed": seed, "mix": dict(D.DEFAULT_MIX), "resolution": D.IMAGE_SIZE}
+    info = {"split": "train", "stream_seed": seed, "mix": dict(D.DEFAULT_MIX), "resolution": IMAGE_SIZE}
     return TrainingData("micro", IteratorSource(stream), _micro_fingerprint(), info)
 
 
