@@ -1,4 +1,4 @@
-"""The built-in plug-ins: one line per model, method kind, suite kind and scorer."""
+"""The built-in plug-ins: one line per model, method kind, suite kind, scorer and named training data."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -43,3 +43,6 @@ def register_builtins(r: "Registries") -> None:
     r.scorers.register("clip-score", "mubench.scorers.clip_score:ClipScore", "raw CLIP cosine between image and caption (transformers CLIP)")
     r.scorers.register("hpsv2", "mubench.scorers.hpsv2:HPSv2Scorer", "HPSv2.1 human-preference score: open_clip ViT-H-14 + a local HPS checkpoint (differentiable reward)")
     r.scorers.register("imagereward", "mubench.scorers.image_reward:ImageRewardScorer", "ImageReward v1.0: BLIP + MLP from a local checkpoint (differentiable reward)")
+    # named training data (train.data=NAME; folders and .parquet files need no entry)
+    r.datasets.register("micro", "mubench.micro.sources:MICRO", "the micro world's train split: an endless seeded stream of captioned 32x32 scenes")
+    r.datasets.register("micro-class", "mubench.micro.sources:MICRO_CLASS", "the micro world's class stream: single objects of its 15 (colour, shape) classes, captioned by class name")

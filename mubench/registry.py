@@ -1,4 +1,4 @@
-"""One generic registry for every plug-in kind (models, methods, suites, scorers).
+"""One generic registry for every plug-in kind (models, methods, suites, scorers, named training data).
 
 Entries are lazy: a target is either an object or a ``"package.module:attr"`` string that is
 imported the first time the entry is used, so listing plug-ins imports nothing heavy.
@@ -77,6 +77,8 @@ class Registries:
     methods: Registry = field(default_factory=lambda: Registry("method kind"))
     suites: Registry = field(default_factory=lambda: Registry("suite kind"))
     scorers: Registry = field(default_factory=lambda: Registry("scorer"))
+    # named training data (``train.data=NAME``): :class:`mubench.train.data.NamedDataSource` objects
+    datasets: Registry = field(default_factory=lambda: Registry("training data"))
 
 
 def load_registries(plugins: bool = True) -> Registries:

@@ -155,15 +155,33 @@ def test_parquet_source(tmp_path):
 
 
 def test_micro_source():
-    from mubench.train.data import open_training_data
+    from mubench.methods.training import open_data
 
-    src = open_training_data("micro", batch_size=5, seed=42, resolution=32)
+    src = open_data("micro", batch_size=5, seed=42, resolution=32)
     images, captions = src.source(1)
     assert images.shape == (5, 3, 32, 32) and len(captions) == 5 and all(isinstance(c, str) for c in captions)
-    again = open_training_data("micro", batch_size=5, seed=42, resolution=32).source(1)
+    again = open_data("micro", batch_size=5, seed=42, resolution=32).source(1)
     assert torch.equal(images, again[0]) and captions == again[1]
     with pytest.raises(UsageError, match="32px"):
-        open_training_data("micro", batch_size=5, seed=42, resolution=64)
+        open_data("micro", batch_size=5, seed=42, resolution=64)
+
+
+def test_named_data_fingerprints_are_unchanged():
+    # part of trained artifacts' addresses: a change here orphans every artifact trained on these sources
+    from mubench.methods.training import data_fingerprint
+
+    assert data_fingerprint("micro") == "micro-world-train:701d493b6ae14008"
+    assert data_fingerprint("micro-class") == "micro-class:1b173e0e68ee89e2"
+    assert data_fingerprint(None) == "none"
+
+
+def test_unknown_data_spec_lists_the_registered_sources(tmp_path):
+    from mubench.methods.training import data_fingerprint, open_data
+
+    for call in (lambda: data_fingerprint(str(tmp_path / "nowhere")),
+                 lambda: open_data(str(tmp_path / "nowhere"), batch_size=2, seed=0, resolution=32)):
+        with pytest.raises(UsageError, match="expected 'micro', 'micro-class', a folder.*no such folder or file"):
+            call()
 
 
 # --------------------------------------------------------------------------- full-ft and dropout

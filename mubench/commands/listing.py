@@ -1,4 +1,4 @@
-"""``mubench list [methods|suites|models|scorers]``."""
+"""``mubench list [methods|suites|models|scorers|datasets]``."""
 from __future__ import annotations
 
 import typer
@@ -7,13 +7,13 @@ from ..errors import unknown
 from ..registry import load_registries
 from ..specs import find_spec, load_yaml, spec_names
 
-KINDS = ("methods", "suites", "models", "scorers")
+KINDS = ("methods", "suites", "models", "scorers", "datasets")
 
 
 def list_command(
-    what: str = typer.Argument("all", help="methods | suites | models | scorers | all"),
+    what: str = typer.Argument("all", help="methods | suites | models | scorers | datasets | all"),
 ) -> None:
-    """List the named methods and suites (spec files) and the registered models and scorers."""
+    """List the named methods and suites (spec files) and the registered models, scorers and training data."""
     from rich.console import Console
     from rich.table import Table
 
@@ -31,7 +31,7 @@ def list_command(
                 spec = load_yaml(find_spec(kind, name)[1])
                 table.add_row(name, str(spec.get("kind", "?")), str(spec.get("description", "")).strip())
         else:
-            registry = regs.models if kind == "models" else regs.scorers
+            registry = getattr(regs, kind)
             for name in registry.names():
                 table.add_row(name, registry.target(name), registry.help(name))
         console.print(table)

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from ..train.config import TrainConfig
 from .artifacts import artifact_dir, artifact_key, has_artifact, load_artifact, save_artifact
 from .base import Method, MethodContext, Prepared
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..train.data import TrainingData
+
 TRAIN_DIR = "train"
 # recipe fields that do not change the trained weights (left out of the artifact key)
 NOT_IN_KEY = ("checkpoint_every", "keep_checkpoints", "log_every", "gradient_checkpointing")
@@ -42,7 +45,8 @@ NOT_IN_KEY = ("checkpoint_every", "keep_checkpoints", "log_every", "gradient_che
 class MethodTrainConfig(TrainConfig):
     """A method's training recipe: the trainer settings plus data and diffusion-loss settings.
 
-    ``data``: ``micro`` | a folder of images + captions | a ``.parquet`` file (see :mod:`mubench.train.data`);
+    ``data``: a registered training-data name (``micro``, ``micro-class``: ``mubench list datasets``) | a folder of
+    images + captions | a ``.parquet`` file (see :func:`open_data`);
     None means none is set (training then stops with a message). ``resolution``: training image side (None: the
     model's). ``p_uncond``: probability of replacing a caption by the null prompt "" (caption dropout).
     ``prediction_type``: the loss target (None: the model's, from its scheduler config).
@@ -108,6 +112,42 @@ class DiffusionFinetuneLoss:
                               min_snr_gamma=self.cfg.min_snr_gamma)
 
 
+# --------------------------------------------------------------------------- training data
+
+
+def _data_sources():
+    from ..registry import load_registries
+
+    return load_registries().datasets
+
+
+def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
+                     caption_column: Optional[str] = None) -> str:
+    """Content fingerprint of a data spec: a registered source's, else a folder's or parquet file's
+    (:func:`mubench.train.data.data_fingerprint`); "none" when no data is set."""
+    from ..train.data import data_fingerprint as file_fingerprint
+
+    sources = _data_sources()
+    if spec is not None and str(spec) in sources:
+        return sources.get(str(spec)).fingerprint()
+    return file_fingerprint(spec, image_column=image_column, caption_column=caption_column, names=sources.names())
+
+
+def open_data(spec: Optional[str], *, batch_size: int, seed: int, resolution: int, center_crop: bool = True,
+              random_flip: bool = True, image_column: Optional[str] = None,
+              caption_column: Optional[str] = None) -> "TrainingData":
+    """The training data of a spec: a registered source (``Registries.datasets``) opened with (batch size, seed,
+    resolution), else a folder or parquet file (:func:`mubench.train.data.open_training_data`)."""
+    from ..train.data import open_training_data
+
+    sources = _data_sources()
+    if spec is not None and str(spec) in sources:
+        return sources.get(str(spec)).open(batch_size, seed, resolution)
+    return open_training_data(spec, batch_size=batch_size, seed=seed, resolution=resolution, center_crop=center_crop,
+                              random_flip=random_flip, image_column=image_column, caption_column=caption_column,
+                              names=sources.names())
+
+
 # --------------------------------------------------------------------------- trainable methods
 
 
@@ -128,8 +168,6 @@ class TrainableMethod(Method):
 
     def keyed_spec(self) -> dict[str, Any]:
         """:meth:`training_spec` with the data spec replaced by the data's content fingerprint."""
-        from ..train.data import data_fingerprint
-
         spec = dict(to_plain(self.training_spec()))
         train = dict(spec.get("train") or {})
         cfg = self.recipe()
@@ -214,7 +252,6 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
     training resumes from its latest checkpoint. ``stop_at`` ends after that step as if killed there (nothing is
     saved but the checkpoints; tests).
     """
-    from ..train.data import open_training_data
     from ..train.loop import resolve_precision, train
 
     cfg = method.recipe()
@@ -230,9 +267,9 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
                          "or data=micro in the micro world; the same data= is then needed in `mubench run`, as it "
                          "is part of the artifact's address")
     resolution = int(cfg.resolution or bundle.resolution)
-    data = open_training_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
-                              center_crop=cfg.center_crop, random_flip=cfg.random_flip,
-                              image_column=cfg.image_column, caption_column=cfg.caption_column)
+    data = open_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
+                     center_crop=cfg.center_crop, random_flip=cfg.random_flip, image_column=cfg.image_column,
+                     caption_column=cfg.caption_column)
     prepared = method.build(bundle, ctx)
     module = prepared.denoiser
     params = list(prepared.trainable_parameters())
@@ -288,4 +325,4 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
 
 
 __all__ = ["MethodTrainConfig", "TrainableMethod", "DiffusionFinetuneLoss", "train_artifact", "deviations",
-           "missing_artifact_error"]
+           "missing_artifact_error", "data_fingerprint", "open_data"]

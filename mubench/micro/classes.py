@@ -72,24 +72,3 @@ def class_fingerprint(split: str = "train") -> str:
     return "micro-class:" + stable_hash({"split": split, "split_seed": D.SPLITS[split], "pairs": class_pairs(),
                                          "offset": CLASS_STREAM_OFFSET, "size": S.IMAGE_SIZE})
 
-
-def class_training_data(batch_size: int, seed: int, resolution: int = S.IMAGE_SIZE):
-    """The ``micro-class`` training data for :func:`mubench.train.data.open_training_data`: batches of (float
-    images [B,3,32,32] in [0,1], class names) from the ``train`` split (class names are what the class-conditional
-    models' conditioner reads; "" — caption dropout — is the null class)."""
-    import torch
-
-    from ..errors import UsageError
-    from ..train.data import TrainingData
-    from ..train.loop import IteratorSource
-
-    if resolution != S.IMAGE_SIZE:
-        raise UsageError(f"the micro world's images are {S.IMAGE_SIZE}px; the model wants {resolution}px")
-    names = class_names()
-
-    def stream():
-        for images, labels in iterate_class_batches("train", batch_size, seed):
-            yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, [names[k] for k in labels]
-
-    info = {"split": "train", "stream_seed": seed, "classes": NUM_CLASSES, "resolution": S.IMAGE_SIZE}
-    return TrainingData("micro-class", IteratorSource(stream), class_fingerprint(), info)

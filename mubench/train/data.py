@@ -1,4 +1,4 @@
-"""Training data for fine-tuning methods: the micro world, a local image–caption folder or a parquet file.
+"""Training data for fine-tuning methods from files: a local image–caption folder or a parquet file.
 
 ``open_training_data(spec, ...)`` returns a :class:`TrainingData`: a batch source (``source(step)`` is the batch of
 optimizer step ``step``, a function of the step so a resumed run sees exactly the batches an uninterrupted one
@@ -6,14 +6,10 @@ would), a content ``fingerprint`` (part of the trained artifact's address) and a
 
 A batch is ``(images, captions)``: float images ``[B, 3, R, R]`` in [0, 1] and a list of ``B`` strings.
 
-Sources (``spec``):
+Named sources (procedurally generated streams and the like) are registered plug-ins (``Registries.datasets``, each
+a :class:`NamedDataSource`); the caller resolves a registered name before it falls back to the paths below
+(:func:`mubench.methods.training.open_data`). Sources here (``spec``):
 
-``micro``
-    the micro world's ``train`` split, an endless seeded stream of procedurally drawn scenes (32×32);
-    stream seed = the recipe's seed.
-``micro-class``
-    the micro world's class-conditional stream (:mod:`mubench.micro.classes`): single objects of the 15 (colour,
-    shape) classes, captioned by class name (what class-conditional models such as ``micro-dit`` read).
 a folder
     images (``.png .jpg .jpeg .webp .bmp``, searched recursively) with captions from ``captions.jsonl`` (one
     object per line: the image's path relative to the folder under ``file``/``file_name``/``image``/``path`` and
@@ -37,7 +33,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +52,7 @@ CAPTION_COLUMNS = ("text", "caption", "prompt")
 class TrainingData:
     """A batch source plus what identifies its content."""
 
-    kind: str  # micro | folder | parquet
+    kind: str  # a named source's name | folder | parquet
     source: Callable[[int], tuple[torch.Tensor, list[str]]]
     fingerprint: str  # content hash (part of the artifact key)
     info: dict[str, Any] = field(default_factory=dict)
@@ -65,38 +61,43 @@ class TrainingData:
         return {"kind": self.kind, "fingerprint": self.fingerprint, **self.info}
 
 
+@dataclass(frozen=True)
+class NamedDataSource:
+    """A registered training-data source: ``fingerprint()`` identifies its content without opening it (part of the
+    trained artifact's address: it must not change while the content does not), ``open(batch_size, seed,
+    resolution)`` returns its :class:`TrainingData`."""
+
+    fingerprint: Callable[[], str]
+    open: Callable[[int, int, int], TrainingData]
+
+
+def accepted_specs(names: Sequence[str] = ()) -> str:
+    """The data specs a message lists: the registered ``names``, a folder, a parquet file."""
+    named = "".join(f"{n!r}, " for n in names)
+    return f"{named}a folder of images with captions, or a .parquet file"
+
+
 def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
-                     caption_column: Optional[str] = None) -> str:
-    """Content fingerprint of a data spec without opening a batch source ("none" when no data is set)."""
+                     caption_column: Optional[str] = None, names: Sequence[str] = ()) -> str:
+    """Content fingerprint of a folder or parquet spec without opening a batch source ("none" when no data is set);
+    ``names`` (the registered sources) only go into the message for a spec that is neither."""
     if spec is None or str(spec).strip() == "":
         return "none"
-    if str(spec) == "micro":
-        return _micro_fingerprint()
-    if str(spec) == "micro-class":
-        from ..micro.classes import class_fingerprint
-
-        return class_fingerprint("train")
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         return _folder_examples(path)[1]
     if path.is_file() and path.suffix == ".parquet":
         return _parquet_fingerprint(path, image_column, caption_column)
-    raise UsageError(f"training data {spec!r}: expected 'micro', a folder of images with captions, or a .parquet "
-                     "file (no such folder or file)")
+    raise UsageError(f"training data {spec!r}: expected {accepted_specs(names)} (no such folder or file)")
 
 
 def open_training_data(spec: Optional[str], *, batch_size: int, seed: int, resolution: int,
                        center_crop: bool = True, random_flip: bool = True, image_column: Optional[str] = None,
-                       caption_column: Optional[str] = None) -> TrainingData:
-    """The batch source of ``spec`` (see the module docstring)."""
+                       caption_column: Optional[str] = None, names: Sequence[str] = ()) -> TrainingData:
+    """The batch source of a folder or parquet ``spec`` (see the module docstring); ``names`` as in
+    :func:`data_fingerprint`."""
     if spec is None or str(spec).strip() == "":
-        raise UsageError("no training data: set train.data (micro, a folder of images + captions, or a .parquet file)")
-    if str(spec) == "micro":
-        return _micro(batch_size, seed, resolution)
-    if str(spec) == "micro-class":
-        from ..micro.classes import class_training_data
-
-        return class_training_data(batch_size, seed, resolution)
+        raise UsageError(f"no training data: set train.data ({accepted_specs(names)})")
     path = Path(str(spec)).expanduser()
     if path.is_dir():
         examples, fp = _folder_examples(path)
@@ -107,39 +108,11 @@ def open_training_data(spec: Optional[str], *, batch_size: int, seed: int, resol
         loader = _open_image_cell(path.parent)
         kind = "parquet"
     else:
-        raise UsageError(f"training data {spec!r}: expected 'micro', a folder of images with captions, or a "
-                         ".parquet file (no such folder or file)")
+        raise UsageError(f"training data {spec!r}: expected {accepted_specs(names)} (no such folder or file)")
     source = EpochSource(examples, loader, batch_size, seed, resolution, center_crop, random_flip)
     info = {"path": str(path), "examples": len(examples), "resolution": resolution, "center_crop": center_crop,
             "random_flip": random_flip}
     return TrainingData(kind, source, fp, info)
-
-
-# --------------------------------------------------------------------------- micro world
-
-
-def _micro_fingerprint() -> str:
-    from ..micro import data as D
-    from ..micro.scene import IMAGE_SIZE
-
-    return "micro-world-train:" + stable_hash({"split": "train", "split_seed": D.SPLITS["train"],
-                                                "mix": D.DEFAULT_MIX, "size": IMAGE_SIZE})
-
-
-def _micro(batch_size: int, seed: int, resolution: int) -> TrainingData:
-    from ..micro import data as D
-    from ..micro.scene import IMAGE_SIZE
-    from .loop import IteratorSource
-
-    if resolution != IMAGE_SIZE:
-        raise UsageError(f"the micro world's images are {IMAGE_SIZE}px; the model wants {resolution}px")
-
-    def stream():
-        for images, captions in D.iterate_batches("train", batch_size, seed):
-            yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, list(captions)
-
-    info = {"split": "train", "stream_seed": seed, "mix": dict(D.DEFAULT_MIX), "resolution": IMAGE_SIZE}
-    return TrainingData("micro", IteratorSource(stream), _micro_fingerprint(), info)
 
 
 # --------------------------------------------------------------------------- folder
