@@ -113,7 +113,7 @@ def test_micro_class_end_to_end_with_maskunet_trained_on_demand(tmp_path):
 @pytest.mark.skipif(not (REPO / "zoo" / "micro-dit" / "manifest.json").is_file(), reason="zoo/micro-dit not built")
 def test_shipped_micro_dit_draws_its_classes():
     from mubench.methods.base import Prepared
-    from mubench.micro.zoo import score_single_object
+    from mubench.micro.build_common import score_single_object
     from mubench.sampler import SamplerConfig, sample_images
 
     bundle = MicroDiTModel.load(MicroDiTParams(), LoadContext(torch.device("cpu"), torch.float32))

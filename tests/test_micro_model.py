@@ -12,7 +12,8 @@ from torch import nn
 from mubench.errors import AssetError
 from mubench.micro import model as M
 from mubench.micro.assets import sha256_file, verify_all
-from mubench.micro.zoo import _save_safetensors, random_decoder_attention_mask
+from mubench.micro.build_common import save_safetensors
+from mubench.micro.zoo import random_decoder_attention_mask
 from mubench.models.base import LoadContext
 
 CPU = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
@@ -60,8 +61,8 @@ def make_zoo(folder: Path, seed: int = 5) -> tuple[nn.Module, nn.Module]:
     configs = M.default_configs()
     unet, te = M.random_parts(configs, seed)
     folder.mkdir(parents=True)
-    _save_safetensors(unet, folder / M.UNET_FILE, {"format": "test"})
-    _save_safetensors(te, folder / M.TEXT_ENCODER_FILE, {"format": "test"})
+    save_safetensors(unet, folder / M.UNET_FILE, {"format": "test"})
+    save_safetensors(te, folder / M.TEXT_ENCODER_FILE, {"format": "test"})
     files = {f: {"sha256": sha256_file(folder / f), "bytes": (folder / f).stat().st_size}
              for f in (M.UNET_FILE, M.TEXT_ENCODER_FILE)}
     (folder / "manifest.json").write_text(json.dumps({"configs": configs, "files": files,

@@ -20,14 +20,23 @@ def _check_entry(name: str) -> None:
         raise unknown("zoo entry", name, ENTRIES)
 
 
-def _recipe(args: list[str], name: str = "micro"):
-    """KEY=VALUE overrides of the entry's build recipe (:class:`~mubench.micro.zoo.BuildParams`, for micro-dit
-    :class:`~mubench.micro.dit.DiTBuildParams`; values parsed as YAML scalars)."""
+def _builder(name: str):
+    """(recipe class, build function) of zoo entry ``name``: :func:`mubench.micro.zoo.build_micro` with its
+    :class:`~mubench.micro.zoo.BuildParams`, or :func:`mubench.micro.dit.build_micro_dit` with its
+    :class:`~mubench.micro.dit.DiTBuildParams`."""
+    _check_entry(name)
     if name == "micro-dit":
-        from ..micro.dit import DiTBuildParams as BuildParams
-    else:
-        from ..micro.zoo import BuildParams
+        from ..micro.dit import DiTBuildParams, build_micro_dit
 
+        return DiTBuildParams, build_micro_dit
+    from ..micro.zoo import BuildParams, build_micro
+
+    return BuildParams, build_micro
+
+
+def _recipe(args: list[str], name: str = "micro"):
+    """KEY=VALUE overrides of the entry's build recipe (see :func:`_builder`; values parsed as YAML scalars)."""
+    BuildParams, _ = _builder(name)
     fields = {f.name for f in dataclasses.fields(BuildParams)}
     values = {}
     for arg in args:
@@ -53,11 +62,9 @@ def build_command(
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the build's own quality check"),
 ) -> None:
     """Train the micro world's weights reproducibly (seeded, resumable) and write safetensors + manifest.json + build.log."""
-    _check_entry(name)
-    from ..micro.zoo import build_zoo
-
+    _, build = _builder(name)
     params = _recipe(list(args or []), name)
-    manifest = build_zoo(name, out, params, show_progress=not quiet, echo=True, evaluate=not no_eval)
+    manifest = build(out, params, show_progress=not quiet, echo=True, evaluate=not no_eval)
     base = manifest.get("quality", {}).get("base")
     if base:
         typer.echo(f"single_object={base['single_object']:.3f} color={base['color']:.3f} shape={base['shape']:.3f}")

@@ -37,6 +37,8 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
+from .build_common import (BuildLog, clip_fid, evaluate_bundle, pair_counts, real_reference_images, save_safetensors,
+                           versions)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -203,7 +205,6 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
 
     from ..train import IteratorSource, TrainConfig, train
     from .assets import default_zoo_root
-    from .zoo import BuildLog, _versions
 
     p = params or DiTBuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / "micro-dit"
@@ -214,7 +215,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     timings: dict[str, float] = {}
     t_build = time.time()
     log(f"zoo build micro-dit -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
-    log(f"versions {json.dumps(_versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+    log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
 
     configs = default_configs()
     configs["transformer"] = dit_config(p.width, p.heads, p.layers)
@@ -255,17 +256,9 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     timings["train_s"] = round(time.time() - t0, 1)
     log(f"micro-dit trained to step {steps_done} in {timings['train_s']}s (final loss {result.final_loss()})")
 
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu().float() for k, v in transformer.state_dict().items()}
-    tmp = out / (DIT_FILE + ".tmp")
-    # one metadata key: safetensors writes several in hash-map order, which would make the file's bytes (and sha256)
-    # differ between identical builds
     meta = {"format": MANIFEST_FORMAT, "seed": p.seed, "steps": steps_done,
             "weights": "ema" if result.ema is not None else "raw"}
-    save_file(state, str(tmp), metadata={"mubench": json.dumps(meta, sort_keys=True)})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / DIT_FILE)
+    save_safetensors(transformer, out / DIT_FILE, meta)
     files = {DIT_FILE: {"sha256": sha256_file(out / DIT_FILE), "bytes": (out / DIT_FILE).stat().st_size}}
 
     quality: dict[str, Any] = {}
@@ -283,7 +276,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
         "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stopped_at, "weights": "EMA",
                    "prediction_type": configs["scheduler"]["prediction_type"], "trainer": "mubench.train.train",
                    "train_config": tcfg.as_dict()},
-        "quality": quality, "timings": timings, "versions": _versions(), "losses": result.losses,
+        "quality": quality, "timings": timings, "versions": versions(), "losses": result.losses,
     }
     tmp_m = out / "manifest.json.tmp"
     tmp_m.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -295,7 +288,6 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
 def evaluate_micro_dit(transformer: nn.Module, configs: dict[str, Any], p: DiTBuildParams, log) -> dict[str, Any]:
     """Oracle class accuracy (built / 50 % decoder-attention mask / random weights) and micro-CLIP FID."""
     from .clip import CLIP_FILENAME, load_micro_clip
-    from .zoo import clip_fid, evaluate_bundle, real_reference_images
 
     ctx = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
     bundle = assemble(transformer, configs, ctx, "micro-dit:build")
@@ -316,15 +308,8 @@ def evaluate_micro_dit(transformer: nn.Module, configs: dict[str, Any], p: DiTBu
     clip_path = zoo_dir("micro") / CLIP_FILENAME
     if clip_path.is_file():
         clip_model = load_micro_clip(clip_path)
-
-        def counts(ps):
-            got: dict[tuple[str, str], int] = {}
-            for _, c, s in ps:
-                got[(c, s)] = got.get((c, s), 0) + 1
-            return got
-
-        real = real_reference_images(counts(prompts), "test", seed=p.data_seed)
-        real_half = real_reference_images(counts(half), "test", seed=p.data_seed)
+        real = real_reference_images(pair_counts(prompts), "test", seed=p.data_seed)
+        real_half = real_reference_images(pair_counts(half), "test", seed=p.data_seed)
         idx = [i for i in range(len(prompts)) if i % p.eval_per_class < max(1, p.eval_per_class // 2)]
         out["clip_fid"] = {"n": len(prompts), "n_half": len(half), "base": clip_fid(clip_model, base_imgs, real),
                            "base_half": clip_fid(clip_model, base_imgs[idx], real_half),

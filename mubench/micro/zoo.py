@@ -1,6 +1,6 @@
 """``mubench zoo build micro``: train the micro world's weights reproducibly and check their quality.
 
-:func:`build_zoo` runs, seeded and resumable:
+:func:`build_micro` runs, seeded and resumable:
 
 1. the text encoder and the UNet, trained jointly from scratch by mubench's trainer
    (:func:`mubench.train.train`) on the micro ``train`` split (v-prediction, min-SNR weighting,
@@ -23,23 +23,21 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
 from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss, train
 from . import data as D
-from . import scene as S
 from .assets import MANIFEST, sha256_file
+from .build_common import (BuildLog, Prompt, clip_fid, evaluate_bundle, pair_counts, real_reference_images,
+                           save_safetensors, versions)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -74,25 +72,6 @@ class BuildParams:
     eval_per_pair: int = 8  # images per (colour, shape) pair in the build's quality check
     eval_seed: int = 20251125
     threads: int = 1
-
-
-# --------------------------------------------------------------------------- logging
-
-
-class BuildLog:
-    """Timestamped lines to ``build.log`` (appended across resumed builds) and optionally stdout."""
-
-    def __init__(self, path: Path, echo: bool = True) -> None:
-        self.path = path
-        self.echo = echo
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        if self.echo:
-            print(line, flush=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -141,7 +120,7 @@ def eval_pairs(split: str = "test") -> list[tuple[str, str]]:
     return D.allowed_pairs(split)
 
 
-def single_object_prompts(per_pair: int, split: str = "test") -> list[tuple[str, str, str]]:
+def single_object_prompts(per_pair: int, split: str = "test") -> list[Prompt]:
     """(caption, colour, shape) for every pair of ``split``, ``per_pair`` times."""
     out = []
     for c, s in eval_pairs(split):
@@ -169,115 +148,17 @@ def random_decoder_attention_mask(unet: nn.Module, ratio: float, seed: int) -> t
     return masked, zeroed, total
 
 
-def score_single_object(images: torch.Tensor, prompts: list[tuple[str, str, str]]) -> dict[str, float]:
-    """Oracle accuracies on single-object prompts: the largest object's colour, shape, both, and the
-    GenEval-style ``single_object`` rule (right shape present, the largest of it in the right colour)."""
-    from .oracle import Oracle
-
-    oracle = Oracle()
-    color = shape = both = correct = strict = 0
-    for img, (caption, c, s) in zip(images, prompts):
-        dets = oracle.detect(img)
-        phrases, relation = S.parse_caption(caption)
-        ok, _ = oracle.evaluate(dets, phrases, relation)
-        correct += int(ok)
-        if dets:
-            color += int(dets[0].color == c)
-            shape += int(dets[0].shape == s)
-            both += int(dets[0].color == c and dets[0].shape == s)
-            strict += int(len(dets) == 1 and dets[0].color == c and dets[0].shape == s)
-    n = max(1, len(prompts))
-    return {"single_object": correct / n, "color": color / n, "shape": shape / n, "both": both / n,
-            "strict": strict / n, "n": len(prompts)}
-
-
-def real_reference_images(pairs_needed: dict[tuple[str, str], int], split: str = "test",
-                          seed: int = 0) -> np.ndarray:
-    """Real single-object renders of ``split`` with the requested (colour, shape) counts."""
-    want = dict(pairs_needed)
-    out = []
-    for scene in D.make_scenes(split, 40 * sum(want.values()) + 100, {"single": 1.0}, seed=seed):
-        o = scene.objects[0]
-        if want.get((o.color, o.shape), 0) > 0:
-            want[(o.color, o.shape)] -= 1
-            out.append(S.render(scene))
-        if not any(want.values()):
-            break
-    return np.stack(out)
-
-
-def evaluate_bundle(bundle, prompts: list[tuple[str, str, str]], seed: int, sampler: dict[str, Any],
-                    batch: int = 48, denoiser: Optional[nn.Module] = None) -> tuple[dict[str, float], torch.Tensor]:
-    """Sample one image per prompt with the shared sampler and score it with the oracle."""
-    from ..methods.base import Prepared
-    from ..sampler import SamplerConfig, sample_images
-    from ..seeding import image_seed
-
-    cfg = SamplerConfig(resolution=bundle.resolution, **sampler)
-    prepared = Prepared(denoiser if denoiser is not None else bundle.denoiser)
-    images = []
-    seen: dict[str, int] = {}
-    all_seeds = []
-    for caption, _, _ in prompts:  # image k of a caption gets the same seed in every model compared
-        all_seeds.append(image_seed(seed, "zoo-build", caption, seen.get(caption, 0)))
-        seen[caption] = seen.get(caption, 0) + 1
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i:i + batch]
-        images.append(sample_images(bundle, prepared, [p[0] for p in chunk], all_seeds[i:i + batch], cfg,
-                                    per_image=False))
-    images_t = torch.cat(images)
-    return score_single_object(images_t, prompts), images_t
-
-
-def clip_fid(clip_model, images: torch.Tensor, real_u8: np.ndarray) -> float:
-    """Fréchet distance between micro-CLIP penultimate features of ``images`` and real images."""
-    from ..metrics.fid import fid_from_features
-    from .clip import MicroClipEncoder, uint8_to_float
-
-    enc = MicroClipEncoder(clip_model)
-    _, fake = enc.images(images.float())
-    _, real = enc.images(uint8_to_float(real_u8))
-    return float(fid_from_features(fake.double().numpy(), real.double().numpy(), force=True))
-
-
 # --------------------------------------------------------------------------- the build
 
 
-def _save_safetensors(module: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu().float() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    # one metadata key: safetensors writes several keys in hash-map order, which would make the
-    # file's sha256 differ between two builds of bitwise-equal weights
-    save_file(state, str(tmp), metadata={"mubench": json.dumps(metadata, sort_keys=True)})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _versions() -> dict[str, str]:
-    import accelerate
-    import diffusers
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-            "numpy": np.__version__}
-
-
-def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optional[BuildParams] = None,
-              show_progress: bool = True, echo: bool = True,
-              evaluate: bool = True) -> dict[str, Any]:
-    """Build zoo entry ``name`` into ``out_dir`` (default: the repository's ``zoo/<name>``); returns the manifest."""
-    if name == "micro-dit":  # the class-conditional DiT: its own recipe and build (mubench.micro.dit)
-        from .dit import build_micro_dit
-
-        return build_micro_dit(out_dir, params, show_progress, echo, evaluate)  # type: ignore[arg-type]
-    if name != "micro":
-        raise UsageError(f"unknown zoo entry {name!r}; expected 'micro' or 'micro-dit'")
+def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = None, show_progress: bool = True,
+                echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
+    """Build ``zoo/micro`` into ``out_dir`` (default: the repository's ``zoo/micro``); returns the manifest."""
     from .assets import default_zoo_root
     from .clip import evaluate_micro_clip, load_micro_clip, save_micro_clip, train_micro_clip
     from .text import build_tokenizer
+
+    name = "micro"
 
     p = params or BuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / name
@@ -288,7 +169,7 @@ def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optio
     timings: dict[str, float] = {}
     t_build = time.time()
     log(f"zoo build {name} -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
-    log(f"versions {json.dumps(_versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+    log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
 
     # 1. text encoder + UNet -----------------------------------------------------------------
     t0 = time.time()
@@ -354,8 +235,8 @@ def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optio
 
     # 3. write weights ---------------------------------------------------------------------------
     meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(steps_done), "weights": "ema"}
-    _save_safetensors(unet, out / UNET_FILE, meta)
-    _save_safetensors(text_encoder, out / TEXT_ENCODER_FILE, meta)
+    save_safetensors(unet, out / UNET_FILE, meta)
+    save_safetensors(text_encoder, out / TEXT_ENCODER_FILE, meta)
     shutil.copyfile(clip_work, out / (CLIP_FILE + ".tmp"))
     os.replace(out / (CLIP_FILE + ".tmp"), out / CLIP_FILE)
     files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
@@ -381,15 +262,9 @@ def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optio
             rbundle = assemble(r_unet, r_te, configs, ctx, "micro:random")
             rand, rand_imgs = evaluate_bundle(rbundle, few, p.eval_seed, sampler)
             log(f"quality random-weights {json.dumps(rand)}")
-        def counts_of(ps: list[tuple[str, str, str]]) -> dict[tuple[str, str], int]:
-            counts: dict[tuple[str, str], int] = {}
-            for _, c, s in ps:
-                counts[(c, s)] = counts.get((c, s), 0) + 1
-            return counts
-
-        real = real_reference_images(counts_of(prompts), "test", seed=p.data_seed)
-        real_few = real_reference_images(counts_of(few), "test", seed=p.data_seed)
-        val_few = real_reference_images(counts_of(few), "val", seed=p.data_seed)
+        real = real_reference_images(pair_counts(prompts), "test", seed=p.data_seed)
+        real_few = real_reference_images(pair_counts(few), "test", seed=p.data_seed)
+        val_few = real_reference_images(pair_counts(few), "val", seed=p.data_seed)
         few_idx = [i for i, _ in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
         fids = {"n": len(prompts), "n_few": len(few), "base": clip_fid(clip_model, base_imgs, real),
                 "base_few": clip_fid(clip_model, base_imgs[few_idx], real_few),
@@ -414,7 +289,7 @@ def build_zoo(name: str = "micro", out_dir: Optional[Path] = None, params: Optio
         "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stop["at"],
                    "text_encoder": "trained jointly with the UNet from scratch, frozen in the shipped model",
                    "weights": "EMA", "trainer": "mubench.train.train", "train_config": tcfg.as_dict()},
-        "quality": quality, "timings": timings, "versions": _versions(),
+        "quality": quality, "timings": timings, "versions": versions(),
         "losses": result.losses,
     }
     tmp = out / (MANIFEST + ".tmp")

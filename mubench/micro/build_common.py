@@ -1,0 +1,148 @@
+"""What the micro world's zoo builds share (``zoo/micro``: :mod:`mubench.micro.zoo`, ``zoo/micro-dit``:
+:mod:`mubench.micro.dit`): the build log, the versions a manifest records, safetensors files whose bytes depend on
+the weights alone, and the quality check — samples of single-object prompts read by the oracle, and a Fréchet
+distance in micro-CLIP feature space against real renders.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as D
+from . import scene as S
+
+# (caption, colour, shape) of a single-object prompt of a build's quality check
+Prompt = tuple[str, str, str]
+
+
+# --------------------------------------------------------------------------- logging and files
+
+
+class BuildLog:
+    """Timestamped lines to ``build.log`` (appended across resumed builds) and optionally stdout."""
+
+    def __init__(self, path: Path, echo: bool = True) -> None:
+        self.path = path
+        self.echo = echo
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if self.echo:
+            print(line, flush=True)
+
+
+def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    """``module``'s weights (float32) to ``path`` with ``metadata`` as one JSON entry, atomically, mode 0644."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu().float() for k, v in module.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    # one metadata key: safetensors writes several keys in hash-map order, which would make the
+    # file's sha256 differ between two builds of bitwise-equal weights
+    save_file(state, str(tmp), metadata={"mubench": json.dumps(metadata, sort_keys=True)})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """The versions of what a build ran on (recorded in its log and manifest)."""
+    import accelerate
+    import diffusers
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "numpy": np.__version__}
+
+
+# --------------------------------------------------------------------------- the quality check
+
+
+def pair_counts(prompts: list[Prompt]) -> dict[tuple[str, str], int]:
+    """How many prompts of each (colour, shape) pair (the real references a Fréchet distance needs)."""
+    counts: dict[tuple[str, str], int] = {}
+    for _, c, s in prompts:
+        counts[(c, s)] = counts.get((c, s), 0) + 1
+    return counts
+
+
+def score_single_object(images: torch.Tensor, prompts: list[Prompt]) -> dict[str, float]:
+    """Oracle accuracies on single-object prompts: the largest object's colour, shape, both, and the
+    GenEval-style ``single_object`` rule (right shape present, the largest of it in the right colour)."""
+    from .oracle import Oracle
+
+    oracle = Oracle()
+    color = shape = both = correct = strict = 0
+    for img, (caption, c, s) in zip(images, prompts):
+        dets = oracle.detect(img)
+        phrases, relation = S.parse_caption(caption)
+        ok, _ = oracle.evaluate(dets, phrases, relation)
+        correct += int(ok)
+        if dets:
+            color += int(dets[0].color == c)
+            shape += int(dets[0].shape == s)
+            both += int(dets[0].color == c and dets[0].shape == s)
+            strict += int(len(dets) == 1 and dets[0].color == c and dets[0].shape == s)
+    n = max(1, len(prompts))
+    return {"single_object": correct / n, "color": color / n, "shape": shape / n, "both": both / n,
+            "strict": strict / n, "n": len(prompts)}
+
+
+def real_reference_images(pairs_needed: dict[tuple[str, str], int], split: str = "test",
+                          seed: int = 0) -> np.ndarray:
+    """Real single-object renders of ``split`` with the requested (colour, shape) counts."""
+    want = dict(pairs_needed)
+    out = []
+    for scene in D.make_scenes(split, 40 * sum(want.values()) + 100, {"single": 1.0}, seed=seed):
+        o = scene.objects[0]
+        if want.get((o.color, o.shape), 0) > 0:
+            want[(o.color, o.shape)] -= 1
+            out.append(S.render(scene))
+        if not any(want.values()):
+            break
+    return np.stack(out)
+
+
+def evaluate_bundle(bundle, prompts: list[Prompt], seed: int, sampler: dict[str, Any],
+                    batch: int = 48, denoiser: Optional[nn.Module] = None) -> tuple[dict[str, float], torch.Tensor]:
+    """Sample one image per prompt with the shared sampler and score it with the oracle."""
+    from ..methods.base import Prepared
+    from ..sampler import SamplerConfig, sample_images
+    from ..seeding import image_seed
+
+    cfg = SamplerConfig(resolution=bundle.resolution, **sampler)
+    prepared = Prepared(denoiser if denoiser is not None else bundle.denoiser)
+    images = []
+    seen: dict[str, int] = {}
+    all_seeds = []
+    for caption, _, _ in prompts:  # image k of a caption gets the same seed in every model compared
+        all_seeds.append(image_seed(seed, "zoo-build", caption, seen.get(caption, 0)))
+        seen[caption] = seen.get(caption, 0) + 1
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i:i + batch]
+        images.append(sample_images(bundle, prepared, [p[0] for p in chunk], all_seeds[i:i + batch], cfg,
+                                    per_image=False))
+    images_t = torch.cat(images)
+    return score_single_object(images_t, prompts), images_t
+
+
+def clip_fid(clip_model, images: torch.Tensor, real_u8: np.ndarray) -> float:
+    """Fréchet distance between micro-CLIP penultimate features of ``images`` and real images."""
+    from ..metrics.fid import fid_from_features
+    from .clip import MicroClipEncoder, uint8_to_float
+
+    enc = MicroClipEncoder(clip_model)
+    _, fake = enc.images(images.float())
+    _, real = enc.images(uint8_to_float(real_u8))
+    return float(fid_from_features(fake.double().numpy(), real.double().numpy(), force=True))
