@@ -29,6 +29,7 @@ def register_builtins(r: "Registries") -> None:
     r.suites.register("compbench", "mubench.suites.compbench:CompBenchSuite", "T2I-CompBench attribute binding (color/shape/texture) by BLIP-VQA")
     r.suites.register("geneval", "mubench.suites.geneval:GenEvalSuite", "GenEval: 553 prompts x 4 images, official correctness rules, overall = mean of task means")
     r.suites.register("imagenet", "mubench.suites.imagenet:ImageNetSuite", "class-conditional ImageNet 256: DiT sampling defaults, FID / IS / precision / recall vs the ADM reference batch")
+    r.suites.register("micro-art", "mubench.suites.micro_art:MicroArtSuite", "the micro world's fine-tuning target: micro prompts, FID / CLIP against art-style renders (CPU)")
     r.suites.register("micro-class", "mubench.suites.micro_class:MicroClassSuite", "the micro world's class-conditional suite: oracle class accuracy + micro-CLIP FID (CPU)")
     r.suites.register("efficiency", "mubench.suites.efficiency:EfficiencySuite", "costs of a method vs the base model in one run: params, GFLOPs with the mask path, latency, memory, train step")
     r.suites.register("coco", "mubench.suites.coco:CocoSuite", "COCO captions: clean-fid FID and CLIP score (coco = 2017 val 5k; coco2014-30k spec)")
@@ -45,4 +46,5 @@ def register_builtins(r: "Registries") -> None:
     r.scorers.register("imagereward", "mubench.scorers.image_reward:ImageRewardScorer", "ImageReward v1.0: BLIP + MLP from a local checkpoint (differentiable reward)")
     # named training data (train.data=NAME; folders and .parquet files need no entry)
     r.datasets.register("micro", "mubench.micro.sources:MICRO", "the micro world's train split: an endless seeded stream of captioned 32x32 scenes")
+    r.datasets.register("micro-art", "mubench.micro.sources:MICRO_ART", "the micro world's fine-tuning domain: the same scenes and captions on a dark background the base never saw")
     r.datasets.register("micro-class", "mubench.micro.sources:MICRO_CLASS", "the micro world's class stream: single objects of its 15 (colour, shape) classes, captioned by class name")

@@ -67,3 +67,32 @@ def test_report_marks_random_mask_down_on_clip_and_bolds_only_significant_cells(
         for c, cell in zip(table["columns"], row["cells"]):
             if cell and cell["bold"]:  # a bold cell must be a significant winner: here only sd on clip can be
                 assert row["method"] == "sd" and c["metric"] in ("clip",), (row["method"], c["metric"])
+
+
+# ---- the fine-tuning domain (micro-art): positive and negative controls ---------------------------------------
+
+@pytest.fixture(scope="module")
+def art_store(tmp_path_factory):
+    """`sd`, `full-ft` (its micro recipe: 400 steps on micro-art, trained on demand) and `random-mask` on micro-art."""
+    home = tmp_path_factory.mktemp("art-controls")
+    env = {"MUBENCH_HOME": str(home)}
+    for method in ("sd", "full-ft", "random-mask"):
+        proc = run_cli("run", "suite=micro-art", LIMIT, STEPS, f"method={method}", "--no-progress", env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return env
+
+
+def test_full_ft_on_micro_art_is_significantly_better_than_sd_on_art_fid(art_store):
+    """Positive control: a method that fine-tunes on the domain must win on it (else the domain or recipe is wrong)."""
+    proc = run_cli("compare", "sd", "full-ft", "suite=micro-art", "--json", env=art_store)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by = {m["metric"]: m for m in json.loads(proc.stdout)["metrics"]}
+    assert by["fid"]["significant"] and by["fid"]["better"] == "b" and by["fid"]["p_holm"] < 0.01, by["fid"]
+
+
+def test_random_mask_is_significantly_worse_than_sd_on_micro_art_fid_and_clip(art_store):
+    proc = run_cli("compare", "sd", "random-mask", "suite=micro-art", "--json", env=art_store)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by = {m["metric"]: m for m in json.loads(proc.stdout)["metrics"]}
+    for metric in ("fid", "clip"):
+        assert by[metric]["significant"] and by[metric]["better"] == "a", by[metric]

@@ -1,4 +1,4 @@
-"""``mubench zoo build micro|micro-dit [--out DIR] [KEY=VALUE...]`` and ``mubench zoo verify micro|micro-dit``."""
+"""``mubench zoo build micro|micro-dit|micro-art [--out DIR] [KEY=VALUE...]`` and ``mubench zoo verify micro|micro-dit|micro-art``."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import yaml
 from ..errors import UsageError, unknown
 
 app = typer.Typer(help="Build and verify the embedded model zoo (the micro world's weights).", no_args_is_help=True)
-ENTRIES = ("micro", "micro-dit")
+ENTRIES = ("micro", "micro-dit", "micro-art")
 
 
 def _check_entry(name: str) -> None:
@@ -25,6 +25,10 @@ def _builder(name: str):
     :class:`~mubench.micro.zoo.BuildParams`, or :func:`mubench.micro.dit.build_micro_dit` with its
     :class:`~mubench.micro.dit.DiTBuildParams`."""
     _check_entry(name)
+    if name == "micro-art":
+        from ..micro.art_clip import ArtClipBuildParams, build_micro_art
+
+        return ArtClipBuildParams, build_micro_art
     if name == "micro-dit":
         from ..micro.dit import DiTBuildParams, build_micro_dit
 
@@ -54,7 +58,7 @@ def _recipe(args: list[str], name: str = "micro"):
 
 @app.command("build")
 def build_command(
-    name: str = typer.Argument("micro", help="zoo entry to build (micro, micro-dit)"),
+    name: str = typer.Argument("micro", help="zoo entry to build (micro, micro-dit, micro-art)"),
     args: Optional[list[str]] = typer.Argument(None, help="recipe overrides, e.g. steps=3000 threads=2 "
                                                           "max_train_minutes=90 (see docs/micro-world.md)"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: the repository's zoo/<name>)"),
@@ -72,7 +76,7 @@ def build_command(
 
 @app.command("verify")
 def verify_command(
-    name: str = typer.Argument("micro", help="zoo entry to verify (micro, micro-dit)"),
+    name: str = typer.Argument("micro", help="zoo entry to verify (micro, micro-dit, micro-art)"),
     out: Optional[Path] = typer.Option(None, "--out", help="zoo folder (default: the shipped zoo/<name>)"),
     json_out: bool = typer.Option(False, "--json", help="print {file: sha256} as JSON"),
 ) -> None:

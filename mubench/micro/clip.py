@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch.nn import functional as F
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..errors import AssetError
+from . import art as A
 from . import data as D
 from . import scene as S
 from . import text as T
@@ -191,8 +193,10 @@ def contrastive_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optional[ProgressFn] = None,
                      params: Optional[MicroClipTrainParams] = None,
-                     config: Optional[MicroClipConfig] = None) -> MicroClip:
-    """Train micro-CLIP from scratch on the micro ``train`` split and return it (eval mode, CPU).
+                     config: Optional[MicroClipConfig] = None,
+                     batches: Optional[Iterator[tuple[list[S.Scene], np.ndarray]]] = None) -> MicroClip:
+    """Train micro-CLIP from scratch on the micro ``train`` split (or on ``batches``: an endless stream of
+    (scenes, uint8 images) of ``params.batch_size``) and return it (eval mode, CPU).
 
     ``steps`` overrides ``params.steps`` (default 800: a few minutes on one CPU thread);
     ``seed`` seeds the weights and the data stream, so a run is reproducible on one machine;
@@ -219,7 +223,7 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     tokenizer = T.build_tokenizer()
-    stream = _batches("train", params.batch_size, params.seed, params.mix)
+    stream = batches if batches is not None else _batches("train", params.batch_size, params.seed, params.mix)
     start, losses = time.time(), []
     for step in range(params.steps):
         scenes, images = next(stream)
@@ -244,14 +248,18 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
 
 
 @torch.no_grad()
-def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val") -> dict[str, float]:
+def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val", world: str = "micro") -> dict[str, float]:
     """Zero-shot accuracy of micro-CLIP on single-object ``split`` images: colour, shape and fill
     (caption templates "a {colour} {shape}", "a {fill} {shape}"), and caption retrieval among
     ``n`` mixed-kind scenes (the best caption must be true of the image), the mean cosine of
     images with their own captions, and ``fid_real_vs_real``: FID between the ``n`` scenes and
-    another real render of each of their captions (the floor a perfect generator reaches)."""
+    another real render of each of their captions (the floor a perfect generator reaches). ``world="micro-art"``
+    evaluates on the art distribution's ``split`` instead."""
+    if world not in ("micro", "micro-art"):
+        raise ValueError(f"unknown micro world {world!r}")
+    make = A.make_art_scenes if world == "micro-art" else D.make_scenes
     enc = MicroClipEncoder(model)
-    scenes = D.make_scenes(split, n, {"single": 1.0})
+    scenes = make(split, n, {"single": 1.0})
     img_emb, _ = enc.images(uint8_to_float(S.render_batch(scenes)))
     out: dict[str, float] = {}
     pairs = [(c, s) for c in S.COLORS for s in S.SHAPES]
@@ -263,7 +271,7 @@ def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val") -> d
     sims = img_emb @ enc.texts([f"a {f} {s}" for f, s in fills]).T
     pred_f = [fills[k] for k in sims.argmax(1).tolist()]
     out["fill_acc"] = float(np.mean([p[0] == s.objects[0].fill for p, s in zip(pred_f, scenes)]))
-    mixed = D.make_scenes(split, n, {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25})
+    mixed = make(split, n, {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25})
     img_emb, _ = enc.images(uint8_to_float(S.render_batch(mixed)))
     captions = sorted({s.caption for s in mixed})
     sims = img_emb @ enc.texts(captions).T
@@ -274,7 +282,10 @@ def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val") -> d
     # the FID floor: two independent real renders of the same captions
     from ..metrics.fid import fid_from_features
 
-    again = [D.realize(s.phrases, s.relation, D.scene_rng(split, i, 99), split) for i, s in enumerate(mixed)]
+    if world == "micro-art":
+        again = [A.realize_art(s.phrases, s.relation, A.art_rng(split, i, 99)) for i, s in enumerate(mixed)]
+    else:
+        again = [D.realize(s.phrases, s.relation, D.scene_rng(split, i, 99), split) for i, s in enumerate(mixed)]
     _, f1 = enc.images(uint8_to_float(S.render_batch(mixed)))
     _, f2 = enc.images(uint8_to_float(S.render_batch(again)))
     out["fid_real_vs_real"] = fid_from_features(f1.double().numpy(), f2.double().numpy(), force=True)
@@ -309,6 +320,7 @@ def save_micro_clip(model: MicroClip, path: str | Path, extra: Optional[dict[str
     # one metadata key: safetensors writes a metadata map in hash order, so several keys give a different file
     # (and sha256) on every save of the same weights
     save_file(state, str(tmp), metadata={"mubench": json.dumps(meta, sort_keys=True)})
+    os.chmod(tmp, 0o644)  # shipped in zoo/: readable by all, whatever mode save_file created it with
     tmp.replace(path)
     return path
 

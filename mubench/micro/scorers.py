@@ -23,6 +23,8 @@ import torch
 from ..scorers.base import Scorer, ScorerContext
 from ..scorers.rewards import RewardScorer
 from ..suites.base import PromptItem
+from ..errors import AssetError, UsageError
+from . import art as A
 from . import data as D
 from . import scene as S
 from .clip import CLIP_FILENAME, MicroClipEncoder, load_micro_clip, random_micro_clip, uint8_to_float, zoo_dir
@@ -31,16 +33,23 @@ from .oracle import Oracle, OracleParams
 REFERENCE_SEED = 1_000_003  # stream seed of held-out reference renders (no split draws from it)
 
 
-def reference_scenes(caption: str, split: str, key: int, n: int) -> list[S.Scene]:
-    """``n`` held-out real scenes of ``caption`` for prompt number ``key`` of ``split``."""
+def reference_scenes(caption: str, split: str, key: int, n: int, style: str = "micro") -> list[S.Scene]:
+    """``n`` held-out real scenes of ``caption`` for prompt number ``key`` of ``split``; ``style="art"``: of the
+    micro-art distribution (its ``test`` split), which the ``micro-art`` suite's FID compares with."""
     phrases, relation = S.parse_caption(caption)
+    if style == "art":
+        return [A.realize_art(phrases, relation, A.art_rng("test", int(key) * 64 + k, REFERENCE_SEED))
+                for k in range(int(n))]
+    if style != "micro":
+        raise UsageError(f"unknown reference style {style!r}; expected micro or art")
     return [D.realize(phrases, relation, D.scene_rng(split, int(key) * 64 + k, REFERENCE_SEED), split)
             for k in range(int(n))]
 
 
 @dataclass
 class MicroClipScorerParams:
-    weights: Optional[str] = None  # safetensors file; None = the zoo's micro-clip weights
+    weights: Optional[str] = None  # safetensors file; None = micro-clip.safetensors of zoo entry `world`
+    world: str = "micro"  # zoo entry whose micro-CLIP scores: micro (shipped base) or micro-art (both styles)
     random_seed: int = 0  # seed of the random weights used when the run has weights=random
 
 
@@ -57,7 +66,10 @@ class MicroClipScorer(RewardScorer):
             self._hash = f"random-{params.random_seed}"
             self._path: Optional[Path] = None
         else:
-            self._path = Path(params.weights).expanduser() if params.weights else zoo_dir("micro") / CLIP_FILENAME
+            self._path = Path(params.weights).expanduser() if params.weights else zoo_dir(params.world) / CLIP_FILENAME
+            if not params.weights and not self._path.is_file():
+                raise AssetError(f"micro-CLIP weights of zoo entry {params.world!r} not found: {self._path}\n"
+                                 f"  build them with `mubench zoo build {params.world}` (seconds on a CPU)")
             model = load_micro_clip(self._path)
             self._hash = hashlib.sha256(self._path.read_bytes()).hexdigest()
         self.encoder = MicroClipEncoder(model.to(ctx.device).requires_grad_(False))
@@ -69,6 +81,7 @@ class MicroClipScorer(RewardScorer):
         cfg = self.encoder.model.config
         return {**super().describe(), "backbone": "micro-clip", "feature_dim": cfg.feature_dim,
                 "embed_dim": cfg.embed_dim, "weights": self._path.name if self._path else "random",
+                "world": self.params.world,
                 "features": "penultimate image features (FID space)", "clip": "raw cosine"}
 
     def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -89,7 +102,8 @@ class MicroClipScorer(RewardScorer):
             res: dict[str, Any] = {"clip": float(cos[b]), "features": feats[b]}
             n = int(item.meta.get("references", 0) or 0)
             if n > 0:
-                refs = reference_scenes(str(item.prompt), item.meta.get("split", "test"), item.meta.get("key", 0), n)
+                refs = reference_scenes(str(item.prompt), item.meta.get("split", "test"), item.meta.get("key", 0), n,
+                                        str(item.meta.get("style", "micro")))
                 _, rf = self.encoder.images(uint8_to_float(S.render_batch(refs)).to(device))
                 res["ref_features"] = rf.cpu().numpy().astype(np.float32)
             out.append(res)

@@ -3,6 +3,9 @@
 ``micro``
     the base distribution's ``train`` split (:mod:`mubench.micro.data`): an endless seeded stream of captioned
     scenes (32×32); stream seed = the recipe's seed.
+``micro-art``
+    the fine-tuning domain's ``train`` split (:mod:`mubench.micro.art`): the base grammar's scenes and captions on
+    the dark art background the base model never saw; stream seed = the recipe's seed.
 ``micro-class``
     the class-conditional stream (:mod:`mubench.micro.classes`): single objects of the 15 (colour, shape) classes,
     captioned by class name (what class-conditional models such as ``micro-dit`` read; "" — caption dropout — is
@@ -22,6 +25,7 @@ from ..config import stable_hash
 from ..errors import UsageError
 from ..train.data import NamedDataSource, TrainingData
 from ..train.loop import IteratorSource
+from . import art as A
 from . import classes as C
 from . import data as D
 from .scene import IMAGE_SIZE
@@ -55,6 +59,23 @@ def open_micro(batch_size: int, seed: int, resolution: int) -> TrainingData:
     return TrainingData("micro", IteratorSource(stream), micro_fingerprint(), info)
 
 
+def micro_art_fingerprint() -> str:
+    """What decides the ``micro-art`` stream's content (:func:`mubench.micro.art.art_content`)."""
+    return "micro-art-train:" + stable_hash(A.art_content())
+
+
+def open_micro_art(batch_size: int, seed: int, resolution: int) -> TrainingData:
+    """Batches of (float images [B,3,32,32] in [0,1], captions) from the art ``train`` split, stream ``seed``."""
+    check_resolution(resolution)
+
+    def stream() -> Iterator[tuple[torch.Tensor, list[str]]]:
+        for images, captions in A.iterate_art_batches("train", batch_size, seed):
+            yield as_float_images(images), list(captions)
+
+    info = {"split": "train", "style": "art", "stream_seed": seed, "resolution": IMAGE_SIZE}
+    return TrainingData("micro-art", IteratorSource(stream), micro_art_fingerprint(), info)
+
+
 def micro_class_fingerprint() -> str:
     """What decides the ``micro-class`` stream's content (:func:`mubench.micro.classes.class_fingerprint`)."""
     return C.class_fingerprint("train")
@@ -74,4 +95,5 @@ def open_micro_class(batch_size: int, seed: int, resolution: int) -> TrainingDat
 
 
 MICRO = NamedDataSource(micro_fingerprint, open_micro)
+MICRO_ART = NamedDataSource(micro_art_fingerprint, open_micro_art)
 MICRO_CLASS = NamedDataSource(micro_class_fingerprint, open_micro_class)
