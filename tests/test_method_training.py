@@ -94,18 +94,18 @@ def test_deviations_from_the_released_code_are_recorded(regs, bundle, data, tmp_
 
 def test_micro_recipe_is_selected_by_model(regs):
     micro = resolve(["method=maskunet", "model=micro"], regs)
-    assert micro.method.recipe == "micro" and micro.method.params.train.data == "micro"
+    assert micro.method.recipe == "micro" and micro.method.params.train.data == "micro-art"
     assert micro.method.params.train.steps < 1000 and micro.method.params.train.lr == pytest.approx(1e-3)
     paper = resolve(["method=maskunet", "model=tiny-sd"], regs)
     assert paper.method.recipe is None and paper.method.params.train.steps == 7000
     assert paper.method.params.train.lr == pytest.approx(1e-5) and paper.method.params.train.batch_size == 32
     user = resolve(["method=maskunet", "model=micro", "method.train.steps=5"], regs)  # the user's keys win
-    assert user.method.params.train.steps == 5 and user.method.params.train.data == "micro"
+    assert user.method.params.train.steps == 5 and user.method.params.train.data == "micro-art"
     lora = resolve(["method=lora", "model=micro"], regs)
     assert lora.method.params.r == 8 and resolve(["method=lora", "model=tiny-sd"], regs).method.params.r == 256
     assert micro.method.fingerprint() != resolve(["method=maskunet", "model=tiny-sd"], regs).method.fingerprint()
     for spec in ("full-ft", "dropout", "lora", "maskunet", "maskunet-faithful"):
-        assert resolve([f"method={spec}", "model=micro"], regs).method.params.train.data == "micro"
+        assert resolve([f"method={spec}", "model=micro"], regs).method.params.train.data == "micro-art"
 
 
 # --------------------------------------------------------------------------- data sources
@@ -180,7 +180,7 @@ def test_unknown_data_spec_lists_the_registered_sources(tmp_path):
 
     for call in (lambda: data_fingerprint(str(tmp_path / "nowhere")),
                  lambda: open_data(str(tmp_path / "nowhere"), batch_size=2, seed=0, resolution=32)):
-        with pytest.raises(UsageError, match="expected 'micro', 'micro-class', a folder.*no such folder or file"):
+        with pytest.raises(UsageError, match="expected 'micro', 'micro-art', 'micro-class', a folder.*no such folder or file"):
             call()
 
 

@@ -127,7 +127,7 @@ def test_micro_art_suite_scores_with_the_art_clip_and_art_references():
     items = suite.items()
     assert items and all(it.meta["style"] == "art" for it in items)
     assert [it.prompt for it in items] == [it.prompt for it in micro.items()]
-    assert suite.scorers()["clip"].params == {"world": "micro-art"}
+    assert suite.scorers()["art_clip"].params == {"world": "micro-art"} and suite.scorers()["clip"].params == {}
     assert suite.protocol() != micro.protocol() and suite.protocol()["world"] == "micro-art"
     spec = yaml.safe_load((REPO / "suites" / "micro-art.yaml").read_text())
     assert spec["kind"] == "micro-art" and spec["model"] == "micro"
