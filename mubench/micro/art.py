@@ -82,12 +82,7 @@ def make_art_scenes(split: str, n: int, mix: Optional[dict[str, float]] = None, 
 def iterate_art_batches(split: str, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Endless deterministic stream of (uint8 images [B,32,32,3], captions) from art ``split``; batch ``b`` holds
     scenes ``b*batch_size ...``, so the stream is the same however it is consumed."""
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    stream = iterate_art_scenes(split, seed)
-    while True:
-        scenes = [next(stream) for _ in range(batch_size)]
-        yield S.render_batch(scenes), [s.caption for s in scenes]
+    return D.rendered_batches(iterate_art_scenes(split, seed), batch_size)
 
 
 def art_content() -> dict:

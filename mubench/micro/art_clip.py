@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ..errors import UsageError
 from . import art as A
 from . import data as D
 from . import scene as S
@@ -59,8 +60,6 @@ def build_micro_art(out_dir: Optional[Path] = None, params: Optional[ArtClipBuil
 
     p = params or ArtClipBuildParams()
     if not 0.0 <= p.art_fraction <= 1.0:
-        from ..errors import UsageError
-
         raise UsageError(f"art_fraction must be in [0, 1], got {p.art_fraction}")
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / "micro-art"
     out.mkdir(parents=True, exist_ok=True)

@@ -99,15 +99,26 @@ def make_scenes(split: str, n: int, mix: Optional[dict[str, float]] = None, seed
     return [next(stream) for _ in range(int(n))]
 
 
+def scene_batches(stream: Iterator[S.Scene], batch_size: int) -> Iterator[list[S.Scene]]:
+    """Consecutive lists of ``batch_size`` scenes of ``stream`` (batch ``b`` holds scenes ``b*batch_size ...``);
+    any distribution's scene stream (this one's, micro-art's)."""
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    while True:
+        yield [next(stream) for _ in range(batch_size)]
+
+
+def rendered_batches(stream: Iterator[S.Scene], batch_size: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(uint8 images [B,32,32,3], captions) of :func:`scene_batches`."""
+    for scenes in scene_batches(stream, batch_size):
+        yield S.render_batch(scenes), [s.caption for s in scenes]
+
+
 def iterate_scene_batches(split: str, batch_size: int, seed: int, mix: Optional[dict[str, float]] = None
                           ) -> Iterator[list[S.Scene]]:
     """Endless deterministic stream of lists of ``batch_size`` scenes: batch ``b`` holds scenes ``b*batch_size ...``
     of stream ``seed``, so the stream is the same however it is consumed."""
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    stream = iterate_scenes(split, seed, mix)
-    while True:
-        yield [next(stream) for _ in range(batch_size)]
+    return scene_batches(iterate_scenes(split, seed, mix), batch_size)
 
 
 def iterate_batches(split: str, batch_size: int, seed: int, mix: Optional[dict[str, float]] = None
@@ -117,5 +128,4 @@ def iterate_batches(split: str, batch_size: int, seed: int, mix: Optional[dict[s
     Batch ``b`` holds scenes ``b*batch_size ...`` of stream ``seed``, so the stream is the same
     however it is consumed; different seeds give different streams of the same split.
     """
-    for scenes in iterate_scene_batches(split, batch_size, seed, mix):
-        yield S.render_batch(scenes), [s.caption for s in scenes]
+    return rendered_batches(iterate_scenes(split, seed, mix), batch_size)
