@@ -81,7 +81,8 @@ class MicroClipScorer(RewardScorer):
         cfg = self.encoder.model.config
         return {**super().describe(), "backbone": "micro-clip", "feature_dim": cfg.feature_dim,
                 "embed_dim": cfg.embed_dim, "weights": self._path.name if self._path else "random",
-                "world": self.params.world,
+                # the default world is left out so that the micro suite's protocol predates the field unchanged
+                **({"world": self.params.world} if self.params.world != "micro" else {}),
                 "features": "penultimate image features (FID space)", "clip": "raw cosine"}
 
     def reward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
