@@ -41,7 +41,8 @@ class RunConfig:
     method: str = "sd"  # method spec name or path to a YAML file
     model: str = "micro"  # registered model name
     limit: Optional[int] = None  # first N prompts of the suite
-    batch_size: int = 8  # images per denoiser call (results do not depend on it)
+    batch_size: int = 8  # images held in memory at once, in whole chunks (results do not depend on it)
+    chunk: Optional[int] = None  # images per denoiser / decoder call, padded (part of the protocol); None: 8 cpu, 32 cuda
     seed: int = 0  # run seed; image j of prompt i uses a stream seeded by (seed, suite, prompt id, j)
     device: str = "auto"  # cpu | cuda | cuda:N | auto
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
@@ -262,6 +263,8 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         raise UsageError(f"bad value limit={run.limit}; expected a positive number of prompts")
     if run.batch_size < 1:
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
+    if run.chunk is not None and run.chunk < 1:
+        raise UsageError(f"bad value chunk={run.chunk}; expected >= 1 (1 = one image per denoiser call)")
     comps = {c: resolve_component(c, getattr(run, c), nest_overrides(sub[c]), regs, model=run.model)
              for c in ("suite", "method", "model")}
     if fits and run.model not in fits and run.weights != "random":

@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from .cache import Cache, to_uint8
-from .fsutil import atomic_write_bytes, atomic_write_text
+from .chunking import SCORE_CHUNK, chunks, chunks_in_flight, default_chunk, pad, shard_chunks
+from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
@@ -33,7 +34,7 @@ from .sampler import SamplerConfig, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
-from .store import Store, default_store_path, mubench_home
+from .store import mubench_home
 from .suites.base import MeasureContext, PromptItem, SampleRecord, Suite
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,13 +59,6 @@ class PlannedSample:
     image_index: int
     seed: Optional[int]  # None for images made by another tool
     key: str
-
-
-@dataclass
-class RunOutput:
-    results: dict[str, Any]
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    units: dict[str, Any] = field(default_factory=dict)  # metric -> UnitData (per-unit data behind the metric)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,7 +159,7 @@ class Runner:
         base = {
             "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(), "artifact": prepared.artifact,
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
-            "batching": "per-image",
+            "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",
         }
         planned = []
         ipp = getattr(self.suite.params, "images_per_prompt", 1)
@@ -178,36 +172,41 @@ class Runner:
                 planned.append(PlannedSample(item, j, seed, key))
         return planned
 
-    def my_share(self, planned: list[PlannedSample], items: list[PromptItem]) -> list[PlannedSample]:
-        position = {item.id: i for i, item in enumerate(items)}
-        return [p for p in planned if position[p.item.id] % self.shard.world == self.shard.rank]
+    def my_chunks(self, planned: list[PlannedSample], size: int) -> list[list[PlannedSample]]:
+        """This process's whole chunks of the run's global sample order (:mod:`mubench.chunking`)."""
+        return shard_chunks(chunks(planned, size), self.shard.rank, self.shard.world)
 
     def generate(self, bundle: ModelBundle, prepared: Prepared, sampler: SamplerConfig,
-                 todo: list[PlannedSample]) -> None:
-        missing = [p for p in todo if not self.cache.has_sample(p.key)]
-        self.progress.start("generate", len(missing))
-        bs = self.cfg.run.batch_size
-        for start in range(0, len(missing), bs):
-            batch = missing[start:start + bs]
+                 planned: list[PlannedSample]) -> None:
+        """Every chunk of this process with an image missing from the cache, ``batch_size // chunk`` chunks per
+        call; a chunk is always generated whole, so a resumed run makes the same bits as an uninterrupted one."""
+        todo = [c for c in self.my_chunks(planned, sampler.chunk) if not all(self.cache.has_sample(p.key) for p in c)]
+        self.progress.start("generate", sum(len(c) for c in todo))
+        per_call = chunks_in_flight(self.cfg.run.batch_size, sampler.chunk)
+        for start in range(0, len(todo), per_call):
+            batch = [p for c in todo[start:start + per_call] for p in c]
             images = sample_images(bundle, prepared, [p.item.prompt for p in batch], [p.seed for p in batch], sampler)
             for p, img in zip(batch, to_uint8(images)):
-                self.cache.write_sample(p.key, img)
+                if not self.cache.has_sample(p.key):
+                    self.cache.write_sample(p.key, img)
             self.progress.advance("generate", len(batch))
 
-    def score(self, scorers: dict[str, Scorer], todo: list[PlannedSample]) -> None:
+    def score(self, scorers: dict[str, Scorer], planned: list[PlannedSample]) -> None:
+        """Each scorer sees this process's chunks of :data:`SCORE_CHUNK` images of the global order (padded with
+        copies of the last), so an image's score does not depend on what it was scored with."""
         for name, scorer in scorers.items():
             skey = scorer_key(scorer)
-            missing = [p for p in todo if not self.cache.has_score(skey, p.key)]
-            self.progress.start(f"score:{name}", len(missing))
-            bs = max(1, self.cfg.run.batch_size)
-            for start in range(0, len(missing), bs):
-                batch = missing[start:start + bs]
+            todo = [c for c in self.my_chunks(planned, SCORE_CHUNK)
+                    if not all(self.cache.has_score(skey, p.key) for p in c)]
+            self.progress.start(f"score:{name}", sum(len(c) for c in todo))
+            for part in todo:
+                batch = pad(part, SCORE_CHUNK)
                 images = torch.stack([torch.from_numpy(self.cache.read_sample(p.key).copy()).permute(2, 0, 1)
                                       for p in batch]).float().div(255).to(self.device)
                 results = scorer.score(images, [p.item for p in batch])
-                for p, res in zip(batch, results):
+                for p, res in zip(part, results):
                     self.cache.write_score(skey, p.key, res)
-                self.progress.advance(f"score:{name}", len(batch))
+                self.progress.advance(f"score:{name}", len(part))
 
     def records(self, scorers: dict[str, Scorer], planned: list[PlannedSample]) -> list[SampleRecord]:
         out = []
@@ -234,19 +233,21 @@ class Runner:
         bundle = self.load_model()
         prepared = self.prepare(bundle)
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
-                                  getattr(prepared, "sampler_overrides", None))
+                                  getattr(prepared, "sampler_overrides", None),
+                                  chunk=self.cfg.run.chunk or default_chunk(self.device))
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
         self.planned = planned = self.plan(bundle, prepared, sampler, items)
-        mine = self.my_share(planned, items)
         kept, total = self.kept()
         if kept:
             self.progress.log(f"resuming: {kept} of {total} images are already in the cache and are reused")
         t1 = time.perf_counter()
-        self.generate(bundle, prepared, sampler, mine)
+        self.generate(bundle, prepared, sampler, planned)
         self.timing["generate_s"] = time.perf_counter() - t1
+        if self.shard.world > 1:
+            self.shard.barrier()  # scoring chunks cut the global order differently from generation chunks
         t2 = time.perf_counter()
-        self.score(scorers, mine)
+        self.score(scorers, planned)
         self.timing["score_s"] = time.perf_counter() - t2
         self.shard.barrier()
         if not self.shard.is_main:
@@ -324,6 +325,7 @@ class Runner:
             "dtype": str(self.dtype).replace("torch.", ""),
             "device_type": self.device.type,
             "scorers": {name: s.describe() for name, s in scorers.items()},
+            "score_chunk": SCORE_CHUNK,
             **self.suite.protocol(),
         }
         if getattr(prepared, "sampler_overrides", None):  # the method's own sampling protocol
@@ -350,34 +352,5 @@ class Runner:
 
 def scorer_key(scorer: Scorer) -> str:
     return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
-                                            "weights": scorer.weights_hash(), "params": to_plain(scorer.params)})
-
-
-def sample_row(record: SampleRecord) -> dict[str, Any]:
-    """One line of samples.jsonl: ids, seed, file, sha256 and the per-image scalar scores."""
-    path = Path(record.path)
-    scores = {name: {k: v for k, v in res.items() if not hasattr(v, "shape")} for name, res in record.scores.items()}
-    return {"prompt_id": record.item.id, "image_index": record.image_index, "seed": record.seed,
-            "prompt": record.item.prompt if isinstance(record.item.prompt, (str, int)) else str(record.item.prompt),
-            "key": record.key, "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "scores": scores}
-
-
-def write_outputs(out_dir: Path, output: RunOutput) -> None:
-    import json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(s, sort_keys=True, default=str) + "\n" for s in output.samples)
-    atomic_write_text(out_dir / "samples.jsonl", lines)
-    if output.units:
-        from .selection import UNITS_FILE, units_file_bytes
-
-        atomic_write_bytes(out_dir / UNITS_FILE, units_file_bytes(output.units))
-    atomic_write_text(out_dir / "results.json", json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def record_in_store(store_path: Optional[str], output: RunOutput) -> Path:
-    path = Path(store_path).expanduser() if store_path else default_store_path()
-    with Store(path) as store:
-        store.record_run(output.results, output.samples, output.units)
-    return path
+                                            "weights": scorer.weights_hash(), "params": to_plain(scorer.params),
+                                            "chunk": SCORE_CHUNK})

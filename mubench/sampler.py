@@ -2,8 +2,12 @@
 
 Classifier-free guidance, diffusers schedulers, text- or class-conditional denoisers, per-image
 random streams and the method hooks of :class:`~mubench.methods.base.Prepared`. Image ``b`` of a
-batch draws its initial noise (and ancestral noise, and method noise) only from ``generators[b]``,
-so a batch of 3 gives bitwise the same images as three batches of 1.
+batch draws its initial noise (and ancestral noise, and method noise) only from ``generators[b]``.
+
+The text encoder, the denoiser and the decoder see the images in chunks of exactly ``cfg.chunk`` images
+(their CFG pairs together; the last chunk padded and the padding dropped), so an image's bits depend on its seed,
+prompt, the chunk size, device and dtype, and not on how many images a call holds (:mod:`mubench.chunking`).
+``chunk=1`` is the per-image path (one image's CFG pair per denoiser call).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerDiscreteScheduler)
 
+from .chunking import pad
 from .errors import UsageError
 from .methods.base import Prepared, RowInfo, StepState
 from .models.base import Conditioning, ModelBundle
@@ -38,16 +43,22 @@ class SamplerConfig:
     guidance: float = 7.5
     resolution: int = 512
     eta: float = 0.0
+    chunk: int = 1  # images per denoiser / decoder call (padded): part of the protocol, see mubench.chunking
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler, "steps": self.steps, "guidance": self.guidance,
-                "resolution": self.resolution, "eta": self.eta}
+        out = {"scheduler": self.scheduler, "steps": self.steps, "guidance": self.guidance,
+               "resolution": self.resolution, "eta": self.eta}
+        if self.chunk != 1:  # chunk=1 is the per-image protocol that predates chunking: its hashes stay as they were
+            out["chunk"] = self.chunk
+        return out
 
 
-def resolve_sampler(bundle: ModelBundle, overrides: Any, method: Optional[dict[str, Any]] = None) -> SamplerConfig:
+def resolve_sampler(bundle: ModelBundle, overrides: Any, method: Optional[dict[str, Any]] = None,
+                    chunk: int = 1) -> SamplerConfig:
     """Suite sampler params (None = model default) → a complete :class:`SamplerConfig`.
 
     ``method``: settings a method needs whatever the suite says (``Prepared.sampler_overrides``), applied last.
+    ``chunk``: images per denoiser call (the run's ``chunk=``; 1 = one image at a time).
     """
     merged: dict[str, Any] = {"resolution": bundle.resolution}
     merged.update(bundle.default_sampler)
@@ -60,7 +71,9 @@ def resolve_sampler(bundle: ModelBundle, overrides: Any, method: Optional[dict[s
             raise UsageError(f"a method asked for unknown sampler setting {key!r}")
         if value is not None:
             merged[key] = value
-    cfg = SamplerConfig(**merged)
+    cfg = SamplerConfig(**merged, chunk=int(chunk))
+    if cfg.chunk < 1:
+        raise UsageError(f"chunk must be >= 1, got {cfg.chunk}")
     if cfg.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown scheduler {cfg.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
     if cfg.steps < 1:
@@ -95,16 +108,28 @@ def call_denoiser(bundle: ModelBundle, denoiser: torch.nn.Module, x: torch.Tenso
 
 def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
                    cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None,
-                   per_image: bool = True) -> torch.Tensor:
+                   per_image: Optional[bool] = None) -> torch.Tensor:
     """Run the denoising loop; returns final latents [B, C, h, w] (float32, CPU).
 
-    ``per_image=True`` (the default) evaluates the denoiser one image at a time (its CFG pair in one call), so every
-    call has the same shape whatever the batch size, and the images are bitwise independent of batching and
-    sharding: CPU GEMM/conv kernels change the last bits of a row with the batch they are computed in.
-    ``per_image=False`` runs all rows in one call (faster on GPUs; images may then differ at the 1e-6 level).
+    The denoiser sees chunks of ``cfg.chunk`` images (module docstring). ``per_image`` overrides that: True = chunks
+    of one image, False = all images in one call (builds and tests; images then depend on the call's size).
     """
+    chunk = _chunk_size(cfg, len(prompts), per_image)
+    return _denoise(bundle, prepared, prompts, seeds, cfg, chunk, step_callback)[: len(prompts)].float().cpu()
+
+
+def _chunk_size(cfg: SamplerConfig, n: int, per_image: Optional[bool]) -> int:
+    if per_image is None:
+        return cfg.chunk
+    return 1 if per_image else max(1, n)
+
+
+def _denoise(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int], cfg: SamplerConfig,
+             chunk: int, step_callback: Optional[Callable[[int], None]]) -> torch.Tensor:
+    """The loop over padded chunks; returns the padded final latents on the model's device."""
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
+    prompts, seeds = pad(prompts, chunk), pad(seeds, chunk)  # padding rows get their own streams, then are dropped
     param = next(bundle.denoiser.parameters())
     device, dtype = param.device, param.dtype
     n = len(prompts)
@@ -117,9 +142,10 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
     use_cfg = cfg.guidance != 1.0
     keep_variance = uses_learned_variance(bundle, cfg)
     guidance_channels = bundle.extras.get("guidance_channels")
-    chunks = [[b] for b in range(n)] if per_image else [list(range(n))]
-    conds = [_chunk_conditioning(bundle, [prompts[b] for b in chunk], use_cfg) for chunk in chunks]
-    rows = [_rows(chunk, use_cfg) for chunk in chunks]
+    chunks = [list(range(i, i + chunk)) for i in range(0, n, chunk)]
+    with torch.no_grad():
+        conds = [_chunk_conditioning(bundle, [prompts[b] for b in c], use_cfg) for c in chunks]
+    rows = [_rows(c, use_cfg) for c in chunks]
     step_kwargs: dict[str, Any] = {}
     if cfg.scheduler == "ddim":
         step_kwargs["eta"] = cfg.eta
@@ -131,10 +157,10 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
             for i, t in enumerate(scheduler.timesteps):
                 x_all = scheduler.scale_model_input(latents, t)
                 out = None
-                for chunk, cond, chunk_rows in zip(chunks, conds, rows):
-                    x = x_all[chunk]
+                for c, cond, chunk_rows in zip(chunks, conds, rows):
+                    x = x_all[c]
                     x = (torch.cat([x, x]) if use_cfg else x).to(dtype)
-                    state = StepState(i, len(scheduler.timesteps), t, latents[chunk], chunk_rows, generators,
+                    state = StepState(i, len(scheduler.timesteps), t, latents[c], chunk_rows, generators,
                                       extras={"guidance": cfg.guidance, "prompts": prompts,
                                               "scheduler": cfg.scheduler})
                     prepared.before_step(state)
@@ -147,13 +173,13 @@ def sample_latents(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], 
                         pred = _guide(pred, cfg.guidance, guidance_channels, latents.shape[1])
                     if out is None:
                         out = torch.empty((n, *pred.shape[1:]), dtype=torch.float32, device=latents.device)
-                    out[chunk] = pred
+                    out[c] = pred
                 latents = _step(scheduler, out, t, latents, step_kwargs)
                 if step_callback is not None:
                     step_callback(i)
     finally:
         prepared.end_batch()
-    return latents.float().cpu()
+    return latents
 
 
 def uses_learned_variance(bundle: ModelBundle, cfg: SamplerConfig) -> bool:
@@ -208,12 +234,11 @@ def _step(scheduler, out: torch.Tensor, t: torch.Tensor, latents: torch.Tensor, 
 
 def sample_images(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int],
                   cfg: SamplerConfig, step_callback: Optional[Callable[[int], None]] = None,
-                  per_image: bool = True) -> torch.Tensor:
-    """Sample and decode: float32 images [B, 3, H, W] in [0, 1] on the CPU (decoded one image at a time when
-    ``per_image``, for the same reason as the denoiser calls)."""
-    latents = sample_latents(bundle, prepared, prompts, seeds, cfg, step_callback, per_image)
-    device = next(bundle.denoiser.parameters()).device
+                  per_image: Optional[bool] = None) -> torch.Tensor:
+    """Sample and decode: float32 images [B, 3, H, W] in [0, 1] on the CPU; the decoder sees the same padded
+    chunks as the denoiser, for the same reason."""
+    chunk = _chunk_size(cfg, len(prompts), per_image)
+    latents = _denoise(bundle, prepared, prompts, seeds, cfg, chunk, step_callback)
     with torch.no_grad():
-        parts = latents.split(1) if per_image else [latents]
-        images = torch.cat([bundle.codec.decode(p.to(device)).float().cpu() for p in parts])
-    return images.clamp(0, 1)
+        images = torch.cat([bundle.codec.decode(part).float().cpu() for part in latents.split(chunk)])
+    return images[: len(prompts)].clamp(0, 1)

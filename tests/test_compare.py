@@ -130,7 +130,7 @@ def test_replicate_groups_are_pooled_by_report_and_compare(tmp_path, capsys):
 
 
 def test_results_dirs_carry_unit_data_for_marks(tmp_path, capsys):
-    from mubench.runner import RunOutput, write_outputs
+    from mubench.outputs import RunOutput, write_outputs
 
     rng = np.random.default_rng(4)
     base = rng.normal(size=N)

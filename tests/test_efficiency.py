@@ -13,7 +13,8 @@ from mubench.config import resolve
 from mubench.perf.flops import count_flops
 from mubench.perf.memory import cpu_allocation_peak, tensor_bytes
 from mubench.perf.timing import interleaved, median_ci, ratio_ci, resolve_clock
-from mubench.runner import Runner, record_in_store, write_outputs
+from mubench.outputs import record_in_store, write_outputs
+from mubench.runner import Runner
 
 FAST = ["suite.repeats=3", "suite.warmup=0", "suite.forward_repeats=3", "suite.sampler.steps=2",
         "suite.train_batch_size=1", "suite.train_repeats=3", "suite.train_warmup=0", "device=cpu", "model=tiny-sd"]

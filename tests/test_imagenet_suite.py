@@ -91,7 +91,7 @@ def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
     assert all(m["n"] == 6 for m in res["metrics"].values())
     assert res["protocol"]["fid_label"] == "FID-6 (ADM ref)" and res["protocol"]["fid_forced"] is True
     assert res["protocol"]["sampler"] == {"scheduler": "ddpm", "steps": 3, "guidance": 1.5, "resolution": 16,
-                                          "eta": 0.0}
+                                          "eta": 0.0, "chunk": 8}  # the CPU's default chunk (mubench.chunking)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples] == uniform_labels(6, 10, 0).tolist()  # the tiny DiT has 10 classes
     assert 1.0 <= res["metrics"]["inception_score"]["value"] <= 10.0

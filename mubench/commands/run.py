@@ -21,7 +21,10 @@ Keys (KEY=VALUE):
   method=NAME|FILE.yaml   method spec (default sd); method.KEY=VALUE overrides its parameters
   model=NAME              base model (default micro); model.KEY=VALUE (e.g. model.path=/weights/sd15)
   limit=N                 first N prompts of the suite
-  batch_size=N            images per batch (results do not depend on it)
+  chunk=N                 images per denoiser/decoder call, the last chunk padded (default
+                          8 on a CPU, 32 on a GPU); part of the protocol: images depend on it
+                          at the 1e-6 level, never on batch_size or the number of processes
+  batch_size=N            images held at once, in whole chunks (results do not depend on it)
   seed=N                  run seed (image j of prompt i: seed from (seed, suite, prompt id, j))
   seeds=0,1,2             replicates: one run per seed, stored as one replicate group that
                           report and compare pool (CIs then hold prompt and seed variation)
@@ -128,7 +131,8 @@ def _run_one(cfg, regs, shard, show: str, as_json: bool, replicate: Optional[dic
              runners: Optional[list] = None):
     """One run; ``show`` is the progress display mode (bars, lines, off); warnings become one line each."""
     from ..progress import progress_display
-    from ..runner import Runner, record_in_store, write_outputs
+    from ..outputs import record_in_store, write_outputs
+    from ..runner import Runner
     from ..warnlog import routed_warnings
 
     with progress_display(show) as progress, \

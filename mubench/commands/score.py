@@ -35,7 +35,8 @@ def score_command(
 ) -> None:
     from ..quiet import quiet_libraries
     from ..provenance import package_versions
-    from ..runner import RunOutput, Runner, record_in_store, write_outputs
+    from ..outputs import RunOutput, record_in_store, write_outputs
+    from ..runner import Runner
 
     quiet_libraries()
     own, rest = {}, []
