@@ -8,76 +8,19 @@ bitwise the artifact of an uninterrupted training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from mubench.config import resolve_component
+from method_cases import CASES, Case, PROMPTS, SAMPLER, SEEDS, context, fake_training, method_of, prepared_case
 from mubench.methods.base import MethodContext, Prepared
-from mubench.sampler import SamplerConfig, sample_images
-
-PROMPTS = ["a red circle", "two blue squares", "a green star"]
-SEEDS = [11, 22, 33]
-SAMPLER = SamplerConfig(scheduler="ddim", steps=3, guidance=3.0, resolution=32)
-
-
-@dataclass
-class Case:
-    spec: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    changes_images: bool = True
-
-
-CASES = {
-    "sd": Case("sd", changes_images=False),
-    "random-mask-step": Case("random-mask", {"ratio": 0.3, "resample": "step"}),
-    "random-mask-image": Case("random-mask", {"ratio": 0.3, "resample": "image"}),
-    "random-mask-conv": Case("random-mask", {"ratio": 0.1, "layers": "decoder-attn+conv"}),
-    "maskunet": Case("maskunet"),
-    "maskunet-faithful": Case("maskunet-faithful"),
-    "maskunet-deterministic": Case("maskunet", {"deterministic": True}),
-    "maskunet-conv": Case("maskunet", {"layers": "decoder-attn+conv"}),
-    "lora": Case("lora-micro"),
-    "full-ft": Case("full-ft"),
-    "dropout": Case("dropout"),
-    # training-free: rewards from a random micro-CLIP (the run's weights=random), a short update schedule
-    "maskunet-free": Case("maskunet-free", {"rewards": [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}],
-                                            "early_steps": 1, "late_updates": 2}),
-}
+from mubench.sampler import sample_images
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("artifacts")
-
-
-def _method(regs, case: Case):
-    comp = resolve_component("method", case.spec, case.overrides, regs)
-    return regs.methods.get(comp.kind)(comp.params, comp.name)
-
-
-def _ctx(artifacts: Path) -> MethodContext:
-    return MethodContext(artifacts_dir=artifacts, train="never", model_name="tiny-sd", weights="random")
-
-
-def _fake_training(prepared: Prepared, seed: int = 0) -> None:
-    """Stand-in for the trainer: move every trainable weight so the method really changes the model."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prepared.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim > 1 else 2.0))
-
-
-def _prepared(regs, bundle, artifacts, name: str) -> tuple[Any, Prepared]:
-    method = _method(regs, CASES[name])
-    if getattr(method, "trainable", False):
-        built = method.build(bundle, _ctx(artifacts))
-        _fake_training(built)
-        method.save(built, bundle, _ctx(artifacts))
-    return method, method.prepare(bundle, _ctx(artifacts))
 
 
 def _expected_counts(prepared: Prepared, bundle) -> int:
@@ -113,13 +56,13 @@ def _expected_counts(prepared: Prepared, bundle) -> int:
 
 @pytest.fixture(scope="module")
 def base_images(bundle, regs, artifacts):
-    _, sd = _prepared(regs, bundle, artifacts, "sd")
+    _, sd = prepared_case(regs, bundle, artifacts, "sd")
     return sample_images(bundle, sd, PROMPTS, SEEDS, SAMPLER)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_method_contract(name, regs, bundle, artifacts, base_images):
-    method, prepared = _prepared(regs, bundle, artifacts, name)
+    method, prepared = prepared_case(regs, bundle, artifacts, name)
     case = CASES[name]
 
     # prepare works and records what it did
@@ -154,7 +97,7 @@ def test_method_contract(name, regs, bundle, artifacts, base_images):
 
     # artifact round trip: a fresh prepare loads the same weights and gives the same images
     if getattr(method, "trainable", False):
-        fresh = method.prepare(bundle, _ctx(artifacts))
+        fresh = method.prepare(bundle, context(artifacts))
         a, b = prepared.artifact_state(), fresh.artifact_state()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert fresh.artifact == prepared.artifact
@@ -163,7 +106,7 @@ def test_method_contract(name, regs, bundle, artifacts, base_images):
 
 def test_sampling_masks_come_from_the_image_streams(regs, bundle, artifacts):
     """Changing only image 2's seed changes only image 2 (no method noise leaks between images)."""
-    _, prepared = _prepared(regs, bundle, artifacts, "maskunet")
+    _, prepared = prepared_case(regs, bundle, artifacts, "maskunet")
     a = sample_images(bundle, prepared, PROMPTS, SEEDS, SAMPLER)
     b = sample_images(bundle, prepared, PROMPTS, SEEDS[:2] + [77], SAMPLER)
     assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2], b[2])
@@ -187,7 +130,7 @@ def test_trainer_resume(name, regs, bundle, train_data, tmp_path):
     case = CASES[name]
     recipe = {"train": {"data": str(train_data), "steps": 4, "batch_size": 2, "resolution": 32, "lr": 1e-3,
                         "checkpoint_every": 2, "log_every": 1}}
-    method = _method(regs, Case(case.spec, {**case.overrides, **recipe}))
+    method = method_of(regs, Case(case.spec, {**case.overrides, **recipe}))
 
     def ctx(root: str, train: str = "auto") -> MethodContext:
         return MethodContext(artifacts_dir=tmp_path / root, train=train, model_name="tiny-sd", weights="random",

@@ -44,9 +44,11 @@ def test_run_writes_results_and_samples(tmp_path):
 
 
 def test_batch_size_does_not_change_images(tmp_path):
-    a, b = tmp_path / "bs1", tmp_path / "bs3"
-    for out, bs, cache in ((a, 1, tmp_path / "c1"), (b, 3, tmp_path / "c3")):
-        proc = run_cli("run", *TINY, "limit=3", f"batch_size={bs}", f"out={out}", f"cache={cache}")
+    """6 images in chunks of 2: one chunk per call, or two (the last call holding one); every method case is
+    checked through the Runner's stages in tests/test_chunking.py."""
+    a, b = tmp_path / "bs1", tmp_path / "bs5"
+    for out, bs, cache in ((a, 1, tmp_path / "c1"), (b, 5, tmp_path / "c3")):
+        proc = run_cli("run", *TINY, "limit=3", "chunk=2", f"batch_size={bs}", f"out={out}", f"cache={cache}")
         assert proc.returncode == 0, proc.stderr
     assert _sha_by_image(a) == _sha_by_image(b)
     ra, rb = (json.loads((d / "results.json").read_text())["metrics"] for d in (a, b))
@@ -97,13 +99,16 @@ def test_sigkill_midway_then_rerun_gives_same_results(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_samples(tmp_path):
+@pytest.mark.parametrize("method", ["sd", "random-mask"])  # random-mask: a per-image mask in every chunk row
+def test_two_processes_give_the_same_samples(tmp_path, method):
+    """accelerate launch, 2 CPU processes: 6 images in chunks of 2, so rank 0 makes chunks 0 and 2, rank 1 chunk 1."""
     single, multi = tmp_path / "single", tmp_path / "multi"
-    assert run_cli("run", *TINY, "limit=3", f"out={single}", f"cache={tmp_path / 'c1'}").returncode == 0
+    args = [*TINY, "limit=3", "chunk=2", f"method={method}"]
+    assert run_cli("run", *args, f"out={single}", f"cache={tmp_path / 'c1'}").returncode == 0
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "mubench", "run", *TINY, "limit=3", f"out={multi}", f"cache={tmp_path / 'c2'}"],
+                           "-m", "mubench", "run", *args, f"out={multi}", f"cache={tmp_path / 'c2'}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _sha_by_image(single) == _sha_by_image(multi)
