@@ -34,7 +34,7 @@ def small_params(**kw) -> MicroSuiteParams:
 def test_items_are_fixed_interleaved_and_parse():
     suite = MicroSuite(MicroSuiteParams(), "micro")
     items = suite.items()
-    assert len(items) == 320 and len({i.id for i in items}) == 320
+    assert len(items) == 700 and len({i.id for i in items}) == 700
     assert [i.id for i in items] == [i.id for i in MicroSuite(MicroSuiteParams(), "micro").items()]
     assert {i.meta["task"] for i in items[:20]} == set(TASKS)  # limit=20 still covers every task
     for item in items:

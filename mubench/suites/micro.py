@@ -56,16 +56,16 @@ class MicroSuiteParams(SuiteParams):
 
     images_per_prompt: int = 1
     sampler: SamplerParams = field(default_factory=lambda: SamplerParams(scheduler="ddim", steps=20, guidance=4.0))
-    coco: int = 128  # 320 prompts in all: one method's run fits 5 minutes on a 2-core CPU (docs/micro-world.md)
-    color: int = 32
-    shape: int = 32
-    texture: int = 32
-    single_object: int = 16
-    two_object: int = 16
-    counting: int = 16
-    colors: int = 16
-    position: int = 16
-    color_attr: int = 16
+    coco: int = 240  # 700 prompts in all: one method's run fits 5 minutes on a 2-core CPU (docs/micro-world.md)
+    color: int = 60
+    shape: int = 60
+    texture: int = 60
+    single_object: int = 40
+    two_object: int = 50
+    counting: int = 40
+    colors: int = 50
+    position: int = 50
+    color_attr: int = 50
     binding_split: str = "test"  # test | compositional: split of the colour/shape/texture prompts
     fid: MicroFidParams = field(default_factory=MicroFidParams)
     bootstrap_resamples: int = 2000
