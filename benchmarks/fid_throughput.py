@@ -9,7 +9,10 @@ into features with the same network callable on [N, 3, 299, 299] floats in [0, 2
   resize to the suite resolution (a no-op for these square 512 px files), clean-fid's per-channel float bicubic resize
   to 299, batches of ``--batch-size``;
 - clean-fid: ``cleanfid.fid.get_folder_features(mode="clean")`` — the loop ``compute_fid`` runs on a folder
-  (ResizeDataset + DataLoader with ``--workers`` workers, default 0 = in process, like mubench).
+  (ResizeDataset + DataLoader with ``--workers`` workers).
+
+Both sides preprocess with the same ``--workers`` worker processes (mubench's ``num_workers``, clean-fid's
+``num_workers``; default 0 = in process; clean-fid's own default in ``compute_fid`` is 12).
 
 ``--extractor tiny`` is the scorer's tiny random CNN (preprocessing-bound: what the pipelines themselves cost);
 ``inception`` is torchvision's Inception-v3 graph with random weights (network-bound, as with real weights). No
@@ -63,7 +66,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--extractor", choices=("tiny", "inception"), default="tiny")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="clean-fid DataLoader workers (0: in process)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="preprocessing worker processes, the same for both sides (0: in process)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
@@ -78,7 +82,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    scorer = InceptionFeatures(FidFeaturesParams(protocol="clean", resolution=args.size, batch_size=args.batch_size),
+    scorer = InceptionFeatures(FidFeaturesParams(protocol="clean", resolution=args.size, batch_size=args.batch_size,
+                                         num_workers=args.workers),
                                ScorerContext(device, torch.float32, "random"), "fid")
     net = extractor(args.extractor, scorer)
     scorer._forward = net  # the same network on both sides (the scorer's preprocessing is unchanged)
@@ -104,7 +109,7 @@ def main() -> None:
         diff = float(np.abs(out["mubench"] - out["clean-fid"]).max())
     line = {
         "benchmark": "fid_throughput", "images": args.images, "size": args.size, "extractor": args.extractor,
-        "feature_dim": int(out["mubench"].shape[1]), "batch_size": args.batch_size, "clean_fid_workers": args.workers,
+        "feature_dim": int(out["mubench"].shape[1]), "batch_size": args.batch_size, "clean_fid_workers": args.workers, "mubench_workers": args.workers,
         "threads": args.threads, "clock": clock, "repeats": args.repeats, "warmup": args.warmup,
         "mubench_images_per_s": round(args.images / float(np.median(a)), 2),
         "clean_fid_images_per_s": round(args.images / float(np.median(b)), 2),

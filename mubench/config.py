@@ -99,14 +99,20 @@ class ResolvedConfig:
         }
 
 
-def to_plain(obj: Any) -> Any:
-    """Dataclasses (nested) → plain JSON-able dicts."""
+#: dataclass field metadata of a setting that changes how fast a result is computed, never the result (e.g. FID's
+#: ``num_workers``): left out of protocols and cache keys by ``to_plain(..., results_only=True)``
+SPEED_ONLY = {"speed_only": True}
+
+
+def to_plain(obj: Any, results_only: bool = False) -> Any:
+    """Dataclasses (nested) → plain JSON-able dicts; ``results_only`` drops the :data:`SPEED_ONLY` fields."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name), results_only) for f in dataclasses.fields(obj)
+                if not (results_only and f.metadata.get("speed_only"))}
     if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
+        return {str(k): to_plain(v, results_only) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
+        return [to_plain(v, results_only) for v in obj]
     return obj
 
 

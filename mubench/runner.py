@@ -317,7 +317,7 @@ class Runner:
         run = self.cfg.run
         protocol = {
             "suite": self.cfg.suite.name,
-            "suite_params": to_plain(self.cfg.suite.params),
+            "suite_params": to_plain(self.cfg.suite.params, results_only=True),
             "sampler": sampler.as_dict() if sampler else {"external": True},
             "images_per_prompt": getattr(self.suite.params, "images_per_prompt", 1),
             "n_prompts": len(items),
@@ -352,5 +352,6 @@ class Runner:
 
 def scorer_key(scorer: Scorer) -> str:
     return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
-                                            "weights": scorer.weights_hash(), "params": to_plain(scorer.params),
+                                            "weights": scorer.weights_hash(),
+                                            "params": to_plain(scorer.params, results_only=True),
                                             "chunk": SCORE_CHUNK})

@@ -20,15 +20,17 @@ identity of the network (protocol + weights hash) that reference statistics are 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..config import SPEED_ONLY
 from ..errors import AssetError, UsageError
 from ..suites.base import PromptItem
 from .base import Scorer, ScorerContext
@@ -44,8 +46,13 @@ class FidFeaturesParams:
     resolution: int = 512  # centre-crop + resize side shared by reference and generated images
     resample: str = "bicubic"  # PIL filter of that resize: bicubic | lanczos | bilinear | box
     batch_size: int = 32
+    # worker processes preprocessing image files (clean-fid's DataLoader num_workers); None = from the CPU count,
+    # 0 = in process. Speed only: features are bitwise those of 0, so it is in no protocol or cache key
+    num_workers: Optional[int] = field(default=None, metadata=SPEED_ONLY)
 
     def validate(self) -> None:
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0 = in process), got {self.num_workers}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.resample not in _RESAMPLE:
@@ -81,6 +88,45 @@ def protocol_resize(arr: np.ndarray, protocol: str) -> np.ndarray:
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         return x[0].numpy().clip(0, 255)
     raise UsageError(f"unknown FID protocol {protocol!r}")
+
+
+def default_workers(n_images: int) -> int:
+    """Worker processes for ``n_images`` files: none for a few images or one CPU, else up to 8 (one per CPU)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 1 or n_images < 64 else min(8, cpus)
+
+
+class _Preprocessed(torch.utils.data.Dataset):
+    """Image files (or uint8 arrays) → the network's input, one item each (steps 1–3 of the module docstring).
+
+    An unreadable file gives its error message instead of pixels, raised by the main process (not a worker's
+    traceback). ``legacy_pytorch``'s torch resize stays in the main process: torch in a worker runs one thread, and
+    its bilinear kernel's last bits depend on the thread count (measured), PIL's do not."""
+
+    def __init__(self, sources: Sequence[Union[Path, np.ndarray]], params: FidFeaturesParams) -> None:
+        self.sources, self.params = list(sources), params
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Union[np.ndarray, str]:
+        src, p = self.sources[i], self.params
+        if not isinstance(src, np.ndarray):
+            try:
+                with Image.open(src) as im:
+                    src = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except OSError as err:
+                return f"cannot read reference image {self.sources[i]}: {err}"
+        square = center_crop_resize(src, p.resolution, p.resample)
+        return protocol_resize(square, p.protocol) if p.protocol in WORKER_RESIZE else square
+
+
+#: protocols whose 299² resize runs in the workers (bitwise the same there: PIL, no threads)
+WORKER_RESIZE = ("clean",)
+
+
+def _as_list(batch: list) -> list:
+    return batch
 
 
 class TinyFeatureNet(torch.nn.Module):
@@ -156,32 +202,32 @@ class InceptionFeatures(Scorer):
                 "network": "tiny random CNN (tests)" if self._hash.startswith("random") else
                 ("Inception-v3 2015-12-05 TorchScript" if p.protocol == "clean" else "pytorch-fid InceptionV3")}
 
-    @torch.no_grad()
     def features_uint8(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        """Features [N, d] (float32) of uint8 HWC images of any size (steps 2–4 of the module docstring)."""
+        """Features [N, d] (float32) of uint8 HWC images of any size (steps 2–4 of the module docstring), in process:
+        a scoring call holds one chunk of images, which worker start-up would only slow down."""
+        return self._features(arrays, workers=0)
+
+    def features_files(self, paths: Sequence[Path]) -> np.ndarray:
+        """Features of image files (e.g. COCO JPEGs), read as clean-fid does (PIL → RGB → uint8), preprocessed by
+        ``num_workers`` worker processes (reference statistics: thousands of files); bitwise those of 0 workers."""
+        workers = self.params.num_workers
+        return self._features(paths, default_workers(len(paths)) if workers is None else workers)
+
+    @torch.no_grad()
+    def _features(self, sources: Sequence[Union[Path, np.ndarray]], workers: int) -> np.ndarray:
+        """Preprocess (in ``workers`` processes) and run the network in order, ``batch_size`` images per call."""
+        loader = torch.utils.data.DataLoader(_Preprocessed(sources, self.params), batch_size=self.params.batch_size,
+                                             shuffle=False, num_workers=workers, collate_fn=_as_list)
         out = []
-        p = self.params
-        for s in range(0, len(arrays), p.batch_size):
-            batch = [protocol_resize(center_crop_resize(a, p.resolution, p.resample), p.protocol)
-                     for a in arrays[s:s + p.batch_size]]
+        for batch in loader:
+            failed = next((b for b in batch if isinstance(b, str)), None)
+            if failed is not None:
+                raise AssetError(failed)
+            if self.params.protocol not in WORKER_RESIZE:
+                batch = [protocol_resize(b, self.params.protocol) for b in batch]
             x = torch.from_numpy(np.stack(batch)).to(self.ctx.device)
             out.append(self._forward(x).float().cpu().numpy())
         return np.concatenate(out, 0) if out else np.zeros((0, 0), np.float32)
-
-    def features_files(self, paths: Sequence[Path]) -> np.ndarray:
-        """Features of image files (e.g. COCO JPEGs), read as clean-fid does: PIL → RGB → uint8."""
-        feats = []
-        p = self.params
-        for s in range(0, len(paths), p.batch_size):
-            arrays = []
-            for f in paths[s:s + p.batch_size]:
-                try:
-                    with Image.open(f) as im:
-                        arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-                except OSError as err:
-                    raise AssetError(f"cannot read reference image {f}: {err}") from None
-            feats.append(self.features_uint8(arrays))
-        return np.concatenate(feats, 0)
 
     def score(self, images: torch.Tensor, items: list[PromptItem]) -> list[dict[str, Any]]:
         arrays = [(img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
