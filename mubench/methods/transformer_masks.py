@@ -35,7 +35,8 @@ from torch import nn
 
 from ..errors import UsageError
 from .masking import MaskedLayer, set_mask_fn
-from .maskunet import FactorisedAdapter, MaskGenerator, MaskUNet, MaskUNetParams
+from .mask_generator import FactorisedAdapter, MaskGenerator
+from .maskunet import MaskUNet, MaskUNetParams
 from .transformer_layers import decoder_blocks, is_transformer
 
 
