@@ -137,6 +137,21 @@ def test_micro_spec_lists_all_micro_metrics():
                                              "maskunet-free"]
 
 
+def test_micro_finetune_spec_has_every_method_and_both_suites():
+    """Issue 17's table: one row per spec in methods/ (each runs on model=micro), the target suite's fid/clip beside
+    the base suite's, and none of the GenEval-style columns that sit at a floor or ceiling for every method."""
+    from pathlib import Path
+
+    spec = load_table_spec("micro-finetune")
+    specs = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "methods").glob("*.yaml"))
+    assert sorted(r.method for r in spec.rows) == specs and spec.rows[0].method == "sd"
+    assert [(c.suite, c.metric) for c in spec.columns[:4]] == [("micro-art", "fid"), ("micro-art", "clip"),
+                                                               ("micro", "fid"), ("micro", "clip")]
+    floor = {"single_object", "colors", "position", "color_attr"}
+    assert not floor & {c.metric for c in spec.columns} and ("micro", "overall") in [(c.suite, c.metric)
+                                                                                      for c in spec.columns]
+
+
 def test_table_spec_errors_name_the_bad_key():
     with pytest.raises(UsageError, match="did you mean 'metric'"):
         parse_table_spec({"columns": [{"metrc": "fid"}]})
