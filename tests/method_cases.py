@@ -35,6 +35,7 @@ CASES = {
     "maskunet-conv": Case("maskunet", {"layers": "decoder-attn+conv"}),
     "lora": Case("lora-micro"),
     "lora-paper": Case("lora"),  # the paper's r=256 spec
+    "lora-unmerged": Case("lora-micro", {"merge": False}),  # the factors as separate matmuls (merge: true folds them)
     "full-ft": Case("full-ft"),
     "dropout": Case("dropout"),
     # training-free: rewards from a random micro-CLIP (the run's weights=random), a short update schedule

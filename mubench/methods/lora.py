@@ -6,6 +6,10 @@ attention of the UNet (encoder, mid and decoder), ≈ 51.02M trainable parameter
 
 ``prepare`` injects the adapters into a parameter-sharing clone of the denoiser (the base bundle is left as is) and
 loads the trained adapter weights (peft's state-dict naming, safetensors) from the content-addressed artifact.
+With ``merge: true`` (the default) it then folds the factors into the target weights once (peft's layer ``merge``,
+on private copies of those weights: the base bundle's stay as they are), so sampling costs what the base model
+costs; ``merge: false`` keeps the factors as separate matmuls. ``merge`` is part of the method's protocol (the two
+paths round differently, ~1e-6 on fp32) but not of the artifact's key: both load the same trained factors.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class LoRAParams:
     dropout: float = 0.0  # LoRA dropout (training only)
     init: str = "gaussian"  # gaussian (paper) | default (peft's kaiming-uniform A)
     targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    merge: bool = True  # sampling: fold B·A·scale into the weights once per run (false: separate factor matmuls)
     train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
 
     def validate(self) -> None:
@@ -43,11 +48,32 @@ class LoRAParams:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def training_spec(self) -> dict:
-        return asdict(self)
+        spec = asdict(self)
+        spec.pop("merge")  # inference only: merged and unmerged runs share one trained artifact
+        return spec
 
 
 class LoRAPrepared(Prepared):
     """The denoiser with LoRA layers injected; ``trainable_parameters()`` are the ``lora_A``/``lora_B`` weights."""
+
+    def merge(self) -> int:
+        """Fold every LoRA layer's factors into its target weight; returns how many layers were merged.
+
+        Each target weight is first replaced by a private copy (the clone shares the base bundle's parameters, and
+        peft merges in place), so the base model and any other method built from it are untouched.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        merged = 0
+        for module in self.denoiser.modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                base = module.get_base_layer()
+                base.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+                module.merge()
+                merged += 1
+        for p in self.trainable_parameters():  # merged factors are no longer used: nothing trains them by mistake
+            p.requires_grad_(False)
+        return merged
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.denoiser.named_parameters() if "lora_" in n]
@@ -77,6 +103,12 @@ class LoRAMethod(TrainableMethod):
     artifact_kind = "lora"
     released_grad_clip = None  # the released LoRA script's clipping clipped nothing (method.md §8.16)
 
+    def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> LoRAPrepared:
+        """Load (or train on demand) the factors, then merge them for sampling when ``merge`` is on."""
+        prepared = super().prepare(bundle, ctx)
+        prepared.info["merged_layers"] = prepared.merge() if self.params.merge else 0
+        return prepared
+
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> LoRAPrepared:
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -103,5 +135,5 @@ class LoRAMethod(TrainableMethod):
                 layers.append({"name": name, "kind": "lora", "shape": list(base.weight.shape), "rank": p.r,
                                "weights": int(base.weight.numel())})
         info = {"change": "lora", "r": p.r, "alpha": p.alpha, "init": p.init, "targets": list(p.targets),
-                "lora_layers": len(layers)}
+                "lora_layers": len(layers), "merge": p.merge}
         return LoRAPrepared(denoiser, added_params=added, trainable_params=added, info=info, layers=layers)

@@ -1,0 +1,64 @@
+"""LoRA ``merge``: the factors folded into private copies of the target weights for sampling (issue 16, item 3).
+
+Merged and unmerged runs load one trained artifact, differ only by rounding, and the base bundle's shared weights
+are never touched by the merge.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from method_cases import Case, context, fake_training, method_of
+from mubench.config import resolve_component
+
+
+def _lora(regs, bundle, artifacts, merge: bool):
+    method = method_of(regs, Case("lora-micro", {"merge": merge}))
+    if not method.artifact_location(bundle, context(artifacts))[1].exists():
+        built = method.build(bundle, context(artifacts))
+        fake_training(built)
+        method.save(built, bundle, context(artifacts))
+    return method, method.prepare(bundle, context(artifacts))
+
+
+def _call(denoiser, bundle):
+    gen = torch.Generator().manual_seed(3)
+    cfg = bundle.denoiser.config
+    x = torch.randn(2, cfg.in_channels, 8, 8, generator=gen)
+    text = torch.randn(2, 4, cfg.cross_attention_dim, generator=gen)
+    with torch.no_grad():
+        return denoiser(x, torch.tensor([10, 500]), encoder_hidden_states=text).sample
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("lora-merge")
+
+
+def test_merged_matches_unmerged_and_leaves_the_base_alone(regs, bundle, artifacts):
+    before = {n: p.detach().clone() for n, p in bundle.denoiser.named_parameters()}
+    base_out = _call(bundle.denoiser, bundle)
+    _, unmerged = _lora(regs, bundle, artifacts, merge=False)
+    _, merged = _lora(regs, bundle, artifacts, merge=True)
+    assert merged.info["merged_layers"] == merged.info["lora_layers"] > 0 and unmerged.info["merged_layers"] == 0
+    out_u, out_m = _call(unmerged.denoiser, bundle), _call(merged.denoiser, bundle)
+    assert not torch.allclose(out_u, base_out, atol=1e-4)  # the (fake-)trained factors change the model
+    torch.testing.assert_close(out_m, out_u, rtol=0, atol=1e-5)  # only rounding differs
+    after = dict(bundle.denoiser.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before)  # the shared base weights are untouched
+    torch.testing.assert_close(_call(bundle.denoiser, bundle), base_out, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in merged.denoiser.parameters())
+    # a merged layer runs the plain linear: its forward no longer reads the factors
+    with torch.no_grad():
+        for p in merged.trainable_parameters():
+            p.zero_()
+    torch.testing.assert_close(_call(merged.denoiser, bundle), out_m, rtol=0, atol=0)
+
+
+def test_merge_is_in_the_protocol_but_not_in_the_artifact_key(regs, bundle, artifacts):
+    m_true, m_false = (method_of(regs, Case("lora-micro", {"merge": v})) for v in (True, False))
+    assert m_true.artifact_location(bundle, context(artifacts)) == m_false.artifact_location(bundle,
+                                                                                            context(artifacts))
+    fp = {v: resolve_component("method", "lora-micro", {"merge": v}, regs).fingerprint() for v in (True, False)}
+    assert fp[True] != fp[False]
+    assert resolve_component("method", "lora", {}, regs).params.merge is True  # the sampling default
