@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Triton kernels (mubench/kernels) are tested in Triton's interpreter on CPU tensors; it must be chosen before triton
+# is first imported (diffusers and peft import it), so here (GPU timings: benchmarks/efficiency_sd15.py)
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

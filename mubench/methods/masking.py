@@ -290,8 +290,13 @@ def derived_generator(source: torch.Generator, device: torch.device) -> torch.Ge
     Mask noise for a whole call is drawn on the mask's device from this generator: one draw from the image's
     stream per call keeps results independent of batching, and no large CPU→device copies are needed.
     """
-    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=source).item())
+    seed = derived_seed(source)
     dev = torch.device(device)
     if dev.type == "meta":
         dev = torch.device("cpu")
     return torch.Generator(device=dev).manual_seed(seed)
+
+
+def derived_seed(source: torch.Generator) -> int:
+    """One 63-bit draw from ``source`` (a per-image stream): the seed of a call's mask noise."""
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=source).item())

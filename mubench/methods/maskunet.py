@@ -1,34 +1,24 @@
 """``maskunet``: the training-based MaskUNet (method.md §3) — learned, timestep- and sample-dependent binary masks.
 
-Architecture, per UNet block that holds masked layers (the decoder blocks for the default layer set):
+Per UNet block that holds masked layers, a **mask generator** (``z = GAP(h_in ⊕ skip) + FC_t(temb)``, two 1×1 convs,
+a ``[B, go, gi]`` grid; pooled to the kernel size for conv layers) runs once per block and forward (a forward
+pre-hook); per masked layer a **factorised adapter** (``go → out``, then ``gi → in``; weights 0, bias 5: masks start
+all ones) turns the grid into logits; the **hard Gumbel-sigmoid** keeps a weight when ``E < e^ℓ``, ``E ~ Exp(1)``
+(a single Gumbel draw, as released: ``P(keep) = 1 − exp(−e^ℓ)``; straight-through with gradients on;
+``deterministic: true`` uses ``ℓ > 0``). The parts live in :mod:`.mask_generator`; this module wires them into the
+UNet. Every row of the denoiser batch gets its own mask (both CFG rows too, as released; ``mask_scope: image``
+shares the conditional row's), applied by batched matmul.
 
-- a **mask generator**: ``z = GAP(h_in ⊕ skip) + FC_t(temb)`` (``FC_t`` without bias; ``h_in`` is the hidden state
-  entering the block, ``skip`` the skip tensor its first resnet consumes, ``temb`` the time embedding the block
-  receives), then 1×1 conv ``in_ch → hidden`` + ReLU, then 1×1 conv ``hidden → (out_ch/f)·(in_ch/f)``, reshaped to a
-  ``[B, go, gi]`` grid (``in_ch``/``out_ch`` from the block's first resnet conv, ``f = factor``). For conv layers the
-  features are pooled to the kernel size instead of 1×1, giving a ``[B, go, gi, k, k]`` grid.
-- one **factorised adapter** per masked layer: a 1×1 conv over the grid's ``go`` axis (``go → out``) then one over its
-  ``gi`` axis (``gi → in``), weights 0 and bias ``adapter_bias`` (5): every logit starts at 5, masks start all ones.
-- **hard Gumbel-sigmoid**: ``mask = 1[ℓ + g > 0]`` with a single Gumbel draw ``g = −log E``, ``E ~ Exp(1)``, so
-  ``P(keep) = 1 − exp(−e^ℓ)`` (as released, not ``σ(ℓ)``); with gradients on, the straight-through estimator
-  ``hard − sg(s) + s`` with ``s = σ((ℓ + g)/τ)``. Without gradients (sampling) the same event is computed as
-  ``E < e^ℓ``, which skips the log, sigmoid and straight-through arithmetic. ``E`` is drawn by inversion,
-  ``E = −log(1 − U)`` from one uniform draw (:func:`exponential_noise`; 4-6× cheaper on a CPU than torch's
-  ``exponential_``, same law). ``deterministic: true`` uses ``ℓ > 0``.
-- every row of the denoiser batch gets its own mask (both CFG rows too, as released), applied by batched matmul.
-  At sampling time (no gradients) the linears' masks are computed a group at a time (same-shape linears of one
-  block, :mod:`.maskunet_fast`); an image's noise comes from its stream, a group's layers drawn together.
+Sampling (no gradients) computes the linears' masks a group at a time (:mod:`.maskunet_fast`). Noise: ``stream``
+(default; every number so far) draws an image's ``E`` from a generator seeded from its stream; ``counter`` keys
+Philox by (image stream and call, layer, weight index, row slot) (:mod:`mubench.kernels.philox`), so a fused kernel
+can draw it in registers: ``kernel: triton`` (:mod:`mubench.kernels.masked_weights`) computes logits, noise,
+threshold and ``W ⊙ M`` in one pass on a GPU.
 
 Modes (method.md §3.3, §8.3): ``faithful`` reproduces the released code — zero-initialised last generator conv
 followed by ReLU, so the generator's output and all its gradients are exactly 0 forever and the learned logits are
 static; ``conditional`` (default) drops that final ReLU and initialises the last conv with N(0, ``init_std``) so the
-generator learns (adapter biases stay 5, so initial masks are still all ones).
-
-The generator runs once per block and forward (a forward pre-hook on the block), never per layer. Only
-blocks with masked layers get a generator (the released code also builds an unused one for SD 1.5's
-attention-free ``up_blocks.0``; see docs/methods.md for the counts).
-
-The generator, adapter and binarisation live in :mod:`.mask_generator`; this module wires them into the UNet.
+generator learns. Only blocks with masked layers get a generator (docs/methods.md has the counts).
 
 Training: :class:`MaskUNet` is called like the UNet; ``trainable_parameters()`` are the generators and adapters
 (the UNet is frozen and shared with the base bundle); with gradients on and no per-row generators set, the Gumbel
@@ -45,13 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from ..kernels.masked_weights import triton_unavailable
+from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
 from .base import MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, install_masked_layers,
-                      masked_weight_count, set_mask_fn)
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, derived_seed,
+                      install_masked_layers, masked_weight_count, set_mask_fn)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
-
 from .training import MethodTrainConfig, TrainableMethod
 
 __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
@@ -59,6 +50,8 @@ __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "
 
 MODES = ("conditional", "faithful")
 MASK_SCOPES = ("row", "image")
+NOISES = ("stream", "counter")
+KERNELS = ("torch", "triton")
 
 
 @dataclass
@@ -74,6 +67,13 @@ class MaskUNetParams:
     # sampling: row = every denoiser row its own mask (released) | image = both CFG rows of an image use the mask of
     # its conditional row (ours: half the mask work; inference only)
     mask_scope: str = "row"
+    # sampling: stream = each image's noise drawn from a generator seeded from its stream (the masks of every number
+    # so far) | counter = Philox keyed by (image stream and call, layer, weight index, row slot): the same masks on
+    # any device and tiling, drawn inside a fused kernel (mubench/kernels; inference only)
+    noise: str = "stream"
+    # sampling: torch = tensor operations | triton = the fused masked-weights kernel (CUDA, or TRITON_INTERPRET=1;
+    # needs noise=counter unless deterministic; inference only)
+    kernel: str = "torch"
     train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
 
     def validate(self) -> None:
@@ -87,12 +87,20 @@ class MaskUNetParams:
             raise ValueError(f"tau must be > 0, got {self.tau}")
         if self.mask_scope not in MASK_SCOPES:
             raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.kernel == "triton" and self.noise != "counter" and not self.deterministic:
+            raise ValueError("kernel=triton draws the mask noise inside the kernel: it needs noise=counter "
+                             "(or deterministic=true)")
 
     def training_spec(self) -> dict:
         """What decides the trained weights (inference-only options left out)."""
         spec = asdict(self)
         spec.pop("deterministic")
-        spec.pop("mask_scope")
+        for key in ("mask_scope", "noise", "kernel"):
+            spec.pop(key)
         return spec
 
 
@@ -120,6 +128,10 @@ class MaskUNet(nn.Module):
         self.row_generators: Optional[list[torch.Generator]] = None
         self.on_mask: Optional[Callable[[int, torch.Tensor], None]] = None
         self.mask_scope = params.mask_scope
+        self.noise, self.kernel = params.noise, params.kernel
+        # sampling with noise=counter (set by the sampler hooks): each row's Philox key and its slot in its image
+        self.row_keys: Optional[torch.Tensor] = None
+        self.row_slots: Optional[torch.Tensor] = None
         # sampling with mask_scope=image (set by the sampler hooks): the rows whose masks are drawn (one per image)
         # and which rows use which of them
         self.share: Optional[tuple[list[int], RowGroups]] = None
@@ -228,9 +240,18 @@ class MaskUNet(nn.Module):
             raise RuntimeError(f"maskunet: no features captured for {layer.block} (is the hook bypassed?)")
         return self.adapters[i](grid)
 
-    def _noise(self, logits: torch.Tensor, generators: Optional[list[torch.Generator]] = None) -> torch.Tensor:
-        """``E ~ Exp(1)`` shaped like ``logits`` (fp32): rows sharing a generator (of ``generators``, default
-        ``row_generators``) draw together (``[rows, ...]`` in memory order), without generators from the global RNG."""
+    def _noise(self, logits: torch.Tensor, generators: Optional[list[torch.Generator]] = None, layer: int = 0,
+               rows: Optional[list[int]] = None) -> torch.Tensor:
+        """``E ~ Exp(1)`` shaped like ``logits`` (fp32). With ``row_keys`` set (``noise: counter``): Philox keyed by
+        each row's key and slot and by ``layer`` (``rows``: the rows of the call these logits belong to). Else rows
+        sharing a generator (of ``generators``, default ``row_generators``) draw together (``[rows, ...]`` in memory
+        order), without generators from the global RNG."""
+        keys = getattr(self, "row_keys", None)
+        if keys is not None:
+            slots = self.row_slots
+            if rows is not None:
+                keys, slots = keys[rows], slots[rows]
+            return counter_exponential(keys, slots, layer, tuple(logits.shape[1:]))
         streams = streams_of_rows(self.row_generators if generators is None else generators, logits.shape[0])
         return draw_group_noise((1, *logits.shape), streams, logits.device)[0]
 
@@ -248,7 +269,7 @@ class MaskUNet(nn.Module):
                 return hard
             soft = torch.sigmoid(logits / self.tau)
             return hard.to(soft.dtype) - soft.detach() + soft
-        noise = self._noise(logits, generators)
+        noise = self._noise(logits, generators, i, rows)
         if not train:  # sampling: the bool event E < e^l, with e^l computed in place (no temporaries)
             return torch.lt(noise, logits.exp_())
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
@@ -297,8 +318,7 @@ class MaskUNetPrepared(Prepared):
         self.model.load_trainable_state_dict(tensors)
 
     def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
-        self.model.row_generators = None
-        self.model.share = None
+        self.end_batch()
 
     def before_step(self, state: StepState) -> None:
         images = list(dict.fromkeys(r.image for r in state.rows))
@@ -311,11 +331,22 @@ class MaskUNetPrepared(Prepared):
         if self.model.deterministic:
             return
         device = next(self.model.adapters.parameters()).device
+        if getattr(self.model, "noise", "stream") == "counter":  # one key per image and call, a slot per row
+            keys = {image: derived_seed(state.generators[image]) for image in images}
+            seen: dict[int, int] = {}
+            slots = []
+            for r in state.rows:
+                slots.append(seen.get(r.image, 0))
+                seen[r.image] = slots[-1] + 1
+            self.model.row_keys = torch.tensor([keys[r.image] for r in state.rows], dtype=torch.int64, device=device)
+            self.model.row_slots = torch.tensor(slots, dtype=torch.int64, device=device)
+            return
         per_image = {image: derived_generator(state.generators[image], device) for image in images}
         self.model.row_generators = [per_image[r.image] for r in state.rows]
 
     def end_batch(self) -> None:
         self.model.row_generators = None
+        self.model.row_keys = self.model.row_slots = None
         self.model.share = None
 
 
@@ -338,6 +369,14 @@ class MaskUNetMethod(TrainableMethod):
             with torch.device("meta" if device.type == "meta" else "cpu"):
                 model = _model_class(unet)(unet, layers, p)
         model.mask_scope, model.share = p.mask_scope, None  # (also for subclasses that build themselves)
+        model.noise, model.kernel, model.row_keys, model.row_slots = p.noise, p.kernel, None, None
+        if p.kernel == "triton":
+            if getattr(model, "_fused", None) is None:
+                raise UsageError("kernel=triton covers the masked linears of a UNet; transformer masks use "
+                                 "kernel=torch")
+            why = triton_unavailable(device) if device.type != "meta" else None
+            if why is not None:
+                raise UsageError(f"kernel=triton: {why}")
         model.generators.to(device)
         model.adapters.to(device)
         added = sum(t.numel() for t in model.trainable_parameters())
@@ -347,6 +386,9 @@ class MaskUNetMethod(TrainableMethod):
             "sampler": "logit > 0" if p.deterministic else "single Gumbel draw, P(keep) = 1 - exp(-e^logit)",
             "mask_scope": ("per denoiser row (each CFG row its own mask, as released)" if p.mask_scope == "row" else
                            "per image: both CFG rows use the conditional row's mask (ours, not released)"),
+            "noise": ("Philox counter keyed by (image stream and call, layer, weight, row slot)"
+                      if p.noise == "counter" else "per-image generator streams"),
+            "kernel": p.kernel,
             "masked_layers": len(layers), "masked_weights": masked_weight_count(layers),
             "generators": len(model.generators), **getattr(model, "extra_info", {}),
         }

@@ -31,6 +31,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..kernels.masked_weights import masked_weights_triton
+from ..kernels.philox import counter_exponential
 from .masking import MaskedLayer, MaskedWeights
 
 # weights (per row) in one group. Small layers gain from grouping (fewer tensor operations: the micro model's 32
@@ -186,21 +188,32 @@ class FusedMasks:
         if grid is None:
             raise RuntimeError(f"maskunet: no features captured for {group.block} (is the hook bypassed?)")
         generators = model.row_generators
+        keys, slots = getattr(model, "row_keys", None), getattr(model, "row_slots", None)
         if model.share is not None:  # mask_scope=image: one mask per image, from its representative row
             rows = model.share[0]
             grid = grid[rows]
             generators = None if generators is None else [generators[r] for r in rows]
+            keys, slots = (None, None) if keys is None else (keys[rows], slots[rows])
         L, (B, go, gi), (out_f, in_f) = len(group.layers), grid.shape, group.shape
         b_out, a_out, b_in, a_in_t, weight = self._stacked_params(g, B)
         # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
         h = torch.baddbmm(b_out, a_out, grid.to(a_out.dtype)[None].expand(L, B, go, gi).reshape(L * B, go, gi))
+        self._left[g] = L
+        if getattr(model, "kernel", "torch") == "triton" and model.on_mask is None:
+            h = h.view(L, B, out_f, gi)
+            self._weights[g] = torch.stack([
+                masked_weights_triton(h[k], a_in_t[k * B].t(), b_in[k * B, 0], weight[k, 0], keys, slots, i,
+                                      model.deterministic) for k, i in enumerate(group.layers)])
+            return
         logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
         if model.deterministic:
             mask = logits > 0
+        elif keys is not None:  # noise=counter: Philox keyed by (row key, layer index, weight index, row slot)
+            noise = torch.stack([counter_exponential(keys, slots, i, (out_f, in_f)) for i in group.layers])
+            mask = torch.lt(noise, logits.exp_())
         else:
             noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(generators, B), logits.device)
             mask = torch.lt(noise, logits.exp_())
         self._weights[g] = torch.where(mask, weight, 0.0)
         if model.on_mask is not None:
             self._masks[g] = mask
-        self._left[g] = L

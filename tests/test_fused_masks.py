@@ -1,0 +1,222 @@
+"""Issue 16: counter-based mask noise (Philox in PyTorch) and the fused Triton masked-weights kernel.
+
+The kernel runs here in Triton's interpreter (``TRITON_INTERPRET=1``, numpy on the CPU): the same kernel source a
+GPU compiles, so its indexing, masking at the tile edges, Philox counters and threshold are what is tested; its speed
+is measured only on a GPU (``benchmarks/efficiency_sd15.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mubench.errors import UsageError
+from mubench.kernels.masked_weights import masked_weights_reference, masked_weights_triton, triton_unavailable
+from mubench.kernels.philox import counter_exponential, counter_uniform, philox4x32
+from mubench.methods.base import MethodContext
+from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, keep_probability
+
+triton = pytest.importorskip("triton", reason="the Triton kernel tests need the triton package")
+
+
+@pytest.fixture
+def interpret():
+    from mubench.kernels.masked_weights import interpreter_on
+
+    if not interpreter_on():
+        pytest.skip("the kernel runs on CPU tensors in Triton's interpreter: TRITON_INTERPRET=1 (tests/conftest.py) "
+                    "must be set before triton is imported")
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle():
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
+
+
+def _prepared(bundle, tmp_path, **kw):
+    method = MaskUNetMethod(MaskUNetParams(**kw), "maskunet")
+    prepared = method.build(bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
+    with torch.no_grad():  # spread the logits around 0 so masks are far from all-ones
+        for adapter in prepared.model.adapters:
+            adapter.cols.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(7))
+    return prepared
+
+
+def _u32(v: int) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("counter,key,expected", [
+    # Random123's known-answer vectors for Philox-4x32-10
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+])
+def test_philox_known_answers(counter, key, expected):
+    out = philox4x32(*map(_u32, counter), *map(_u32, key))
+    assert tuple(int(w) for w in out) == expected
+
+
+def test_counter_noise_is_uniform_exponential_and_keyed():
+    keys = torch.tensor([12345, 2**62 + 17], dtype=torch.int64)
+    slots = torch.tensor([0, 1])
+    u = counter_uniform(keys, slots, layer=3, numel=200_000)
+    assert u.dtype == torch.float32 and (u >= 0).all() and (u < 1).all()
+    assert torch.equal(u, u * 2**24 // 1 / 2**24)  # multiples of 2^-24
+    n = u.shape[1]
+    for row in u:
+        assert abs(row.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert torch.corrcoef(u)[0, 1].abs() < 5 / math.sqrt(n)
+    # every part of the key and counter changes the numbers; the same ones give the same numbers
+    base = counter_uniform(keys[:1], slots[:1], 3, 64)
+    assert torch.equal(base, counter_uniform(keys[:1], slots[:1], 3, 64))
+    assert torch.equal(base[:, :10], counter_uniform(keys[:1], slots[:1], 3, 10))  # element n is n's, any size
+    for other in (counter_uniform(keys[:1] + 1, slots[:1], 3, 64), counter_uniform(keys[:1], slots[:1] + 1, 3, 64),
+                  counter_uniform(keys[:1], slots[:1], 4, 64)):
+        assert (other != base).float().mean() > 0.9
+    # the event E < e^l keeps with probability 1 - exp(-e^l), as the stream noise does
+    e = counter_exponential(keys[:1], slots[:1], 0, (3, 100_000))[0]
+    logits = torch.tensor([-2.0, 0.0, 1.0])[:, None]
+    keep = (e < logits.exp()).float().mean(1)
+    torch.testing.assert_close(keep, keep_probability(logits[:, 0]), atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fused_kernel_equals_the_reference_bit_for_bit(interpret, deterministic, dtype):
+    g = torch.Generator().manual_seed(0)
+    G, OUT, IN, GI = 3, 40, 72, 18  # not multiples of the 32 x 32 tiles or the 16-wide K step
+    # eighths of small integers: every product and sum of the logits GEMM is exact in fp32, in any order
+    h = torch.randint(-4, 5, (G, OUT, GI), generator=g).float() / 8
+    a_in = torch.randint(-4, 5, (IN, GI), generator=g).float() / 8
+    b_in = torch.randint(-4, 5, (IN,), generator=g).float() / 8
+    weight = torch.randn(OUT, IN, generator=g).to(dtype)
+    keys = torch.randint(0, 2**62, (G,), generator=g)
+    slots = torch.tensor([0, 1, 0])
+    ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 5, deterministic)
+    out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 5, deterministic)
+    assert out.dtype == dtype and out.shape == (G, OUT, IN)
+    assert torch.equal(out, ref)
+    kept = (ref != 0).float().mean().item()
+    assert 0.2 < kept < 0.9  # masks far from trivial
+    if not deterministic:  # rows with other keys or slots get other masks
+        assert not torch.equal(ref[0] != 0, ref[1] != 0) and not torch.equal(ref[0] != 0, ref[2] != 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with TRITON_INTERPRET=0)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_compiled_kernel_on_cuda_equals_the_reference(dtype):
+    from mubench.kernels.masked_weights import interpreter_on
+
+    if interpreter_on():
+        pytest.skip("TRITON_INTERPRET is set: run with TRITON_INTERPRET=0 to test the compiled kernel")
+    g = torch.Generator().manual_seed(0)
+    G, OUT, IN, GI = 4, 320, 640, 160  # an SD 1.5 cross-attention k/v shape
+    h = (torch.randint(-4, 5, (G, OUT, GI), generator=g).float() / 64).cuda()
+    a_in = (torch.randint(-4, 5, (IN, GI), generator=g).float() / 64).cuda()
+    b_in = (torch.randint(-4, 5, (IN,), generator=g).float() / 8).cuda()
+    weight = torch.randn(OUT, IN, generator=g).to(dtype).cuda()
+    keys, slots = torch.randint(0, 2**62, (G,), generator=g).cuda(), torch.tensor([0, 1, 0, 1]).cuda()
+    for det in (False, True):
+        ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 9, det)
+        out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 9, det)
+        assert (out != ref).float().mean().item() <= 1e-6  # exp/log may round differently on the device
+
+
+def test_kernel_with_real_valued_inputs_agrees_within_rounding(interpret):
+    g = torch.Generator().manual_seed(1)
+    G, OUT, IN, GI = 2, 64, 48, 12
+    h, a_in, b_in = torch.randn(G, OUT, GI, generator=g), torch.randn(IN, GI, generator=g), torch.randn(IN, generator=g)
+    weight = torch.randn(OUT, IN, generator=g)
+    keys, slots = torch.tensor([3, 4]), torch.tensor([0, 1])
+    ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 0)
+    out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 0)
+    # a mask bit may flip only where the noise sits within the GEMM's rounding of its threshold
+    assert (out != ref).float().mean().item() <= 1e-3
+
+
+def _forward(model, rows: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 4, 16, 16, generator=g)
+    t = torch.tensor([900, 400, 20, 7][:rows])
+    ctx = torch.randn(rows, 16, 32, generator=g)
+    model.row_keys = torch.randint(0, 2**62, (rows,), generator=g)
+    model.row_slots = torch.arange(rows) % 2
+    with torch.no_grad():
+        return model(x, t, ctx).sample
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_counter_noise_masks_are_the_same_on_the_grouped_and_per_layer_paths(tiny_bundle, tmp_path, rows):
+    model = _prepared(tiny_bundle, tmp_path, noise="counter").model
+    grouped = []
+    model.on_mask = lambda i, m: grouped.append((i, m))
+    fast = _forward(model, rows)
+    fused, model._fused = model._fused, None  # the plain per-layer computation
+    try:
+        plain = []
+        model.on_mask = lambda i, m: plain.append((i, m))
+        ref = _forward(model, rows)
+    finally:
+        model._fused = fused
+    assert [i for i, _ in grouped] == [i for i, _ in plain] == list(range(len(model.masked)))
+    for (_, a), (_, b) in zip(grouped, plain):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["row", "image"])
+def test_the_triton_path_gives_the_torch_paths_denoiser_output(tiny_bundle, tmp_path, interpret, scope):
+    from mubench.methods.masking import RowGroups
+
+    outs = {}
+    for kernel in ("torch", "triton"):
+        model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel, mask_scope=scope).model
+        if scope == "image":  # rows 0, 1 are one image's CFG pair, row 2 another image
+            model.share = ([0, 2], RowGroups([0, 0, 1]))
+        outs[kernel] = _forward(model, 3)
+    torch.testing.assert_close(outs["triton"], outs["torch"], rtol=1e-4, atol=1e-5)
+    model = _prepared(tiny_bundle, tmp_path, noise="stream").model
+    model.row_generators = [torch.Generator().manual_seed(r) for r in range(3)]
+    with torch.no_grad():
+        stream = model(*_inputs(3)).sample
+    assert (stream - outs["torch"]).abs().max() > 1e-4  # another noise gives other masks (the switch matters)
+
+
+def _inputs(rows: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400, 20, 7][:rows]), \
+        torch.randn(rows, 16, 32, generator=g)
+
+
+def test_sampling_with_the_kernel_matches_the_torch_path(tiny_bundle, tmp_path, interpret):
+    from mubench.sampler import SamplerConfig, sample_images
+
+    cfg = SamplerConfig(scheduler="ddim", steps=3, guidance=3.0, resolution=32)
+    images = {}
+    for kernel in ("torch", "triton"):
+        prepared = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel)
+        images[kernel] = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+    torch.testing.assert_close(images["triton"], images["torch"], rtol=1e-4, atol=1e-5)
+
+
+def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="noise=counter"):
+        MaskUNetParams(kernel="triton").validate()
+    MaskUNetParams(kernel="triton", deterministic=True).validate()  # no noise: any
+    with pytest.raises(ValueError, match="noise must be"):
+        MaskUNetParams(noise="philox").validate()
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "CUDA" in triton_unavailable(torch.device("cpu"))
+    with pytest.raises(UsageError, match="TRITON_INTERPRET"):
+        _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton")
+    info = _prepared(tiny_bundle, tmp_path, noise="counter").info
+    assert info["kernel"] == "torch" and "Philox" in info["noise"]
+    # inference-only options: one trained artifact serves every setting
+    spec = MaskUNetParams(noise="counter").training_spec()
+    assert spec == MaskUNetParams().training_spec() and "noise" not in spec and "kernel" not in spec
