@@ -10,7 +10,8 @@ of the power table; suite micro's A/A is in docs/statistics.md and tests/test_mi
 
 - ``OUT/runs.json``: per run the wall time of the whole command and the runner's own split (prepare, which holds
   on-demand training, generate, score), the run id and folder;
-- ``OUT/table.md``: ``mubench report table=micro-finetune baseline=sd`` (marks: paired test against sd, Holm);
+- ``OUT/table.md``: ``mubench report table=micro-finetune baseline=sd results=OUT/runs`` (the seed-0 runs; marks:
+  paired test against sd, Holm);
 - ``OUT/compare-*.md``: the controls, ``mubench compare`` sd against full-ft and random-mask on both suites, and
   sd seed 0 against sd seed 1 (A/A) on micro-art;
 - ``OUT/power-micro-art.md``: ``benchmarks/power_table.py`` on the micro-art A/A pair.
@@ -51,7 +52,8 @@ def mubench(args: list[str], env: dict[str, str], capture: Path | None = None) -
 
 
 def run_one(suite: str, method: str, seed: int, out: Path, env: dict[str, str]) -> dict:
-    folder = out / "runs" / f"{suite}-{method}-s{seed}"
+    # the table reads results=OUT/runs (one run per method and suite); the A/A pair's other seed goes elsewhere
+    folder = out / ("runs" if seed == 0 else "aa") / f"{suite}-{method}-s{seed}"
     wall = mubench(["run", f"suite={suite}", f"method={method}", f"seed={seed}", f"out={folder}", "--no-progress"],
                    env)
     results = json.loads((folder / "results.json").read_text())
@@ -88,7 +90,7 @@ def main() -> None:
         rows.append(run_one(suite, method, seed, out, env))
         log.write_text(json.dumps(rows, indent=1))  # after every run: an interrupted study resumes
     store = ["store=" + str(home / "store.sqlite")]
-    mubench(["report", "table=micro-finetune", "baseline=sd", *store], env, out / "table.md")
+    mubench(["report", "table=micro-finetune", "baseline=sd", f"results={out / 'runs'}"], env, out / "table.md")
     ids = {(r["suite"], r["method"], r["seed"]): r["run_id"] for r in rows}
     for suite in SUITES:
         for other in ("full-ft", "random-mask"):

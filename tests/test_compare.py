@@ -164,3 +164,17 @@ def test_check_with_per_unit_baseline_flags_only_significant_regressions(tmp_pat
     code, out, err = call(capsys, "check", f"--baseline={baseline}", f"store={new_worse}", "--json")
     clip = next(f for f in json.loads(out)["findings"] if f["metric"] == "clip")
     assert code == 1 and clip["status"] == "REGRESSED" and clip["significant"] is True and clip["p"] < 0.05
+
+
+def test_verdicts_name_methods_not_run_ids():
+    from mubench.report.comparison_text import side_names
+
+    def side(label, method, seed, run_id):
+        return {"label": label, "method": method, "seeds": seed, "run_ids": [run_id]}
+
+    by_id = {"a": side("r1", "sd", 0, "r1"), "b": side("r2", "full-ft", 0, "r2")}
+    assert side_names(by_id) == ("sd", "full-ft")
+    by_name = {"a": side("sd", "sd", 0, "r1"), "b": side("random-mask", "random-mask", 0, "r2")}
+    assert side_names(by_name) == ("sd", "random-mask")
+    aa = {"a": side("r1", "sd", 0, "r1"), "b": side("r3", "sd", 1, "r3")}
+    assert side_names(aa) == ("sd (seed 0)", "sd (seed 1)")

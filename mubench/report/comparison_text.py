@@ -23,8 +23,20 @@ def _verdict(m: dict[str, Any], a: str, b: str) -> str:
     return f"{b if m['better'] == 'b' else a} better"
 
 
+def side_names(cmp: dict[str, Any]) -> tuple[str, str]:
+    """What the verdict calls each side: its label, or its method where the label is a run id (``compare RUN RUN``),
+    with the seed where both sides are one method."""
+    names = []
+    for side in (cmp["a"], cmp["b"]):
+        label = str(side["label"])
+        names.append(side.get("method") or label if label in (side.get("run_ids") or []) else label)
+    if names[0] == names[1]:
+        names = [f"{n} (seed {side.get('seeds')})" for n, side in zip(names, (cmp["a"], cmp["b"]))]
+    return names[0], names[1]
+
+
 def _rows(cmp: dict[str, Any]) -> list[list[str]]:
-    a, b = cmp["a"]["label"], cmp["b"]["label"]
+    a, b = side_names(cmp)
     rows = []
     for m in cmp["metrics"]:
         ref = max(abs(m["a"] or 0), abs(m["b"] or 0)) or None
