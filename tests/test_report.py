@@ -139,7 +139,9 @@ def test_micro_spec_lists_all_micro_metrics():
 
 def test_micro_finetune_spec_has_every_method_and_both_suites():
     """Issue 17's table: one row per spec in methods/ (each runs on model=micro), the target suite's fid/clip beside
-    the base suite's, and none of the GenEval-style columns that sit at a floor or ceiling for every method."""
+    the base suite's, and none of the GenEval-style columns that sit at the floor for every method (position and
+    color_attr: 0.00-0.18 in the measured study, docs/methods.md); single_object and colors stay, since the
+    fine-tunes move them (1.00 -> 0.3-0.7)."""
     from pathlib import Path
 
     spec = load_table_spec("micro-finetune")
@@ -147,9 +149,9 @@ def test_micro_finetune_spec_has_every_method_and_both_suites():
     assert sorted(r.method for r in spec.rows) == specs and spec.rows[0].method == "sd"
     assert [(c.suite, c.metric) for c in spec.columns[:4]] == [("micro-art", "fid"), ("micro-art", "clip"),
                                                                ("micro", "fid"), ("micro", "clip")]
-    floor = {"single_object", "colors", "position", "color_attr"}
-    assert not floor & {c.metric for c in spec.columns} and ("micro", "overall") in [(c.suite, c.metric)
-                                                                                      for c in spec.columns]
+    shown = [(c.suite, c.metric) for c in spec.columns]
+    assert not {"position", "color_attr"} & {metric for _, metric in shown} and ("micro", "overall") in shown
+    assert ("micro", "single_object") in shown and ("micro", "colors") in shown
 
 
 def test_table_spec_errors_name_the_bad_key():
