@@ -175,7 +175,7 @@ def _weighted_gaussians(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
     else:
         mu = np.einsum("rn,rnd->rd", w, x) / total[:, None]
         centred = x - mu[:, None, :]
-    cov = np.einsum("rn,rnd,rne->rde", w, centred, centred) / (total - 1.0)[:, None, None]
+    cov = (np.swapaxes(centred * w[:, :, None], 1, 2) @ centred) / (total - 1.0)[:, None, None]  # batched GEMM
     return mu, cov
 
 
@@ -190,19 +190,39 @@ def frechet_batched(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nda
     return (diff * diff).sum(axis=1) + np.trace(s1, axis1=1, axis2=2) + np.trace(s2, axis1=1, axis2=2) - 2 * tr_cross
 
 
+def frechet_to_fixed(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """:func:`frechet_batched` against ONE reference Gaussian (``mu2`` (d,), ``s2`` (d, d)): its square root is taken
+    once, and ``Tr (s2^½ s1 s2^½)^½`` (the same trace: ``s1 s2`` and ``s2 s1`` share their eigenvalues) needs one
+    symmetric eigenvalue problem per stack entry instead of two."""
+    evals, evecs = np.linalg.eigh(s2)
+    root2 = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
+    inner = root2[None] @ s1 @ root2[None]
+    inner = (inner + np.swapaxes(inner, 1, 2)) / 2.0
+    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum(axis=1)
+    diff = mu1 - mu2[None]
+    return (diff * diff).sum(axis=1) + np.trace(s1, axis1=1, axis2=2) + np.trace(s2) - 2 * tr_cross
+
+
 def _fid_weighted(x: np.ndarray, w: np.ndarray, ref: Optional[np.ndarray], ref_mu: Optional[np.ndarray],
                   ref_sigma: Optional[np.ndarray], chunk: int = 256) -> np.ndarray:
     out = np.empty(w.shape[0])
+    # one reference Gaussian for every row (a fixed one, or per-unit references under equal weights: the permutation
+    # test's relabellings) is fitted and square-rooted once
+    fixed = None
+    if ref is None:
+        fixed = (ref_mu, ref_sigma)
+    elif np.all(w == w[:1]):
+        rmu, rcov = _weighted_gaussians(ref, w[:1])
+        fixed = (rmu[0], rcov[0])
     for start in range(0, w.shape[0], chunk):
         wc = w[start:start + chunk]
         xc = x if x.ndim == 2 else x[start:start + chunk]
         mu, cov = _weighted_gaussians(xc, wc)
-        if ref is not None:
-            rmu, rcov = _weighted_gaussians(ref, wc)
+        if fixed is not None:
+            out[start:start + chunk] = frechet_to_fixed(mu, cov, *fixed)
         else:
-            rmu = np.broadcast_to(ref_mu, mu.shape)
-            rcov = np.broadcast_to(ref_sigma, cov.shape)
-        out[start:start + chunk] = frechet_batched(mu, cov, rmu, rcov)
+            rmu, rcov = _weighted_gaussians(ref, wc)
+            out[start:start + chunk] = frechet_batched(mu, cov, rmu, rcov)
     return out
 
 
