@@ -191,3 +191,24 @@ def test_power_table_from_an_aa_pair_rises_with_n_and_effect():
     assert power[(256, 0.25)] > 0.95 and power[(32, 0.05)] < 0.4
     assert power[(256, 0.25)] >= power[(32, 0.25)] and power[(256, 0.25)] >= power[(256, 0.05)]
     assert all(p.false_positive_rate <= 0.12 for p in table)
+
+
+def test_fid_against_one_fixed_reference_equals_the_general_route():
+    """The permutation test's fast path (one reference Gaussian, rooted once) gives the general route's FIDs, and the
+    unit data's FID under equal weights with per-unit references is the plain FID of the two feature sets."""
+    from mubench.stats.units import frechet_batched, frechet_to_fixed
+
+    rng = np.random.default_rng(0)
+    d, r = 6, 5
+    a = rng.normal(size=(r, d, d))
+    s1 = a @ a.transpose(0, 2, 1) + 0.1 * np.eye(d)
+    b = rng.normal(size=(d, d))
+    s2 = b @ b.T + 0.1 * np.eye(d)
+    mu1, mu2 = rng.normal(size=(r, d)), rng.normal(size=d)
+    general = frechet_batched(mu1, s1, np.broadcast_to(mu2, mu1.shape), np.broadcast_to(s2, s1.shape))
+    np.testing.assert_allclose(frechet_to_fixed(mu1, s1, mu2, s2), general, rtol=1e-9, atol=1e-9)
+    x, ref = rng.normal(size=(80, d)), rng.normal(loc=0.5, size=(80, d))
+    u = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.arange(80), image_index=np.zeros(80), values=x,
+                 ref=ref)
+    ones = np.ones((3, 80))
+    np.testing.assert_allclose(u.evaluate(x, ones), fid_from_features(x, ref), rtol=1e-7)
