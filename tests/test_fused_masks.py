@@ -140,15 +140,18 @@ def test_kernel_with_real_valued_inputs_agrees_within_rounding(interpret):
     assert (out != ref).float().mean().item() <= 1e-3
 
 
-def _forward(model, rows: int, seed: int = 3):
+def _inputs(rows: int, seed: int = 3):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, 4, 16, 16, generator=g)
-    t = torch.tensor([900, 400, 20, 7][:rows])
-    ctx = torch.randn(rows, 16, 32, generator=g)
-    model.row_keys = torch.randint(0, 2**62, (rows,), generator=g)
+    return torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400, 20, 7][:rows]), \
+        torch.randn(rows, 16, 32, generator=g)
+
+
+def _forward(model, rows: int, seed: int = 3):
+    """One denoiser call with counter noise: every row its own key, slots as for CFG pairs."""
+    model.row_keys = torch.randint(0, 2**62, (rows,), generator=torch.Generator().manual_seed(seed + 1))
     model.row_slots = torch.arange(rows) % 2
     with torch.no_grad():
-        return model(x, t, ctx).sample
+        return model(*_inputs(rows, seed)).sample
 
 
 @pytest.mark.parametrize("rows", [1, 3])
@@ -186,12 +189,6 @@ def test_the_triton_path_gives_the_torch_paths_denoiser_output(tiny_bundle, tmp_
     with torch.no_grad():
         stream = model(*_inputs(3)).sample
     assert (stream - outs["torch"]).abs().max() > 1e-4  # another noise gives other masks (the switch matters)
-
-
-def _inputs(rows: int, seed: int = 3):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400, 20, 7][:rows]), \
-        torch.randn(rows, 16, 32, generator=g)
 
 
 def test_sampling_with_the_kernel_matches_the_torch_path(tiny_bundle, tmp_path, interpret):

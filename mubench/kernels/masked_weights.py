@@ -133,13 +133,15 @@ def _kernel(interpret: bool):
 
 def masked_weights_triton(h: torch.Tensor, a_in: torch.Tensor, b_in: torch.Tensor, weight: torch.Tensor,
                           keys: Optional[torch.Tensor], slots: Optional[torch.Tensor], layer: int,
-                          deterministic: bool = False) -> torch.Tensor:
-    """The fused kernel; same arguments and result as :func:`masked_weights_reference`."""
+                          deterministic: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The fused kernel; same arguments and result as :func:`masked_weights_reference`. ``out``: a ``[G, out, in]``
+    tensor of ``weight``'s dtype to write into (e.g. one layer's slice of a group's weights), else a new one."""
     why = triton_unavailable(weight.device)
     if why is not None:
         raise RuntimeError(why)
     G = h.shape[0]
-    out = torch.empty((G, *weight.shape), dtype=weight.dtype, device=weight.device)
+    if out is None:
+        out = torch.empty((G, *weight.shape), dtype=weight.dtype, device=weight.device)
     if deterministic or keys is None:
         keys = torch.zeros(G, dtype=torch.int64, device=weight.device)
         slots = torch.zeros(G, dtype=torch.int64, device=weight.device)

@@ -16,6 +16,8 @@ tensors; the high word of a 32×32 product is formed from 16-bit halves so nothi
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 MASK32 = 0xFFFFFFFF
@@ -62,8 +64,5 @@ def counter_uniform(keys: torch.Tensor, slots: torch.Tensor, layer: int, numel: 
 
 def counter_exponential(keys: torch.Tensor, slots: torch.Tensor, layer: int, shape: tuple[int, ...]) -> torch.Tensor:
     """``E = −log(1 − U)`` of shape ``[rows, *shape]`` from :func:`counter_uniform` (one mask's noise per row)."""
-    numel = 1
-    for s in shape:
-        numel *= int(s)
-    u = counter_uniform(keys, slots, layer, numel)
+    u = counter_uniform(keys, slots, layer, math.prod(shape))
     return torch.log(1.0 - u).neg_().view(keys.shape[0], *shape)

@@ -201,9 +201,11 @@ class FusedMasks:
         self._left[g] = L
         if getattr(model, "kernel", "torch") == "triton" and model.on_mask is None:
             h = h.view(L, B, out_f, gi)
-            self._weights[g] = torch.stack([
+            out = torch.empty((L, B, out_f, in_f), dtype=weight.dtype, device=weight.device)
+            for k, i in enumerate(group.layers):  # each layer's kernel writes its slice of the group's weights
                 masked_weights_triton(h[k], a_in_t[k * B].t(), b_in[k * B, 0], weight[k, 0], keys, slots, i,
-                                      model.deterministic) for k, i in enumerate(group.layers)])
+                                      model.deterministic, out=out[k])
+            self._weights[g] = out
             return
         logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
         if model.deterministic:

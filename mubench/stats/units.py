@@ -179,28 +179,33 @@ def _weighted_gaussians(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
     return mu, cov
 
 
+def _psd_root(s: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix or a stack of them (eigh; negative round-off eigenvalues clipped)."""
+    evals, evecs = np.linalg.eigh(s)
+    return (evecs * np.sqrt(np.clip(evals, 0, None))[..., None, :]) @ np.swapaxes(evecs, -1, -2)
+
+
+def _frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray, root: np.ndarray,
+             other: np.ndarray) -> np.ndarray:
+    """‖mu1 − mu2‖² + Tr s1 + Tr s2 − 2 Tr (root · other · root)^½, ``root`` the square root of one side."""
+    inner = root @ other @ root
+    inner = (inner + np.swapaxes(inner, -1, -2)) / 2.0
+    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum(axis=-1)
+    diff = mu1 - mu2
+    return (diff * diff).sum(axis=-1) + np.trace(s1, axis1=-2, axis2=-1) + np.trace(s2, axis1=-2, axis2=-1) \
+        - 2 * tr_cross
+
+
 def frechet_batched(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> np.ndarray:
     """‖mu1 − mu2‖² + Tr s1 + Tr s2 − 2 Tr (s1^½ s2 s1^½)^½, for stacks of Gaussians (symmetric eigh route)."""
-    evals, evecs = np.linalg.eigh(s1)
-    root1 = np.einsum("rij,rj,rkj->rik", evecs, np.sqrt(np.clip(evals, 0, None)), evecs)
-    inner = root1 @ s2 @ root1
-    inner = (inner + np.swapaxes(inner, 1, 2)) / 2.0
-    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum(axis=1)
-    diff = mu1 - mu2
-    return (diff * diff).sum(axis=1) + np.trace(s1, axis1=1, axis2=2) + np.trace(s2, axis1=1, axis2=2) - 2 * tr_cross
+    return _frechet(mu1, s1, mu2, s2, _psd_root(s1), s2)
 
 
 def frechet_to_fixed(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> np.ndarray:
     """:func:`frechet_batched` against ONE reference Gaussian (``mu2`` (d,), ``s2`` (d, d)): its square root is taken
     once, and ``Tr (s2^½ s1 s2^½)^½`` (the same trace: ``s1 s2`` and ``s2 s1`` share their eigenvalues) needs one
     symmetric eigenvalue problem per stack entry instead of two."""
-    evals, evecs = np.linalg.eigh(s2)
-    root2 = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
-    inner = root2[None] @ s1 @ root2[None]
-    inner = (inner + np.swapaxes(inner, 1, 2)) / 2.0
-    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh(inner), 0, None)).sum(axis=1)
-    diff = mu1 - mu2[None]
-    return (diff * diff).sum(axis=1) + np.trace(s1, axis1=1, axis2=2) + np.trace(s2) - 2 * tr_cross
+    return _frechet(mu1, s1, mu2, s2, _psd_root(s2), s1)
 
 
 def _fid_weighted(x: np.ndarray, w: np.ndarray, ref: Optional[np.ndarray], ref_mu: Optional[np.ndarray],
