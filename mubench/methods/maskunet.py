@@ -40,7 +40,7 @@ from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
 from .base import MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, derived_seed,
-                      install_masked_layers, masked_weight_count, set_mask_fn)
+                      install_masked_layers, masked_product, masked_weight_count, set_mask_fn)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .training import MethodTrainConfig, TrainableMethod
@@ -284,8 +284,9 @@ class MaskUNet(nn.Module):
         mask = self.layer_mask(i, share[0] if share is not None else None)
         if self.on_mask is not None:
             self.on_mask(i, mask.detach())
-        # a bool mask multiplies without a float copy of it (bitwise the same product as W * mask.float())
-        weight = module.weight * (mask if mask.dtype == torch.bool else mask.to(module.weight.dtype))
+        # a bool mask multiplies without a float copy of it; a float one (training: straight-through) as it is
+        weight = (masked_product(module.weight, mask) if mask.dtype == torch.bool
+                  else module.weight * mask.to(module.weight.dtype))
         return MaskedWeights(weight, share[1] if share is not None else None)
 
 

@@ -12,7 +12,8 @@ is computed with stacked tensors:
   adapter weights are cached until a parameter changes);
 - the noise, ``E = −log(1 − U)``, drawn for the group at once from each image's stream: ``[layers, rows of the
   image, out, in]`` in memory order (layers in ``MaskUNet.masked`` order);
-- the bool mask ``E < e^ℓ`` (``ℓ > 0`` when deterministic) and the masked weights of all of them in one ``where``;
+- the bool mask ``E < e^ℓ`` (``ℓ > 0`` when deterministic) and the masked weights of all of them in one pass
+  (:func:`~mubench.methods.masking.masked_product`);
 
 and each layer of the group then takes its ``[rows, out, in]`` slice. The stacked GEMMs sum in another order than the
 per-layer adapter, so a logit may differ from it in the last bits: a mask can only differ where the noise falls within
@@ -33,7 +34,7 @@ from torch import nn
 
 from ..kernels.masked_weights import masked_weights_triton
 from ..kernels.philox import counter_exponential
-from .masking import MaskedLayer, MaskedWeights
+from .masking import MaskedLayer, MaskedWeights, masked_product
 
 # weights (per row) in one group. Small layers gain from grouping (fewer tensor operations: the micro model's 32
 # linears become 3 groups); large ones do not (a group's logits, noise, mask and masked weights then leave the CPU
@@ -216,6 +217,6 @@ class FusedMasks:
         else:
             noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(generators, B), logits.device)
             mask = torch.lt(noise, logits.exp_())
-        self._weights[g] = torch.where(mask, weight, 0.0)
+        self._weights[g] = masked_product(weight, mask)
         if model.on_mask is not None:
             self._masks[g] = mask

@@ -44,7 +44,7 @@ from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, install_masked_layers,
-                      masked_weight_count, set_mask_fn)
+                      masked_product, masked_weight_count, set_mask_fn)
 from .maskunet_fast import exponential_noise
 from .prefix_cache import PrefixCache
 
@@ -117,7 +117,7 @@ class StraightThroughMaskedWeight(torch.autograd.Function):
         ctx.save_for_backward(logits, noise, weight)
         ctx.tau = float(tau)
         ctx.mark_non_differentiable(hard)
-        return torch.where(hard, weight, torch.zeros((), dtype=weight.dtype, device=weight.device)), hard
+        return masked_product(weight, hard), hard
 
     @staticmethod
     def backward(ctx, grad_masked: torch.Tensor, grad_hard: Optional[torch.Tensor]):
@@ -256,7 +256,7 @@ class MaskUNetFreePrepared(Prepared):
             masked, hard = StraightThroughMaskedWeight.apply(logits, noise, weight, self.params.tau)
         else:
             hard = torch.lt(noise, logits.detach().exp())
-            masked = torch.where(hard, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+            masked = masked_product(weight, hard)
         if self._observe and self.on_mask is not None:
             self.on_mask(i, hard[groups.index.to(hard.device)])
         return MaskedWeights(masked, groups)
