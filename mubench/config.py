@@ -51,6 +51,9 @@ class RunConfig:
     cache: Optional[str] = None  # sample / score cache folder (default under the user cache dir)
     train: str = "auto"  # auto | never | force: train a method's missing artifact on demand
     weights: str = "pretrained"  # pretrained | random (build the model from its config, for inspection and tests)
+    # torch.compile mode of the denoiser call: none (eager) | default | reduce-overhead (CUDA graphs on a GPU) |
+    # max-autotune; part of the protocol when not none (compiled kernels round differently)
+    compile: str = "none"
 
 
 ALLOWED = {
@@ -58,6 +61,7 @@ ALLOWED = {
     "dtype": ("auto", "float32", "float16", "bfloat16"),
     "train": ("auto", "never", "force"),
     "weights": ("pretrained", "random"),
+    "compile": ("none", "default", "reduce-overhead", "max-autotune"),
 }
 
 

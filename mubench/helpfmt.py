@@ -46,12 +46,30 @@ def _untag(tag: str, option: bool) -> str:
     return word.ljust(len(tag))
 
 
-def tidy_help(text: str, width: int) -> str:
-    """Blank out type tags, re-wrap over-long lines, strip trailing blanks."""
+def join_continuations(lines: list[str]) -> list[str]:
+    """A key table's description written over several lines (continuations indented to its description column)
+    → one line per key, so that re-wrapping fills each line instead of breaking at the source's line ends."""
     out: list[str] = []
-    for line in text.splitlines():
+    column = None  # the description column of the last key line
+    for line in lines:
+        lead = len(line) - len(line.lstrip(" "))
+        if column is not None and line.strip() and lead == column and out:
+            out[-1] = f"{out[-1]} {line.strip()}"
+            continue
+        m = _COLUMN.match(line)
+        column = len(m.group(1)) if m else None
+        out.append(line)
+    return out
+
+
+def tidy_help(text: str, width: int) -> str:
+    """Blank out type tags, join key descriptions split over lines, re-wrap over-long lines, strip trailing
+    blanks."""
+    out: list[str] = []
+    lines = [line.rstrip() for line in text.splitlines()]
+    for line in join_continuations(lines):
         line = _TAG.sub(lambda m: _untag(m.group(0), line.lstrip().startswith("-")), line)
-        out.extend(wrap_line(line.rstrip(), width))
+        out.extend(wrap_line(line, width))
     return "\n".join(out) + "\n"
 
 

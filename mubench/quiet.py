@@ -1,6 +1,7 @@
 """Silence library chatter (dtype-cast notices, offline-mode hints) in commands that load models."""
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -15,3 +16,5 @@ def quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*TF32.*")
     warnings.filterwarnings("ignore", message=".*not writable.*")
+    # compile=...: torch's C++ toolchain probe notes that a CPU-only machine has no CUDA runtime
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

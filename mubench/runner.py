@@ -30,7 +30,7 @@ from .pathcheck import check_paths, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
-from .sampler import SamplerConfig, resolve_sampler, sample_images
+from .sampler import SamplerConfig, check_compilable, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
@@ -234,7 +234,8 @@ class Runner:
         prepared = self.prepare(bundle)
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
                                   getattr(prepared, "sampler_overrides", None),
-                                  chunk=self.cfg.run.chunk or default_chunk(self.device))
+                                  chunk=self.cfg.run.chunk or default_chunk(self.device), compile=self.cfg.run.compile)
+        check_compilable(prepared, sampler, self.cfg.method.name)
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
         self.planned = planned = self.plan(bundle, prepared, sampler, items)
@@ -274,7 +275,8 @@ class Runner:
             bundle=bundle, method=method, method_context=method_ctx, device=self.device, dtype=self.dtype,
             seed=self.cfg.run.seed, log=self.progress.log, progress=self.progress,
             resolve_sampler=lambda prepared: resolve_sampler(bundle, suite_sampler,
-                                                             getattr(prepared, "sampler_overrides", None)))
+                                                             getattr(prepared, "sampler_overrides", None),
+                                                             compile=self.cfg.run.compile))
         measured = self.suite.measure(ctx)
         self.shard.barrier()
         self.timing["total_s"] = time.perf_counter() - t0

@@ -32,3 +32,21 @@ def test_wrap_keeps_the_description_column():
     col = line.index("suite spec")
     assert all(w[:col].strip() == "" and w[col] != " " for w in wrapped[1:])
     assert tidy_help("  --json <bool>  Print JSON.\n", 80) == "  --json         Print JSON.\n"
+
+
+def test_a_description_split_over_source_lines_is_rewrapped_as_one():
+    # the docstring's own line ends must not survive as short lines or deeper-indented fragments (run's chunk=N)
+    text = ("  chunk=N      images per call, the last chunk padded (default\n"
+            "               8 on a CPU); part of the protocol\n"
+            "  seed=N       run seed\n")
+    assert tidy_help(text, 80) == ("  chunk=N      images per call, the last chunk padded (default 8 on a CPU); part\n"
+                                   "               of the protocol\n"
+                                   "  seed=N       run seed\n")
+    assert tidy_help(text, 40).splitlines()[:4] == ["  chunk=N      images per call, the last",
+                                                    "               chunk padded (default 8",
+                                                    "               on a CPU); part of the",
+                                                    "               protocol"]
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "80"}, prog_name="mubench")
+    lines = result.output.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("chunk=N"))
+    assert lines[first + 1].strip().startswith("padded (default 8 on a CPU")  # filled, not cut at "(default"

@@ -34,6 +34,9 @@ Keys (KEY=VALUE):
   cache=DIR               sample/score cache (default $MUBENCH_HOME/cache)
   train=auto|never|force  train a method's missing artifact on demand
   weights=pretrained|random
+  compile=MODE            none|default|reduce-overhead|max-autotune: torch.compile the
+                          denoiser (reduce-overhead: CUDA graphs); off by default;
+                          part of the protocol when on
 \b
 Re-running the same command resumes: finished images and scores are reused.
 Multi-process: accelerate launch --num_processes N [--cpu] -m mubench run ...
@@ -184,6 +187,8 @@ def _print_summary(results: dict, store_path: Optional[Path], out: Optional[str]
     s = p["sampler"]
     if "scheduler" in s:
         made = f"{s['scheduler']} {s['steps']} steps, guidance {s['guidance']}, {s['resolution']}px"
+        made += f", chunk {s['chunk']}" if "chunk" in s else ""
+        made += f", torch.compile {s['compile']}" if "compile" in s else ""
     else:
         made = "images made by another tool"
     console.print(f"protocol {results['protocol_hash']}: {made}, {p['n_prompts']} prompts × "

@@ -58,6 +58,10 @@ class StepState:
 class Prepared:
     """A prepared method. The default is the base model unchanged."""
 
+    #: False where the denoiser call runs Python hooks inside its layers (per-row masks drawn from per-image
+    #: generators): ``torch.compile`` re-traces such a hook for every layer and gives up (run ``compile=none``)
+    compile_safe: ClassVar[bool] = True
+
     def __init__(self, denoiser: nn.Module, *, added_params: int = 0, trainable_params: int = 0,
                  artifact: Optional[str] = None, info: Optional[dict[str, Any]] = None,
                  layers: Optional[list[dict[str, Any]]] = None) -> None:

@@ -305,6 +305,8 @@ class MaskUNetPrepared(Prepared):
     """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
     its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
 
+    compile_safe = False  # masks come from Python hooks in every masked layer
+
     def __init__(self, model: MaskUNet, **kwargs) -> None:
         super().__init__(model, **kwargs)
         self.model = model

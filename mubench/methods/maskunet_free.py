@@ -145,6 +145,8 @@ class _ImageState:
 class MaskUNetFreePrepared(Prepared):
     """The masked denoiser plus the per-step optimisation of :meth:`predict`."""
 
+    compile_safe = False  # masks come from Python hooks in every masked layer
+
     def __init__(self, denoiser, layers: list[MaskedLayer], params: MaskUNetFreeParams, bundle: ModelBundle,
                  rewards: list[tuple[RewardTerm, Any]], info: dict[str, Any]) -> None:
         super().__init__(denoiser, added_params=masked_weight_count(layers), trainable_params=0, info=info,

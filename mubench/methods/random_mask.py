@@ -43,6 +43,8 @@ class RandomMaskParams:
 class RandomMaskPrepared(Prepared):
     """Draws the Bernoulli masks from the per-image streams and hands ``W ⊙ M`` to the masked layers."""
 
+    compile_safe = False  # masks come from Python hooks in every masked layer
+
     def __init__(self, denoiser, layers: list[MaskedLayer], params: RandomMaskParams, info: dict) -> None:
         super().__init__(denoiser, info=info, layers=[layer.describe() for layer in layers])
         self.masked = layers

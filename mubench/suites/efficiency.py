@@ -299,7 +299,7 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
     """One denoiser call of one image through the method's hooks (begin_batch, before_step, ``forward_once``,
     end_batch) at the sampler's first timestep: its CFG pair (``cfg``) or its conditional row alone."""
     from ..models.base import Conditioning
-    from ..sampler import call_denoiser, make_scheduler
+    from ..sampler import call_denoiser, denoiser_of, make_scheduler
 
     param = next(bundle.denoiser.parameters())
     scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
@@ -316,6 +316,7 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
         rows = [RowInfo(0, True)]
     x = torch.cat([latents] * len(rows)).to(param.dtype)
     extras = {"guidance": sampler.guidance, "prompts": [prompt], "scheduler": sampler.scheduler}
+    denoiser = denoiser_of(prepared, sampler)
 
     def call() -> torch.Tensor:
         generators = [image_generator(seed)]
@@ -324,8 +325,8 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
             state = StepState(0, sampler.steps, t, latents, rows, generators, extras=extras)
             prepared.before_step(state)
             with torch.no_grad():
-                return prepared.forward_once(state, lambda: call_denoiser(bundle, prepared.denoiser, x,
-                                                                          t.to(param.device), cond))
+                return prepared.forward_once(state, lambda: call_denoiser(bundle, denoiser, x, t.to(param.device),
+                                                                          cond))
         finally:
             prepared.end_batch()
 

@@ -1,0 +1,93 @@
+"""``compile=``: the denoiser call through ``torch.compile`` (issue 16, item 4), on the tiny random SD-style bundle.
+
+The mode is part of the protocol (eager runs keep their hashes), a compiled run makes the eager images to within
+compiled rounding and the same bits from call to call and whatever ``batch_size`` is, and a method whose masks come
+from Python hooks refuses it with a clear message before any image is made. Speed is measured by
+benchmarks/compile_denoiser.py, not here.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from method_cases import CASES, SAMPLER, prepared_case
+from mubench.config import resolve
+from mubench.errors import UsageError
+from mubench.methods.base import Prepared
+from mubench.runner import Runner
+from mubench.sampler import check_compilable, denoiser_of, resolve_sampler, sample_latents
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                    reason="torch.compile on a CPU needs a C compiler (inductor's C++ kernels)")
+
+
+def test_compile_is_part_of_the_protocol_and_checked(regs, bundle):
+    eager, compiled = resolve_sampler(bundle, None), resolve_sampler(bundle, None, compile="default")
+    assert "compile" not in eager.as_dict()  # eager runs keep the hashes they had before the option existed
+    assert compiled.as_dict()["compile"] == "default"
+    assert denoiser_of(Prepared(bundle.denoiser), eager) is bundle.denoiser
+    with pytest.raises(UsageError, match="unknown compile mode"):
+        resolve_sampler(bundle, None, compile="fast")
+    with pytest.raises(UsageError, match="compile"):
+        resolve(["suite=toy", "model=tiny-sd", "compile=fast"], regs)
+
+    def keys(*extra: str) -> set[str]:
+        cfg = resolve(["suite=toy", "model=tiny-sd", "limit=2", "chunk=4", *extra], regs)
+        runner = Runner(cfg, regs)
+        sampler = resolve_sampler(bundle, None, chunk=4, compile=cfg.run.compile)
+        return {p.key for p in runner.plan(bundle, runner.prepare(bundle), sampler, runner.items())}
+
+    assert keys().isdisjoint(keys("compile=default"))  # compiled images are other images in the cache
+
+
+MASK_HOOKS = {"random-mask", "maskunet", "maskunet-faithful", "maskunet-free"}  # specs whose masks come from hooks
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_exactly_the_methods_with_mask_hooks_refuse_compile(name, regs, bundle, artifacts):
+    _, prepared = prepared_case(regs, bundle, artifacts, name)
+    spec = CASES[name].spec
+    check_compilable(prepared, SAMPLER, spec)  # eager: every method
+    if spec in MASK_HOOKS:
+        with pytest.raises(UsageError, match=f"compile=default: {spec} computes its masks in Python hooks"):
+            check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
+    else:
+        check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
+
+
+def test_a_refused_run_stops_before_making_images(regs, tmp_path):
+    cfg = resolve(["suite=toy", "model=tiny-sd", "method=random-mask", "weights=random", "limit=2",
+                   "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"], regs)
+    with pytest.raises(UsageError, match="run it with compile=none"):
+        Runner(cfg, regs).execute()
+    assert not list((tmp_path / "cache").rglob("*.png"))
+
+
+@needs_compiler
+def test_compiled_images_match_eager_and_are_stable(bundle):
+    prepared = Prepared(bundle.denoiser)
+    sampler = replace(SAMPLER, chunk=2)
+    compiled = replace(sampler, compile="default")
+    prompts, seeds = ["a red circle", "a blue square", "two green dots"], [0, 1, 2]
+    eager = sample_latents(bundle, prepared, prompts, seeds, sampler)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    first = sample_latents(bundle, prepared, prompts, seeds, compiled)
+    assert counters["stats"]["unique_graphs"] >= 1  # the denoiser really went through dynamo
+    again = sample_latents(bundle, prepared, prompts, seeds, compiled)
+    assert torch.equal(first, again)  # stable from call to call
+    # one call over both chunks = one call per chunk (batch-size invariance holds compiled too)
+    split = torch.cat([sample_latents(bundle, prepared, prompts[:2], seeds[:2], compiled),
+                       sample_latents(bundle, prepared, prompts[2:], seeds[2:], compiled)])
+    assert torch.equal(first, split)
+    # the same images up to compiled rounding (inductor fuses and reorders float arithmetic)
+    torch.testing.assert_close(first, eager, rtol=1e-4, atol=1e-4)
