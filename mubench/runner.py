@@ -30,7 +30,7 @@ from .pathcheck import check_paths, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
-from .sampler import SamplerConfig, check_compilable, resolve_sampler, sample_images
+from .sampler import SamplerConfig, compile_refusal, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
@@ -140,6 +140,11 @@ class Runner:
                             progress=self.progress)
         return method, ctx
 
+    def refuse_compile(self) -> None:
+        """``compile=`` for a method whose masks come from Python hooks: refused before anything is loaded."""
+        if self.cfg.run.compile != "none" and not self.regs.methods.get(self.cfg.method.kind).compile_safe:
+            raise UsageError(compile_refusal(self.cfg.run.compile, self.cfg.method.name))
+
     def prepare(self, bundle: ModelBundle) -> Prepared:
         method, ctx = self.method()
         return method.prepare(bundle, ctx)
@@ -221,6 +226,7 @@ class Runner:
 
     # the whole flow ------------------------------------------------------------------------------------------
     def execute(self) -> Optional[RunOutput]:
+        self.refuse_compile()
         if self.suite.measures:
             return self.execute_measurement()
         if self.device.type == "meta":
@@ -235,7 +241,6 @@ class Runner:
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
                                   getattr(prepared, "sampler_overrides", None),
                                   chunk=self.cfg.run.chunk or default_chunk(self.device), compile=self.cfg.run.compile)
-        check_compilable(prepared, sampler, self.cfg.method.name)
         scorers = self.scorers()
         self.timing["prepare_s"] = time.perf_counter() - t0
         self.planned = planned = self.plan(bundle, prepared, sampler, items)

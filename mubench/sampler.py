@@ -62,9 +62,13 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 def check_compilable(prepared: Prepared, cfg: SamplerConfig, method: str = "this method") -> None:
     """A clear error, before any image is made, for ``compile`` on a method whose masks come from Python hooks."""
     if cfg.compile != "none" and not prepared.compile_safe:
-        raise UsageError(f"compile={cfg.compile}: {method} computes its masks in Python hooks inside every masked "
-                         "layer, which torch.compile re-traces layer by layer until it gives up (micro maskunet: "
-                         "77 s instead of 1.2 s for 8 images); run it with compile=none")
+        raise UsageError(compile_refusal(cfg.compile, method))
+
+
+def compile_refusal(mode: str, method: str) -> str:
+    return (f"compile={mode}: {method} computes its masks in Python hooks inside every masked layer, which "
+            "torch.compile re-traces layer by layer until it gives up (micro maskunet: 77 s instead of 1.2 s for "
+            "8 images); run it with compile=none")
 
 
 def denoiser_of(prepared: Prepared, cfg: SamplerConfig) -> torch.nn.Module:

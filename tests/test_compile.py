@@ -53,8 +53,9 @@ def artifacts(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_exactly_the_methods_with_mask_hooks_refuse_compile(name, regs, bundle, artifacts):
-    _, prepared = prepared_case(regs, bundle, artifacts, name)
+    method, prepared = prepared_case(regs, bundle, artifacts, name)
     spec = CASES[name].spec
+    assert type(method).compile_safe == prepared.compile_safe == (spec not in MASK_HOOKS)  # the runner's early check
     check_compilable(prepared, SAMPLER, spec)  # eager: every method
     if spec in MASK_HOOKS:
         with pytest.raises(UsageError, match=f"compile=default: {spec} computes its masks in Python hooks"):
@@ -66,8 +67,10 @@ def test_exactly_the_methods_with_mask_hooks_refuse_compile(name, regs, bundle, 
 def test_a_refused_run_stops_before_making_images(regs, tmp_path):
     cfg = resolve(["suite=toy", "model=tiny-sd", "method=random-mask", "weights=random", "limit=2",
                    "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"], regs)
+    runner = Runner(cfg, regs)
+    runner.load_model = None  # refused before the model is loaded (calling this would fail the test)
     with pytest.raises(UsageError, match="run it with compile=none"):
-        Runner(cfg, regs).execute()
+        runner.execute()
     assert not list((tmp_path / "cache").rglob("*.png"))
 
 

@@ -100,6 +100,7 @@ class Method(ABC):
 
     Params: ClassVar[type]
     trainable: ClassVar[bool] = False  # True when prepare() may train an artifact
+    compile_safe: ClassVar[bool] = True  # False when its Prepared is not compile_safe (checked before preparing)
 
     def __init__(self, params: Any, name: str) -> None:
         self.params = params

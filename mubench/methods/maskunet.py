@@ -304,7 +304,6 @@ def _model_class(denoiser: nn.Module) -> type:
 class MaskUNetPrepared(Prepared):
     """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
     its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
-
     compile_safe = False  # masks come from Python hooks in every masked layer
 
     def __init__(self, model: MaskUNet, **kwargs) -> None:
@@ -358,6 +357,7 @@ class MaskUNetMethod(TrainableMethod):
     :class:`TrainableMethod`."""
 
     Params = MaskUNetParams
+    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
     artifact_kind = "maskunet"
     released_grad_clip = None  # the released script's clipping clipped nothing (method.md §8.16)
 

@@ -298,6 +298,8 @@ class MaskUNetFreePrepared(Prepared):
 class MaskUNetFree(Method):
     """Training-free: nothing to train or load; the masks are optimised while sampling."""
 
+    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
+
     Params = MaskUNetFreeParams
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:

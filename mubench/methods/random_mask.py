@@ -88,6 +88,7 @@ class RandomMaskPrepared(Prepared):
 
 class RandomMask(Method):
     Params = RandomMaskParams
+    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared:
         p: RandomMaskParams = self.params
