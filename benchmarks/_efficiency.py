@@ -26,6 +26,9 @@ def parser(description: str, methods: str, repeats: int, steps: Optional[int]) -
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--forward-repeats", type=int, default=2 * repeats, help="timed rounds of one denoiser call")
     p.add_argument("--steps", type=int, default=steps, help="the base's DDIM steps (default: the suite's 50)")
+    p.add_argument("--images", default="1",
+                   help="comma-separated images per call, e.g. 1,32 (32: the GPU default chunk): every method at "
+                        "each; figures at N > 1 are keyed LABEL@N (default 1, the paper's batch 1)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default="pretrained", help="pretrained | random (model and helper models)")
@@ -46,7 +49,8 @@ def split_method(entry: str) -> tuple[str, str, list[str]]:
     return label, spec, extra
 
 
-def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tuple[str, ...] = (),
+            images: int = 1) -> dict[str, Any]:
     from mubench.config import resolve
     from mubench.errors import MubenchError
     from mubench.registry import load_registries
@@ -55,7 +59,8 @@ def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tupl
     regs = load_registries()
     keys = [f"suite=efficiency", f"method={method}", f"model={model}", f"device={args.device}",
             f"weights={args.weights}", f"suite.repeats={args.repeats}", f"suite.warmup={args.warmup}",
-            f"suite.forward_repeats={args.forward_repeats}", f"suite.threads={args.threads}", *method_keys,
+            f"suite.forward_repeats={args.forward_repeats}", f"suite.threads={args.threads}",
+            f"suite.images={images}", *method_keys,
             *args.extra]
     if args.steps is not None:
         keys.append(f"suite.sampler.steps={args.steps}")
@@ -106,14 +111,17 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
     quiet_libraries()
     torch.set_num_threads(args.threads)
     per_method = {}
-    for entry in [m for m in args.methods.split(",") if m]:
-        label, spec, keys = split_method(entry)
-        if spec == "maskunet-free" and not keys:
-            keys = list(PAPER_FREE_SCHEDULE)
-        keys = keys + list((spec_keys or {}).get(spec, []))
-        per_method[label] = run_one(spec, model, args, tuple(keys))
-        if keys:
-            per_method[label]["method_overrides"] = keys
+    for images in [int(n) for n in args.images.split(",") if n.strip()]:
+        for entry in [m for m in args.methods.split(",") if m]:
+            label, spec, keys = split_method(entry)
+            if spec == "maskunet-free" and not keys:
+                keys = list(PAPER_FREE_SCHEDULE)
+            keys = keys + list((spec_keys or {}).get(spec, []))
+            key = label if images == 1 else f"{label}@{images}"
+            per_method[key] = run_one(spec, model, args, tuple(keys), images)
+            per_method[key]["images_per_call"] = images
+            if keys:
+                per_method[key]["method_overrides"] = keys
     protocol = next((v.pop("_protocol") for v in per_method.values() if "_protocol" in v), {})
     for v in per_method.values():
         v.pop("_protocol", None)

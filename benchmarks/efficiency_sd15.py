@@ -2,7 +2,10 @@
 base, one JSON line.
 
     python benchmarks/efficiency_sd15.py [--methods maskunet,maskunet-fused=maskunet:noise=counter;kernel=triton,...]
-                                         [--repeats 10] [--device cuda]
+                                         [--repeats 10] [--device cuda] [--images 1,32] [--steps 10]
+
+``--images 1,32`` measures every method at batch 1 (the paper's protocol; the targets) and at the GPU default chunk
+(32 images per call; keyed ``LABEL@32``); ``--steps 10`` keeps a chunk's rounds short (ratios are per-step costs).
 
 Default methods: ``maskunet`` (tensor operations, stream noise: the path of every number so far), ``maskunet-fused``
 (``noise=counter``, ``kernel=triton``: the fused masked-weights kernel, issue 16), the same with ``mask_scope=image``

@@ -71,6 +71,34 @@ def test_maskunet_figures_schema_and_store(regs, tmp_path):
     record_in_store(str(tmp_path / "store.sqlite"), output)
 
 
+def test_images_per_call_measures_a_chunk(regs, tmp_path, monkeypatch):
+    import mubench.sampler as sampler_mod
+
+    rows: list[int] = []
+    real = sampler_mod.call_denoiser
+
+    def spy(bundle, denoiser, x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return real(bundle, denoiser, x, *args, **kwargs)
+
+    monkeypatch.setattr(sampler_mod, "call_denoiser", spy)
+    keys = ("method=maskunet", "suite.train_step=never")
+    one = _run(regs, tmp_path / "one", *keys).results
+    assert set(rows) == {1, 2}  # FLOPs count one row; latency, forward and memory one image's CFG pair
+    rows.clear()
+    three = _run(regs, tmp_path / "three", *keys, "suite.images=3").results
+    assert set(rows) == {1, 6}  # ... and here three images' CFG rows in one call
+    eff = three["protocol"]["efficiency"]
+    assert "one call of 3 image(s)" in eff["latency"] and "6 rows" in eff["forward"]
+    assert three["protocol_hash"] != one["protocol_hash"]
+    m1, m3 = one["metrics"], three["metrics"]
+    assert m3["gflops"]["value"] == m1["gflops"]["value"]  # per forward of one row, whatever the chunk
+    assert m3["gflops_per_image"]["value"] == pytest.approx(m1["gflops_per_image"]["value"], rel=1e-9)
+    assert m3["peak_memory_mb"]["value"] > m1["peak_memory_mb"]["value"]
+    with pytest.raises(Exception, match="images must be >= 1"):
+        _run(regs, tmp_path / "zero", *keys, "suite.images=0")
+
+
 def _bundle(regs):
     from mubench.models.base import LoadContext
 

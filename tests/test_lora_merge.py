@@ -62,3 +62,17 @@ def test_merge_is_in_the_protocol_but_not_in_the_artifact_key(regs, bundle, arti
     fp = {v: resolve_component("method", "lora-micro", {"merge": v}, regs).fingerprint() for v in (True, False)}
     assert fp[True] != fp[False]
     assert resolve_component("method", "lora", {}, regs).params.merge is True  # the sampling default
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_the_efficiency_suite_times_the_sampling_form(regs, tmp_path, merge):
+    # the suite builds a method (no artifact) and must still time what a run samples with: merged factors
+    from mubench.config import resolve
+    from mubench.runner import Runner
+
+    cfg = resolve(["suite=efficiency", "model=tiny-sd", "device=cpu", "method=lora-micro", f"method.merge={merge}",
+                   "suite.repeats=1", "suite.warmup=0", "suite.forward_repeats=1", "suite.sampler.steps=1",
+                   "suite.memory=false", "suite.image_flops=false", "suite.train_step=never",
+                   f"cache={tmp_path / 'cache'}"], regs)
+    info = Runner(cfg, regs).execute().results["method_info"]
+    assert info["merged_layers"] == (info["lora_layers"] if merge else 0) and info["lora_layers"] > 0

@@ -114,6 +114,12 @@ class Method(ABC):
         (``mubench inspect``, and the starting point of training). Default: :meth:`prepare`."""
         return self.prepare(bundle, ctx)
 
+    def for_sampling(self, prepared: Prepared) -> Prepared:
+        """The sampling-time form of a prepared or built method (LoRA: factors merged into the weights when
+        ``merge`` is on); :meth:`prepare` returns it, and the efficiency suite applies it to a built method so that
+        it times what a run samples with. Default: unchanged."""
+        return prepared
+
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

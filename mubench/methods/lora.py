@@ -105,7 +105,9 @@ class LoRAMethod(TrainableMethod):
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> LoRAPrepared:
         """Load (or train on demand) the factors, then merge them for sampling when ``merge`` is on."""
-        prepared = super().prepare(bundle, ctx)
+        return self.for_sampling(super().prepare(bundle, ctx))
+
+    def for_sampling(self, prepared: LoRAPrepared) -> LoRAPrepared:  # type: ignore[override]
         prepared.info["merged_layers"] = prepared.merge() if self.params.merge else 0
         return prepared
 

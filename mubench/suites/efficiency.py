@@ -57,6 +57,9 @@ class EfficiencyParams:
     warmup: int = 2  # untimed rounds before timing
     repeats: int = 10  # timed rounds (one image of each variant per round)
     forward_repeats: int = 20  # timed rounds of the single denoiser call (0: skip)
+    # images per call for latency, forward and memory (the sampler's chunk): 1 = the paper's batch 1; a chunk size
+    # (32: the GPU default) measures what a run pays per chunk. FLOPs stay per row at batch 1.
+    images: int = 1
     clock: str = "auto"  # auto | wall | cpu (see mubench.perf.timing)
     threads: Optional[int] = None  # torch intra-op threads while measuring (None: as configured)
     use_artifact: bool = False  # true: prepare the method (load / train its artifact) instead of building it
@@ -72,6 +75,8 @@ class EfficiencyParams:
     sampler: SamplerParams = field(default_factory=_default_sampler)
 
     def validate(self) -> None:
+        if self.images < 1:
+            raise UsageError(f"efficiency: images must be >= 1, got {self.images}")
         if self.repeats < 1 or self.warmup < 0 or self.forward_repeats < 0:
             raise UsageError("efficiency: repeats must be >= 1, warmup and forward_repeats >= 0")
         if self.train_step not in TRAIN_STEP:
@@ -149,8 +154,9 @@ class EfficiencySuite(Suite):
         clock = resolve_clock(p.clock, device) if device.type != "meta" else "none"
         load_before = _load()
         ctx.log(f"efficiency: building {method.name} on {bundle.name}")
+        # built: in its sampling form, as a run samples with it (LoRA merged unless merge: false)
         prepared = method.prepare(bundle, ctx.method_context) if p.use_artifact else \
-            method.build(bundle, ctx.method_context)
+            method.for_sampling(method.build(bundle, ctx.method_context))
         base = Prepared(bundle.denoiser, info={"change": "none (the base model)"})
         base_sampler, method_sampler = ctx.resolve_sampler(base), ctx.resolve_sampler(prepared)
         if base_sampler.guidance == 1.0 or method_sampler.guidance == 1.0:
@@ -158,11 +164,13 @@ class EfficiencySuite(Suite):
                              "guidance 1 turns it off (set suite.sampler.guidance)")
         prompt = p.class_label if bundle.conditioning_kind == "class" else p.prompt
         seed = image_seed(ctx.seed, self.name, "efficiency-0", 0)
+        seeds = [image_seed(ctx.seed, self.name, f"efficiency-{i}", 0) for i in range(p.images)]
 
         def image(prep: Prepared, sampler) -> Callable[[], Any]:
             from ..sampler import sample_images
 
-            return lambda: sample_images(bundle, prep, [prompt], [seed], sampler)
+            chunked = dataclasses.replace(sampler, chunk=p.images)  # one call of p.images images
+            return lambda: sample_images(bundle, prep, [prompt] * p.images, seeds, chunked)
 
         variants = {"base": (base, base_sampler), "method": (prepared, method_sampler)}
         metrics: dict[str, Metric] = {
@@ -190,7 +198,7 @@ class EfficiencySuite(Suite):
             })
             details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
         if p.image_flops:
-            per_image = {key: flops_mod.count_flops(image(prep, sampler))[0]
+            per_image = {key: flops_mod.count_flops(image(prep, sampler))[0] / p.images
                          for key, (prep, sampler) in variants.items()}
             metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
             metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
@@ -211,7 +219,7 @@ class EfficiencySuite(Suite):
             details["latency"]["ratio_of_minima"] = round(min(m) / min(b), 4)
 
         if p.forward_repeats:
-            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True)
+            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True, images=p.images)
                      for key, (prep, sampler) in variants.items()}
             ftimes = interleaved(calls, device, warmup=p.warmup, repeats=p.forward_repeats, seed=ctx.seed + 1,
                                  on_call=advance)
@@ -250,8 +258,9 @@ class EfficiencySuite(Suite):
                 "dtype": str(ctx.dtype).replace("torch.", ""), "clock": clock, "warmup": p.warmup,
                 "repeats": p.repeats if p.latency else 0, "forward_repeats": p.forward_repeats,
                 "order": "base and method alternate, order shuffled every round (seeded)",
-                "latency": "one image end to end (text encoder, all denoising steps, decoder), batch 1, CFG on, "
-                           "median over rounds",
+                "latency": f"one call of {p.images} image(s) end to end (text encoder, all denoising steps, "
+                           f"decoder), batch {p.images}, CFG on, median over rounds",
+                "forward": f"one denoiser call of {p.images} image(s)' CFG rows ({2 * p.images} rows)",
                 "base_sampler": base_sampler.as_dict(),  # the method's: protocol.sampler
                 "method_weights": "artifact (prepared)" if p.use_artifact else "built (freshly initialised)",
                 "flops_tool": flops_mod.TOOL if (p.flops or p.image_flops) else None,
@@ -295,9 +304,11 @@ def _train_protocol(p: EfficiencyParams) -> dict[str, Any]:
             "reference": "full fine-tune: every denoiser parameter trainable, same batch"}
 
 
-def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, cfg: bool) -> Callable[[], Any]:
-    """One denoiser call of one image through the method's hooks (begin_batch, before_step, ``forward_once``,
-    end_batch) at the sampler's first timestep: its CFG pair (``cfg``) or its conditional row alone."""
+def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, cfg: bool,
+                   images: int = 1) -> Callable[[], Any]:
+    """One denoiser call of ``images`` images of ``prompt`` through the method's hooks (begin_batch, before_step,
+    ``forward_once``, end_batch) at the sampler's first timestep: their CFG rows ``[uncond; cond]`` (``cfg``) or
+    their conditional rows alone; image ``i`` draws from the stream of ``seed + i``."""
     from ..models.base import Conditioning
     from ..sampler import call_denoiser, denoiser_of, make_scheduler
 
@@ -305,21 +316,20 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
     scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
     scheduler.set_timesteps(sampler.steps)
     t = scheduler.timesteps[0]
-    gen = image_generator(seed)
     shape = bundle.codec.latent_shape(sampler.resolution, sampler.resolution)
-    latents = torch.randn((1, *shape), generator=gen).to(param.device)
-    cond = bundle.conditioner.encode([prompt])
+    latents = torch.stack([torch.randn(shape, generator=image_generator(seed + i))
+                           for i in range(images)]).to(param.device)
+    cond = bundle.conditioner.encode([prompt] * images)
+    rows = [RowInfo(i, True) for i in range(images)]
     if cfg:
-        cond = Conditioning.cat(bundle.conditioner.unconditional(1), cond)
-        rows = [RowInfo(0, False), RowInfo(0, True)]
-    else:
-        rows = [RowInfo(0, True)]
-    x = torch.cat([latents] * len(rows)).to(param.dtype)
-    extras = {"guidance": sampler.guidance, "prompts": [prompt], "scheduler": sampler.scheduler}
+        cond = Conditioning.cat(bundle.conditioner.unconditional(images), cond)
+        rows = [RowInfo(i, False) for i in range(images)] + rows
+    x = (torch.cat([latents, latents]) if cfg else latents).to(param.dtype)
+    extras = {"guidance": sampler.guidance, "prompts": [prompt] * images, "scheduler": sampler.scheduler}
     denoiser = denoiser_of(prepared, sampler)
 
     def call() -> torch.Tensor:
-        generators = [image_generator(seed)]
+        generators = [image_generator(seed + i) for i in range(images)]
         prepared.begin_batch(generators, rows)
         try:
             state = StepState(0, sampler.steps, t, latents, rows, generators, extras=extras)
