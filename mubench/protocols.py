@@ -23,7 +23,9 @@ def describe_protocol(protocols: Sequence[dict[str, Any]], protocol_hash: str) -
                            f"{val('sampler.steps')} steps" if val("sampler.steps") else None,
                            f"guidance {val('sampler.guidance')}" if val("sampler.guidance") else None,
                            f"{val('sampler.resolution')} px" if val("sampler.resolution") else None,
-                           f"eta {val('sampler.eta')}" if val("sampler.eta") not in (None, "0", "0.0") else None)
+                           f"eta {val('sampler.eta')}" if val("sampler.eta") not in (None, "0", "0.0") else None,
+                           f"chunk {val('sampler.chunk')}" if val("sampler.chunk") else None,
+                           f"torch.compile {val('sampler.compile')}" if val("sampler.compile") else None)
                if s]
     if sampler:
         parts.append(" ".join(sampler[:2]) + (", " + ", ".join(sampler[2:]) if sampler[2:] else ""))

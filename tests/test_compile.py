@@ -94,3 +94,14 @@ def test_compiled_images_match_eager_and_are_stable(bundle):
     assert torch.equal(first, split)
     # the same images up to compiled rounding (inductor fuses and reorders float arithmetic)
     torch.testing.assert_close(first, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_the_report_footnote_names_chunk_and_compile():
+    from mubench.protocols import describe_protocol
+
+    proto = {"sampler": {"scheduler": "ddim", "steps": 20, "guidance": 4.0, "resolution": 32, "eta": 0.0, "chunk": 8,
+                         "compile": "reduce-overhead"}, "seed": 0}
+    line = describe_protocol([proto], "abc")
+    assert line.startswith("ddim 20 steps, guidance 4.0, 32 px, chunk 8, torch.compile reduce-overhead;"), line
+    del proto["sampler"]["compile"]
+    assert "compile" not in describe_protocol([proto], "abc")
