@@ -30,7 +30,7 @@ from .pathcheck import check_paths, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
-from .sampler import SamplerConfig, compile_refusal, resolve_sampler, sample_images
+from .sampler import SamplerConfig, compile_refusal, compile_toolchain_missing, resolve_sampler, sample_images
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
@@ -141,9 +141,13 @@ class Runner:
         return method, ctx
 
     def refuse_compile(self) -> None:
-        """``compile=`` for a method whose masks come from Python hooks: refused before anything is loaded."""
+        """``compile=`` for a method whose masks come from Python hooks, or without the toolchain torch.compile
+        needs on this device: refused before anything is loaded."""
         if self.cfg.run.compile != "none" and not self.regs.methods.get(self.cfg.method.kind).compile_safe:
             raise UsageError(compile_refusal(self.cfg.run.compile, self.cfg.method.name))
+        missing = compile_toolchain_missing(self.device) if self.cfg.run.compile != "none" else None
+        if missing is not None:
+            raise UsageError(missing)
 
     def prepare(self, bundle: ModelBundle) -> Prepared:
         method, ctx = self.method()

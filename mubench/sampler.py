@@ -11,6 +11,7 @@ prompt, the chunk size, device and dtype, and not on how many images a call hold
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -63,6 +64,22 @@ def check_compilable(prepared: Prepared, cfg: SamplerConfig, method: str = "this
     """A clear error, before any image is made, for ``compile`` on a method whose masks come from Python hooks."""
     if cfg.compile != "none" and not prepared.compile_safe:
         raise UsageError(compile_refusal(cfg.compile, method))
+
+
+def compile_toolchain_missing(device: torch.device) -> Optional[str]:
+    """Why ``torch.compile`` cannot build kernels for ``device`` here (None: it can): inductor compiles C++ for a
+    CPU (a C++ compiler: ``$CXX``, g++, c++ or clang++) and Triton kernels for a GPU."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cpu":
+        names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(n) for n in names):
+            return (f"compile=... on the CPU needs a C++ compiler for torch.compile's kernels ({', '.join(names)} "
+                    "not found); install one (Debian: apt-get install g++) or run with compile=none")
+    elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "compile=... on a GPU needs Triton (pip install triton) for torch.compile's kernels; or compile=none"
+    return None
 
 
 def compile_refusal(mode: str, method: str) -> str:

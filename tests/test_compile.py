@@ -7,7 +7,6 @@ benchmarks/compile_denoiser.py, not here.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import pytest
@@ -18,10 +17,11 @@ from mubench.config import resolve
 from mubench.errors import UsageError
 from mubench.methods.base import Prepared
 from mubench.runner import Runner
-from mubench.sampler import check_compilable, denoiser_of, resolve_sampler, sample_latents
+from mubench.sampler import (check_compilable, compile_toolchain_missing, denoiser_of, resolve_sampler,
+                             sample_latents)
 
-needs_compiler = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                    reason="torch.compile on a CPU needs a C compiler (inductor's C++ kernels)")
+needs_compiler = pytest.mark.skipif(compile_toolchain_missing(torch.device("cpu")) is not None,
+                                    reason="torch.compile on a CPU needs a C++ compiler (inductor's kernels)")
 
 
 def test_compile_is_part_of_the_protocol_and_checked(regs, bundle):
@@ -105,3 +105,20 @@ def test_the_report_footnote_names_chunk_and_compile():
     assert line.startswith("ddim 20 steps, guidance 4.0, 32 px, chunk 8, torch.compile reduce-overhead;"), line
     del proto["sampler"]["compile"]
     assert "compile" not in describe_protocol([proto], "abc")
+
+
+def test_a_machine_without_a_compiler_is_told_before_anything_loads(regs, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert "no-such-compiler-here" in compile_toolchain_missing(torch.device("cpu"))
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    cfg = resolve(["suite=toy", "model=tiny-sd", "weights=random", "limit=2", "compile=default",
+                   f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"], regs)
+    runner = Runner(cfg, regs)
+    runner.load_model = None  # refused before the model is loaded
+    with pytest.raises(UsageError, match="needs a C\\+\\+ compiler"):
+        runner.execute()
+    cfg.run.compile = "none"
+    Runner(cfg, regs).refuse_compile()  # eager needs nothing
