@@ -14,6 +14,8 @@ Variants (``forward_ratio`` = median time / median base time, paired bootstrap C
 - ``grouped``: a block's same-shape linears computed together (the default now);
 - ``grouped_image_scope``: plus ``mask_scope: image`` (both CFG rows share the conditional row's mask; ours);
 - ``grouped_deterministic``: ``mask = ℓ > 0`` (no noise at all), for reference.
+- ``grouped_counter``: ``noise: counter`` on the torch path (Philox-4x32-10 in int64 tensor operations: the fused GPU
+  kernel's noise, computed on the CPU).
 
 Also reported: ``ratio_of_minima`` (fastest call / fastest base call), less sensitive to other processes on a shared CPU.
 """
@@ -137,6 +139,7 @@ def main() -> None:
     variants["grouped"] = call(build())
     variants["grouped_image_scope"] = call(build(mask_scope="image"))
     variants["grouped_deterministic"] = call(build(deterministic=True))
+    variants["grouped_counter"] = call(build(noise="counter"))
     base_prepared = Prepared(bundle.denoiser)  # the base model
     variants["base"] = call(base_prepared)
 

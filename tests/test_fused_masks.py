@@ -62,6 +62,20 @@ def test_philox_known_answers(counter, key, expected):
     assert tuple(int(w) for w in out) == expected
 
 
+def test_counter_noise_does_not_depend_on_the_cpu_block_size(monkeypatch):
+    # the CPU computes rows in blocks of BLOCK elements; element n's number is n's whatever the blocks
+    from mubench.kernels import philox
+
+    keys, slots = torch.tensor([7, 2**61 + 3], dtype=torch.int64), torch.tensor([0, 1])
+    whole = counter_uniform(keys, slots, 5, 1000)
+    monkeypatch.setattr(philox, "BLOCK", 37)
+    assert torch.equal(counter_uniform(keys, slots, 5, 1000), whole)
+    # ... and the products above 2^63 (int64 wraps) give the exact high words: every word against Python integers
+    c0 = torch.tensor([0xFFFFFFFF, 0x80000001, 12345], dtype=torch.int64)
+    hi = ((c0 * philox.ROUND_A) >> 32) & philox.MASK32
+    assert [int(h) for h in hi] == [(int(c) * philox.ROUND_A) >> 32 for c in c0]
+
+
 def test_counter_noise_is_uniform_exponential_and_keyed():
     keys = torch.tensor([12345, 2**62 + 17], dtype=torch.int64)
     slots = torch.tensor([0, 1])

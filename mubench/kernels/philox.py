@@ -12,7 +12,7 @@ noise is ``E = −log(1 − U)`` (finite, ≤ 24·ln 2).
 
 Philox-4x32 is Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC 2011): ten rounds of two 32×32→64
 bit multiplications with the round constants below and a Weyl key schedule. Here uint32 arithmetic is done in int64
-tensors; the high word of a 32×32 product is formed from 16-bit halves so nothing overflows.
+tensors (see :func:`philox4x32` for the products).
 """
 from __future__ import annotations
 
@@ -27,27 +27,30 @@ ROUNDS = 10
 UNIFORM_BITS = 24
 
 
-def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32-bit words of ``a · b`` for a 32-bit constant ``a`` and a tensor of 32-bit values ``b``."""
-    b_hi, b_lo = b >> 16, b & 0xFFFF
-    p_hi, p_lo = a * b_hi, a * b_lo  # each < 2**48
-    hi = (p_hi + (p_lo >> 16)) >> 16
-    lo = (((p_hi & 0xFFFF) << 16) + p_lo) & MASK32
-    return hi, lo
-
-
 def philox4x32(c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, k0: torch.Tensor,
                k1: torch.Tensor, rounds: int = ROUNDS) -> tuple[torch.Tensor, ...]:
     """Philox-4x32 of the counter ``(c0, c1, c2, c3)`` under the key ``(k0, k1)`` (int64 tensors holding uint32
-    values, broadcast together); returns the four output words the same way."""
-    c0, c1, c2, c3, k0, k1 = torch.broadcast_tensors(c0, c1, c2, c3, k0, k1)
+    values, broadcast together); returns the four output words the same way.
+
+    A round's 32×32→64 bit products are formed in int64, which wraps modulo 2⁶⁴ on overflow (products above 2⁶³
+    come out negative); the low 64 bits are then exact, so ``(p >> 32) & MASK32`` (arithmetic shift, then mask) is
+    the high word and ``p & MASK32`` the low one. The keys stay at their own (broadcastable) shape."""
+    shape = torch.broadcast_shapes(c0.shape, c1.shape, c2.shape, c3.shape, k0.shape, k1.shape)
+    c0, c2 = c0.expand(shape), c2.expand(shape)
     for _ in range(rounds):
-        hi_b, lo_b = _mul_hi_lo(ROUND_B, c2)
-        hi_a, lo_a = _mul_hi_lo(ROUND_A, c0)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        p_b = c2 * ROUND_B
+        p_a = c0 * ROUND_A
+        c0 = ((p_b >> 32) & MASK32).bitwise_xor_(c1).bitwise_xor_(k0)
+        c2 = ((p_a >> 32) & MASK32).bitwise_xor_(c3).bitwise_xor_(k1)
+        c1, c3 = p_b.bitwise_and_(MASK32), p_a.bitwise_and_(MASK32)
         k0 = (k0 + KEY_A) & MASK32
         k1 = (k1 + KEY_B) & MASK32
-    return c0, c1, c2, c3
+    return tuple(c.expand(shape) for c in (c0, c1, c2, c3))
+
+
+#: elements per row computed at once by :func:`counter_uniform`: a block's int64 temporaries stay in the CPU's
+#: caches across the ten rounds (the whole row at once went to memory and back some 120 times)
+BLOCK = 2**14
 
 
 def counter_uniform(keys: torch.Tensor, slots: torch.Tensor, layer: int, numel: int) -> torch.Tensor:
@@ -55,11 +58,17 @@ def counter_uniform(keys: torch.Tensor, slots: torch.Tensor, layer: int, numel: 
     63-bit), counter ``(element, layer, slots[r], 0)``."""
     device = keys.device
     keys = keys.to(torch.int64)[:, None]
-    idx = torch.arange(numel, dtype=torch.int64, device=device)[None, :]
-    zero = torch.zeros((), dtype=torch.int64, device=device)
-    word, _, _, _ = philox4x32(idx, zero + int(layer), slots.to(torch.int64)[:, None], zero,
-                               keys & MASK32, (keys >> 32) & MASK32)
-    return (word >> (32 - UNIFORM_BITS)).to(torch.float32) * (2.0 ** -UNIFORM_BITS)
+    k0, k1 = keys & MASK32, (keys >> 32) & MASK32
+    c1 = torch.full((), int(layer), dtype=torch.int64, device=device)
+    c2 = slots.to(torch.int64)[:, None]
+    c3 = torch.zeros((), dtype=torch.int64, device=device)
+    out = torch.empty((keys.shape[0], numel), dtype=torch.float32, device=device)
+    block = numel if device.type != "cpu" else BLOCK
+    for start in range(0, numel, block):
+        idx = torch.arange(start, min(start + block, numel), dtype=torch.int64, device=device)[None, :]
+        word = philox4x32(idx, c1, c2, c3, k0, k1)[0]
+        out[:, start:start + idx.shape[1]] = (word >> (32 - UNIFORM_BITS)).to(torch.float32) * (2.0 ** -UNIFORM_BITS)
+    return out
 
 
 def counter_exponential(keys: torch.Tensor, slots: torch.Tensor, layer: int, shape: tuple[int, ...]) -> torch.Tensor:
