@@ -33,6 +33,7 @@ CASES = {
     "maskunet-faithful": Case("maskunet-faithful"),
     "maskunet-deterministic": Case("maskunet", {"deterministic": True}),
     "maskunet-counter": Case("maskunet", {"noise": "counter"}),  # Philox-keyed noise (the fused kernel's)
+    "maskunet-image": Case("maskunet", {"mask_scope": "image"}),  # an image's CFG rows share one mask
     "maskunet-conv": Case("maskunet", {"layers": "decoder-attn+conv"}),
     "lora": Case("lora-micro"),
     "lora-paper": Case("lora"),  # the paper's r=256 spec

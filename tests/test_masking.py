@@ -88,19 +88,22 @@ def _reference_linear(x, weights, bias, index):
     return torch.stack([F.linear(x[r], weights[index[r]], bias) for r in range(x.shape[0])])
 
 
-@pytest.mark.parametrize("index", [[0, 1, 2, 3], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 1, 2], [0, 0, 0, 0]])
+@pytest.mark.parametrize("index", [[0, 1, 2, 3], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 1, 2], [0, 0, 0, 0],
+                                   [0, 1, 2, 3, 0, 1, 2, 3], [0, 0, 1, 1]])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_masked_linear_matches_a_per_row_loop(index, with_bias):
     torch.manual_seed(0)
     lin = nn.Linear(12, 7, bias=with_bias)
-    x = torch.randn(4, 5, 12)
+    x = torch.randn(len(index), 5, 12)
     count = max(index) + 1
     masks = torch.rand(count, 7, 12) > 0.4
     w = lin.weight * masks
-    groups = None if index == [0, 1, 2, 3] else RowGroups(index)
+    groups = None if index == list(range(len(index))) else RowGroups(index)
     got = masked_linear(x, MaskedWeights(w[:count], groups), lin.bias)
     want = _reference_linear(x, w, lin.bias, index)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # sampling (no autograd) takes the same layouts' other code path: the same numbers
+        assert torch.equal(masked_linear(x, MaskedWeights(w[:count], groups), lin.bias), got)
     if with_bias:  # the bias is added unmasked: an all-zero mask leaves exactly the bias
         zero = masked_linear(x, MaskedWeights(torch.zeros(count, 7, 12), groups), lin.bias)
         torch.testing.assert_close(zero, lin.bias.expand_as(zero))
@@ -134,5 +137,8 @@ def test_row_groups_layouts():
     cfg = RowGroups.by_key([4, 9, 4, 9])  # [uncond a, uncond b, cond a, cond b]
     assert cfg.even and not cfg.identity and cfg.count == 2
     assert cfg.index.tolist() == [0, 1, 0, 1]
+    assert cfg.tiled  # [uncond rows; cond rows] sharing one mask per image: one GEMM per half, no gathers
+    assert RowGroups([0, 0, 1, 1]).even and not RowGroups([0, 0, 1, 1]).tiled
+    assert not RowGroups([0, 1, 2]).tiled and not RowGroups([1, 0, 1, 0]).tiled and RowGroups([0, 0]).tiled
     with pytest.raises(ValueError):
         RowGroups([0, 2])

@@ -97,8 +97,9 @@ def clone_sharing_parameters(module: nn.Module) -> nn.Module:
 class RowGroups:
     """Which mask each row of a denoiser call uses: row ``r`` → mask ``index[r]`` (masks 0..count-1).
 
-    ``identity`` (one mask per row, in order) and ``even`` (every mask used by the same number of rows, e.g. the two
-    CFG rows of each image) are the fast layouts; any other layout falls back to gathering weights per row.
+    ``identity`` (one mask per row, in order), ``tiled`` (the masks in order, repeated: ``[0..G-1, 0..G-1]``, the CFG
+    rows ``[uncond; cond]`` of images that share one mask per image) and ``even`` (every mask used by the same number
+    of rows) are the fast layouts; any other layout falls back to gathering weights per row.
     """
 
     def __init__(self, index: Sequence[int]) -> None:
@@ -112,6 +113,9 @@ class RowGroups:
             raise ValueError(f"row layout {list(index)} leaves a mask unused")
         self.identity = self.count == idx.numel() and bool((idx == torch.arange(idx.numel())).all())
         self.even = bool((counts == counts[0]).all())
+        reps = idx.numel() // self.count
+        self.tiled = not self.identity and reps * self.count == idx.numel() and \
+            bool((idx == torch.arange(self.count).repeat(reps)).all())
         self.perm = torch.sort(idx, stable=True).indices
         self.inv = torch.argsort(self.perm)
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -155,11 +159,12 @@ def masked_product(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.mul(weight, keep).add_(0.0)
 
 
-def _bmm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def _bmm(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+         out: Optional[torch.Tensor] = None) -> torch.Tensor:
     wt = w.transpose(1, 2)
     if bias is None:
-        return torch.bmm(x, wt)
-    return torch.baddbmm(bias.to(x.dtype), x, wt)
+        return torch.bmm(x, wt, out=out)
+    return torch.baddbmm(bias.to(x.dtype), x, wt, out=out)
 
 
 def masked_linear(x: torch.Tensor, mw: MaskedWeights, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -178,7 +183,17 @@ def masked_linear(x: torch.Tensor, mw: MaskedWeights, bias: Optional[torch.Tenso
         if groups.rows != rows:
             raise RuntimeError(f"mask layout is for {groups.rows} rows, the batch has {rows}")
         index, perm, inv = groups.on(x.device)
-        if groups.even:
+        if groups.tiled:  # k blocks of rows, each using masks 0..G-1 in order: one GEMM per block, no row gathers
+            k, n = rows // groups.count, x3.shape[1]
+            xk = x3.reshape(k, groups.count, n, x3.shape[-1])
+            if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x3, w, bias)):
+                y = torch.stack([_bmm(xk[block], w, bias) for block in range(k)])  # out= does not differentiate
+            else:
+                y = x3.new_empty((k, groups.count, n, w.shape[1]))
+                for block in range(k):
+                    _bmm(xk[block], w, bias, out=y[block])
+            y = y.reshape(rows, n, -1)
+        elif groups.even:
             k, n = rows // groups.count, x3.shape[1]
             y = _bmm(x3[perm].reshape(groups.count, k * n, x3.shape[-1]), w, bias)
             y = y.reshape(rows, n, -1)[inv]
