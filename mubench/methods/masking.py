@@ -214,10 +214,17 @@ def masked_conv2d(conv: nn.Conv2d, x: torch.Tensor, mw: MaskedWeights) -> torch.
     if groups is not None and not groups.identity:
         if groups.rows != rows:
             raise RuntimeError(f"mask layout is for {groups.rows} rows, the batch has {rows}")
+        if groups.tiled:  # masks in order, k times: one grouped convolution per block of rows, no weight copies
+            return torch.cat([_grouped_conv(conv, block, w) for block in x.chunk(rows // groups.count)])
         w = w[groups.on(x.device)[0]]
     elif w.shape[0] != rows:
         raise RuntimeError(f"{w.shape[0]} per-row masks for a batch of {rows} rows")
-    out_ch = w.shape[1]
+    return _grouped_conv(conv, x, w)
+
+
+def _grouped_conv(conv: nn.Conv2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Row ``r`` of ``x`` convolved with ``w[r]``: one convolution with ``rows × conv.groups`` groups."""
+    rows, out_ch = x.shape[0], w.shape[1]
     bias = conv.bias.to(x.dtype).repeat(rows) if conv.bias is not None else None
     y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), w.reshape(rows * out_ch, *w.shape[2:]), bias,
                  conv.stride, conv.padding, conv.dilation, conv.groups * rows)
