@@ -26,6 +26,7 @@ from .registry import Registries
 from .specs import find_spec, load_yaml
 
 COMPONENTS = ("model", "method", "suite")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # the run's compile= (mubench.sampler)
 SPEC_META_KEYS = ("kind", "description", "paper")
 #: A suite spec's ``model``: the base model a run uses when no ``model=`` is given; ``models``: the models its
 #: numbers are meant for (default: just ``model``). A run on another model warns (unless weights=random).
@@ -61,7 +62,7 @@ ALLOWED = {
     "dtype": ("auto", "float32", "float16", "bfloat16"),
     "train": ("auto", "never", "force"),
     "weights": ("pretrained", "random"),
-    "compile": ("none", "default", "reduce-overhead", "max-autotune"),
+    "compile": COMPILE_MODES,
 }
 
 

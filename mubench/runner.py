@@ -143,9 +143,12 @@ class Runner:
     def refuse_compile(self) -> None:
         """``compile=`` for a method whose masks come from Python hooks, or without the toolchain torch.compile
         needs on this device: refused before anything is loaded."""
-        if self.cfg.run.compile != "none" and not self.regs.methods.get(self.cfg.method.kind).compile_safe:
-            raise UsageError(compile_refusal(self.cfg.run.compile, self.cfg.method.name))
-        missing = compile_toolchain_missing(self.device) if self.cfg.run.compile != "none" else None
+        mode = self.cfg.run.compile
+        if mode == "none":
+            return
+        if not self.regs.methods.get(self.cfg.method.kind).compile_safe:
+            raise UsageError(compile_refusal(mode, self.cfg.method.name))
+        missing = compile_toolchain_missing(self.device)
         if missing is not None:
             raise UsageError(missing)
 

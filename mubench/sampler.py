@@ -21,6 +21,7 @@ from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
                        EulerDiscreteScheduler)
 
 from .chunking import pad
+from .config import COMPILE_MODES
 from .errors import UsageError
 from .methods.base import Prepared, RowInfo, StepState
 from .models.base import Conditioning, ModelBundle
@@ -57,9 +58,6 @@ class SamplerConfig:
         return out
 
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-
-
 def check_compilable(prepared: Prepared, cfg: SamplerConfig, method: str = "this method") -> None:
     """A clear error, before any image is made, for ``compile`` on a method whose masks come from Python hooks."""
     if cfg.compile != "none" and not prepared.compile_safe:
@@ -92,9 +90,9 @@ def denoiser_of(prepared: Prepared, cfg: SamplerConfig) -> torch.nn.Module:
     """The module the sampler calls: the method's denoiser, eager (``compile: none``) or through ``torch.compile``
     in that mode (``reduce-overhead`` adds CUDA graphs on a GPU). Shapes are static (every chunk has the same
     shape), so one compilation serves a run; dynamo keeps compiled graphs with the module's code and guards, so
-    wrapping the same module again (every batch) reuses them. A method's Python-side hooks (MaskUNet's per-row
-    generators) break the graph there and run eagerly; compiled kernels round differently from eager ones, which is
-    why the mode is part of the protocol."""
+    wrapping the same module again (every batch) reuses them. Methods whose masks come from Python hooks are refused
+    (:func:`check_compilable`); compiled kernels round differently from eager ones, which is why the mode is part of
+    the protocol."""
     if cfg.compile == "none":
         return prepared.denoiser
     check_compilable(prepared, cfg)

@@ -66,7 +66,8 @@ def test_exactly_the_methods_with_mask_hooks_refuse_compile(name, regs, bundle, 
 
 def test_a_refused_run_stops_before_making_images(regs, tmp_path):
     cfg = resolve(["suite=toy", "model=tiny-sd", "method=random-mask", "weights=random", "limit=2",
-                   "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"], regs)
+                   "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"],
+                  regs)
     runner = Runner(cfg, regs)
     runner.load_model = None  # refused before the model is loaded (calling this would fail the test)
     with pytest.raises(UsageError, match="run it with compile=none"):

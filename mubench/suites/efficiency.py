@@ -163,7 +163,6 @@ class EfficiencySuite(Suite):
             raise UsageError("the efficiency protocol measures with classifier-free guidance on; "
                              "guidance 1 turns it off (set suite.sampler.guidance)")
         prompt = p.class_label if bundle.conditioning_kind == "class" else p.prompt
-        seed = image_seed(ctx.seed, self.name, "efficiency-0", 0)
         seeds = [image_seed(ctx.seed, self.name, f"efficiency-{i}", 0) for i in range(p.images)]
 
         def image(prep: Prepared, sampler) -> Callable[[], Any]:
@@ -189,7 +188,8 @@ class EfficiencySuite(Suite):
         if p.flops:
             counted = {}
             for key, (prep, sampler) in variants.items():
-                counted[key] = flops_mod.count_flops(_denoiser_call(bundle, prep, sampler, prompt, seed, cfg=False))
+                one_row = _denoiser_call(bundle, prep, sampler, prompt, seeds[:1], cfg=False)
+                counted[key] = flops_mod.count_flops(one_row)
             base_f, method_f = counted["base"][0], counted["method"][0]
             metrics.update({
                 "gflops": _count(method_f / 1e9), "gmacs": _count(method_f / 2e9),
@@ -219,7 +219,7 @@ class EfficiencySuite(Suite):
             details["latency"]["ratio_of_minima"] = round(min(m) / min(b), 4)
 
         if p.forward_repeats:
-            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seed, cfg=True, images=p.images)
+            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seeds, cfg=True)
                      for key, (prep, sampler) in variants.items()}
             ftimes = interleaved(calls, device, warmup=p.warmup, repeats=p.forward_repeats, seed=ctx.seed + 1,
                                  on_call=advance)
@@ -304,11 +304,11 @@ def _train_protocol(p: EfficiencyParams) -> dict[str, Any]:
             "reference": "full fine-tune: every denoiser parameter trainable, same batch"}
 
 
-def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, cfg: bool,
-                   images: int = 1) -> Callable[[], Any]:
-    """One denoiser call of ``images`` images of ``prompt`` through the method's hooks (begin_batch, before_step,
+def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seeds: list[int],
+                   cfg: bool) -> Callable[[], Any]:
+    """One denoiser call of one image of ``prompt`` per seed through the method's hooks (begin_batch, before_step,
     ``forward_once``, end_batch) at the sampler's first timestep: their CFG rows ``[uncond; cond]`` (``cfg``) or
-    their conditional rows alone; image ``i`` draws from the stream of ``seed + i``."""
+    their conditional rows alone; image ``i`` draws from the stream of ``seeds[i]``."""
     from ..models.base import Conditioning
     from ..sampler import call_denoiser, denoiser_of, make_scheduler
 
@@ -317,8 +317,8 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
     scheduler.set_timesteps(sampler.steps)
     t = scheduler.timesteps[0]
     shape = bundle.codec.latent_shape(sampler.resolution, sampler.resolution)
-    latents = torch.stack([torch.randn(shape, generator=image_generator(seed + i))
-                           for i in range(images)]).to(param.device)
+    images = len(seeds)
+    latents = torch.stack([torch.randn(shape, generator=image_generator(s)) for s in seeds]).to(param.device)
     cond = bundle.conditioner.encode([prompt] * images)
     rows = [RowInfo(i, True) for i in range(images)]
     if cfg:
@@ -329,7 +329,7 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seed: int, 
     denoiser = denoiser_of(prepared, sampler)
 
     def call() -> torch.Tensor:
-        generators = [image_generator(seed + i) for i in range(images)]
+        generators = [image_generator(s) for s in seeds]
         prepared.begin_batch(generators, rows)
         try:
             state = StepState(0, sampler.steps, t, latents, rows, generators, extras=extras)
