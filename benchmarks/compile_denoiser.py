@@ -13,8 +13,9 @@ warm-up call of each. The warm-up of the compiled variant is the compilation; it
 - ``max_abs_diff``: the largest difference between compiled and eager final latents (compiled kernels round
   differently, which is why ``compile`` is part of the protocol).
 
-Methods whose masks come from Python hooks (maskunet, maskunet-free, random-mask) refuse ``compile`` and are
-reported as skipped. Decision rule (issue 16): a mode becomes a default only where it is measured faster (CI above 1)
+Methods that are not ``compile_safe`` (maskunet with its default ``noise: stream``, maskunet-faithful, maskunet-free)
+refuse ``compile`` and are reported as skipped; maskunet compiles with ``--extra method.noise=counter`` (or
+``method.deterministic=true``). Decision rule (issue 16): a mode becomes a default only where it is measured faster (CI above 1)
 and ``repeat_bitwise`` holds, on that device.
 """
 from __future__ import annotations

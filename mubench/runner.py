@@ -141,12 +141,13 @@ class Runner:
         return method, ctx
 
     def refuse_compile(self) -> None:
-        """``compile=`` for a method whose masks come from Python hooks, or without the toolchain torch.compile
+        """``compile=`` for a method whose denoiser call torch.compile cannot trace, or without the toolchain torch.compile
         needs on this device: refused before anything is loaded."""
         mode = self.cfg.run.compile
         if mode == "none":
             return
-        if not self.regs.methods.get(self.cfg.method.kind).compile_safe:
+        method = self.regs.methods.get(self.cfg.method.kind)(self.cfg.method.params, self.cfg.method.name)
+        if not method.compile_safe:
             raise UsageError(compile_refusal(mode, self.cfg.method.name))
         missing = compile_toolchain_missing(self.device)
         if missing is not None:

@@ -59,7 +59,7 @@ class SamplerConfig:
 
 
 def check_compilable(prepared: Prepared, cfg: SamplerConfig, method: str = "this method") -> None:
-    """A clear error, before any image is made, for ``compile`` on a method whose masks come from Python hooks."""
+    """A clear error, before any image is made, for ``compile`` on a method that is not ``compile_safe``."""
     if cfg.compile != "none" and not prepared.compile_safe:
         raise UsageError(compile_refusal(cfg.compile, method))
 
@@ -81,16 +81,17 @@ def compile_toolchain_missing(device: torch.device) -> Optional[str]:
 
 
 def compile_refusal(mode: str, method: str) -> str:
-    return (f"compile={mode}: {method} computes its masks in Python hooks inside every masked layer, which "
-            "torch.compile re-traces layer by layer until it gives up (micro maskunet: 77 s instead of 1.2 s for "
-            "8 images); run it with compile=none")
+    return (f"compile={mode}: {method} does what torch.compile cannot trace inside the denoiser call (mask noise "
+            "from per-image torch generators in every masked layer, or masks optimised while sampling): it would "
+            "re-trace layer by layer until it gives up (micro maskunet: 77 s instead of 1.2 s for 8 images). "
+            "maskunet compiles with method.noise=counter or method.deterministic=true; else run with compile=none")
 
 
 def denoiser_of(prepared: Prepared, cfg: SamplerConfig) -> torch.nn.Module:
     """The module the sampler calls: the method's denoiser, eager (``compile: none``) or through ``torch.compile``
     in that mode (``reduce-overhead`` adds CUDA graphs on a GPU). Shapes are static (every chunk has the same
     shape), so one compilation serves a run; dynamo keeps compiled graphs with the module's code and guards, so
-    wrapping the same module again (every batch) reuses them. Methods whose masks come from Python hooks are refused
+    wrapping the same module again (every batch) reuses them. Methods that are not ``compile_safe`` are refused
     (:func:`check_compilable`); compiled kernels round differently from eager ones, which is why the mode is part of
     the protocol."""
     if cfg.compile == "none":

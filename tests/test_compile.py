@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from method_cases import CASES, SAMPLER, prepared_case
+from method_cases import CASES, SAMPLER, Case, context, fake_training, method_of, prepared_case
 from mubench.config import resolve
 from mubench.errors import UsageError
 from mubench.methods.base import Prepared
@@ -43,7 +43,9 @@ def test_compile_is_part_of_the_protocol_and_checked(regs, bundle):
     assert keys().isdisjoint(keys("compile=default"))  # compiled images are other images in the cache
 
 
-MASK_HOOKS = {"random-mask", "maskunet", "maskunet-faithful", "maskunet-free"}  # specs whose masks come from hooks
+# cases whose denoiser call dynamo cannot trace: mask noise from per-image torch.Generator objects inside the layers
+# (maskunet's default noise: stream), or masks optimised inside predict (maskunet-free)
+REFUSED = {"maskunet", "maskunet-faithful", "maskunet-image", "maskunet-conv", "maskunet-free"}
 
 
 @pytest.fixture(scope="module")
@@ -52,27 +54,81 @@ def artifacts(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_exactly_the_methods_with_mask_hooks_refuse_compile(name, regs, bundle, artifacts):
+def test_exactly_the_methods_dynamo_cannot_trace_refuse_compile(name, regs, bundle, artifacts):
     method, prepared = prepared_case(regs, bundle, artifacts, name)
     spec = CASES[name].spec
-    assert type(method).compile_safe == prepared.compile_safe == (spec not in MASK_HOOKS)  # the runner's early check
+    assert method.compile_safe == prepared.compile_safe == (name not in REFUSED)  # the runner's early check
     check_compilable(prepared, SAMPLER, spec)  # eager: every method
-    if spec in MASK_HOOKS:
-        with pytest.raises(UsageError, match=f"compile=default: {spec} computes its masks in Python hooks"):
+    if name in REFUSED:
+        with pytest.raises(UsageError, match=f"compile=default: {spec} does what torch.compile cannot trace.*"
+                                             "maskunet compiles with method.noise=counter"):
             check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
     else:
         check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
 
 
 def test_a_refused_run_stops_before_making_images(regs, tmp_path):
-    cfg = resolve(["suite=toy", "model=tiny-sd", "method=random-mask", "weights=random", "limit=2",
+    cfg = resolve(["suite=toy", "model=tiny-sd", "method=maskunet", "weights=random", "limit=2",
                    "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"],
                   regs)
     runner = Runner(cfg, regs)
     runner.load_model = None  # refused before the model is loaded (calling this would fail the test)
-    with pytest.raises(UsageError, match="run it with compile=none"):
+    with pytest.raises(UsageError, match="else run with compile=none"):
         runner.execute()
     assert not list((tmp_path / "cache").rglob("*.png"))
+
+
+@pytest.mark.parametrize("name", ["maskunet-counter", "maskunet-deterministic", "maskunet-image-counter",
+                                  "random-mask-step", "random-mask-conv"])
+def test_masked_methods_trace_into_one_graph_and_make_the_eager_images(name, regs, bundle, artifacts, monkeypatch):
+    """The masks of these methods are computed inside the denoiser call (maskunet: hooks on every block and masked
+    layer) from tensors only, so dynamo takes the whole call as one graph: no graph break, no recompilation when the
+    keys, the images or the step change. Run through dynamo's ``eager`` backend, the graph makes the eager images
+    bit for bit (inductor's rounding is the next test's business)."""
+    from torch._dynamo.utils import counters
+
+    case = CASES.get(name) or Case("maskunet", {"noise": "counter", "mask_scope": "image"})
+    method = method_of(regs, case)
+    if method.trainable:
+        built = method.build(bundle, context(artifacts))
+        fake_training(built)
+        method.save(built, bundle, context(artifacts))
+    prepared = method.prepare(bundle, context(artifacts))
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
+                        real_compile(model, backend="eager", dynamic=dynamic))
+    sampler = replace(SAMPLER, chunk=2)
+    prompts, seeds = ["a red circle", "a blue square", "two green dots"], [0, 1, 2]
+    eager = sample_latents(bundle, prepared, prompts, seeds, sampler)
+    torch._dynamo.reset()
+    counters.clear()
+    traced = sample_latents(bundle, prepared, prompts, seeds, replace(sampler, compile="default"))
+    flipped = sample_latents(bundle, prepared, prompts[::-1], seeds[::-1], replace(sampler, compile="default"))
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert torch.equal(traced, eager)
+    assert torch.equal(flipped.flip(0), eager)  # other keys in the same graph: each image its own masks still
+
+
+@needs_compiler
+def test_counter_noise_keeps_its_bits_under_inductor(monkeypatch):
+    """The Philox words are integer arithmetic, so a compiled graph draws the eager uniforms bit for bit; only
+    ``−log(1 − U)`` may round differently (inductor's ``log``), by an ulp or so: a compiled maskunet's mask can only
+    differ from the eager one where the noise lies within that of its threshold."""
+    from mubench.kernels import philox
+    from mubench.kernels.philox import counter_exponential, counter_uniform
+
+    monkeypatch.setattr(philox, "BLOCK", 1000)  # eager: three blocks and a ragged one; compiled: one pass
+    keys, slots = torch.tensor([123456789012345, 42, 7]), torch.tensor([0, 1, 0])
+    numel = 3500
+
+    def draw(k, s):
+        return counter_uniform(k, s, 3, numel), counter_exponential(k, s, 3, (numel,))
+
+    u, e = draw(keys, slots)
+    cu, ce = torch.compile(draw, dynamic=False)(keys, slots)
+    assert torch.equal(cu, u)
+    torch.testing.assert_close(ce, e, rtol=2.5e-7, atol=0)
 
 
 @needs_compiler

@@ -63,7 +63,8 @@ def counter_uniform(keys: torch.Tensor, slots: torch.Tensor, layer: int, numel: 
     c2 = slots.to(torch.int64)[:, None]
     c3 = torch.zeros((), dtype=torch.int64, device=device)
     out = torch.empty((keys.shape[0], numel), dtype=torch.float32, device=device)
-    block = numel if device.type != "cpu" else BLOCK
+    # blocks keep eager temporaries in cache; a compiled graph fuses the rounds and needs none
+    block = numel if device.type != "cpu" or torch.compiler.is_compiling() else BLOCK
     for start in range(0, numel, block):
         idx = torch.arange(start, min(start + block, numel), dtype=torch.int64, device=device)[None, :]
         word = philox4x32(idx, c1, c2, c3, k0, k1)[0]

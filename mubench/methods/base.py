@@ -58,9 +58,10 @@ class StepState:
 class Prepared:
     """A prepared method. The default is the base model unchanged."""
 
-    #: False where the denoiser call runs Python hooks inside its layers (per-row masks drawn from per-image
-    #: generators): ``torch.compile`` re-traces such a hook for every layer and gives up (run ``compile=none``)
-    compile_safe: ClassVar[bool] = True
+    #: False (on the class or the instance) where the denoiser call runs something ``torch.compile`` cannot trace
+    #: into one graph (masks drawn from per-image ``torch.Generator`` objects inside the layers): it would re-trace
+    #: layer by layer and give up, so ``compile=`` is refused (:func:`~mubench.sampler.check_compilable`)
+    compile_safe: bool = True
 
     def __init__(self, denoiser: nn.Module, *, added_params: int = 0, trainable_params: int = 0,
                  artifact: Optional[str] = None, info: Optional[dict[str, Any]] = None,
@@ -100,7 +101,7 @@ class Method(ABC):
 
     Params: ClassVar[type]
     trainable: ClassVar[bool] = False  # True when prepare() may train an artifact
-    compile_safe: ClassVar[bool] = True  # False when its Prepared is not compile_safe (checked before preparing)
+
 
     def __init__(self, params: Any, name: str) -> None:
         self.params = params
@@ -113,6 +114,12 @@ class Method(ABC):
         """The changed model's structure with freshly initialised added weights, no artifact loaded or trained
         (``mubench inspect``, and the starting point of training). Default: :meth:`prepare`."""
         return self.prepare(bundle, ctx)
+
+    @property
+    def compile_safe(self) -> bool:
+        """Whether the :class:`Prepared` of these params is ``compile_safe``, known before anything is prepared (the
+        runner refuses ``compile=`` before loading a model; a test ties the two together)."""
+        return True
 
     def for_sampling(self, prepared: Prepared) -> Prepared:
         """The sampling-time form of a prepared or built method (LoRA: factors merged into the weights when

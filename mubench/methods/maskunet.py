@@ -26,7 +26,6 @@ noise comes from the global torch RNG.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
@@ -41,7 +40,9 @@ from ..models.base import ModelBundle
 from .base import MethodContext, Prepared, RowInfo, StepState
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, derived_seed,
                       install_masked_layers, masked_product, masked_weight_count, set_mask_fn)
+from .hook_args import call_arguments, positional_names
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
+from .maskunet_sampling import MaskUNetPrepared
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .training import MethodTrainConfig, TrainableMethod
 
@@ -153,10 +154,10 @@ class MaskUNet(nn.Module):
             out_f, in_f = layer.shape[0], layer.shape[1]
             self.adapters.append(FactorisedAdapter(gen.go, gen.gi, out_f, in_f, params.adapter_bias))
         self._grids: dict[tuple[str, tuple[int, int]], torch.Tensor] = {}
-        self._signatures: dict[str, inspect.Signature] = {}
+        self._arg_names: dict[str, tuple[str, ...]] = {}
         for key in blocks:
             block = unet.get_submodule(key)
-            self._signatures[key] = inspect.signature(block.forward)
+            self._arg_names[key] = positional_names(block.forward)
             block.register_forward_pre_hook(self._make_hook(key), with_kwargs=True)
         set_mask_fn(layers, lambda i, layer: (lambda module, i=i: self._masked_weights(i, module)))
         # sampling (no gradients): linears computed a group at a time (maskunet_fast); not for subclasses that
@@ -209,7 +210,7 @@ class MaskUNet(nn.Module):
     # ---- masks
     def _make_hook(self, key: str):
         def hook(module, args, kwargs):
-            bound = self._signatures[key].bind_partial(*args, **kwargs).arguments
+            bound = call_arguments(self._arg_names[key], args, kwargs)
             h, temb = bound.get("hidden_states"), bound.get("temb")
             if h is None or temb is None:
                 raise RuntimeError(f"maskunet: {key} was called without hidden_states/temb")
@@ -301,65 +302,17 @@ def _model_class(denoiser: nn.Module) -> type:
     return mask_model_class(denoiser)
 
 
-class MaskUNetPrepared(Prepared):
-    """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
-    its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
-    compile_safe = False  # masks come from Python hooks in every masked layer
-
-    def __init__(self, model: MaskUNet, **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        self.model = model
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return self.model.trainable_parameters()
-
-    def artifact_state(self) -> dict[str, torch.Tensor]:
-        return self.model.trainable_state_dict()
-
-    def load_artifact_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.model.load_trainable_state_dict(tensors)
-
-    def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
-        self.end_batch()
-
-    def before_step(self, state: StepState) -> None:
-        images = list(dict.fromkeys(r.image for r in state.rows))
-        if getattr(self.model, "mask_scope", "row") == "image":  # an image's mask comes from its cond row (else first)
-            rep = {}
-            for k, r in enumerate(state.rows):
-                if r.image not in rep or (r.cond and not state.rows[rep[r.image]].cond):
-                    rep[r.image] = k
-            self.model.share = ([rep[image] for image in images], RowGroups.by_key([r.image for r in state.rows]))
-        if self.model.deterministic:
-            return
-        device = next(self.model.adapters.parameters()).device
-        if getattr(self.model, "noise", "stream") == "counter":  # one key per image and call, a slot per row
-            keys = {image: derived_seed(state.generators[image]) for image in images}
-            seen: dict[int, int] = {}
-            slots = []
-            for r in state.rows:
-                slots.append(seen.get(r.image, 0))
-                seen[r.image] = slots[-1] + 1
-            self.model.row_keys = torch.tensor([keys[r.image] for r in state.rows], dtype=torch.int64, device=device)
-            self.model.row_slots = torch.tensor(slots, dtype=torch.int64, device=device)
-            return
-        per_image = {image: derived_generator(state.generators[image], device) for image in images}
-        self.model.row_generators = [per_image[r.image] for r in state.rows]
-
-    def end_batch(self) -> None:
-        self.model.row_generators = None
-        self.model.row_keys = self.model.row_slots = None
-        self.model.share = None
-
-
 class MaskUNetMethod(TrainableMethod):
     """Generator + adapter weights are the artifact; ``prepare`` (load or train on demand) comes from
     :class:`TrainableMethod`."""
 
     Params = MaskUNetParams
-    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
     artifact_kind = "maskunet"
     released_grad_clip = None  # the released script's clipping clipped nothing (method.md §8.16)
+
+    @property
+    def compile_safe(self) -> bool:
+        return self.params.deterministic or self.params.noise == "counter"  # MaskUNetPrepared.compile_safe
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params

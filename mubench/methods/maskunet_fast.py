@@ -114,6 +114,25 @@ def draw_group_noise(shape: tuple[int, ...], streams, device: torch.device) -> t
     return _to_exponential(noise)
 
 
+def _pack(shape: tuple[int, int], adapters: Sequence[nn.Module], weights: Sequence[torch.Tensor],
+          rows: int) -> tuple[torch.Tensor, ...]:
+    """A group's adapter factors and biases stacked over its ``L`` layers and expanded to ``rows`` for the two batched
+    logit GEMMs, and its layer weights ``[L, 1, out, in]``."""
+    L, B = len(adapters), rows
+    (out_f, in_f), go, gi = shape, adapters[0].rows.in_features, adapters[0].cols.in_features
+    a_out = torch.stack([a.rows.weight for a in adapters])  # [L, out, go]
+    b_out = torch.stack([a.rows.bias for a in adapters])  # [L, out]
+    a_in = torch.stack([a.cols.weight for a in adapters])  # [L, in, gi]
+    b_in = torch.stack([a.cols.bias for a in adapters])  # [L, in]
+    return (
+        b_out[:, None, :, None].expand(L, B, out_f, 1).reshape(L * B, out_f, 1),
+        a_out[:, None].expand(L, B, out_f, go).reshape(L * B, out_f, go),
+        b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f),
+        a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f),
+        torch.stack(list(weights))[:, None],  # [L, 1, out, in]
+    )
+
+
 class FusedMasks:
     """Per-forward cache of group masked weights for a MaskUNet (see module docstring)."""
 
@@ -124,8 +143,11 @@ class FusedMasks:
         for g, group in enumerate(self.groups):
             for pos, i in enumerate(group.layers):
                 self.where[i] = (g, pos)
-        self._features: dict[str, int] = {}  # block → how many times its features were captured
-        self._made: dict[int, int] = {}  # group → the feature count its weights were computed for
+        self._of_block: dict[str, list[int]] = {}  # block → its groups
+        for g, group in enumerate(self.groups):
+            self._of_block.setdefault(group.block, []).append(g)
+        # per-call state only, empty again after every forward (no counters that grow from call to call, so a
+        # compiled denoiser sees the same state, and its guards hold, at every call)
         self._weights: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] masked weights of this call
         self._masks: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] bool masks (only when on_mask is set)
         self._left: dict[int, int] = {}  # group → layers not yet served
@@ -133,7 +155,9 @@ class FusedMasks:
 
     def new_features(self, block: str) -> None:
         """The block was called (new features): its groups are recomputed when next used."""
-        self._features[block] = self._features.get(block, 0) + 1
+        for g in self._of_block.get(block, ()):
+            self._weights.pop(g, None)
+            self._masks.pop(g, None)
 
     def weights(self, i: int, module: nn.Module) -> Optional[MaskedWeights]:
         """Layer ``i``'s masked weights ``[B, out, in]`` (None: not a grouped layer)."""
@@ -141,10 +165,8 @@ class FusedMasks:
         if found is None:
             return None
         g, pos = found
-        block = self.groups[g].block
-        if self._made.get(g) != self._features.get(block, 0) or g not in self._weights:
+        if g not in self._weights:
             self._compute(g)
-            self._made[g] = self._features.get(block, 0)
         wm = self._weights[g][pos]
         if self.model.on_mask is not None:
             self.model.on_mask(i, self._masks[g][pos])
@@ -156,28 +178,19 @@ class FusedMasks:
         return MaskedWeights(wm, share[1] if share is not None else None)
 
     def _stacked_params(self, g: int, rows: int) -> tuple[torch.Tensor, ...]:
-        """The group's adapter and layer weights, stacked and expanded to ``rows`` (cached until one changes)."""
+        """The group's adapter and layer weights, stacked and expanded to ``rows`` (cached until one changes; under
+        ``torch.compile`` stacked in the graph, where inductor folds the stacking into the kernels that read it)."""
         group = self.groups[g]
         adapters = [self.model.adapters[i] for i in group.layers]
         weights = [self.model.masked[i].module.weight for i in group.layers]
+        if torch.compiler.is_compiling():  # dynamo cannot trace the data-pointer stamp
+            return _pack(group.shape, adapters, weights, rows)
         tensors = [t for a in adapters for t in (a.rows.weight, a.rows.bias, a.cols.weight, a.cols.bias)] + weights
         stamp = tuple((t.data_ptr(), t._version) for t in tensors)
         hit = self._stacked.get((g, rows))
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        L, B = len(adapters), rows
-        (out_f, in_f), go, gi = group.shape, adapters[0].rows.in_features, adapters[0].cols.in_features
-        a_out = torch.stack([a.rows.weight for a in adapters])  # [L, out, go]
-        b_out = torch.stack([a.rows.bias for a in adapters])  # [L, out]
-        a_in = torch.stack([a.cols.weight for a in adapters])  # [L, in, gi]
-        b_in = torch.stack([a.cols.bias for a in adapters])  # [L, in]
-        packed = (
-            b_out[:, None, :, None].expand(L, B, out_f, 1).reshape(L * B, out_f, 1),
-            a_out[:, None].expand(L, B, out_f, go).reshape(L * B, out_f, go),
-            b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f),
-            a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f),
-            torch.stack(weights)[:, None],  # [L, 1, out, in]
-        )
+        packed = _pack(group.shape, adapters, weights, rows)
         self._stacked[(g, rows)] = (stamp, packed)
         return packed
 

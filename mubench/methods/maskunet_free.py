@@ -145,7 +145,7 @@ class _ImageState:
 class MaskUNetFreePrepared(Prepared):
     """The masked denoiser plus the per-step optimisation of :meth:`predict`."""
 
-    compile_safe = False  # masks come from Python hooks in every masked layer
+    compile_safe = False  # each step optimises the masks with autograd in predict (not one traceable call)
 
     def __init__(self, denoiser, layers: list[MaskedLayer], params: MaskUNetFreeParams, bundle: ModelBundle,
                  rewards: list[tuple[RewardTerm, Any]], info: dict[str, Any]) -> None:
@@ -298,7 +298,7 @@ class MaskUNetFreePrepared(Prepared):
 class MaskUNetFree(Method):
     """Training-free: nothing to train or load; the masks are optimised while sampling."""
 
-    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
+    compile_safe = False  # MaskUNetFreePrepared.compile_safe
 
     Params = MaskUNetFreeParams
 

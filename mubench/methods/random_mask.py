@@ -43,15 +43,15 @@ class RandomMaskParams:
 class RandomMaskPrepared(Prepared):
     """Draws the Bernoulli masks from the per-image streams and hands ``W ⊙ M`` to the masked layers."""
 
-    compile_safe = False  # masks come from Python hooks in every masked layer
-
     def __init__(self, denoiser, layers: list[MaskedLayer], params: RandomMaskParams, info: dict) -> None:
         super().__init__(denoiser, info=info, layers=[layer.describe() for layer in layers])
         self.masked = layers
         self.params = params
         self._generators: list[torch.Generator] = []
         self._masks: dict[int, list[torch.Tensor]] = {}  # image → one bool keep-mask per layer
-        self._call_images: list[int] = []  # distinct images of the current call, in mask order
+        # the current call's keep-masks per layer, [distinct images of the call, *weight] (stacked before the call,
+        # so the layers read tensors by layer index only: a compiled denoiser sees no image numbers to guard on)
+        self._call_keep: list[torch.Tensor] = []
         self._groups: Optional[RowGroups] = None
         set_mask_fn(layers, lambda i, layer: (lambda module, i=i: self._weights(i, module)))
 
@@ -73,22 +73,20 @@ class RandomMaskPrepared(Prepared):
         images = list(dict.fromkeys(r.image for r in state.rows))
         if self.params.resample == "step":
             self._masks = {image: self.draw(image) for image in images}
-        self._call_images = images
+        self._call_keep = [torch.stack([self._masks[image][i] for image in images]) for i in range(len(self.masked))]
         self._groups = RowGroups.by_key([r.image for r in state.rows])
 
     def _weights(self, i: int, module) -> Optional[MaskedWeights]:
         if self._groups is None:
             return None  # outside the sampler's hooks the layers behave as the base model
-        keep = torch.stack([self._masks[image][i] for image in self._call_images])
-        return MaskedWeights(module.weight * keep.to(module.weight.dtype), self._groups)
+        return MaskedWeights(module.weight * self._call_keep[i].to(module.weight.dtype), self._groups)
 
     def end_batch(self) -> None:
-        self._masks, self._generators, self._call_images, self._groups = {}, [], [], None
+        self._masks, self._generators, self._call_keep, self._groups = {}, [], [], None
 
 
 class RandomMask(Method):
     Params = RandomMaskParams
-    compile_safe = False  # masks from Python hooks (Prepared.compile_safe)
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> Prepared:
         p: RandomMaskParams = self.params

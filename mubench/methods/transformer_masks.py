@@ -27,7 +27,6 @@ guidance is the training loss's business.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Optional
 
 import torch
@@ -35,6 +34,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .masking import MaskedLayer, set_mask_fn
+from .hook_args import call_arguments, positional_names
 from .mask_generator import FactorisedAdapter, MaskGenerator
 from .maskunet import MaskUNet, MaskUNetParams
 from .transformer_layers import decoder_blocks, is_transformer
@@ -90,7 +90,7 @@ class TransformerMaskUNet(MaskUNet):
         self._grids: dict[str, torch.Tensor] = {}
         for key in self.blocks:
             block = unet.get_submodule(key)
-            block.register_forward_pre_hook(self._block_hook(key, inspect.signature(block.forward)), with_kwargs=True)
+            block.register_forward_pre_hook(self._block_hook(key, positional_names(block.forward)), with_kwargs=True)
             if self.source == "class-emb":
                 block.norm1.emb.register_forward_hook(self._emb_hook(key))
         if self.source == "adaln-single":
@@ -115,9 +115,9 @@ class TransformerMaskUNet(MaskUNet):
         return self
 
     # ---- feature capture
-    def _block_hook(self, key: str, signature: inspect.Signature):
+    def _block_hook(self, key: str, names: tuple[str, ...]):
         def hook(module, args, kwargs):
-            h = signature.bind_partial(*args, **kwargs).arguments.get("hidden_states")
+            h = call_arguments(names, args, kwargs).get("hidden_states")
             if h is None:
                 raise RuntimeError(f"maskunet: {key} was called without hidden_states")
             self._pooled[key] = h.mean(dim=1)  # [B, N, D] → [B, D]

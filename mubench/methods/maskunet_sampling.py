@@ -1,0 +1,66 @@
+"""MaskUNet at sampling time: which noise and which mask layout each row of a denoiser call gets.
+
+:class:`MaskUNetPrepared` is what :class:`~mubench.methods.maskunet.MaskUNetMethod` prepares: before every call it
+tells the model (a :class:`~mubench.methods.maskunet.MaskUNet` or its transformer variant) where each row's Gumbel noise
+comes from — a generator per image seeded from the image's stream (``noise: stream``), or a Philox key per image and a
+slot per row (``noise: counter``) — and, with ``mask_scope: image``, which rows share an image's mask.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Prepared, RowInfo, StepState
+from .masking import RowGroups, derived_generator, derived_seed
+
+
+class MaskUNetPrepared(Prepared):
+    """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
+    its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
+
+    def __init__(self, model: nn.Module, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.model = model
+        # stream noise comes from torch.Generator objects inside the layers, which dynamo cannot put in a graph
+        self.compile_safe = model.deterministic or getattr(model, "noise", "stream") == "counter"
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.model.trainable_parameters()
+
+    def artifact_state(self) -> dict[str, torch.Tensor]:
+        return self.model.trainable_state_dict()
+
+    def load_artifact_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.model.load_trainable_state_dict(tensors)
+
+    def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
+        self.end_batch()
+
+    def before_step(self, state: StepState) -> None:
+        images = list(dict.fromkeys(r.image for r in state.rows))
+        if getattr(self.model, "mask_scope", "row") == "image":  # an image's mask comes from its cond row (else first)
+            rep = {}
+            for k, r in enumerate(state.rows):
+                if r.image not in rep or (r.cond and not state.rows[rep[r.image]].cond):
+                    rep[r.image] = k
+            self.model.share = ([rep[image] for image in images], RowGroups.by_key([r.image for r in state.rows]))
+        if self.model.deterministic:
+            return
+        device = next(self.model.adapters.parameters()).device
+        if getattr(self.model, "noise", "stream") == "counter":  # one key per image and call, a slot per row
+            keys = {image: derived_seed(state.generators[image]) for image in images}
+            seen: dict[int, int] = {}
+            slots = []
+            for r in state.rows:
+                slots.append(seen.get(r.image, 0))
+                seen[r.image] = slots[-1] + 1
+            self.model.row_keys = torch.tensor([keys[r.image] for r in state.rows], dtype=torch.int64, device=device)
+            self.model.row_slots = torch.tensor(slots, dtype=torch.int64, device=device)
+            return
+        per_image = {image: derived_generator(state.generators[image], device) for image in images}
+        self.model.row_generators = [per_image[r.image] for r in state.rows]
+
+    def end_batch(self) -> None:
+        self.model.row_generators = None
+        self.model.row_keys = self.model.row_slots = None
+        self.model.share = None
