@@ -14,8 +14,9 @@ warm-up call of each. The warm-up of the compiled variant is the compilation; it
   differently, which is why ``compile`` is part of the protocol).
 
 Methods that are not ``compile_safe`` (maskunet with its default ``noise: stream``, maskunet-faithful, maskunet-free)
-refuse ``compile`` and are reported as skipped; maskunet compiles with ``--extra method.noise=counter`` (or
-``method.deterministic=true``). Decision rule (issue 16): a mode becomes a default only where it is measured faster (CI above 1)
+refuse ``compile`` and are reported as skipped; maskunet compiles with counter noise (``--methods
+maskunet-counter=maskunet:noise=counter``, the efficiency benchmarks' ``LABEL=SPEC:KEY=VALUE;...`` form) or
+``deterministic=true``. Decision rule (issue 16): a mode becomes a default only where it is measured faster (CI above 1)
 and ``repeat_bitwise`` holds, on that device.
 """
 from __future__ import annotations
@@ -25,15 +26,22 @@ import json
 import platform
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _efficiency import split_method  # noqa: E402
 
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="micro")
     ap.add_argument("--suite", default="micro", help="suite whose prompts and sampler are used (default micro)")
-    ap.add_argument("--methods", default="sd,lora-micro", help="comma-separated method specs")
+    ap.add_argument("--methods", default="sd,lora-micro",
+                    help="comma-separated [LABEL=]SPEC[:KEY=VALUE;...] (method overrides), e.g. "
+                         "maskunet-counter=maskunet:noise=counter")
     ap.add_argument("--modes", default="default", help="comma-separated compile modes (default, reduce-overhead, ...)")
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=5)
@@ -44,7 +52,7 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def measure(method: str, modes: list[str], args: argparse.Namespace) -> dict:
+def measure(entry: str, modes: list[str], args: argparse.Namespace) -> dict:
     from mubench.chunking import default_chunk
     from mubench.config import resolve
     from mubench.errors import MubenchError
@@ -54,8 +62,9 @@ def measure(method: str, modes: list[str], args: argparse.Namespace) -> dict:
     from mubench.sampler import check_compilable, resolve_sampler, sample_latents
 
     regs = load_registries(plugins=False)
-    cfg = resolve([f"suite={args.suite}", f"model={args.model}", f"method={method}", f"device={args.device}",
-                   f"dtype={args.dtype}", f"weights={args.weights}", *args.extra], regs)
+    _, method, method_keys = split_method(entry)
+    cfg = resolve([f"suite={args.suite}", f"model={args.model}", f"method={method}", *method_keys,
+                   f"device={args.device}", f"dtype={args.dtype}", f"weights={args.weights}", *args.extra], regs)
     runner = Runner(cfg, regs)
     bundle = runner.load_model()
     try:
@@ -105,7 +114,7 @@ def main() -> None:
 
     quiet_libraries()
     modes = [m for m in args.modes.split(",") if m]
-    results = {m: measure(m, modes, args) for m in args.methods.split(",") if m}
+    results = {split_method(m)[0]: measure(m, modes, args) for m in args.methods.split(",") if m}
     line = {"benchmark": "compile_denoiser", "model": args.model, "suite": args.suite, "device": args.device,
             "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else platform.processor() or platform.machine(),

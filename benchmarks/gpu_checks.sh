@@ -6,7 +6,8 @@
 #   2. generation throughput on SD 1.5's layout: harness vs bare diffusers loop vs chunk=1 (issue 13, target >= 0.90)
 #   3. SD 1.5 efficiency at batch 1 (the paper's protocol): maskunet (torch path and fused), lora merged / unmerged,
 #      maskunet-free (issue 16 targets: fused <= 1.15, lora <= 1.03, free <= 8)                          ~8 min
-#   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser (issue 16 item 4)
+#   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser and maskunet with
+#      counter noise (inductor's Triton for the mask path; issue 16 items 1 and 4)
 #   5. SD 1.5 efficiency at the GPU default chunk (32 images per call, 10 steps): maskunet, fused, lora
 # The machine needs the project's Python packages (torch with CUDA, diffusers, transformers, peft, open_clip, triton).
 set -uo pipefail
@@ -35,7 +36,8 @@ for step in $steps; do
            --device cuda --dtype float16 --images 32 --rounds 3 --chunks 8,16,32 ;;
     3) bench efficiency_sd15 590 benchmarks/efficiency_sd15.py --repeats 5 --warmup 1 ;;
     4) bench compile_denoiser 300 benchmarks/compile_denoiser.py --model sd15 --weights random --suite toy \
-           --device cuda --dtype float16 --methods sd --modes default,reduce-overhead --images 8 --rounds 3 ;;
+           --device cuda --dtype float16 --methods "sd,maskunet-counter=maskunet:noise=counter" \
+           --modes default,reduce-overhead --images 8 --rounds 3 ;;
     5) bench efficiency_sd15_chunk 590 benchmarks/efficiency_sd15.py --images 32 --steps 10 --repeats 3 --warmup 1 \
            --methods "maskunet,maskunet-fused=maskunet:noise=counter;kernel=triton,lora" \
            --extra suite.image_flops=false suite.train_step=never ;;
