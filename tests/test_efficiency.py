@@ -99,6 +99,21 @@ def test_images_per_call_measures_a_chunk(regs, tmp_path, monkeypatch):
         _run(regs, tmp_path / "zero", *keys, "suite.images=0")
 
 
+def test_flops_are_counted_on_the_eager_call_under_compile(regs, tmp_path, monkeypatch):
+    """``compile=``: FlopCounterMode counts aten ops, which a compiled graph's kernels are not; so FLOPs come from the
+    eager call (the same model and the same count), whatever the timed calls run."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("FLOPs were counted through torch.compile")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    keys = ("method=random-mask", "suite.latency=false", "suite.forward_repeats=0", "suite.memory=false")
+    eager = _run(regs, tmp_path / "eager", *keys).results
+    compiled = _run(regs, tmp_path / "compiled", *keys, "compile=default").results
+    for name in ("gflops", "base_gflops", "gflops_per_image", "base_gflops_per_image"):
+        assert compiled["metrics"][name] == eager["metrics"][name], name
+    assert compiled["protocol"]["sampler"]["compile"] == "default"  # ... and the protocol still says compiled
+
+
 def _bundle(regs):
     from mubench.models.base import LoadContext
 
