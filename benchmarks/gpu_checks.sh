@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU (for a session lent one: the device tool's `run`). Writes JSON lines and logs under
 # ${OUT:-build/gpu-checks}; each step goes on if one before failed. `bash benchmarks/gpu_checks.sh [STEP ...]` runs
-# the steps named (default: all; a device call is limited to 10 minutes, so split them over calls: 1 2 4 | 3 | 5).
+# the steps named (default: all; a device call is limited to 10 minutes, so split them over calls: 1 2 4 | 3 | 5 | 6).
 #   1. the compiled fused mask kernel against its PyTorch reference (tests/test_fused_masks.py -k cuda; issue 16)
 #   2. generation throughput on SD 1.5's layout: harness vs bare diffusers loop vs chunk=1 (issue 13, target >= 0.90)
 #   3. SD 1.5 efficiency at batch 1 (the paper's protocol): maskunet (torch path and fused), lora merged / unmerged,
 #      maskunet-free (issue 16 targets: fused <= 1.15, lora <= 1.03, free <= 8)                          ~8 min
-#   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser and maskunet with
-#      counter noise (inductor's Triton for the mask path; issue 16 items 1 and 4)
+#   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser (issue 16 item 4)
 #   5. SD 1.5 efficiency at the GPU default chunk (32 images per call, 10 steps): maskunet, fused, lora
+#   6. maskunet with counter noise under compile=reduce-overhead, base compiled too: inductor's own Triton for the
+#      whole mask path (kernel: torch) and the hand-written kernel inside the graph (kernel: triton) (items 1, 4)
 # The machine needs the project's Python packages (torch with CUDA, diffusers, transformers, peft, open_clip, triton).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ out="${OUT:-build/gpu-checks}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
-steps="${*:-1 2 3 4 5}"
+steps="${*:-1 2 3 4 5 6}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.txt" 2>&1
 "$py" -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)" >>"$out/device.txt" 2>&1
 
@@ -36,11 +37,13 @@ for step in $steps; do
            --device cuda --dtype float16 --images 32 --rounds 3 --chunks 8,16,32 ;;
     3) bench efficiency_sd15 590 benchmarks/efficiency_sd15.py --repeats 5 --warmup 1 ;;
     4) bench compile_denoiser 300 benchmarks/compile_denoiser.py --model sd15 --weights random --suite toy \
-           --device cuda --dtype float16 --methods "sd,maskunet-counter=maskunet:noise=counter" \
-           --modes default,reduce-overhead --images 8 --rounds 3 ;;
+           --device cuda --dtype float16 --methods sd --modes default,reduce-overhead --images 8 --rounds 3 ;;
     5) bench efficiency_sd15_chunk 590 benchmarks/efficiency_sd15.py --images 32 --steps 10 --repeats 3 --warmup 1 \
            --methods "maskunet,maskunet-fused=maskunet:noise=counter;kernel=triton,lora" \
            --extra suite.image_flops=false suite.train_step=never ;;
-    *) echo "unknown step $step (1-5)" | tee -a "$out/summary.txt" ;;
+    6) bench efficiency_sd15_compiled 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 \
+           --methods "maskunet-counter=maskunet:noise=counter,maskunet-fused=maskunet:noise=counter;kernel=triton" \
+           --extra compile=reduce-overhead suite.image_flops=false suite.train_step=never ;;
+    *) echo "unknown step $step (1-6)" | tee -a "$out/summary.txt" ;;
     esac
 done
