@@ -218,6 +218,35 @@ def test_sampling_is_reproducible_and_batch_invariant(which, spec, overrides, re
         assert (batch - base).abs().mean() > 1e-4
 
 
+@pytest.mark.parametrize("which", ["dit", "pixart"])
+@pytest.mark.parametrize("overrides", [{"noise": "counter"}, {"deterministic": True}], ids=["counter", "deterministic"])
+def test_tensor_only_masks_compile_into_one_graph(which, overrides, regs, dit, pixart, tmp_path, monkeypatch):
+    """compile= on a masked transformer: its hooks (block features, conditioning) and counter noise trace as one
+    graph, which (through dynamo's eager backend) makes the eager images bit for bit; stream noise is refused."""
+    from torch._dynamo.utils import counters
+
+    from mubench.sampler import sample_latents
+
+    bundle = {"dit": dit, "pixart": pixart}[which]
+    sampler = replace(DIT_SAMPLER if which == "dit" else PIX_SAMPLER, chunk=2)
+    method, ctx = _method(regs, "maskunet", **overrides), _ctx(tmp_path)
+    built = method.build(bundle, ctx)
+    _perturb(built)
+    method.save(built, bundle, ctx)
+    prepared = method.prepare(bundle, ctx)
+    assert method.compile_safe and prepared.compile_safe
+    assert not _method(regs, "maskunet").compile_safe  # stream noise: per-image generators in every layer
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
+                        real_compile(model, backend="eager", dynamic=dynamic))
+    eager = sample_latents(bundle, prepared, PROMPTS[which], SEEDS, sampler)
+    torch._dynamo.reset()
+    counters.clear()
+    traced = sample_latents(bundle, prepared, PROMPTS[which], SEEDS, replace(sampler, compile="default"))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert torch.equal(traced, eager)
+
+
 # ---------------------------------------------------------------------------------------------- DiT specifics
 
 
