@@ -102,7 +102,6 @@ class Method(ABC):
     Params: ClassVar[type]
     trainable: ClassVar[bool] = False  # True when prepare() may train an artifact
 
-
     def __init__(self, params: Any, name: str) -> None:
         self.params = params
         self.name = name

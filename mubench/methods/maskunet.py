@@ -37,13 +37,13 @@ from ..errors import UsageError
 from ..kernels.masked_weights import triton_unavailable
 from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
-from .base import MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, derived_seed,
-                      install_masked_layers, masked_product, masked_weight_count, set_mask_fn)
+from .base import MethodContext
 from .hook_args import call_arguments, positional_names
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, masked_product,
+                      masked_weight_count, set_mask_fn)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
-from .maskunet_sampling import MaskUNetPrepared
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
+from .maskunet_sampling import MaskUNetPrepared
 from .training import MethodTrainConfig, TrainableMethod
 
 __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
