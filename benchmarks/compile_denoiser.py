@@ -13,11 +13,10 @@ warm-up call of each. The warm-up of the compiled variant is the compilation; it
 - ``max_abs_diff``: the largest difference between compiled and eager final latents (compiled kernels round
   differently, which is why ``compile`` is part of the protocol).
 
-Methods that are not ``compile_safe`` (maskunet with its default ``noise: stream``, maskunet-faithful, maskunet-free)
-refuse ``compile`` and are reported as skipped; maskunet compiles with counter noise (``--methods
-maskunet-counter=maskunet:noise=counter``, the efficiency benchmarks' ``LABEL=SPEC:KEY=VALUE;...`` form) or
-``deterministic=true``. Decision rule (issue 16): a mode becomes a default only where it is measured faster (CI above 1)
-and ``repeat_bitwise`` holds, on that device.
+Methods that are not ``compile_safe`` (maskunet-free; stream-noise maskunet with conv layers or on a transformer)
+refuse ``compile`` and are reported as skipped. ``--methods`` takes the efficiency benchmarks'
+``LABEL=SPEC:KEY=VALUE;...`` form, e.g. ``maskunet-counter=maskunet:noise=counter``. Decision rule (issue 16): a
+mode becomes a default only where it is measured faster (CI above 1) and ``repeat_bitwise`` holds, on that device.
 """
 from __future__ import annotations
 

@@ -8,8 +8,9 @@
 #      maskunet-free (issue 16 targets: fused <= 1.15, lora <= 1.03, free <= 8)                          ~8 min
 #   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser (issue 16 item 4)
 #   5. SD 1.5 efficiency at the GPU default chunk (32 images per call, 10 steps): maskunet, fused, lora
-#   6. maskunet with counter noise under compile=reduce-overhead, base compiled too: inductor's own Triton for the
-#      whole mask path (kernel: torch) and the hand-written kernel inside the graph (kernel: triton) (items 1, 4)
+#   6. maskunet under compile=reduce-overhead, base compiled too, 20 steps: stream noise (drawn before each call),
+#      counter noise with inductor's own Triton for the whole mask path (kernel: torch) and with the hand-written
+#      kernel inside the graph (kernel: triton) (items 1, 4)
 # The machine needs the project's Python packages (torch with CUDA, diffusers, transformers, peft, open_clip, triton).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,10 @@ for step in $steps; do
     5) bench efficiency_sd15_chunk 590 benchmarks/efficiency_sd15.py --images 32 --steps 10 --repeats 3 --warmup 1 \
            --methods "maskunet,maskunet-fused=maskunet:noise=counter;kernel=triton,lora" \
            --extra suite.image_flops=false suite.train_step=never ;;
-    6) bench efficiency_sd15_compiled 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 \
-           --methods "maskunet-counter=maskunet:noise=counter,maskunet-fused=maskunet:noise=counter;kernel=triton" \
+    6) counter="maskunet-counter=maskunet:noise=counter"
+       fused="maskunet-fused=maskunet:noise=counter;kernel=triton"
+       bench efficiency_sd15_compiled 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 --steps 20 \
+           --methods "maskunet,$counter,$fused" \
            --extra compile=reduce-overhead suite.image_flops=false suite.train_step=never ;;
     *) echo "unknown step $step (1-6)" | tee -a "$out/summary.txt" ;;
     esac

@@ -82,9 +82,10 @@ def compile_toolchain_missing(device: torch.device) -> Optional[str]:
 
 def compile_refusal(mode: str, method: str) -> str:
     return (f"compile={mode}: {method} does what torch.compile cannot trace inside the denoiser call (mask noise "
-            "from per-image torch generators in every masked layer, or masks optimised while sampling): it would "
-            "re-trace layer by layer until it gives up (micro maskunet: 77 s instead of 1.2 s for 8 images). "
-            "maskunet compiles with method.noise=counter or method.deterministic=true; else run with compile=none")
+            "drawn from torch generators inside masked conv or transformer layers, or masks optimised while "
+            "sampling): it would re-trace layer by layer until it gives up (micro maskunet: 77 s instead of 1.2 s "
+            "for 8 images). maskunet compiles with its default layers=decoder-attn on a UNet, or with "
+            "method.noise=counter or method.deterministic=true; else run with compile=none")
 
 
 def denoiser_of(prepared: Prepared, cfg: SamplerConfig) -> torch.nn.Module:
@@ -94,6 +95,7 @@ def denoiser_of(prepared: Prepared, cfg: SamplerConfig) -> torch.nn.Module:
     wrapping the same module again (every batch) reuses them. Methods that are not ``compile_safe`` are refused
     (:func:`check_compilable`); compiled kernels round differently from eager ones, which is why the mode is part of
     the protocol."""
+    prepared.use_compiled(cfg.compile != "none")
     if cfg.compile == "none":
         return prepared.denoiser
     check_compilable(prepared, cfg)

@@ -43,9 +43,10 @@ def test_compile_is_part_of_the_protocol_and_checked(regs, bundle):
     assert keys().isdisjoint(keys("compile=default"))  # compiled images are other images in the cache
 
 
-# cases whose denoiser call dynamo cannot trace: mask noise from per-image torch.Generator objects inside the layers
-# (maskunet's default noise: stream), or masks optimised inside predict (maskunet-free)
-REFUSED = {"maskunet", "maskunet-faithful", "maskunet-image", "maskunet-conv", "maskunet-free"}
+# cases whose denoiser call dynamo cannot trace: stream noise drawn inside masked conv layers (maskunet's stream noise
+# is drawn before a compiled call only where its fused linears cover every masked layer), or masks optimised inside
+# predict (maskunet-free)
+REFUSED = {"maskunet-conv", "maskunet-free"}
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +62,16 @@ def test_exactly_the_methods_dynamo_cannot_trace_refuse_compile(name, regs, bund
     check_compilable(prepared, SAMPLER, spec)  # eager: every method
     if name in REFUSED:
         with pytest.raises(UsageError, match=f"compile=default: {spec} does what torch.compile cannot trace.*"
-                                             "maskunet compiles with method.noise=counter"):
+                                             "maskunet compiles with its default layers"):
             check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
     else:
         check_compilable(prepared, replace(SAMPLER, compile="default"), spec)
 
 
 def test_a_refused_run_stops_before_making_images(regs, tmp_path):
-    cfg = resolve(["suite=toy", "model=tiny-sd", "method=maskunet", "weights=random", "limit=2",
-                   "compile=reduce-overhead", f"cache={tmp_path / 'cache'}", f"store={tmp_path / 'store.sqlite'}"],
-                  regs)
+    cfg = resolve(["suite=toy", "model=tiny-sd", "method=maskunet", "method.layers=decoder-attn+conv",
+                   "weights=random", "limit=2", "compile=reduce-overhead", f"cache={tmp_path / 'cache'}",
+                   f"store={tmp_path / 'store.sqlite'}"], regs)
     runner = Runner(cfg, regs)
     runner.load_model = None  # refused before the model is loaded (calling this would fail the test)
     with pytest.raises(UsageError, match="else run with compile=none"):
@@ -78,13 +79,15 @@ def test_a_refused_run_stops_before_making_images(regs, tmp_path):
     assert not list((tmp_path / "cache").rglob("*.png"))
 
 
-@pytest.mark.parametrize("name", ["maskunet-counter", "maskunet-deterministic", "maskunet-image-counter",
-                                  "random-mask-step", "random-mask-conv"])
+@pytest.mark.parametrize("name", ["maskunet", "maskunet-faithful", "maskunet-image", "maskunet-counter",
+                                  "maskunet-deterministic", "maskunet-image-counter", "random-mask-step",
+                                  "random-mask-conv"])
 def test_masked_methods_trace_into_one_graph_and_make_the_eager_images(name, regs, bundle, artifacts, monkeypatch):
     """The masks of these methods are computed inside the denoiser call (maskunet: hooks on every block and masked
-    layer) from tensors only, so dynamo takes the whole call as one graph: no graph break, no recompilation when the
-    keys, the images or the step change. Run through dynamo's ``eager`` backend, the graph makes the eager images
-    bit for bit (inductor's rounding is the next test's business)."""
+    layer) from tensors only — maskunet's stream noise is drawn before a compiled call, from the same generators in
+    the same order — so dynamo takes the whole call as one graph: no graph break, no recompilation when the keys,
+    the images or the step change. Run through dynamo's ``eager`` backend, the graph makes the eager images bit for
+    bit (inductor's rounding is the next test's business)."""
     from torch._dynamo.utils import counters
 
     case = CASES.get(name) or Case("maskunet", {"noise": "counter", "mask_scope": "image"})
@@ -108,6 +111,7 @@ def test_masked_methods_trace_into_one_graph_and_make_the_eager_images(name, reg
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert torch.equal(traced, eager)
     assert torch.equal(flipped.flip(0), eager)  # other keys in the same graph: each image its own masks still
+    assert torch.equal(sample_latents(bundle, prepared, prompts, seeds, sampler), eager)  # eager again after it
 
 
 @needs_compiler

@@ -59,8 +59,8 @@ class Prepared:
     """A prepared method. The default is the base model unchanged."""
 
     #: False (on the class or the instance) where the denoiser call runs something ``torch.compile`` cannot trace
-    #: into one graph (masks drawn from per-image ``torch.Generator`` objects inside the layers): it would re-trace
-    #: layer by layer and give up, so ``compile=`` is refused (:func:`~mubench.sampler.check_compilable`)
+    #: into one graph (mask noise drawn from ``torch.Generator`` objects inside the layers): it would re-trace layer
+    #: by layer and give up, so ``compile=`` is refused (:func:`~mubench.sampler.check_compilable`)
     compile_safe: bool = True
 
     def __init__(self, denoiser: nn.Module, *, added_params: int = 0, trainable_params: int = 0,
@@ -75,6 +75,10 @@ class Prepared:
         # sampler settings the method needs whatever the suite says (e.g. maskunet-free: 15 DPM-Solver++ steps);
         # keys of SamplerConfig, applied over the suite's and recorded in results.json's protocol
         self.sampler_overrides: dict[str, Any] = {}
+
+    def use_compiled(self, compiled: bool) -> None:
+        """Told by :func:`~mubench.sampler.denoiser_of`, before a batch's calls, whether they go through
+        ``torch.compile`` (maskunet then draws a call's stream noise before the call). Default: nothing changes."""
 
     def begin_batch(self, generators: list[torch.Generator], rows: list[RowInfo]) -> None:
         """Called once per batch of images before the first step (e.g. draw masks fixed per image)."""

@@ -312,7 +312,8 @@ class MaskUNetMethod(TrainableMethod):
 
     @property
     def compile_safe(self) -> bool:
-        return self.params.deterministic or self.params.noise == "counter"  # MaskUNetPrepared.compile_safe
+        p = self.params  # MaskUNetPrepared.compile_safe (stream noise: where the fused path covers every layer)
+        return p.deterministic or p.noise == "counter" or p.layers == "decoder-attn"
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params

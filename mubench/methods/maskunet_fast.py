@@ -152,6 +152,32 @@ class FusedMasks:
         self._masks: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] bool masks (only when on_mask is set)
         self._left: dict[int, int] = {}  # group → layers not yet served
         self._stacked: dict[tuple[int, int], tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # (group, B) → cache
+        # stream noise of the current call drawn before it (:meth:`predraw`), one tensor per group; None: drawn as
+        # each group is computed
+        self.predrawn: Optional[list[torch.Tensor]] = None
+
+    @property
+    def covers_every_layer(self) -> bool:
+        """Every masked layer is a grouped linear (no conv layers): a call's noise draws are the groups' in order."""
+        return len(self.where) == len(self.model.masked)
+
+    @torch.no_grad()
+    def predraw(self) -> list[torch.Tensor]:
+        """This call's stream noise, ``[L, B, out, in]`` per group, drawn now and in the order the forward would draw
+        it (group by group in plan order, which is the order the UNet first uses them: module order), from the same
+        generators: the same bits as drawing during the forward. ``torch.compile`` cannot put a ``torch.Generator``
+        in a graph, so a compiled call reads its noise from these tensors; the price is holding a whole call's noise
+        at once (fp32, one value per masked weight and row) instead of one group's."""
+        model = self.model
+        generators = model.row_generators
+        if generators is None:
+            raise RuntimeError("maskunet: predraw needs the rows' generators (set by the sampler hooks)")
+        if model.share is not None:
+            generators = [generators[r] for r in model.share[0]]
+        B = len(generators)
+        device = model.masked[0].module.weight.device
+        streams = streams_of_rows(generators, B)
+        return [draw_group_noise((len(group.layers), B, *group.shape), streams, device) for group in self.groups]
 
     def new_features(self, block: str) -> None:
         """The block was called (new features): its groups are recomputed when next used."""
@@ -201,12 +227,10 @@ class FusedMasks:
         grid = model._grids.get((group.block, (1, 1)))
         if grid is None:
             raise RuntimeError(f"maskunet: no features captured for {group.block} (is the hook bypassed?)")
-        generators = model.row_generators
         keys, slots = getattr(model, "row_keys", None), getattr(model, "row_slots", None)
         if model.share is not None:  # mask_scope=image: one mask per image, from its representative row
             rows = model.share[0]
             grid = grid[rows]
-            generators = None if generators is None else [generators[r] for r in rows]
             keys, slots = (None, None) if keys is None else (keys[rows], slots[rows])
         L, (B, go, gi), (out_f, in_f) = len(group.layers), grid.shape, group.shape
         b_out, a_out, b_in, a_in_t, weight = self._stacked_params(g, B)
@@ -227,7 +251,12 @@ class FusedMasks:
         elif keys is not None:  # noise=counter: Philox keyed by (row key, layer index, weight index, row slot)
             noise = torch.stack([counter_exponential(keys, slots, i, (out_f, in_f)) for i in group.layers])
             mask = torch.lt(noise, logits.exp_())
+        elif self.predrawn is not None:  # stream noise drawn before the call (a compiled call)
+            mask = torch.lt(self.predrawn[g], logits.exp_())
         else:
+            generators = model.row_generators
+            if generators is not None and model.share is not None:
+                generators = [generators[r] for r in model.share[0]]
             noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(generators, B), logits.device)
             mask = torch.lt(noise, logits.exp_())
         self._weights[g] = masked_product(weight, mask)

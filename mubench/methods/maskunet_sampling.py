@@ -21,8 +21,16 @@ class MaskUNetPrepared(Prepared):
     def __init__(self, model: nn.Module, **kwargs) -> None:
         super().__init__(model, **kwargs)
         self.model = model
-        # stream noise comes from torch.Generator objects inside the layers, which dynamo cannot put in a graph
-        self.compile_safe = model.deterministic or getattr(model, "noise", "stream") == "counter"
+        # stream noise comes from torch.Generator objects, which dynamo cannot put in a graph: a compiled call reads
+        # it drawn before the call, which the fused path can do when it covers every masked layer (linears only)
+        fused = getattr(model, "_fused", None)
+        self._fused = fused if fused is not None and fused.covers_every_layer else None
+        self.compile_safe = (model.deterministic or getattr(model, "noise", "stream") == "counter"
+                             or self._fused is not None)
+        self._predraw = False
+
+    def use_compiled(self, compiled: bool) -> None:
+        self._predraw = compiled
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.model.trainable_parameters()
@@ -59,8 +67,13 @@ class MaskUNetPrepared(Prepared):
             return
         per_image = {image: derived_generator(state.generators[image], device) for image in images}
         self.model.row_generators = [per_image[r.image] for r in state.rows]
+        if self._predraw and self._fused is not None:  # a compiled call: its noise as tensors, no generators
+            self._fused.predrawn = self._fused.predraw()
+            self.model.row_generators = None
 
     def end_batch(self) -> None:
         self.model.row_generators = None
         self.model.row_keys = self.model.row_slots = None
         self.model.share = None
+        if self._fused is not None:
+            self._fused.predrawn = None
