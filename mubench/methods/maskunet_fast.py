@@ -252,7 +252,11 @@ class FusedMasks:
             noise = torch.stack([counter_exponential(keys, slots, i, (out_f, in_f)) for i in group.layers])
             mask = torch.lt(noise, logits.exp_())
         elif self.predrawn is not None:  # stream noise drawn before the call (a compiled call)
-            mask = torch.lt(self.predrawn[g], logits.exp_())
+            noise = self.predrawn[g]
+            if noise.shape != logits.shape:
+                raise RuntimeError(f"maskunet: noise drawn before the call for group {g} has shape "
+                                   f"{tuple(noise.shape)}, its logits {tuple(logits.shape)}")
+            mask = torch.lt(noise, logits.exp_())
         else:
             generators = model.row_generators
             if generators is not None and model.share is not None:
