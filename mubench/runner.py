@@ -141,8 +141,8 @@ class Runner:
         return method, ctx
 
     def refuse_compile(self) -> None:
-        """``compile=`` for a method whose denoiser call torch.compile cannot trace, or without the toolchain torch.compile
-        needs on this device: refused before anything is loaded."""
+        """``compile=`` for a method whose denoiser call torch.compile cannot trace, or without the toolchain
+        torch.compile needs on this device: refused before anything is loaded."""
         mode = self.cfg.run.compile
         if mode == "none":
             return

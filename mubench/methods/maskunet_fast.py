@@ -5,8 +5,8 @@ At sampling time a masked linear needs, for every row of the denoiser call, ``W 
 UNet (the micro model: 32 masked linears, 30 ms a forward) costs more than the arithmetic. Here the linears are taken
 in *groups*: the masked linears of one UNet block that have the same weight shape (SD 1.5's ``up_blocks.1``: its 18
 ``C×C`` attention linears, then its 6 cross-attention k/v), split so that no group holds more than
-``MAX_GROUP_WEIGHTS`` weights (larger layers are computed one at a time). When a layer of a group runs first for the block's current features, the whole group
-is computed with stacked tensors:
+``MAX_GROUP_WEIGHTS`` weights (larger layers are computed one at a time). When a layer of a group runs first for the
+block's current features, the whole group is computed with stacked tensors:
 
 - logits of every layer and row by two batched GEMMs, each with its adapter bias folded in (``baddbmm``; the stacked
   adapter weights are cached until a parameter changes);
@@ -168,16 +168,36 @@ class FusedMasks:
         generators: the same bits as drawing during the forward. ``torch.compile`` cannot put a ``torch.Generator``
         in a graph, so a compiled call reads its noise from these tensors; the price is holding a whole call's noise
         at once (fp32, one value per masked weight and row) instead of one group's."""
-        model = self.model
-        generators = model.row_generators
+        generators = self._noise_generators()
         if generators is None:
             raise RuntimeError("maskunet: predraw needs the rows' generators (set by the sampler hooks)")
-        if model.share is not None:
-            generators = [generators[r] for r in model.share[0]]
         B = len(generators)
-        device = model.masked[0].module.weight.device
+        device = self.model.masked[0].module.weight.device
         streams = streams_of_rows(generators, B)
         return [draw_group_noise((len(group.layers), B, *group.shape), streams, device) for group in self.groups]
+
+    def _noise_generators(self) -> Optional[list[torch.Generator]]:
+        """The generators of the rows whose masks are drawn: every row's, or with ``mask_scope: image`` those of the
+        images' representative rows (None: the global RNG)."""
+        generators, share = self.model.row_generators, self.model.share
+        return generators if generators is None or share is None else [generators[r] for r in share[0]]
+
+    def _group_noise(self, g: int, keys: Optional[torch.Tensor], slots: Optional[torch.Tensor],
+                     logits: torch.Tensor) -> torch.Tensor:
+        """``E ~ Exp(1)`` shaped like group ``g``'s logits ``[L, B, out, in]``: Philox keyed by (row key, layer,
+        weight, row slot) with ``noise: counter``, else the stream noise drawn before the call (a compiled call) or
+        drawn now from the rows' streams."""
+        group = self.groups[g]
+        if keys is not None:
+            return torch.stack([counter_exponential(keys, slots, i, group.shape) for i in group.layers])
+        if self.predrawn is not None:
+            noise = self.predrawn[g]
+            if noise.shape != logits.shape:
+                raise RuntimeError(f"maskunet: noise drawn before the call for group {g} has shape "
+                                   f"{tuple(noise.shape)}, its logits {tuple(logits.shape)}")
+            return noise
+        return draw_group_noise(tuple(logits.shape), streams_of_rows(self._noise_generators(), logits.shape[1]),
+                                logits.device)
 
     def new_features(self, block: str) -> None:
         """The block was called (new features): its groups are recomputed when next used."""
@@ -248,21 +268,8 @@ class FusedMasks:
         logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
         if model.deterministic:
             mask = logits > 0
-        elif keys is not None:  # noise=counter: Philox keyed by (row key, layer index, weight index, row slot)
-            noise = torch.stack([counter_exponential(keys, slots, i, (out_f, in_f)) for i in group.layers])
-            mask = torch.lt(noise, logits.exp_())
-        elif self.predrawn is not None:  # stream noise drawn before the call (a compiled call)
-            noise = self.predrawn[g]
-            if noise.shape != logits.shape:
-                raise RuntimeError(f"maskunet: noise drawn before the call for group {g} has shape "
-                                   f"{tuple(noise.shape)}, its logits {tuple(logits.shape)}")
-            mask = torch.lt(noise, logits.exp_())
         else:
-            generators = model.row_generators
-            if generators is not None and model.share is not None:
-                generators = [generators[r] for r in model.share[0]]
-            noise = draw_group_noise((L, B, out_f, in_f), streams_of_rows(generators, B), logits.device)
-            mask = torch.lt(noise, logits.exp_())
+            mask = torch.lt(self._group_noise(g, keys, slots, logits), logits.exp_())
         self._weights[g] = masked_product(weight, mask)
         if model.on_mask is not None:
             self._masks[g] = mask

@@ -186,12 +186,12 @@ class EfficiencySuite(Suite):
 
         # FLOPs: one denoiser forward at batch 1 (one row), then one whole image; counted on the eager call
         # (compile=: a compiled graph's kernels are not the aten ops FlopCounterMode counts)
+        eager = {key: (prep, dataclasses.replace(sampler, compile="none"))
+                 for key, (prep, sampler) in variants.items()}
         if p.flops:
-            counted = {}
-            for key, (prep, sampler) in variants.items():
-                sampler = dataclasses.replace(sampler, compile="none")
-                one_row = _denoiser_call(bundle, prep, sampler, prompt, seeds[:1], cfg=False)
-                counted[key] = flops_mod.count_flops(one_row)
+            counted = {key: flops_mod.count_flops(_denoiser_call(bundle, prep, sampler, prompt, seeds[:1],
+                                                                 cfg=False))
+                       for key, (prep, sampler) in eager.items()}
             base_f, method_f = counted["base"][0], counted["method"][0]
             metrics.update({
                 "gflops": _count(method_f / 1e9), "gmacs": _count(method_f / 2e9),
@@ -200,8 +200,8 @@ class EfficiencySuite(Suite):
             })
             details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
         if p.image_flops:
-            per_image = {key: flops_mod.count_flops(image(prep, dataclasses.replace(sampler, compile="none")))[0]
-                         / p.images for key, (prep, sampler) in variants.items()}
+            per_image = {key: flops_mod.count_flops(image(prep, sampler))[0] / p.images
+                         for key, (prep, sampler) in eager.items()}
             metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
             metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
 
