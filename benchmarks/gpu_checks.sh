@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU (for a session lent one: the device tool's `run`). Writes JSON lines and logs under
 # ${OUT:-build/gpu-checks}; each step goes on if one before failed. `bash benchmarks/gpu_checks.sh [STEP ...]` runs
-# the steps named (default: all; a device call is limited to 10 minutes, so split them over calls: 1 2 4 | 3 | 5 | 6).
+# the steps named (default: all; a device call is limited to 10 minutes, so split them over calls: 1 2 4 7 | 3 | 5 | 6).
 #   1. the compiled fused mask kernel against its PyTorch reference (tests/test_fused_masks.py -k cuda; issue 16)
 #   2. generation throughput on SD 1.5's layout: harness vs bare diffusers loop vs chunk=1 (issue 13, target >= 0.90)
 #   3. SD 1.5 efficiency at batch 1 (the paper's protocol): maskunet (torch path and fused), lora merged / unmerged,
@@ -11,6 +11,8 @@
 #   6. maskunet under compile=reduce-overhead, base compiled too, 20 steps: stream noise (drawn before each call),
 #      counter noise with inductor's own Triton for the whole mask path (kernel: torch) and with the hand-written
 #      kernel inside the graph (kernel: triton) (items 1, 4)
+#   7. where the default (torch) mask path's time goes on SD 1.5, stage by stage, fp16, one CFG call
+#      (benchmarks/mask_stages.py: adapter GEMMs, uniform draws, E, threshold and W * M, against the base call)
 # The machine needs the project's Python packages (torch with CUDA, diffusers, transformers, peft, open_clip, triton).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ out="${OUT:-build/gpu-checks}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
-steps="${*:-1 2 3 4 5 6}"
+steps="${*:-1 2 3 4 5 6 7}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.txt" 2>&1
 "$py" -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)" >>"$out/device.txt" 2>&1
 
@@ -47,6 +49,8 @@ for step in $steps; do
        bench efficiency_sd15_compiled 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 --steps 20 \
            --methods "maskunet,$counter,$fused" \
            --extra compile=reduce-overhead suite.image_flops=false suite.train_step=never ;;
-    *) echo "unknown step $step (1-6)" | tee -a "$out/summary.txt" ;;
+    7) bench mask_stages 200 benchmarks/mask_stages.py --model sd15 --weights random --device cuda --dtype float16 \
+           --repeats 10 ;;
+    *) echo "unknown step $step (1-7)" | tee -a "$out/summary.txt" ;;
     esac
 done

@@ -276,3 +276,62 @@ def test_image_scope_shares_the_conditional_rows_mask(tiny_bundle, tmp_path):
     prepared.end_batch()
     assert all(m.shape[0] == 2 for m in seen) and prepared.model.share is None
     assert prepared.info["mask_scope"].startswith("per image")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("noisy", [True, False])
+def test_thresholded_product_is_the_bool_mask_product_bit_for_bit(dtype, noisy):
+    from mubench.methods.masking import masked_product, thresholded_product
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 1, 16, 24, generator=g).to(dtype)
+    weight[0, 0, 0, :4] = torch.tensor([0.0, -0.0, -1.5, 2.0])  # signed zeros and negatives that get dropped
+    logits = torch.randn(3, 2, 16, 24, generator=g) * 3
+    logits[1, 1, 2, :3] = torch.tensor([100.0, float("-inf"), 0.0])  # e^l overflows to inf, underflows to 0; l = 0
+    noise = exponential_noise(torch.empty(logits.shape), torch.Generator().manual_seed(1)) if noisy else None
+    keep = torch.lt(noise, logits.exp()) if noisy else logits > 0
+    ref = masked_product(weight, keep)
+    out = thresholded_product(weight, logits.clone(), noise)
+    assert out.dtype == ref.dtype == dtype and out.shape == ref.shape
+    assert torch.equal(out.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+                       ref.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))  # +0 for dropped, bits
+    assert 0.1 < keep.float().mean().item() < 0.9 and (ref[keep.logical_not()] == 0).all()
+    assert not torch.signbit(ref[keep.logical_not().expand_as(ref)]).any()
+
+
+def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_bundle, tmp_path):
+    # with on_mask set the grouped path keeps bool masks (masked_product); without it thresholds over the logits
+    # (thresholded_product): the same weights, so the same outputs to the bit
+    model = _prepared(tiny_bundle, tmp_path).model
+    g = torch.Generator().manual_seed(4)
+    x, ctx = torch.randn(3, 4, 16, 16, generator=g), torch.randn(3, 16, 32, generator=g)
+    t = torch.tensor([900, 400, 20])
+    outs = []
+    for observe in (False, True):
+        model.on_mask = (lambda i, m: None) if observe else None
+        model.row_generators = _streams(3, 11)
+        with torch.no_grad():
+            outs.append(model(x, t, ctx).sample)
+    model.on_mask = None
+    assert torch.equal(outs[0], outs[1])
+    with torch.no_grad():
+        assert (model.unet(x, t, ctx).sample - outs[0]).abs().max() > 1e-3
+
+
+def test_the_stage_benchmark_runs_on_a_tiny_model():
+    # benchmarks/mask_stages.py reaches into the grouped path (its groups, stacked parameters and stages): run it
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "benchmarks/mask_stages.py", "--model", "tiny-sd", "--repeats", "2",
+                           "--warmup", "0"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["groups"] >= 1 and line["rows"] == 2 and line["base_ms"] > 0
+    assert set(line["stages"]) == {"adapter_h", "adapter_logits", "uniform", "to_exponential", "threshold",
+                                   "threshold_bool_mask"}
+    assert all(s["ms"] > 0 for s in line["stages"].values())
+    floor = 1 + sum(line["stages"][k]["ms"] for k in ("adapter_h", "adapter_logits", "uniform")) / line["base_ms"]
+    assert abs(line["floor_ratio"] - floor) < 2e-3

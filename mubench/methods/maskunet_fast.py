@@ -12,8 +12,9 @@ block's current features, the whole group is computed with stacked tensors:
   adapter weights are cached until a parameter changes);
 - the noise, ``E = −log(1 − U)``, drawn for the group at once from each image's stream: ``[layers, rows of the
   image, out, in]`` in memory order (layers in ``MaskUNet.masked`` order);
-- the bool mask ``E < e^ℓ`` (``ℓ > 0`` when deterministic) and the masked weights of all of them in one pass
-  (:func:`~mubench.methods.masking.masked_product`);
+- the mask ``E < e^ℓ`` (``ℓ > 0`` when deterministic) written as 1.0 / 0.0 over the logits and the masked weights
+  of all of them in one ``addcmul`` (:func:`~mubench.methods.masking.thresholded_product`; a bool mask only where
+  ``on_mask`` asks for it);
 
 and each layer of the group then takes its ``[rows, out, in]`` slice. The stacked GEMMs sum in another order than the
 per-layer adapter, so a logit may differ from it in the last bits: a mask can only differ where the noise falls within
@@ -34,7 +35,7 @@ from torch import nn
 
 from ..kernels.masked_weights import masked_weights_triton
 from ..kernels.philox import counter_exponential
-from .masking import MaskedLayer, MaskedWeights, masked_product
+from .masking import MaskedLayer, MaskedWeights, masked_product, thresholded_product
 
 # weights (per row) in one group. Small layers gain from grouping (fewer tensor operations: the micro model's 32
 # linears become 3 groups); large ones do not (a group's logits, noise, mask and masked weights then leave the CPU
@@ -266,10 +267,10 @@ class FusedMasks:
             self._weights[g] = out
             return
         logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
-        if model.deterministic:
-            mask = logits > 0
-        else:
-            mask = torch.lt(self._group_noise(g, keys, slots, logits), logits.exp_())
+        noise = None if model.deterministic else self._group_noise(g, keys, slots, logits)
+        if model.on_mask is None:
+            self._weights[g] = thresholded_product(weight, logits, noise)
+            return
+        mask = logits > 0 if noise is None else torch.lt(noise, logits.exp_())
         self._weights[g] = masked_product(weight, mask)
-        if model.on_mask is not None:
-            self._masks[g] = mask
+        self._masks[g] = mask
