@@ -118,6 +118,15 @@ class PlainMasks:
             h.remove()
 
 
+def _unmasked(model, x, t, ctx) -> torch.Tensor:
+    """The UNet's output with every mask taken off (the model is unmasked afterwards)."""
+    from mubench.methods.masking import set_mask_fn
+
+    set_mask_fn(model.masked, None)
+    with torch.no_grad():
+        return model.unet(x, t, ctx).sample
+
+
 def _streams(n: int, seed: int):
     return [torch.Generator().manual_seed(seed + r) for r in range(n)]
 
@@ -163,8 +172,7 @@ def test_fast_masks_equal_the_plain_computation(tiny_bundle, tmp_path, rows):
     assert 0.2 < kept < 0.95  # the masks are far from trivial, so the comparison means something
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
     # and the masks matter: the unmasked model gives something else
-    with torch.no_grad():
-        assert (model.unet(x, t, ctx).sample - fast).abs().max() > 1e-3
+    assert (_unmasked(model, x, t, ctx) - fast).abs().max() > 1e-3
 
 
 def test_sampling_through_the_sampler_matches_the_plain_computation(tiny_bundle, tmp_path):
@@ -299,10 +307,14 @@ def test_thresholded_product_is_the_bool_mask_product_bit_for_bit(dtype, noisy):
     assert not torch.signbit(ref[keep.logical_not().expand_as(ref)]).any()
 
 
-def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_bundle, tmp_path):
-    # with on_mask set the grouped path keeps bool masks (masked_product); without it thresholds over the logits
-    # (thresholded_product): the same weights, so the same outputs to the bit
-    model = _prepared(tiny_bundle, tmp_path).model
+@pytest.mark.parametrize("layers,deterministic", [("decoder-attn", False), ("decoder-attn+conv", False),
+                                                   ("decoder-attn+conv", True)])
+def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_bundle, tmp_path, layers,
+                                                                           deterministic):
+    # with on_mask set the grouped and per-layer (conv) paths keep bool masks (masked_product); without it they
+    # threshold over the logits (thresholded_product): the same weights, so the same outputs to the bit
+    model = _prepared(tiny_bundle, tmp_path, layers=layers, deterministic=deterministic).model
+    assert any(layer.kind == "conv" for layer in model.masked) == (layers != "decoder-attn")
     g = torch.Generator().manual_seed(4)
     x, ctx = torch.randn(3, 4, 16, 16, generator=g), torch.randn(3, 16, 32, generator=g)
     t = torch.tensor([900, 400, 20])
@@ -314,8 +326,7 @@ def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_b
             outs.append(model(x, t, ctx).sample)
     model.on_mask = None
     assert torch.equal(outs[0], outs[1])
-    with torch.no_grad():
-        assert (model.unet(x, t, ctx).sample - outs[0]).abs().max() > 1e-3
+    assert (_unmasked(model, x, t, ctx) - outs[0]).abs().max() > 1e-3
 
 
 def test_the_stage_benchmark_runs_on_a_tiny_model():

@@ -40,7 +40,7 @@ from ..models.base import ModelBundle
 from .base import MethodContext
 from .hook_args import call_arguments, positional_names
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, masked_product,
-                      masked_weight_count, set_mask_fn)
+                      masked_weight_count, set_mask_fn, thresholded_product)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .maskunet_sampling import MaskUNetPrepared
@@ -256,21 +256,26 @@ class MaskUNet(nn.Module):
         streams = streams_of_rows(self.row_generators if generators is None else generators, logits.shape[0])
         return draw_group_noise((1, *logits.shape), streams, logits.device)[0]
 
-    def layer_mask(self, i: int, rows: Optional[list[int]] = None) -> torch.Tensor:
-        """Masks of layer ``i`` for the rows of the current call (``rows``: only these rows, in this order)."""
-        logits = self.layer_logits(i).float()  # noise and thresholds in fp32 even under autocast
+    def _mask_terms(self, i: int, rows: Optional[list[int]]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Layer ``i``'s logits (fp32, even under autocast) and noise (None when deterministic) for the rows of the
+        current call (``rows``: only these rows, in this order)."""
+        logits = self.layer_logits(i).float()
         generators = self.row_generators
         if rows is not None:
             logits = logits[rows]
             generators = None if generators is None else [generators[r] for r in rows]
+        return logits, None if self.deterministic else self._noise(logits, generators, i, rows)
+
+    def layer_mask(self, i: int, rows: Optional[list[int]] = None) -> torch.Tensor:
+        """Masks of layer ``i`` for the rows of the current call (``rows``: only these rows, in this order)."""
+        logits, noise = self._mask_terms(i, rows)
         train = torch.is_grad_enabled() and logits.requires_grad
-        if self.deterministic:
+        if noise is None:
             hard = logits > 0
             if not train:
                 return hard
             soft = torch.sigmoid(logits / self.tau)
             return hard.to(soft.dtype) - soft.detach() + soft
-        noise = self._noise(logits, generators, i, rows)
         if not train:  # sampling: the bool event E < e^l, with e^l computed in place (no temporaries)
             return torch.lt(noise, logits.exp_())
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
@@ -282,7 +287,11 @@ class MaskUNet(nn.Module):
             if fused is not None:
                 return fused
         share = getattr(self, "share", None) if not torch.is_grad_enabled() else None
-        mask = self.layer_mask(i, share[0] if share is not None else None)
+        rows = share[0] if share is not None else None
+        if self.on_mask is None and not torch.is_grad_enabled():  # sampling, no observer: no bool mask needed
+            weight = thresholded_product(module.weight, *self._mask_terms(i, rows))
+            return MaskedWeights(weight, share[1] if share is not None else None)
+        mask = self.layer_mask(i, rows)
         if self.on_mask is not None:
             self.on_mask(i, mask.detach())
         # a bool mask multiplies without a float copy of it; a float one (training: straight-through) as it is
