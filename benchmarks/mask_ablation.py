@@ -17,7 +17,12 @@ Variants (``forward_ratio`` = median time / median base time, paired bootstrap C
 - ``grouped_counter``: ``noise: counter`` on the torch path (Philox-4x32-10 in int64 tensor operations: the fused GPU
   kernel's noise, computed on the CPU).
 
-Also reported: ``ratio_of_minima`` (fastest call / fastest base call), less sensitive to other processes on a shared CPU.
+The per-layer and grouped variants run today's code, so they threshold over the logits
+(:func:`~mubench.methods.masking.thresholded_product`, since 2026-12-06) where the figures in docs/efficiency.md were
+measured with a bool mask.
+
+Also reported: ``ratio_of_minima`` (fastest call / fastest base call), less sensitive to other processes on a shared
+CPU.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ import json
 import os
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _one_call import OneCFGCall  # noqa: E402
 
 
 def main() -> None:
@@ -43,49 +51,15 @@ def main() -> None:
     import torch.nn.functional as F
 
     from mubench.methods import maskunet_fast
-    from mubench.methods.base import MethodContext, Prepared, RowInfo, StepState
-    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
-    from mubench.models.base import Conditioning, LoadContext
+    from mubench.methods.base import Prepared
     from mubench.perf.timing import interleaved, ratio_ci, resolve_clock
     from mubench.quiet import quiet_libraries
-    from mubench.registry import load_registries
-    from mubench.seeding import image_generator
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
-    regs = load_registries()
-    cls = regs.models.get(args.model)
-    bundle = cls.load(cls.Params(), LoadContext(device, torch.float32, args.weights))
-    ctx = MethodContext(artifacts_dir=Path("."), train="never", weights=args.weights, show_progress=False)
-
-    def build(**kw):
-        prepared = MaskUNetMethod(MaskUNetParams(**kw), "maskunet").build(bundle, ctx)
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():  # trained-looking adapters (the cost does not depend on them)
-            for a in prepared.model.adapters:
-                a.rows.weight.copy_(torch.randn(a.rows.weight.shape, generator=gen) * 0.1)
-                a.cols.weight.copy_(torch.randn(a.cols.weight.shape, generator=gen) * 0.1)
-        return prepared
-
-    res = bundle.resolution
-    shape = bundle.codec.latent_shape(res, res)
-    x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(1))
-    cond = Conditioning.cat(bundle.conditioner.unconditional(1), bundle.conditioner.encode(["a red circle"]))
-    t = torch.tensor(500)
-    rows = [RowInfo(0, False), RowInfo(0, True)]
-
-    def call(prepared):
-        from mubench.sampler import call_denoiser
-
-        def run():
-            gens = [image_generator(7)]
-            prepared.begin_batch(gens, rows)
-            prepared.before_step(StepState(0, 50, t, x[:1], rows, gens))
-            with torch.no_grad():
-                call_denoiser(bundle, prepared.denoiser, x, t, cond)
-            prepared.end_batch()
-        return run
+    one = OneCFGCall(args.model, args.weights, device)
+    build, call = one.maskunet, one.runner
 
     def exponential_noise_draw(shape, streams, device):  # the noise as before this work
         noise = torch.empty(shape, dtype=torch.float32, device=device)
@@ -140,7 +114,7 @@ def main() -> None:
     variants["grouped_image_scope"] = call(build(mask_scope="image"))
     variants["grouped_deterministic"] = call(build(deterministic=True))
     variants["grouped_counter"] = call(build(noise="counter"))
-    base_prepared = Prepared(bundle.denoiser)  # the base model
+    base_prepared = Prepared(one.bundle.denoiser)  # the base model
     variants["base"] = call(base_prepared)
 
     original = maskunet_fast.draw_group_noise

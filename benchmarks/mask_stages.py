@@ -29,6 +29,9 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _one_call import OneCFGCall  # noqa: E402
+
 STAGES = ("adapter_h", "adapter_logits", "uniform", "to_exponential", "threshold")
 COMPARED = ("threshold_bool_mask",)  # timed for comparison, not part of the path
 
@@ -47,45 +50,18 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from mubench.methods.base import MethodContext, Prepared, RowInfo, StepState
-    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+    from mubench.methods.base import Prepared
     from mubench.methods.maskunet_fast import _to_exponential
     from mubench.methods.masking import masked_product, thresholded_product
-    from mubench.models.base import Conditioning, LoadContext
     from mubench.perf.timing import interleaved, median_ci, ratio_ci, resolve_clock, time_call
     from mubench.quiet import quiet_libraries
-    from mubench.registry import load_registries
-    from mubench.sampler import call_denoiser
-    from mubench.seeding import image_generator
 
     quiet_libraries()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cls = load_registries().models.get(args.model)
-    bundle = cls.load(cls.Params(), LoadContext(device, getattr(torch, args.dtype), args.weights))
-    ctx = MethodContext(artifacts_dir=Path("."), train="never", weights=args.weights, show_progress=False)
-    prepared = MaskUNetMethod(MaskUNetParams(), "maskunet").build(bundle, ctx)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    with torch.no_grad():  # trained-looking adapters: masks far from all-ones (the cost does not depend on them)
-        for a in prepared.model.adapters:
-            for layer in (a.rows, a.cols):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.1)
+    one = OneCFGCall(args.model, args.weights, device, getattr(torch, args.dtype))
+    prepared = one.maskunet()
     fused = prepared.model._fused
-
-    shape = bundle.codec.latent_shape(bundle.resolution, bundle.resolution)
-    x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(1)).to(device, getattr(torch, args.dtype))
-    cond = Conditioning.cat(bundle.conditioner.unconditional(1), bundle.conditioner.encode(["a red circle"]))
-    t = torch.tensor(500, device=device)
-    rows = [RowInfo(0, False), RowInfo(0, True)]
-
-    def call(p: Prepared) -> None:
-        gens = [image_generator(7)]
-        p.begin_batch(gens, rows)
-        p.before_step(StepState(0, 50, t, x[:1], rows, gens))
-        with torch.no_grad():
-            call_denoiser(bundle, p.denoiser, x, t, cond)
-        p.end_batch()
-
     grids: dict[int, torch.Tensor] = {}
     compute = fused._compute
 
@@ -94,7 +70,7 @@ def main() -> None:
         compute(g)
 
     fused._compute = capture
-    call(prepared)
+    one.runner(prepared)()
     fused._compute = compute
 
     stage_times: dict[str, list[float]] = {name: [] for name in STAGES + COMPARED}
@@ -127,7 +103,7 @@ def main() -> None:
         for name in spent:
             stage_times[name].append(spent[name])
 
-    times = interleaved({"base": lambda: call(Prepared(bundle.denoiser)), "maskunet": lambda: call(prepared),
+    times = interleaved({"base": one.runner(Prepared(one.bundle.denoiser)), "maskunet": one.runner(prepared),
                          "stages": stages}, device, warmup=args.warmup, repeats=args.repeats, seed=0)
     for name in stage_times:
         del stage_times[name][:args.warmup]
