@@ -17,8 +17,8 @@ def git_revision(root: Optional[Path] = None) -> Optional[str]:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode != 0 or not out.stdout.strip():
             return None
-        changed = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "--no-optional-locks", "-C", str(here), "status", "--porcelain",
+                                  "--untracked-files=no"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     dirty = changed.returncode == 0 and changed.stdout.strip() != ""
