@@ -43,7 +43,7 @@ from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install
                       masked_weight_count, set_mask_fn, thresholded_product)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
-from .maskunet_sampling import MaskUNetPrepared
+from .maskunet_sampling import MaskUNetPrepared, compiles
 from .training import MethodTrainConfig, TrainableMethod
 
 __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
@@ -321,8 +321,8 @@ class MaskUNetMethod(TrainableMethod):
 
     @property
     def compile_safe(self) -> bool:
-        p = self.params  # MaskUNetPrepared.compile_safe (stream noise: where the fused path covers every layer)
-        return p.deterministic or p.noise == "counter" or p.layers == "decoder-attn"
+        p = self.params  # known before loading: the grouped path covers every layer where only linears are masked
+        return compiles(p.deterministic, p.noise, fused_covers_every_layer=p.layers == "decoder-attn")
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params

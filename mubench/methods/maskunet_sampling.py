@@ -14,6 +14,13 @@ from .base import Prepared, RowInfo, StepState
 from .masking import RowGroups, derived_generator, derived_seed
 
 
+def compiles(deterministic: bool, noise: str, fused_covers_every_layer: bool) -> bool:
+    """Whether maskunet's denoiser call traces into one ``torch.compile`` graph: masks without noise, counter noise
+    (Philox words from tensors), or stream noise drawn before the call, which needs the grouped path to cover every
+    masked layer (``torch.Generator`` objects cannot enter a graph)."""
+    return deterministic or noise == "counter" or fused_covers_every_layer
+
+
 class MaskUNetPrepared(Prepared):
     """Sampling hooks: the Gumbel noise of an image's rows comes from its stream (one seed draw per image and call;
     its CFG rows draw their noise together, ``[rows, ...]`` in memory order, each row its own mask)."""
@@ -25,8 +32,7 @@ class MaskUNetPrepared(Prepared):
         # it drawn before the call, which the fused path can do when it covers every masked layer (linears only)
         fused = getattr(model, "_fused", None)
         self._fused = fused if fused is not None and fused.covers_every_layer else None
-        self.compile_safe = (model.deterministic or getattr(model, "noise", "stream") == "counter"
-                             or self._fused is not None)
+        self.compile_safe = compiles(model.deterministic, getattr(model, "noise", "stream"), self._fused is not None)
         self._predraw = False
 
     def use_compiled(self, compiled: bool) -> None:
