@@ -51,7 +51,7 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def measure(entry: str, modes: list[str], args: argparse.Namespace) -> dict:
+def measure(method: str, method_keys: list[str], modes: list[str], args: argparse.Namespace) -> dict:
     from mubench.chunking import default_chunk
     from mubench.config import resolve
     from mubench.errors import MubenchError
@@ -61,7 +61,6 @@ def measure(entry: str, modes: list[str], args: argparse.Namespace) -> dict:
     from mubench.sampler import check_compilable, resolve_sampler, sample_latents
 
     regs = load_registries(plugins=False)
-    _, method, method_keys = split_method(entry)
     cfg = resolve([f"suite={args.suite}", f"model={args.model}", f"method={method}", *method_keys,
                    f"device={args.device}", f"dtype={args.dtype}", f"weights={args.weights}", *args.extra], regs)
     runner = Runner(cfg, regs)
@@ -113,7 +112,8 @@ def main() -> None:
 
     quiet_libraries()
     modes = [m for m in args.modes.split(",") if m]
-    results = {split_method(m)[0]: measure(m, modes, args) for m in args.methods.split(",") if m}
+    entries = [split_method(m) for m in args.methods.split(",") if m]
+    results = {label: measure(method, keys, modes, args) for label, method, keys in entries}
     line = {"benchmark": "compile_denoiser", "model": args.model, "suite": args.suite, "device": args.device,
             "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else platform.processor() or platform.machine(),

@@ -52,7 +52,7 @@ def main() -> None:
 
     from mubench.methods.base import Prepared
     from mubench.methods.maskunet_fast import _to_exponential
-    from mubench.methods.masking import masked_product, thresholded_product
+    from mubench.methods.masking import keep_mask, masked_product, thresholded_product
     from mubench.perf.timing import interleaved, median_ci, ratio_ci, resolve_clock, time_call
     from mubench.quiet import quiet_libraries
 
@@ -93,7 +93,7 @@ def main() -> None:
                 "uniform": lambda: found.__setitem__("u", torch.empty_like(found["logits"]).uniform_(
                     0.0, 1.0, generator=noise_gen)),
                 "to_exponential": lambda: _to_exponential(found["u"]),
-                "threshold_bool_mask": lambda: masked_product(weight, torch.lt(found["u"], found["copy"].exp_())),
+                "threshold_bool_mask": lambda: masked_product(weight, keep_mask(found["copy"], found["u"])),
                 "threshold": lambda: thresholded_product(weight, found["logits"], found["u"]),
             }
             for name in STAGES[:-1] + COMPARED + STAGES[-1:]:

@@ -159,6 +159,12 @@ def masked_product(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.mul(weight, keep).add_(0.0)
 
 
+def keep_mask(logits: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The bool mask ``noise < e^logits`` (``logits > 0`` without noise), ``e^logits`` computed in place over
+    ``logits`` (the caller's own)."""
+    return logits > 0 if noise is None else torch.lt(noise, logits.exp_())
+
+
 def thresholded_product(weight: torch.Tensor, logits: torch.Tensor,
                         noise: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``W ⊙ M`` with ``M = [noise < e^logits]`` (``[logits > 0]`` without noise), bitwise
@@ -170,7 +176,7 @@ def thresholded_product(weight: torch.Tensor, logits: torch.Tensor,
     1 and 0 are exact, and adding +0 turns a −0 into +0, so the weights are those of :func:`masked_product`. Other
     weight dtypes (fp16 on a GPU) keep the bool mask, which a GPU casts on the fly."""
     if weight.dtype != logits.dtype:
-        return masked_product(weight, logits > 0 if noise is None else torch.lt(noise, logits.exp_()))
+        return masked_product(weight, keep_mask(logits, noise))
     if noise is None:
         torch.gt(logits, 0.0, out=logits)
     else:

@@ -39,8 +39,8 @@ from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
 from .base import MethodContext
 from .hook_args import call_arguments, positional_names
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, masked_product,
-                      masked_weight_count, set_mask_fn, thresholded_product)
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, keep_mask,
+                      masked_product, masked_weight_count, set_mask_fn, thresholded_product)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .maskunet_sampling import MaskUNetPrepared, compiles
@@ -269,15 +269,11 @@ class MaskUNet(nn.Module):
     def layer_mask(self, i: int, rows: Optional[list[int]] = None) -> torch.Tensor:
         """Masks of layer ``i`` for the rows of the current call (``rows``: only these rows, in this order)."""
         logits, noise = self._mask_terms(i, rows)
-        train = torch.is_grad_enabled() and logits.requires_grad
+        if not (torch.is_grad_enabled() and logits.requires_grad):  # sampling: the bool event E < e^l (or l > 0)
+            return keep_mask(logits, noise)
         if noise is None:
-            hard = logits > 0
-            if not train:
-                return hard
             soft = torch.sigmoid(logits / self.tau)
-            return hard.to(soft.dtype) - soft.detach() + soft
-        if not train:  # sampling: the bool event E < e^l, with e^l computed in place (no temporaries)
-            return torch.lt(noise, logits.exp_())
+            return (logits > 0).to(soft.dtype) - soft.detach() + soft
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
 
     def _masked_weights(self, i: int, module: nn.Module) -> MaskedWeights:

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..kernels.masked_weights import masked_weights_triton
 from ..kernels.philox import counter_exponential
-from .masking import MaskedLayer, MaskedWeights, masked_product, thresholded_product
+from .masking import MaskedLayer, MaskedWeights, keep_mask, masked_product, thresholded_product
 
 # weights (per row) in one group. Small layers gain from grouping (fewer tensor operations: the micro model's 32
 # linears become 3 groups); large ones do not (a group's logits, noise, mask and masked weights then leave the CPU
@@ -271,6 +271,6 @@ class FusedMasks:
         if model.on_mask is None:
             self._weights[g] = thresholded_product(weight, logits, noise)
             return
-        mask = logits > 0 if noise is None else torch.lt(noise, logits.exp_())
+        mask = keep_mask(logits, noise)
         self._weights[g] = masked_product(weight, mask)
         self._masks[g] = mask
