@@ -273,3 +273,19 @@ def test_low_precision_base_trains_fp32_weights(regs, data, tmp_path):
     assert all(p.dtype == torch.bfloat16 for p in low.denoiser.parameters())
     meta = json.loads(Path(outcome["directory"], "meta.json").read_text())
     assert meta["precision"] == "bf16"
+
+
+def test_an_artifact_that_does_not_fit_is_refused_and_copies_nothing():
+    from mubench.methods.artifacts import copy_matching_state
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)).to(torch.float64)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    good = {k: torch.full(v.shape, 0.5, dtype=torch.float32) for k, v in before.items()}
+    for bad, why in [({k: v for k, v in good.items() if k != "1.bias"}, r"missing \['1.bias'\]"),
+                     ({**good, "2.weight": torch.zeros(1)}, r"unexpected \['2.weight'\]"),
+                     ({**good, "0.weight": torch.zeros(3, 2)}, r"wrong shape \['0.weight'\]")]:
+        with pytest.raises(UsageError, match=f"does not match this net: .*{why}"):
+            copy_matching_state(net.state_dict(), bad, "this net")
+        assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    copy_matching_state(net.state_dict(), good, "this net")
+    assert all(v.dtype == torch.float64 and torch.all(v == 0.5) for v in net.state_dict().values())

@@ -17,7 +17,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..config import stable_hash, to_plain
-from ..errors import AssetError
+from ..errors import AssetError, UsageError
 from ..fsutil import atomic_write_bytes
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -66,3 +66,18 @@ def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if expected and expected != digest:
         raise AssetError(f"{directory / WEIGHTS_FILE}: sha256 {digest} does not match the manifest's {expected}")
     return st_load(blob), meta, digest
+
+
+def copy_matching_state(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Copy an artifact's ``tensors`` into ``expected`` (a module's state, in place), cast to each target's dtype;
+    a missing, unexpected or wrongly shaped tensor is a UsageError naming ``what`` they were meant for and nothing is
+    copied."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or extra or wrong:
+        raise UsageError(f"artifact does not match {what}: missing {missing[:3]}, unexpected {extra[:3]}, "
+                         f"wrong shape {wrong[:3]}")
+    with torch.no_grad():
+        for key, value in expected.items():
+            value.copy_(tensors[key].to(value.dtype))

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models.base import ModelBundle
+from .artifacts import copy_matching_state
 from .base import MethodContext, Prepared
 from .training import MethodTrainConfig, TrainableMethod
 
@@ -87,16 +88,7 @@ class FullFTPrepared(Prepared):
         return {k: v for k, v in self.denoiser.state_dict().items()}
 
     def load_artifact_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = self.denoiser.state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
-        if missing or extra or wrong:
-            raise UsageError(f"artifact does not match this denoiser: missing {missing[:3]}, unexpected {extra[:3]}, "
-                             f"wrong shape {wrong[:3]}")
-        with torch.no_grad():
-            for key, value in expected.items():
-                value.copy_(tensors[key].to(value.dtype))
+        copy_matching_state(self.denoiser.state_dict(), tensors, "this denoiser")
 
 
 class FullFineTune(TrainableMethod):

@@ -37,6 +37,7 @@ from ..errors import UsageError
 from ..kernels.masked_weights import triton_unavailable
 from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
+from .artifacts import copy_matching_state
 from .base import MethodContext
 from .hook_args import call_arguments, positional_names
 from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, keep_mask,
@@ -196,16 +197,7 @@ class MaskUNet(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith(("generators.", "adapters."))}
 
     def load_trainable_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = self.trainable_state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
-        if missing or extra or wrong:
-            raise UsageError(f"artifact does not match this maskunet architecture: missing {missing[:3]}, "
-                             f"unexpected {extra[:3]}, wrong shape {wrong[:3]}")
-        with torch.no_grad():
-            for key, value in expected.items():
-                value.copy_(tensors[key].to(value.dtype))
+        copy_matching_state(self.trainable_state_dict(), tensors, "this maskunet architecture")
 
     # ---- masks
     def _make_hook(self, key: str):

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
+from ..metrics.positions import box_relations
 from .scene import COLORS, SHAPES, MicroObject, Phrase, object_mask
 
 TEMPLATE_SIZE = 16
@@ -155,24 +156,7 @@ class Oracle:
     # ---- rules -------------------------------------------------------------------------------
     def relations(self, a: Detection, b: Detection) -> set[str]:
         """GenEval's relative position of ``a`` with respect to ``b`` (a set; may be empty)."""
-        ax0, ay0, ax1, ay1 = a.bbox
-        bx0, by0, bx1, by1 = b.bbox
-        offset = np.array([(ax0 + ax1 - bx0 - bx1) / 2, (ay0 + ay1 - by0 - by1) / 2], dtype=np.float64)
-        sizes = np.array([(ax1 - ax0) + (bx1 - bx0), (ay1 - ay0) + (by1 - by0)], dtype=np.float64)
-        revised = np.maximum(np.abs(offset) - self.params.position_threshold * sizes, 0) * np.sign(offset)
-        if np.all(np.abs(revised) < 1e-3):
-            return set()
-        dx, dy = revised / np.linalg.norm(offset)
-        out = set()
-        if dx < -0.5:
-            out.add("left of")
-        if dx > 0.5:
-            out.add("right of")
-        if dy < -0.5:
-            out.add("above")
-        if dy > 0.5:
-            out.add("below")
-        return out
+        return box_relations(a.bbox, b.bbox, self.params.position_threshold)
 
     def evaluate(self, detections: list[Detection], phrases: tuple[Phrase, ...] | list[Phrase],
                  relation: Optional[str] = None) -> tuple[bool, str]:

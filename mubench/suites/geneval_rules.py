@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..metrics.positions import box_relations
+
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
@@ -89,24 +91,7 @@ def keep_detections(detections: dict[str, list[Detection]], tag: str,
 
 def relative_position(a: Detection, b: Detection, threshold: float = 0.1) -> set[str]:
     """Relations of A to B ("left of", "right of", "above", "below"), allowing for the boxes' sizes."""
-    boxes = np.array([a.box, b.box], dtype=np.float64).reshape(2, 2, 2)
-    center_a, center_b = boxes.mean(axis=1)
-    dim_a, dim_b = np.abs(boxes[:, 1] - boxes[:, 0])
-    offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - threshold * (dim_a + dim_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    rel = set()
-    if dx < -0.5:
-        rel.add("left of")
-    if dx > 0.5:
-        rel.add("right of")
-    if dy < -0.5:
-        rel.add("above")
-    if dy > 0.5:
-        rel.add("below")
-    return rel
+    return box_relations(a.box, b.box, threshold)
 
 
 ColorFn = Callable[[list[Detection], str], list[str]]  # (objects, classname) -> one colour name per object
