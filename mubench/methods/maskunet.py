@@ -122,21 +122,7 @@ class MaskUNet(nn.Module):
 
     def __init__(self, unet: nn.Module, layers: list[MaskedLayer], params: MaskUNetParams) -> None:
         super().__init__()
-        self.unet = unet
-        self.masked = layers
-        self.mode = params.mode
-        self.tau = params.tau
-        self.deterministic = params.deterministic
-        self.row_generators: Optional[list[torch.Generator]] = None
-        self.on_mask: Optional[Callable[[int, torch.Tensor], None]] = None
-        self.mask_scope = params.mask_scope
-        self.noise, self.kernel = params.noise, params.kernel
-        # sampling with noise=counter (set by the sampler hooks): each row's Philox key and its slot in its image
-        self.row_keys: Optional[torch.Tensor] = None
-        self.row_slots: Optional[torch.Tensor] = None
-        # sampling with mask_scope=image (set by the sampler hooks): the rows whose masks are drawn (one per image)
-        # and which rows use which of them
-        self.share: Optional[tuple[list[int], RowGroups]] = None
+        self._init_state(unet, layers, params)
         blocks: dict[str, _BlockSpec] = {}
         for layer in layers:
             size = (1, 1) if layer.kind == "linear" else tuple(layer.module.kernel_size)
@@ -164,6 +150,26 @@ class MaskUNet(nn.Module):
         # sampling (no gradients): linears computed a group at a time (maskunet_fast); not for subclasses that
         # compute their logits another way
         self._fused = FusedMasks(self) if type(self).layer_logits is MaskUNet.layer_logits else None
+
+    def _init_state(self, unet: nn.Module, layers: list[MaskedLayer], params: MaskUNetParams) -> None:
+        """The state every mask model has (subclasses that capture features their own way call this, not
+        ``__init__``); the grouped path (``_fused``) is MaskUNet's own and starts unset."""
+        self.unet = unet
+        self.masked = layers
+        self.mode = params.mode
+        self.tau = params.tau
+        self.deterministic = params.deterministic
+        self.row_generators: Optional[list[torch.Generator]] = None
+        self.on_mask: Optional[Callable[[int, torch.Tensor], None]] = None
+        self.mask_scope = params.mask_scope
+        self.noise, self.kernel = params.noise, params.kernel
+        # sampling with noise=counter (set by the sampler hooks): each row's Philox key and its slot in its image
+        self.row_keys: Optional[torch.Tensor] = None
+        self.row_slots: Optional[torch.Tensor] = None
+        # sampling with mask_scope=image (set by the sampler hooks): the rows whose masks are drawn (one per image)
+        # and which rows use which of them
+        self.share: Optional[tuple[list[int], RowGroups]] = None
+        self._fused: Optional[FusedMasks] = None
 
     # ---- the UNet interface
     def forward(self, *args, **kwargs):
@@ -218,7 +224,7 @@ class MaskUNet(nn.Module):
                     raise RuntimeError(f"maskunet: {key} features have {pooled.shape[1]} channels, "
                                        f"its generator expects {gen.in_ch}")
                 self._grids[(key, size)] = gen(pooled, temb)
-            if getattr(self, "_fused", None) is not None:
+            if self._fused is not None:
                 self._fused.new_features(key)
             return None
 
@@ -239,7 +245,7 @@ class MaskUNet(nn.Module):
         each row's key and slot and by ``layer`` (``rows``: the rows of the call these logits belong to). Else rows
         sharing a generator (of ``generators``, default ``row_generators``) draw together (``[rows, ...]`` in memory
         order), without generators from the global RNG."""
-        keys = getattr(self, "row_keys", None)
+        keys = self.row_keys
         if keys is not None:
             slots = self.row_slots
             if rows is not None:
@@ -269,12 +275,12 @@ class MaskUNet(nn.Module):
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
 
     def _masked_weights(self, i: int, module: nn.Module) -> MaskedWeights:
-        fast = getattr(self, "_fused", None)  # (subclasses that build themselves have none)
+        fast = self._fused
         if fast is not None and not torch.is_grad_enabled():
             fused = fast.weights(i, module)
             if fused is not None:
                 return fused
-        share = getattr(self, "share", None) if not torch.is_grad_enabled() else None
+        share = self.share if not torch.is_grad_enabled() else None
         rows = share[0] if share is not None else None
         if self.on_mask is None and not torch.is_grad_enabled():  # sampling, no observer: no bool mask needed
             weight = thresholded_product(module.weight, *self._mask_terms(i, rows))
@@ -322,10 +328,8 @@ class MaskUNetMethod(TrainableMethod):
             torch.manual_seed(p.train.seed)
             with torch.device("meta" if device.type == "meta" else "cpu"):
                 model = _model_class(unet)(unet, layers, p)
-        model.mask_scope, model.share = p.mask_scope, None  # (also for subclasses that build themselves)
-        model.noise, model.kernel, model.row_keys, model.row_slots = p.noise, p.kernel, None, None
         if p.kernel == "triton":
-            if getattr(model, "_fused", None) is None:
+            if model._fused is None:
                 raise UsageError("kernel=triton covers the masked linears of a UNet; transformer masks use "
                                  "kernel=torch")
             why = triton_unavailable(device) if device.type != "meta" else None

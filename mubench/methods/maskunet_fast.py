@@ -248,7 +248,7 @@ class FusedMasks:
         grid = model._grids.get((group.block, (1, 1)))
         if grid is None:
             raise RuntimeError(f"maskunet: no features captured for {group.block} (is the hook bypassed?)")
-        keys, slots = getattr(model, "row_keys", None), getattr(model, "row_slots", None)
+        keys, slots = model.row_keys, model.row_slots
         if model.share is not None:  # mask_scope=image: one mask per image, from its representative row
             rows = model.share[0]
             grid = grid[rows]
@@ -258,7 +258,7 @@ class FusedMasks:
         # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
         h = torch.baddbmm(b_out, a_out, grid.to(a_out.dtype)[None].expand(L, B, go, gi).reshape(L * B, go, gi))
         self._left[g] = L
-        if getattr(model, "kernel", "torch") == "triton" and model.on_mask is None:
+        if model.kernel == "triton" and model.on_mask is None:
             h = h.view(L, B, out_f, gi)
             out = torch.empty((L, B, out_f, in_f), dtype=weight.dtype, device=weight.device)
             for k, i in enumerate(group.layers):  # each layer's kernel writes its slice of the group's weights

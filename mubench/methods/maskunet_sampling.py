@@ -30,9 +30,9 @@ class MaskUNetPrepared(Prepared):
         self.model = model
         # stream noise comes from torch.Generator objects, which dynamo cannot put in a graph: a compiled call reads
         # it drawn before the call, which the fused path can do when it covers every masked layer (linears only)
-        fused = getattr(model, "_fused", None)
+        fused = model._fused
         self._fused = fused if fused is not None and fused.covers_every_layer else None
-        self.compile_safe = compiles(model.deterministic, getattr(model, "noise", "stream"), self._fused is not None)
+        self.compile_safe = compiles(model.deterministic, model.noise, self._fused is not None)
         self._predraw = False
 
     def use_compiled(self, compiled: bool) -> None:
@@ -52,7 +52,7 @@ class MaskUNetPrepared(Prepared):
 
     def before_step(self, state: StepState) -> None:
         images = list(dict.fromkeys(r.image for r in state.rows))
-        if getattr(self.model, "mask_scope", "row") == "image":  # an image's mask comes from its cond row (else first)
+        if self.model.mask_scope == "image":  # an image's mask comes from its cond row (else first)
             rep = {}
             for k, r in enumerate(state.rows):
                 if r.image not in rep or (r.cond and not state.rows[rep[r.image]].cond):
@@ -61,7 +61,7 @@ class MaskUNetPrepared(Prepared):
         if self.model.deterministic:
             return
         device = next(self.model.adapters.parameters()).device
-        if getattr(self.model, "noise", "stream") == "counter":  # one key per image and call, a slot per row
+        if self.model.noise == "counter":  # one key per image and call, a slot per row
             keys = {image: derived_seed(state.generators[image]) for image in images}
             seen: dict[int, int] = {}
             slots = []

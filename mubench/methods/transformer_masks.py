@@ -27,8 +27,6 @@ guidance is the training loss's business.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -62,13 +60,7 @@ class TransformerMaskUNet(MaskUNet):
         nn.Module.__init__(self)
         if not is_transformer(unet):
             raise UsageError(f"{type(unet).__name__} is not a transformer denoiser")
-        self.unet = unet
-        self.masked = layers
-        self.mode = params.mode
-        self.tau = params.tau
-        self.deterministic = params.deterministic
-        self.row_generators: Optional[list[torch.Generator]] = None
-        self.on_mask = None
+        self._init_state(unet, layers, params)
         self.source = conditioning_source(unet)
         width = int(unet.transformer_blocks[0].attn1.to_q.in_features)  # the token width D
         self.width = width
