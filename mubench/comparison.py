@@ -8,8 +8,10 @@ Every metric both sides have unit data for is compared on the units they share (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from .errors import UsageError
 from .protocols import flatten
@@ -76,6 +78,42 @@ def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Op
     return Side(spec, rep, pooled, [str(r["run_id"]) for r in members])
 
 
+def matched_replicates(seeds_a: Sequence[Any], seeds_b: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """A new replicate number for each run of side A and of side B (given their seeds in replicate order): runs of
+    the same seed get the same number (their images share initial noise), the other runs are paired in order, and
+    runs left without a partner get numbers of their own (their units are dropped)."""
+    new_a: list[Optional[int]] = [None] * len(seeds_a)
+    new_b: list[Optional[int]] = [None] * len(seeds_b)
+    k = 0
+    for i, seed in enumerate(seeds_a):
+        j = next((j for j, t in enumerate(seeds_b) if new_b[j] is None and seed is not None and t == seed), None)
+        if j is not None:
+            new_a[i] = new_b[j] = k
+            k += 1
+    rest_a = [i for i, v in enumerate(new_a) if v is None]
+    rest_b = [j for j, v in enumerate(new_b) if v is None]
+    for i, j in zip(rest_a, rest_b):
+        new_a[i] = new_b[j] = k
+        k += 1
+    for new in (new_a, new_b):
+        for i, v in enumerate(new):
+            if v is None:
+                new[i] = k
+                k += 1
+    return [int(v) for v in new_a if v is not None], [int(v) for v in new_b if v is not None]
+
+
+def _renumbered(units: dict[str, UnitData], new: list[int]) -> dict[str, UnitData]:
+    table = np.asarray(new, dtype=np.int64)
+    return {m: replace(u, replicate=table[u.replicate]) if u.n and int(u.replicate.max()) < len(table) else u
+            for m, u in units.items()}
+
+
+def _replicate_seeds(side: Side) -> list[Any]:
+    seeds = _seeds(side.results)
+    return list(seeds) if isinstance(seeds, list) else [seeds]
+
+
 def protocol_differences(a: dict[str, Any], b: dict[str, Any], free: Sequence[str] = FREE_KEYS) -> list[str]:
     """``["sampler.steps: 20 vs 50", ...]``: protocol facts that differ, other than the free keys."""
     fa, fb = flatten(a.get("protocol") or {}), flatten(b.get("protocol") or {})
@@ -108,7 +146,9 @@ def compare_sides(a: Side, b: Side, metrics: Optional[Sequence[str]] = None, *, 
     if not names:
         raise UsageError(f"{a.label} and {b.label} share no metric with per-unit data (runs recorded before "
                          "mubench stored unit data, or a suite without per-image metrics): nothing to compare")
-    rows: list[PairedResult] = [compare_units(m, a.units[m], b.units[m], resamples=resamples,
+    new_a, new_b = matched_replicates(_replicate_seeds(a), _replicate_seeds(b))
+    units_a, units_b = _renumbered(a.units, new_a), _renumbered(b.units, new_b)
+    rows: list[PairedResult] = [compare_units(m, units_a[m], units_b[m], resamples=resamples,
                                               permutations=permutations, seed=seed) for m in names]
     for r, p in zip(rows, holm([r.p for r in rows])):
         r.p_holm = p
@@ -118,6 +158,7 @@ def compare_sides(a: Side, b: Side, metrics: Optional[Sequence[str]] = None, *, 
         "a": a.describe(), "b": b.describe(),
         "units": units, "dropped": max((r.dropped for r in rows), default=0),
         "shared_noise": all(r.shared_noise for r in rows),
+        "same_runs": sorted(a.run_ids) == sorted(b.run_ids),
         "alpha": alpha, "correction": f"Holm over the {len(rows)} metrics compared",
         "test": {"ci": f"paired cluster bootstrap over prompts, {resamples} resamples (FID: bias-shifted percentile)",
                  "p": f"paired permutation (sign-flip) test swapping whole prompts, {permutations} relabellings"},
@@ -125,8 +166,9 @@ def compare_sides(a: Side, b: Side, metrics: Optional[Sequence[str]] = None, *, 
         "metrics": [{"metric": r.metric, "higher_is_better": r.higher_is_better, "a": r.a, "b": r.b,
                      "delta": r.delta, "ci_low": r.ci_low, "ci_high": r.ci_high, "p": r.p, "p_holm": r.p_holm,
                      "significant": r.significant, "better": r.better, "units": r.units, "dropped": r.dropped,
-                     "exact": r.exact, "note": r.note} for r in rows],
+                     "exact": r.exact, "min_p": r.min_p, "testable": r.testable, "note": r.note} for r in rows],
     }
 
 
-__all__ = ["Side", "resolve_side", "compare_sides", "protocol_differences", "ProtocolMismatch", "FREE_KEYS"]
+__all__ = ["Side", "resolve_side", "compare_sides", "matched_replicates", "protocol_differences", "ProtocolMismatch",
+           "FREE_KEYS"]

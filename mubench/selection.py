@@ -101,7 +101,8 @@ def read_results_dir(path: str | os.PathLike[str], with_units: bool = False):
 def pooled_result(runs: Sequence[dict[str, Any]], units: Sequence[dict[str, UnitData]],
                   resamples: int = 2000) -> tuple[dict[str, Any], dict[str, UnitData]]:
     """One representative results object for a replicate group, and its pooled unit data."""
-    runs = sorted(runs, key=lambda r: int((r.get("replicate") or {}).get("index", 0)))
+    order = sorted(range(len(runs)), key=lambda k: int((runs[k].get("replicate") or {}).get("index", 0)))
+    runs, units = [runs[k] for k in order], [units[k] for k in order]  # replicate k of the pool is seeds[k]'s run
     rep = copy.deepcopy(runs[-1])
     seeds = [r.get("protocol", {}).get("seed", r.get("config", {}).get("run", {}).get("seed")) for r in runs]
     names = [m for m in units[0] if all(m in u for u in units)]

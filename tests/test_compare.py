@@ -59,8 +59,14 @@ def test_a_run_compared_with_itself_by_id_has_delta_zero_and_nothing_significant
         run_id = st.runs(methods=["sd"])[0]["run_id"]
     code, out, err = call(capsys, "compare", run_id, run_id[:10], f"store={store}", "--json")
     assert code == 0, err
-    for m in json.loads(out)["metrics"]:
+    res = json.loads(out)
+    assert res["same_runs"] is True
+    for m in res["metrics"]:
         assert m["delta"] == 0.0 and m["p"] == 1.0 and not m["significant"] and m["better"] is None
+    code, out, err = call(capsys, "compare", run_id, run_id[:10], f"store={store}")
+    assert code == 0 and "A and B are the same runs" in out
+    code, out, err = call(capsys, "compare", "sd", "maskunet", f"store={store}", "--json")
+    assert code == 0 and json.loads(out)["same_runs"] is False
 
 
 def test_differing_protocols_are_refused_with_the_keys_unless_forced(tmp_path, capsys):
@@ -127,6 +133,47 @@ def test_replicate_groups_are_pooled_by_report_and_compare(tmp_path, capsys):
     assert code == 0 and len(res["a"]["run_ids"]) == 3 and res["a"]["seeds"] == [0, 1, 2]
     assert res["units"] == N  # lora has replicate 0 only: the pooled side's other replicates are dropped
     assert res["dropped"] == 2 * N
+
+
+def test_a_replicate_group_pairs_with_a_single_run_by_seed_not_by_position(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "s.sqlite"
+    values = {seed: rng.normal(size=N) + seed for seed in (0, 1)}  # the two seeds' runs tell apart by their mean
+    with Store(path) as st:  # recorded seed 1 first: the store's newest-first order is not the group's seed order
+        for k, seed in ((1, 1), (0, 0)):
+            _record(st, "sd", {"clip": values[seed]}, seed=seed, protocol_hash=f"h{seed}",
+                    replicate={"group": "g1", "seeds": [0, 1], "index": k})
+        _record(st, "lora", {"clip": values[1] + 0.01}, seed=1)
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    clip = res["metrics"][0]
+    assert res["shared_noise"] is True and res["units"] == N and res["dropped"] == N
+    assert clip["a"] == pytest.approx(values[1].mean()) and clip["delta"] == pytest.approx(0.01)
+
+
+def test_replicates_match_by_seed_first_then_in_order():
+    from mubench.comparison import matched_replicates
+
+    assert matched_replicates([0, 1], [1]) == ([1, 0], [0])
+    assert matched_replicates([0, 1, 2], [2, 5, 0]) == ([0, 2, 1], [1, 2, 0])
+    assert matched_replicates([3], [4]) == ([0], [0])  # no seed in common: paired anyway, noise not shared
+    assert matched_replicates([0, 1], [7]) == ([0, 1], [0])  # seed 1's run has no partner: its own number
+    assert matched_replicates([None, None], [None]) == ([0, 1], [0])
+
+
+def test_too_few_prompts_are_not_tested_rather_than_not_significant(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:  # 3 prompts, B better on each: the exact sign-flip test cannot go below 2 / 8
+        st.record_run(fake_results("sd", {"clip": 0.0}, n=3), units={"clip": fake_units([0.0, 0.1, 0.2])})
+        st.record_run(fake_results("lora", {"clip": 0.5}, n=3), units={"clip": fake_units([0.5, 0.6, 0.7])})
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--json")
+    assert code == 0, err
+    clip = json.loads(out)["metrics"][0]
+    assert clip["testable"] is False and clip["min_p"] == pytest.approx(0.25) and clip["p"] == pytest.approx(0.25)
+    assert clip["ci_low"] is None and not clip["significant"] and "too few prompts" in clip["note"]
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}")
+    assert code == 0 and "too few prompts to test" in out and "no significant difference" not in out
 
 
 def test_results_dirs_carry_unit_data_for_marks(tmp_path, capsys):

@@ -18,6 +18,10 @@ def _p(p: Optional[float]) -> str:
 
 
 def _verdict(m: dict[str, Any], a: str, b: str) -> str:
+    if m["p"] is None:
+        return "not tested"
+    if not m.get("testable", True):
+        return "too few prompts to test"
     if not m["significant"]:
         return "no significant difference"
     return f"{b if m['better'] == 'b' else a} better"
@@ -54,6 +58,8 @@ def footnotes(cmp: dict[str, Any]) -> list[str]:
            f"initial noise {noise}.",
            f"Δ = B − A. CI: {cmp['test']['ci']}. p: {cmp['test']['p']}; p_holm: {cmp['correction']}; "
            f"significant at alpha {cmp['alpha']}."]
+    if cmp.get("same_runs"):
+        out.append("A and B are the same runs: every Δ is 0 by construction (pass run ids or methods that differ).")
     if cmp.get("protocol_differences"):
         out.append("Compared with --force although the protocols differ: " + "; ".join(cmp["protocol_differences"]))
     notes = sorted({m["note"] for m in cmp["metrics"] if m.get("note")})

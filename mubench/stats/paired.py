@@ -38,11 +38,23 @@ class PairedResult:
     significant: bool = False
     better: Optional[str] = None  # "a" | "b" | None
     note: str = ""
+    min_p: Optional[float] = None  # the smallest p the test can give with these clusters (None: not tested)
+    testable: bool = True  # False: min_p >= alpha, no difference could be significant (set by decide)
 
     def decide(self, alpha: float = ALPHA) -> None:
-        """Set ``significant`` / ``better`` from ``p_holm`` (or ``p`` when no correction was applied)."""
+        """Set ``significant`` / ``better`` from ``p_holm`` (or ``p`` when no correction was applied).
+
+        When even the most extreme outcome could not reach ``alpha`` (too few prompts: an exact sign-flip test over
+        C prompts cannot go below 2 / 2^C), the metric is marked untestable and its CI dropped: a percentile bootstrap
+        over so few prompts does not cover, and a CI that excludes 0 beside "not significant" would only confuse."""
+        if self.p is not None and self.min_p is not None and self.min_p >= alpha:
+            if self.testable:
+                why = (f"too few prompts to test: the smallest p possible is {self.min_p:.3g} >= alpha {alpha:g}, "
+                       "no CI")
+                self.note = f"{self.note}; {why}" if self.note else why
+            self.testable, self.ci_low, self.ci_high = False, None, None
         p = self.p_holm if self.p_holm is not None else self.p
-        self.significant = bool(p is not None and p < alpha and self.delta not in (None, 0.0))
+        self.significant = bool(self.testable and p is not None and p < alpha and self.delta not in (None, 0.0))
         if not self.significant or self.delta is None:
             self.better = None
         else:
@@ -58,7 +70,10 @@ def align(a: UnitData, b: UnitData) -> tuple[UnitData, UnitData, int]:
     ia = np.array([ka[k] for k in shared], dtype=np.int64)
     ib = np.array([kb[k] for k in shared], dtype=np.int64)
     dropped = len(ka) + len(kb) - 2 * len(shared)
-    return a.take(ia), b.take(ib), dropped
+    a2, b2 = a.take(ia), b.take(ib)
+    _, rep = np.unique(a2.replicate, return_inverse=True)  # the replicates left, numbered 0.. for the resampling
+    a2.replicate, b2.replicate = rep.astype(np.int64), rep.astype(np.int64).copy()
+    return a2, b2, dropped
 
 
 def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEFAULT_RESAMPLES,
@@ -89,7 +104,8 @@ def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEF
     swaps, exact = swap_patterns(clusters, permutations, seed + 1)
     null = _swapped_deltas(a2, b2, swaps)
     p = permutation_p(delta, null, exact)
-    return PairedResult(a=va, b=vb, delta=delta, ci_low=lo, ci_high=hi, p=p, exact=exact, **base)
+    min_p = 2.0 / len(null) if exact else 1.0 / (len(null) + 1)  # exact: the observed labelling and its mirror
+    return PairedResult(a=va, b=vb, delta=delta, ci_low=lo, ci_high=hi, p=p, exact=exact, min_p=min_p, **base)
 
 
 def _swapped_deltas(a: UnitData, b: UnitData, swaps: np.ndarray, chunk: int = 500) -> np.ndarray:
