@@ -8,10 +8,8 @@ Every metric both sides have unit data for is compared on the units they share (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
-
-import numpy as np
 
 from .errors import UsageError
 from .protocols import flatten
@@ -78,42 +76,6 @@ def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Op
     return Side(spec, rep, pooled, [str(r["run_id"]) for r in members])
 
 
-def matched_replicates(seeds_a: Sequence[Any], seeds_b: Sequence[Any]) -> tuple[list[int], list[int]]:
-    """A new replicate number for each run of side A and of side B (given their seeds in replicate order): runs of
-    the same seed get the same number (their images share initial noise), the other runs are paired in order, and
-    runs left without a partner get numbers of their own (their units are dropped)."""
-    new_a: list[Optional[int]] = [None] * len(seeds_a)
-    new_b: list[Optional[int]] = [None] * len(seeds_b)
-    k = 0
-    for i, seed in enumerate(seeds_a):
-        j = next((j for j, t in enumerate(seeds_b) if new_b[j] is None and seed is not None and t == seed), None)
-        if j is not None:
-            new_a[i] = new_b[j] = k
-            k += 1
-    rest_a = [i for i, v in enumerate(new_a) if v is None]
-    rest_b = [j for j, v in enumerate(new_b) if v is None]
-    for i, j in zip(rest_a, rest_b):
-        new_a[i] = new_b[j] = k
-        k += 1
-    for new in (new_a, new_b):
-        for i, v in enumerate(new):
-            if v is None:
-                new[i] = k
-                k += 1
-    return [int(v) for v in new_a if v is not None], [int(v) for v in new_b if v is not None]
-
-
-def _renumbered(units: dict[str, UnitData], new: list[int]) -> dict[str, UnitData]:
-    table = np.asarray(new, dtype=np.int64)
-    return {m: replace(u, replicate=table[u.replicate]) if u.n and int(u.replicate.max()) < len(table) else u
-            for m, u in units.items()}
-
-
-def _replicate_seeds(side: Side) -> list[Any]:
-    seeds = _seeds(side.results)
-    return list(seeds) if isinstance(seeds, list) else [seeds]
-
-
 def protocol_differences(a: dict[str, Any], b: dict[str, Any], free: Sequence[str] = FREE_KEYS) -> list[str]:
     """``["sampler.steps: 20 vs 50", ...]``: protocol facts that differ, other than the free keys."""
     fa, fb = flatten(a.get("protocol") or {}), flatten(b.get("protocol") or {})
@@ -146,9 +108,7 @@ def compare_sides(a: Side, b: Side, metrics: Optional[Sequence[str]] = None, *, 
     if not names:
         raise UsageError(f"{a.label} and {b.label} share no metric with per-unit data (runs recorded before "
                          "mubench stored unit data, or a suite without per-image metrics): nothing to compare")
-    new_a, new_b = matched_replicates(_replicate_seeds(a), _replicate_seeds(b))
-    units_a, units_b = _renumbered(a.units, new_a), _renumbered(b.units, new_b)
-    rows: list[PairedResult] = [compare_units(m, units_a[m], units_b[m], resamples=resamples,
+    rows: list[PairedResult] = [compare_units(m, a.units[m], b.units[m], resamples=resamples,
                                               permutations=permutations, seed=seed) for m in names]
     for r, p in zip(rows, holm([r.p for r in rows])):
         r.p_holm = p
@@ -170,5 +130,4 @@ def compare_sides(a: Side, b: Side, metrics: Optional[Sequence[str]] = None, *, 
     }
 
 
-__all__ = ["Side", "resolve_side", "compare_sides", "matched_replicates", "protocol_differences", "ProtocolMismatch",
-           "FREE_KEYS"]
+__all__ = ["Side", "resolve_side", "compare_sides", "protocol_differences", "ProtocolMismatch", "FREE_KEYS"]

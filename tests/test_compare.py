@@ -153,13 +153,22 @@ def test_a_replicate_group_pairs_with_a_single_run_by_seed_not_by_position(tmp_p
 
 
 def test_replicates_match_by_seed_first_then_in_order():
-    from mubench.comparison import matched_replicates
+    from mubench.stats.paired import matched_replicates
+    from mubench.stats.units import pool
 
-    assert matched_replicates([0, 1], [1]) == ([1, 0], [0])
-    assert matched_replicates([0, 1, 2], [2, 5, 0]) == ([0, 2, 1], [1, 2, 0])
-    assert matched_replicates([3], [4]) == ([0], [0])  # no seed in common: paired anyway, noise not shared
-    assert matched_replicates([0, 1], [7]) == ([0, 1], [0])  # seed 1's run has no partner: its own number
-    assert matched_replicates([None, None], [None]) == ([0, 1], [0])
+    def side(*seeds):  # one run per seed, two prompts each, image seeds as fake_units makes them
+        return pool([fake_units([0.0, 1.0], seed0=s) if s is not None else replace_seeds(fake_units([0.0, 1.0]))
+                     for s in seeds])
+
+    def replace_seeds(u):
+        u.seeds[:] = -1
+        return u
+
+    assert matched_replicates(side(0, 1), side(1)) == ({1: 0, 0: 1}, {0: 0})
+    assert matched_replicates(side(0, 1, 2), side(2, 5, 0)) == ({0: 0, 2: 1, 1: 2}, {2: 0, 0: 1, 1: 2})
+    assert matched_replicates(side(3), side(4)) == ({0: 0}, {0: 0})  # no seed in common: paired anyway
+    assert matched_replicates(side(0, 1), side(7)) == ({0: 0, 1: 1}, {0: 0})  # seed 1's run: no partner
+    assert matched_replicates(side(None, None), side(None)) == ({0: 0, 1: 1}, {0: 0})  # unknown seeds: in order
 
 
 def test_too_few_prompts_are_not_tested_rather_than_not_significant(tmp_path, capsys):

@@ -62,17 +62,53 @@ class PairedResult:
             self.better = "b" if b_up == self.higher_is_better else "a"
 
 
+def matched_replicates(a: UnitData, b: UnitData) -> tuple[dict[int, int], dict[int, int]]:
+    """A common numbering of the two sides' replicate runs: runs made with the same seed (the same image seed for an
+    image both have) get the same number first, the other runs are paired in order, and a run left without a partner
+    gets a number of its own (its units are then dropped)."""
+    def seeds_by_replicate(u: UnitData) -> dict[int, dict[tuple[str, int], int]]:
+        out: dict[int, dict[tuple[str, int], int]] = {}
+        for pid, idx, rep, seed in zip(u.prompt_ids.tolist(), u.image_index.tolist(), u.replicate.tolist(),
+                                       u.seeds.tolist()):
+            out.setdefault(int(rep), {})[(pid, int(idx))] = int(seed)
+        return dict(sorted(out.items()))
+
+    sa, sb = seeds_by_replicate(a), seeds_by_replicate(b)
+
+    def same_seed(ra: int, rb: int) -> bool:
+        key = next((k for k in sa[ra] if k in sb[rb]), None)
+        return key is not None and sa[ra][key] >= 0 and sa[ra][key] == sb[rb][key]
+
+    new_a: dict[int, int] = {}
+    new_b: dict[int, int] = {}
+    for ra in sa:
+        rb = next((rb for rb in sb if rb not in new_b and same_seed(ra, rb)), None)
+        if rb is not None:
+            new_a[ra] = new_b[rb] = len(new_a)
+    for ra, rb in zip([r for r in sa if r not in new_a], [r for r in sb if r not in new_b]):
+        new_a[ra] = new_b[rb] = len(new_a)
+    n = len(new_a)
+    for new, side in ((new_a, sa), (new_b, sb)):
+        for r in side:
+            if r not in new:
+                new[r], n = n, n + 1
+    return new_a, new_b
+
+
 def align(a: UnitData, b: UnitData) -> tuple[UnitData, UnitData, int]:
-    """Both sides restricted to their shared units, in one order; and how many units were dropped."""
-    ka = {k: i for i, k in enumerate(a.keys())}
-    kb = {k: i for i, k in enumerate(b.keys())}
+    """Both sides restricted to their shared units (prompt id, image index and replicate, the replicates numbered
+    by :func:`matched_replicates`), in one order; and how many units were dropped."""
+    new_a, new_b = matched_replicates(a, b)
+    ka = {(p, i, new_a[r]): n for n, (p, i, r) in enumerate(a.keys())}
+    kb = {(p, i, new_b[r]): n for n, (p, i, r) in enumerate(b.keys())}
     shared = sorted(set(ka) & set(kb))
     ia = np.array([ka[k] for k in shared], dtype=np.int64)
     ib = np.array([kb[k] for k in shared], dtype=np.int64)
     dropped = len(ka) + len(kb) - 2 * len(shared)
     a2, b2 = a.take(ia), b.take(ib)
-    _, rep = np.unique(a2.replicate, return_inverse=True)  # the replicates left, numbered 0.. for the resampling
-    a2.replicate, b2.replicate = rep.astype(np.int64), rep.astype(np.int64).copy()
+    # the replicates left, numbered 0, 1, ... for the two-stage resampling
+    _, rep = np.unique(np.array([k[2] for k in shared], dtype=np.int64), return_inverse=True)
+    a2.replicate, b2.replicate = rep.astype(np.int64), rep.astype(np.int64)
     return a2, b2, dropped
 
 
@@ -131,4 +167,4 @@ def unit_ci(u: UnitData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -
     return percentile_ci(u.evaluate(u.values, w), u.value(), shift=u.kind == "fid")
 
 
-__all__ = ["PairedResult", "align", "compare_units", "unit_ci"]
+__all__ = ["PairedResult", "align", "compare_units", "matched_replicates", "unit_ci"]
