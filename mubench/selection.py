@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .config import stable_hash
-from .errors import UsageError
+from .errors import UsageError, close_matches
 from .results_schema import validate_results
 from .stats.paired import unit_ci
 from .stats.units import UnitData, pool
@@ -127,6 +127,25 @@ def pooled_result(runs: Sequence[dict[str, Any]], units: Sequence[dict[str, Unit
     return rep, pooled
 
 
+def check_filters(recorded: dict[str, set[str]], where: str, suite: Optional[str] = None,
+                  methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> None:
+    """A ``suite=`` / ``methods=`` / ``model=`` value with no results at all in ``where`` is a UsageError with close
+    matches (a typo must not silently shrink a report or a check); ``recorded``: key → the values there."""
+    for key, flag, asked in (("suite", "suite", [suite] if suite else []), ("method", "methods", list(methods or [])),
+                             ("model", "model", [model] if model else [])):
+        have = sorted(recorded.get(key, set()))
+        for value in asked:
+            if value not in have:
+                hint = close_matches(value, have)
+                raise UsageError(f"no results match {flag}={value} in {where}"
+                                 + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+                                 + f"\n  {key}s there: {', '.join(have) if have else '(none)'}")
+
+
+def store_filters(st: Store) -> dict[str, set[str]]:
+    return {key: st.recorded(key) for key in ("suite", "method", "model")}
+
+
 def select(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,
            methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> Selection:
     """Results to report, compare or check, replicate groups pooled, with their unit data.
@@ -140,6 +159,8 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
     units: dict[str, dict[str, UnitData]] = {}
     if results is not None:
         found, units = read_results_dir(results, with_units=True)
+        check_filters({k: {str(r.get(k)) for r in found} for k in ("suite", "method", "model")}, f"results {results}",
+                      suite, methods, model)
         found = [r for r in found
                  if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
                  and (not model or r.get("model") == model)]
@@ -147,6 +168,7 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
         everything = found
     else:
         with Store(store, create=False) as st:
+            check_filters(store_filters(st), f"store {st.path}", suite, methods, model)
             found = st.latest_results(suite=suite, methods=methods, model=model)
             grouped = any(group_of(r) for r in found)  # then the groups' other runs are needed too
             everything = st.all_results(suite=suite, methods=methods, model=model) if grouped else found

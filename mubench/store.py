@@ -2,15 +2,15 @@
 
 Tables (schema version :data:`SCHEMA_VERSION`, recorded in ``meta`` and in ``PRAGMA application_id``):
 
-- ``runs``: one row per run (id, time, suite, method, model, protocol hash, git) plus the whole
-  ``results.json`` object, so nothing a run recorded is lost;
+- ``runs``: one row per run (id, time, suite, method, model, protocol hash, git) plus the whole ``results.json``
+  object, so nothing a run recorded is lost;
 - ``results``: one row per (run, metric): value, CI, n, direction, queryable with plain SQL;
 - ``samples``: one row per generated image (prompt id, image index, seed, path, sha256, sample key);
 - ``scores``: one row per (image, scorer): the scorer's per-image result as JSON.
 
-The file is opened in WAL mode with a busy timeout and every write is one ``BEGIN IMMEDIATE``
-transaction, so several processes (two ``mubench run`` at once, an ``accelerate`` main process and
-a report) can share one store without losing rows. Only the standard library's ``sqlite3`` is used.
+The file is opened in WAL mode with a busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction, so several
+processes (two ``mubench run`` at once, an ``accelerate`` main process and a report) can share one store without
+losing rows. Only the standard library's ``sqlite3`` is used.
 """
 from __future__ import annotations
 
@@ -105,11 +105,7 @@ def _json_default(obj: Any) -> Any:
         return item()
     if shape is not None:
         return {"__array__": list(shape)}  # features (e.g. for FID) stay in the score cache, not the store
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+    return list(obj) if isinstance(obj, (set, tuple)) else str(obj)  # paths and the rest as text
 
 
 def _dumps(obj: Any) -> str:
@@ -376,6 +372,12 @@ class Store:
         if table not in _TABLES:
             raise ValueError(f"unknown table {table!r}")
         return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def recorded(self, column: str) -> set[str]:
+        """The distinct values of ``column`` (suite, method or model) over the recorded runs."""
+        if column not in ("suite", "method", "model"):
+            raise ValueError(f"unknown column {column!r}")
+        return {str(r[0]) for r in self._conn.execute(f"SELECT DISTINCT {column} FROM runs")}
 
 
 def _filters(suite: Optional[str], methods: Optional[Sequence[str]], model: Optional[str]) -> tuple[str, list]:

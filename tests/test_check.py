@@ -153,6 +153,13 @@ def test_no_matching_results_and_bad_arguments_exit_2(tmp_path, baseline, capsys
     assert code == 2 and "not a tolerance" in err
     code, _, err = call(capsys, "check", f"results={run}")
     assert code == 2 and "--baseline" in err
+    # a misspelt metric or method must not drop out of a CI gate silently
+    code, _, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "tolerance.clpi=abs:0.1")
+    assert code == 2 and "tolerance.clpi" in err and "did you mean 'clip'" in err
+    code, _, err = call(capsys, "check", "--baseline", str(baseline), f"results={run}", "methods=sd,sdd")
+    assert code == 2 and "methods=sdd" in err and "did you mean 'sd'" in err
+    code, _, err = call(capsys, "baseline", "--write", str(tmp_path / "b2.json"), f"results={run}", "methods=lora,lroa")
+    assert code == 2 and "methods=lroa" in err and not (tmp_path / "b2.json").exists()
     code, _, err = call(capsys, "baseline", f"results={run}")
     assert code == 2 and "--write" in err
 

@@ -176,6 +176,12 @@ def test_report_usage_errors_exit_2(tmp_path, store, capsys):
     assert code == 2 and "no results store" in err
     code, _, err = call(capsys, "report", "bold=value", f"store={store}", "suite=coco")
     assert code == 2 and "no results" in err and "suite=coco" in err
+    code, _, err = call(capsys, "report", "bold=value", f"store={store}", "methods=sd,lroa")
+    assert code == 2 and "methods=lroa" in err and "did you mean 'lora'" in err
+    code, _, err = call(capsys, "runs", f"store={store}", "suite=mikro")
+    assert code == 2 and "suite=mikro" in err and "did you mean 'micro'" in err
+    code, _, err = call(capsys, "compare", "sd", "lora", f"store={store}", "suite=mikro")
+    assert code == 2 and "suite=mikro" in err and "did you mean 'micro'" in err
     code, _, err = call(capsys, "report", "bold=value", f"store={store}", "table=paper-tabel1")
     assert code == 2 and "paper-table1" in err
     code, _, err = call(capsys, "report", "bold=value", "--latex", "--csv", f"store={store}")

@@ -29,7 +29,8 @@ def check_command(
     """
     from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance
     from ..check_render import render_check
-    from ..selection import select
+    from ..errors import close_matches
+    from ..selection import check_filters, select
 
     if not baseline:
         raise UsageError("mubench check needs --baseline FILE")
@@ -43,6 +44,16 @@ def check_command(
     base = load_baseline(baseline)
     methods = as_list(kv.get("methods"), "methods")
     suite, model = as_str(kv.get("suite")), as_str(kv.get("model"))
+    entries = base["entries"]
+    check_filters({k: {str(e[k]) for e in entries} for k in ("suite", "method", "model")}, f"baseline {baseline}",
+                  suite, methods, model)
+    metrics = {str(m) for e in entries for m in (e.get("metrics") or {})}
+    for metric in (k for k in tolerances if k != DEFAULT_KEY):
+        if metric not in metrics:  # a misspelt tolerance would otherwise leave its metric at the default, silently
+            hint = close_matches(metric, metrics)
+            raise UsageError(f"tolerance.{metric}: baseline {baseline} has no metric {metric!r}"
+                             + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+                             + f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
     base["entries"] = [e for e in base["entries"] if (not suite or e["suite"] == suite)
                        and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
     if not base["entries"]:

@@ -47,6 +47,7 @@ def compare_command(
 ) -> None:
     from ..comparison import compare_sides, resolve_side
     from ..report.comparison_text import comparison_latex, comparison_markdown
+    from ..selection import check_filters, store_filters
     from ..store import Store
 
     if sum((as_json, markdown, latex)) > 1:
@@ -61,6 +62,7 @@ def compare_command(
     alpha = as_alpha(kv.get("alpha", 0.05))
     suite, model = as_str(kv.get("suite")), as_str(kv.get("model"))
     with Store(as_str(kv.get("store")), create=False) as store:
+        check_filters(store_filters(store), f"store {store.path}", suite=suite, model=model)
         side_a = resolve_side(store, a, suite=suite, model=model)
         side_b = resolve_side(store, b, suite=suite, model=model)
     result = compare_sides(side_a, side_b, as_list(kv.get("metrics"), "metrics"), force=force,

@@ -19,6 +19,7 @@ def runs_command(
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout (and nothing else there)."),
 ) -> None:
     """List recorded runs, newest first: id, time, suite, method, model, protocol, samples, metrics."""
+    from ..selection import check_filters, store_filters
     from ..store import Store
 
     kv = parse_kv(args, KEYS, command="runs")
@@ -27,6 +28,8 @@ def runs_command(
         raise UsageError(f"bad value limit={limit!r}; expected a positive integer")
     methods = as_list(kv.get("methods") or kv.get("method"), "methods")
     with Store(as_str(kv.get("store")), create=False) as store:
+        check_filters(store_filters(store), f"store {store.path}", as_str(kv.get("suite")), methods,
+                      as_str(kv.get("model")))
         rows = store.runs(suite=as_str(kv.get("suite")), methods=methods, model=as_str(kv.get("model")), limit=limit)
         path = store.path
     if as_json:
