@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import MubenchError, UsageError
+from .fsutil import atomic_write_text
 
 BASELINE_SCHEMA = "mubench.baseline/1"
 DEFAULT_KEY = "*"
@@ -135,16 +136,7 @@ def make_baseline(results: Sequence[dict[str, Any]], tolerances: Optional[Mappin
 
 def write_baseline(path: str | os.PathLike[str], baseline: dict[str, Any]) -> Path:
     """Write atomically (temporary file + rename)."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(baseline, fh, indent=2, sort_keys=False, allow_nan=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(path).expanduser(), json.dumps(baseline, indent=2, allow_nan=True) + "\n")
 
 
 def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:

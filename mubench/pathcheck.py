@@ -7,6 +7,7 @@ mounts and ``/proc``), and enough free space for the images and scores the run w
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -96,6 +97,10 @@ def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[Pa
     store = Path(run.store).expanduser() if run.store else default_store_path()
     needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
              PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]
+    if store.is_file():  # a file that is not a mubench store fails now, not once the images are made
+        from .store import Store
+
+        Store(store, create=False).close()
     if run.out:
         needs.insert(0, PathNeed("out", Path(run.out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
         for name in ("results.json", "samples.jsonl"):
@@ -103,6 +108,25 @@ def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[Pa
             if inside.is_dir():
                 raise UsageError(f"out={run.out}: {inside} is a folder; mubench writes a file of that name there")
     return needs
+
+
+def check_out_folder(out: Optional[str], suite: str, method: str, model: str) -> None:
+    """``out=`` holding the results of a run of another suite, method or model is refused: this run would replace
+    its files (a re-run of the same suite, method and model resumes or refreshes them, as documented)."""
+    path = Path(out).expanduser() / "results.json" if out else None
+    if path is None or not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    mine = {"suite": suite, "method": method, "model": model}
+    if not isinstance(before, dict) or all(before.get(k) == v for k, v in mine.items()):
+        return
+    theirs = ", ".join(f"{k} {before.get(k)}" for k in mine)
+    this = ", ".join(f"{k} {v}" for k, v in mine.items())
+    raise UsageError(f"out={out} holds the results of another run ({theirs}); this run ({this}) would replace "
+                     "them: choose another out= or remove that folder first")
 
 
 def check_paths(needs: list[PathNeed]) -> None:

@@ -26,7 +26,7 @@ from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
-from .pathcheck import check_paths, run_needs
+from .pathcheck import check_out_folder, check_paths, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
@@ -110,8 +110,11 @@ class Runner:
             raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
         return items
 
-    def preflight(self, items: list[PromptItem]) -> None:
-        """Fail before the work: every path the run writes (type, writable, free space), then the suite's sizes."""
+    def preflight(self, items: list[PromptItem], method: Optional[str] = None, model: Optional[str] = None) -> None:
+        """Fail before the work: ``out=`` holding another run's results (of another suite, ``method`` or ``model``:
+        by default the config's), every path the run writes (type, writable, free space), then the suite's sizes."""
+        check_out_folder(self.cfg.run.out, self.cfg.suite.name, method or self.cfg.method.name,
+                         model or self.cfg.model.name)
         check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
         self.suite.check_size(items)
 
@@ -305,7 +308,7 @@ class Runner:
             raise UsageError(f"images={folder}: no such folder")
         self.suite.check_assets()
         items = self.items()
-        self.preflight(items)
+        self.preflight(items, method=label, model="external")
         found = self.suite.import_images(folder, items)
         if not found:
             raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "

@@ -26,70 +26,11 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from .paths import mubench_home
 from .errors import UsageError
 from .results_schema import RESULTS_SCHEMA, validate_results
+from .store_schema import DDL, TABLES
 
 SCHEMA_VERSION = 2  # 2: unit_data (per-unit data behind each metric); a version-1 store is upgraded on open
 APPLICATION_ID = 0x6D756263  # "mubc": marks a SQLite file as a mubench store
 BUSY_TIMEOUT_S = 60.0
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id        TEXT PRIMARY KEY,
-    created       TEXT NOT NULL,
-    recorded      TEXT NOT NULL,
-    suite         TEXT NOT NULL,
-    method        TEXT NOT NULL,
-    model         TEXT NOT NULL,
-    protocol_hash TEXT NOT NULL,
-    git           TEXT,
-    n_samples     INTEGER NOT NULL DEFAULT 0,
-    results_json  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_key ON runs (suite, method, model, protocol_hash, created);
-CREATE TABLE IF NOT EXISTS results (
-    run_id           TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    metric           TEXT NOT NULL,
-    value            REAL,
-    ci_low           REAL,
-    ci_high          REAL,
-    n                INTEGER,
-    higher_is_better INTEGER NOT NULL,
-    PRIMARY KEY (run_id, metric)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    prompt_id   TEXT NOT NULL,
-    image_index INTEGER NOT NULL,
-    seed        INTEGER,
-    path        TEXT,
-    sha256      TEXT,
-    key         TEXT,
-    sample_json TEXT NOT NULL,
-    PRIMARY KEY (run_id, prompt_id, image_index)
-);
-CREATE TABLE IF NOT EXISTS scores (
-    run_id      TEXT NOT NULL,
-    prompt_id   TEXT NOT NULL,
-    image_index INTEGER NOT NULL,
-    scorer      TEXT NOT NULL,
-    score_json  TEXT NOT NULL,
-    PRIMARY KEY (run_id, prompt_id, image_index, scorer),
-    FOREIGN KEY (run_id, prompt_id, image_index)
-        REFERENCES samples (run_id, prompt_id, image_index) ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS unit_data (
-    run_id  TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-    metric  TEXT NOT NULL,
-    kind    TEXT NOT NULL,
-    blob    BLOB NOT NULL,
-    PRIMARY KEY (run_id, metric)
-);
-"""
-
-_TABLES = ("meta", "runs", "results", "samples", "scores", "unit_data")
 
 
 def default_store_path() -> Path:
@@ -116,6 +57,11 @@ def _float(x: Any) -> Optional[float]:
     return None if x is None else float(x)
 
 
+def _header(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(16)
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -138,6 +84,8 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif self.path.is_dir():
             raise UsageError(f"store path {self.path} is a folder; expected a SQLite file (e.g. {self.path}/store.sqlite)")
+        elif self.path.stat().st_size and _header(self.path) != b"SQLite format 3\x00":  # SQLite would overwrite it
+            raise UsageError(f"{self.path} is not a readable mubench results store (not an SQLite file)")
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as err:
@@ -176,7 +124,7 @@ class Store:
         else:  # a new (empty) file: make it a store; WAL mode is persistent in the file
             self._set_wal()
             with self._write() as cur:
-                for stmt in _DDL.split(";"):
+                for stmt in DDL.split(";"):
                     if stmt.strip():
                         cur.execute(stmt)
                 row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -198,7 +146,7 @@ class Store:
             raise UsageError(f"{self.path}: unrecognised store schema version {row[0]!r}")
         if version < SCHEMA_VERSION:  # upgrade in place: new tables only, nothing existing changes
             with self._write() as cur:
-                for stmt in _DDL.split(";"):
+                for stmt in DDL.split(";"):
                     if stmt.strip():
                         cur.execute(stmt)
                 cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
@@ -369,7 +317,7 @@ class Store:
         return [json.loads(r[0]) for r in self._conn.execute(sql, args)]
 
     def count(self, table: str) -> int:
-        if table not in _TABLES:
+        if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         return int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

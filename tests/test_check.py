@@ -164,6 +164,26 @@ def test_no_matching_results_and_bad_arguments_exit_2(tmp_path, baseline, capsys
     assert code == 2 and "--write" in err
 
 
+def test_outputs_never_overwrite_mubench_data_or_a_folder(tmp_path, baseline, capsys):
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 20.0, "clip": 0.30}))
+    results = Path(run) / "results.json"
+    before = results.read_bytes()
+    code, _, err = call(capsys, "baseline", "--write", str(results), f"results={run}")
+    assert code == 2 and "is not a mubench baseline (a run's results)" in err and results.read_bytes() == before
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    code, _, err = call(capsys, "baseline", "--write", str(other), f"results={run}")
+    assert code == 2 and other.read_text() == "mine"
+    code, _, err = call(capsys, "baseline", "--write", str(tmp_path), f"results={run}")
+    assert code == 2 and "is a folder" in err and not list(tmp_path.glob(".*tmp*"))
+    code, _, err = call(capsys, "baseline", "--write", str(baseline), f"results={run}")  # a baseline is replaced
+    assert code == 0, err
+    code, _, err = call(capsys, "report", f"results={run}", f"out={baseline}")
+    assert code == 2 and "holds a mubench baseline" in err and load_baseline(baseline)
+    code, _, err = call(capsys, "report", f"results={run}", f"out={other}")  # any other file: an old report
+    assert code == 0 and "| sd |" in other.read_text()
+
+
 def test_subprocess_exit_code_1_on_regression(tmp_path, baseline):
     """What CI sees: `python -m mubench check` exits 1 and prints the diff (one subprocess: imports are slow)."""
     bad = _run_dir(tmp_path, "bad", fake_results("sd", {"fid": 30.0, "clip": 0.30}))

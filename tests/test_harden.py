@@ -24,17 +24,24 @@ TINY = ["suite=toy", "model=tiny-sd", "--no-progress"]
     ("store=/proc/nope/s.sqlite", "store=/proc/nope/s.sqlite: cannot write"),
     ("store={tmp}", "is a folder; store names a file"),
     ("cache={file}/c", "is a file, so nothing can be created under it"),
+    ("store={file}", "is not a readable mubench results store"),
+    ("out={other}", "holds the results of another run (suite toy, method lora, model tiny-sd)"),
 ])
 def test_unwritable_paths_fail_before_any_generation(tmp_path, bad, needle):
     afile = tmp_path / "afile"
     afile.write_text("x")
+    other = tmp_path / "other"  # another run's out folder
+    other.mkdir()
+    before = json.dumps({"suite": "toy", "method": "lora", "model": "tiny-sd", "metrics": {}})
+    (other / "results.json").write_text(before)
     cache = tmp_path / "cache"
-    args = [bad.format(file=afile, tmp=tmp_path)] + ([] if bad.startswith("cache") else [f"cache={cache}"])
+    args = [bad.format(file=afile, tmp=tmp_path, other=other)] + ([] if bad.startswith("cache") else [f"cache={cache}"])
     proc = run_cli("run", *TINY, "limit=2", *args)
     assert proc.returncode == 2, proc.stderr
     assert "mubench: error: " in proc.stderr and needle in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(cache.rglob("*.png")), "nothing may be generated before the paths are checked"
+    assert afile.read_text() == "x" and (other / "results.json").read_text() == before
 
 
 def test_free_space_is_checked(tmp_path):

@@ -22,8 +22,11 @@ def baseline_command(
     from ..check import DEFAULT_KEY, make_baseline, write_baseline
     from ..selection import select
 
+    from ..outfiles import BASELINE, output_file
+
     if not write:
         raise UsageError("mubench baseline needs --write FILE")
+    target = output_file(write, "--write", only_over=BASELINE)
     kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="baseline")
     tolerances = {k.split(".", 1)[1]: v for k, v in kv.items() if k.startswith("tolerance.")}
     if kv.get("tolerance") is not None:
@@ -31,7 +34,7 @@ def baseline_command(
     sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=as_str(kv.get("suite")),
                  methods=as_list(kv.get("methods"), "methods"), model=as_str(kv.get("model")))
     baseline = make_baseline(sel.results, tolerances, source=sel.source, units=sel.units)
-    path = write_baseline(write, baseline)
+    path = write_baseline(target, baseline)
     source = sel.source
     n_metrics = sum(len(e["metrics"]) for e in baseline["entries"])
     typer.echo(f"wrote {path}: {len(baseline['entries'])} run(s), {n_metrics} metric(s) from {source}"

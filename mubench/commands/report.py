@@ -47,6 +47,8 @@ def report_command(
     """
     from ..report import build_table, load_table_spec, render
     from ..report.marks import apply_marks
+    from ..fsutil import atomic_write_text
+    from ..outfiles import output_file
     from ..selection import select
 
     if sum((markdown, latex, csv, as_json, html)) > 1:
@@ -56,6 +58,7 @@ def report_command(
     if not html and any(k in kv for k in HTML_KEYS):
         given = [f"{k}=" for k in HTML_KEYS if k in kv]
         raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
+    out = None if html or not kv.get("out") else output_file(as_str(kv.get("out")), "out")  # before the work
     spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
@@ -79,11 +82,8 @@ def report_command(
         _write_html(kv, table, sel.results, sel.source)
         return
     text = render(table, fmt, ci=as_bool(kv.get("ci", False), "ci"))
-    out = as_str(kv.get("out"))
-    if out:
-        path = Path(out).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    if out is not None:
+        path = atomic_write_text(out, text)
         typer.echo(f"wrote {path} ({fmt}, from {sel.source})", err=True)
     else:
         typer.echo(text, nl=False)
