@@ -22,6 +22,25 @@ app = typer.Typer(
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # commands that take KEY=VALUE arguments
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .provenance import git_revision
+
+        typer.echo(f"mubench {__version__} (git {git_revision() or 'unknown'})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print mubench's version (and the git commit of its checkout) and exit."),
+    debug: bool = typer.Option(False, "--debug", help="On an error, also print the Python traceback (for bug "
+                                                      "reports); may be given anywhere before `--`."),
+) -> None:
+    """Benchmark diffusion fine-tuning methods (MaskUNet and baselines) on real suites and an embedded CPU world."""
+
+
 def _register_commands() -> None:
     """One line per command; each command's code is imported only when the CLI starts."""
     from .commands import assets, baseline, check, compare, inspect, listing, masks, report, run, runs, score, train, zoo
@@ -64,13 +83,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def _exit_for(err: BaseException, debug: bool) -> int:
     """Print ``err`` the mubench way and return the exit code."""
-    import click
-
     if isinstance(err, SystemExit):
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
     if isinstance(err, typer.Exit):
         return err.exit_code
-    if debug and not isinstance(err, click.exceptions.UsageError):
+    # typer's own click (typer >= 0.20 vendors it): its exceptions derive from typer.TyperException; usage errors
+    # (unknown command or option, missing argument: exit code 2) are shown with their usage line, no traceback
+    cli_error = isinstance(err, typer.TyperException) and hasattr(err, "show")
+    if debug and not (cli_error and getattr(err, "exit_code", 1) == 2):
         import traceback
 
         traceback.print_exception(err)
@@ -80,9 +100,10 @@ def _exit_for(err: BaseException, debug: bool) -> int:
     if isinstance(err, (typer.Abort, KeyboardInterrupt)):
         typer.echo("mubench: interrupted", err=True)
         return 130
-    if isinstance(err, click.exceptions.ClickException):
+    if cli_error:
+        _suggest_command(err)
         err.show()
-        return 2 if isinstance(err, click.exceptions.UsageError) else 1
+        return int(getattr(err, "exit_code", 1))
     hint = "" if debug else " (run again with --debug for the traceback)"
     if isinstance(err, OSError):
         where = f": {err.filename}" if err.filename else ""
@@ -93,6 +114,21 @@ def _exit_for(err: BaseException, debug: bool) -> int:
         return 2
     _error(f"unexpected {type(err).__name__}: {err}{hint}")
     return 2
+
+
+def _suggest_command(err: BaseException) -> None:
+    """Add the close matches to click's "No such command 'X'." (it gives none)."""
+    import re
+
+    from .errors import close_matches
+
+    found = re.match(r"No such command '(.+)'\.$", str(getattr(err, "message", "")))
+    ctx = getattr(err, "ctx", None)
+    if found and ctx is not None and hasattr(ctx.command, "list_commands"):
+        names = ctx.command.list_commands(ctx)
+        hint = close_matches(found.group(1), names)
+        err.message += (f" Did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "") + \
+            f" Commands: {', '.join(names)}."
 
 
 def _error(message: str) -> None:

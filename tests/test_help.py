@@ -50,3 +50,33 @@ def test_a_description_split_over_source_lines_is_rewrapped_as_one():
     lines = result.output.splitlines()
     first = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("chunk=N"))
     assert lines[first + 1].strip().startswith("padded (default 8 on a CPU")  # filled, not cut at "(default"
+
+
+@pytest.mark.parametrize("argv, code, needles", [
+    (["rnu"], 2, ["No such command 'rnu'", "'run'"]),
+    (["eval"], 2, ["No such command 'eval'", "Commands: run, score"]),
+    (["compare", "sd"], 2, ["Missing argument 'B'", "Usage:"]),
+    (["report", "--pdf"], 2, ["No such option: --pdf"]),
+])
+def test_command_line_mistakes_get_click_s_message_not_an_internal_one(capsys, argv, code, needles):
+    from mubench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == code
+    assert all(n in err for n in needles), err
+    assert "unexpected" not in err and "Traceback" not in err
+
+
+def test_version_and_debug_are_on_the_top_level_help(capsys):
+    from mubench import __version__
+    from mubench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"mubench {__version__} (git ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--version" in out and "--debug" in out
