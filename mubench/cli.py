@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in head
     if debug:
         args.remove("--debug")
+    from .warnlog import routed_warnings
+
     try:
-        rc = app(args=args, standalone_mode=False)
+        with routed_warnings():  # every command's warnings as `mubench: warning: ...` lines (run keeps its own log)
+            rc = app(args=args, standalone_mode=False)
     except BaseException as err:  # noqa: B036 - the one place that turns every failure into a message
         sys.exit(_exit_for(err, debug))
     sys.exit(rc if isinstance(rc, int) else 0)

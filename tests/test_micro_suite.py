@@ -178,3 +178,16 @@ def test_the_protocol_does_not_depend_on_where_the_checkout_is():
     described = json.dumps(MicroClipScorer(MicroClipScorerParams(), ctx, "clip").describe())
     assert "micro-clip.safetensors" in described
     assert str(Path(__file__).resolve().parents[1]) not in described
+
+
+def test_score_finds_images_under_prompt_ids_with_slashes(tmp_path):
+    # `mubench score images=DIR` names images DIR/<prompt id>/<image index>.png; micro's ids hold a slash
+    suite = MicroSuite(small_params(), "micro")
+    items = suite.items()[:3]
+    assert all("/" in it.id for it in items)
+    for it in items[:2]:
+        (tmp_path / it.id).mkdir(parents=True)
+        for name in ("0.png", "1.png", "notes.png"):
+            (tmp_path / it.id / name).write_bytes(b"")
+    found = suite.import_images(tmp_path, items)
+    assert [(f.item.id, f.image_index) for f in found] == [(it.id, k) for it in items[:2] for k in (0, 1)]

@@ -60,6 +60,10 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
         device = "meta" if cfg.weights == "random" else "cpu"
     import torch
 
+    from ..quiet import quiet_libraries
+
+    quiet_libraries()  # diffusers' dtype-cast notices and the like
+
     try:
         dev = torch.device(device)
     except RuntimeError:

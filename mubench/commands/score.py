@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
 
-from ..config import parse_overrides, resolve, stable_hash
+from ..config import MismatchWarning, parse_overrides, resolve, stable_hash
 from ..errors import UsageError
 from ..registry import load_registries
 
@@ -49,7 +50,9 @@ def score_command(
     if ("images" in own) == ("results" in own):
         raise UsageError("give exactly one of images=DIR (score a folder) or results=FILE (import evaluator output)")
     regs = load_registries()
-    cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs)  # model/method are not used when scoring a folder
+    with warnings.catch_warnings():  # model/method are not used when scoring a folder: no suite/model mismatch
+        warnings.simplefilter("ignore", MismatchWarning)
+        cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs)
     if "results" in own:
         output = RunOutput(_imported_results(cfg, Path(str(own["results"])), package_versions()))
     else:

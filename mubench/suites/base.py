@@ -130,14 +130,11 @@ class Suite(ABC):
 
         Default naming: ``DIR/<prompt id>/<image index>.png``. Suites with a reference layout override this.
         """
-        by_id = {it.id: it for it in items}
         out = []
-        for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
-            if sub.name not in by_id:
-                continue
-            for img in sorted(sub.glob("*.png")):
-                if img.stem.isdigit():
-                    out.append(ImportedImage(by_id[sub.name], int(img.stem), img))
+        for it in items:  # an id may hold slashes (micro's ``coco/0000``): its folder is then nested
+            sub = Path(folder) / it.id
+            if sub.is_dir():
+                out += [ImportedImage(it, int(img.stem), img) for img in sorted(sub.glob("*.png")) if img.stem.isdigit()]
         return out
 
     def check_assets(self) -> None:
