@@ -156,3 +156,13 @@ def test_command_rejects_bad_input(home):
     assert isinstance(res.exception, UsageError) and "no-such" in str(res.exception)
     res = runner.invoke(_cli(), ["list", "colour=red"])
     assert isinstance(res.exception, UsageError)
+    res = runner.invoke(_cli(), ["list", "suite=mikro"])
+    assert isinstance(res.exception, UsageError) and "did you mean 'micro'" in str(res.exception)
+
+
+def test_a_built_in_suite_needs_nothing_and_that_is_not_an_error(home):
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["list", "suite=micro"])
+    assert res.exit_code == 0 and "no external files needed" in res.output
+    res = runner.invoke(_cli(), ["verify", "suite=toy", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == []

@@ -57,5 +57,9 @@ def test_masks_of_trained_maskunet(tmp_path):
 def test_masks_needs_a_masking_method(tmp_path):
     from mubench.commands.masks import record_masks
 
-    with pytest.raises(UsageError, match="exposes no masks"):
+    with pytest.raises(UsageError, match="method 'sd' exposes no masks"):
         record_masks(["method=sd", "model=tiny-sd", "suite=toy", "limit=1", "device=cpu", f"out={tmp_path}"])
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UsageError, match="is a file; out names a folder"):  # said before any model loads
+        record_masks(["method=maskunet", "model=tiny-sd", "suite=toy", "limit=1", "device=cpu", f"out={afile}"])

@@ -244,6 +244,8 @@ def test_train_command(data, tmp_path):
 def test_train_command_rejects_unknown_keys(cli):
     res = cli("train", "method=maskunet", "model=tiny-sd", "stpes=3")
     assert res.returncode == 2 and "unknown key 'stpes'" in res.stderr and "Traceback" not in res.stderr
+    res = cli("train", "model=tiny-sd")  # no default method: a bare `mubench train` must not start training
+    assert res.returncode == 2 and "needs method=NAME" in res.stderr
 
 
 def test_low_precision_base_trains_fp32_weights(regs, data, tmp_path):

@@ -8,7 +8,7 @@ import typer
 
 from .. import assets as A
 from ..config import parse_overrides
-from ..errors import AssetError, UsageError
+from ..errors import AssetError, UsageError, unknown
 
 ACTIONS = ("list", "verify", "where")
 FILTERS = ("suite", "model", "scorer")
@@ -35,9 +35,15 @@ def assets_command(
         else:
             raise UsageError(f"unknown key {key!r}; expected suite=, model=, scorer= or assets.NAME=PATH")
     paths = A.parse_asset_overrides(overrides)
+    known = _known_names()
+    for key, value in filters.items():
+        if value not in known[key]:
+            raise unknown(key, value, known[key])
     selected = A.select(**filters)
-    if not selected:
-        raise UsageError(f"no asset is used by {', '.join(f'{k}={v}' for k, v in filters.items())}")
+    if not selected:  # a built-in component (the micro world, toy, tiny models): nothing to find
+        what = ", ".join(f"{k}={v}" for k, v in filters.items())
+        typer.echo("[]" if json_out else f"{what}: no external files needed (built in or made from a config)")
+        return
 
     rows = []
     failed = False
@@ -65,6 +71,16 @@ def assets_command(
     if action == "verify" and failed:
         bad = [r["name"] for r in rows if not r["found"]]
         raise AssetError(f"{len(bad)} asset(s) missing or not matching: {', '.join(bad)}")
+
+
+def _known_names() -> dict[str, set[str]]:
+    """Every suite, model and scorer name a filter may give (spec files and registered kinds)."""
+    from ..registry import load_registries
+    from ..specs import spec_names
+
+    regs = load_registries()
+    return {"suite": set(spec_names("suites")) | set(regs.suites.names()), "model": set(regs.models.names()),
+            "scorer": set(regs.scorers.names())}
 
 
 def _print(action: str, rows: list[dict]) -> None:

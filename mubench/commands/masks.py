@@ -34,19 +34,22 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     from ..config import resolve, to_plain
     from ..fsutil import atomic_write_text
     from ..methods.mask_stats import MaskRecorder, plot_layer_ratios, plot_timestep_ratios
+    from ..pathcheck import PathNeed, check_path
     from ..registry import load_registries
     from ..runner import Runner
     from ..sampler import make_scheduler, resolve_sampler, sample_images
 
     regs = load_registries()
     cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16})
+    out = Path(cfg.run.out or f"masks-{cfg.method.name}-{cfg.model.name}").expanduser()
+    check_path(PathNeed("out", out, folder=True))  # before the model loads and the images are made
     runner = Runner(cfg, regs)
     items = runner.items()
     bundle = runner.load_model()
     prepared = runner.prepare(bundle)
     sampler = resolve_sampler(bundle, getattr(runner.suite.params, "sampler", None),
                               getattr(prepared, "sampler_overrides", None))
-    recorder = MaskRecorder(prepared)
+    recorder = MaskRecorder(prepared, cfg.method.name)
     planned = runner.plan(bundle, prepared, sampler, items)
     bs = cfg.run.batch_size
     for start in range(0, len(planned), bs):
@@ -57,7 +60,6 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
     scheduler.set_timesteps(sampler.steps)
     stats = recorder.summary([int(t) for t in scheduler.timesteps])
-    out = Path(cfg.run.out or f"masks-{cfg.method.name}-{cfg.model.name}").expanduser()
     out.mkdir(parents=True, exist_ok=True)
     report = {"method": cfg.method.name, "model": cfg.model.name, "suite": cfg.suite.name,
               "n_images": len(planned), "seeds": [p.seed for p in planned], "sampler": sampler.as_dict(),

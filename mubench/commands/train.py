@@ -1,4 +1,4 @@
-"""``mubench train method=M model=X [data=micro|PATH] [method.train.steps=N] [KEY=VALUE...] [--json]``.
+"""``mubench train method=M model=X [data=micro-art|micro|PATH] [method.train.steps=N] [KEY=VALUE...] [--json]``.
 
 Trains a method's artifact with its recipe (``methods/M.yaml``'s ``train:``, or its ``recipes.<model>`` entry) into
 the content-addressed artifact store that ``mubench run`` reads, so a later run with the same method, model and
@@ -18,9 +18,11 @@ TRAIN_HELP = """Train a method's artifact (full-ft, dropout, lora, maskunet...) 
 
 \b
 Keys (KEY=VALUE):
-  method=NAME|FILE.yaml   method spec; method.KEY=VALUE overrides it (e.g. method.train.steps=100)
+  method=NAME|FILE.yaml   required: the method spec (`mubench list`); method.KEY=VALUE overrides it
+                          (e.g. method.train.steps=100)
   model=NAME              base model (default micro); model.KEY=VALUE (e.g. model.path=/weights/sd15)
-  data=micro|DIR|FILE.parquet   training data (shortcut for method.train.data=...; part of the artifact's address)
+  data=DATA               training data: micro-art (the micro recipes' default), micro, DIR or
+                          FILE.parquet; shortcut for method.train.data=... (part of the artifact's address)
   device=cpu|cuda|auto    dtype=auto|float32|float16|bfloat16 (the frozen base; trained weights stay fp32)
   cache=DIR               where artifacts live (default $MUBENCH_HOME/cache; `mubench run` reads the same place)
   weights=pretrained|random   force=true|false (retrain from scratch)
@@ -31,7 +33,7 @@ A killed training resumes from its latest checkpoint when the same command is ru
 
 @dataclass
 class TrainCommandConfig:
-    method: str = "maskunet"
+    method: Optional[str] = None  # required: training is minutes to hours, never a default
     model: str = "micro"
     data: Optional[str] = None
     device: str = "auto"
@@ -61,6 +63,9 @@ def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, An
     nested = nest_overrides([(k, v) for k, v in flat.items() if "." in k])
     sub: dict[str, dict[str, Any]] = {"model": nested.get("model", {}), "method": nested.get("method", {})}
     cfg: TrainCommandConfig = build_params(TrainCommandConfig, top)
+    if cfg.method is None:
+        raise UsageError("mubench train needs method=NAME (e.g. method=lora-micro; `mubench list` shows them, "
+                         "`mubench train --help` the keys)")
     if cfg.weights not in ("pretrained", "random"):
         raise UsageError(f"bad value weights={cfg.weights!r}; expected pretrained or random")
     if cfg.data is not None:

@@ -18,28 +18,29 @@ from ..errors import UsageError
 from .base import Prepared
 
 
-def attach_mask_observer(prepared: Prepared, fn) -> None:
-    """Make ``fn(layer_index, mask)`` see every mask ``prepared`` applies (UsageError if it applies none)."""
+def attach_mask_observer(prepared: Prepared, fn, name: Optional[str] = None) -> None:
+    """Make ``fn(layer_index, mask)`` see every mask ``prepared`` applies (UsageError naming the method, ``name`` or
+    what its info says it changes, if it applies none)."""
     model = getattr(prepared, "model", None)
     if model is not None and hasattr(model, "on_mask"):
         model.on_mask = fn
     elif hasattr(prepared, "on_mask"):
         prepared.on_mask = fn
     else:
-        raise UsageError(f"method {prepared.info.get('change', '?')!r} exposes no masks to record (mask statistics "
+        raise UsageError(f"method {name or prepared.info.get('change', '?')!r} exposes no masks to record (mask statistics "
                          "work for maskunet and maskunet-free)")
 
 
 class MaskRecorder:
     """Accumulates mask ratios per (step, layer): sum over rows, sum of squares, row count."""
 
-    def __init__(self, prepared: Prepared) -> None:
+    def __init__(self, prepared: Prepared, name: Optional[str] = None) -> None:
         self.layers = [dict(layer) for layer in prepared.layers]
         self.step = 0
         self._sum: dict[tuple[int, int], float] = {}
         self._sq: dict[tuple[int, int], float] = {}
         self._n: dict[tuple[int, int], int] = {}
-        attach_mask_observer(prepared, self.observe)
+        attach_mask_observer(prepared, self.observe, name)
 
     def observe(self, layer: int, mask: torch.Tensor) -> None:
         zeroed = 1.0 - mask.detach().float().flatten(1).mean(1).cpu()  # per row
