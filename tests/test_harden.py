@@ -94,6 +94,26 @@ def test_progress_lines_have_rate_and_eta():
     assert eta_seconds(0, 10, 5.0) is None and eta_seconds(5, 10, 5.0) == 5.0
 
 
+def test_a_micro_limit_that_leaves_tasks_out_says_which_and_what_limit_covers_them():
+    from mubench.config import resolve
+    from mubench.registry import load_registries
+    from mubench.runner import Runner
+
+    regs = load_registries(plugins=False)
+
+    def task_warnings(limit):
+        run = Runner(resolve(["suite=micro", f"limit={limit}"], regs), regs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run.suite.check_size(run.items())
+        return [str(w.message) for w in caught if "covers every task" in str(w.message)]
+
+    [message] = task_warnings(3)
+    assert "hold no " in message and "color_attr" in message
+    covers = int(re.search(r"limit=(\d+) or more", message).group(1))
+    assert task_warnings(covers) == [] and len(task_warnings(covers - 1)) == 1
+
+
 def test_micro_limit_too_small_for_fid_is_one_warning_before_generation():
     from mubench.config import resolve
     from mubench.registry import load_registries
@@ -101,18 +121,18 @@ def test_micro_limit_too_small_for_fid_is_one_warning_before_generation():
 
     regs = load_registries(plugins=False)
     runner = Runner(resolve(["suite=micro", "limit=1"], regs), regs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        runner.suite.check_size(runner.items())
-    assert len(caught) == 1 and "fid skipped" in str(caught[0].message)
-    suggested = int(re.search(r"limit=(\d+) or more", str(caught[0].message)).group(1))
-    # the suggested limit is the smallest that gives fid its 64 coco images: it passes, one less warns
-    for limit, warns in ((suggested, 0), (suggested - 1, 1)):
-        run = Runner(resolve(["suite=micro", f"limit={limit}"], regs), regs)
+    def fid_warnings(run):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run.suite.check_size(run.items())
-        assert len(caught) == warns, (limit, [str(w.message) for w in caught])
+        return [str(w.message) for w in caught if "fid skipped" in str(w.message)]
+
+    [message] = fid_warnings(runner)
+    suggested = int(re.search(r"limit=(\d+) or more", message).group(1))
+    # the suggested limit is the smallest that gives fid its 64 coco images: it passes, one less warns
+    for limit, warns in ((suggested, 0), (suggested - 1, 1)):
+        run = Runner(resolve(["suite=micro", f"limit={limit}"], regs), regs)
+        assert len(fid_warnings(run)) == warns, limit
     from mubench.errors import UsageError
 
     forced = Runner(resolve(["suite=micro", "limit=1", "suite.fid.force=true"], regs), regs)

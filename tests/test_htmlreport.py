@@ -97,6 +97,7 @@ def test_html_report_from_store(store_runs, tmp_path, cli):
     (("differ_by=clip.clip",), "only to --html"),
     (("--html", "baseline=lora"), "baseline='lora'"),
     (("--html", "baseline=sd", "differ_by=clip.clp"), "did you mean 'clip.clip'"),
+    (("--html", "differ_by=clip.clip"), "give baseline= too"),
 ])
 def test_html_report_bad_input(store_runs, tmp_path, cli, args, message):
     path, _, _ = store_runs

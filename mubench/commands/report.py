@@ -59,6 +59,8 @@ def report_command(
         given = [f"{k}=" for k in HTML_KEYS if k in kv]
         raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
     out = None if html or not kv.get("out") else output_file(as_str(kv.get("out")), "out")  # before the work
+    if html:
+        _check_html_keys(kv)
     spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
@@ -89,16 +91,25 @@ def report_command(
         typer.echo(text, nl=False)
 
 
-def _write_html(kv: dict, table, results: list, source: str) -> None:
-    from ..htmlreport.page import HtmlOptions, write_html_report
-    from ..htmlreport.runs import load_runs
-
+def _check_html_keys(kv: dict) -> None:
+    """The --html keys, checked before any work."""
     out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"out={out} is a file; --html writes a folder (index.html and its images)")
     masks = as_str(kv.get("masks"))
     if masks and not Path(masks).expanduser().is_dir():
         raise UsageError(f"masks={masks} is not a folder")
+    if kv.get("differ_by") and not kv.get("baseline"):
+        raise UsageError("differ_by= sorts the page's 'where they differ' list, which compares each run with "
+                         "baseline=METHOD: give baseline= too")
+
+
+def _write_html(kv: dict, table, results: list, source: str) -> None:
+    from ..htmlreport.page import HtmlOptions, write_html_report
+    from ..htmlreport.runs import load_runs
+
+    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
+    masks = as_str(kv.get("masks"))
     views = load_runs(results, store=as_str(kv.get("store")), results_dir=as_str(kv.get("results")),
                       baseline=as_str(kv.get("baseline")))
     options = HtmlOptions(baseline=as_str(kv.get("baseline")), differ_by=as_str(kv.get("differ_by")),

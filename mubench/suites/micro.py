@@ -158,6 +158,7 @@ class MicroSuite(Suite):
         """FID needs more coco images than micro-CLIP feature dimensions: skip it (one line) or refuse, up front."""
         from ..micro.clip import MicroClipConfig
 
+        self._warn_missing_tasks(items)
         dim = MicroClipConfig().feature_dim
         ipp = self.params.images_per_prompt
         n = sum(ipp for it in items if it.meta.get("task") in COCO_TASKS)
@@ -177,6 +178,19 @@ class MicroSuite(Suite):
         works = f"limit={need} or more" if need else f"suite.coco={-(-dim // ipp)} or more"
         warnings.warn(f"fid skipped: this run has {n} coco images, FID needs at least {dim} (the micro-CLIP "
                       f"feature dimensions); use {works}, or suite.fid.force=true for a biased number")
+
+    def _warn_missing_tasks(self, items: list[PromptItem]) -> None:
+        """A limit that leaves whole tasks out says so (their rows would just be missing from the table)."""
+        every, seen, need = [], set(), None
+        for k, it in enumerate(self.items(), 1):
+            if it.meta.get("task") not in seen:
+                seen.add(it.meta.get("task"))
+                every.append(it.meta.get("task"))
+                need = k
+        missing = [t for t in every if t not in {it.meta.get("task") for it in items}]
+        if missing:
+            warnings.warn(f"this run's {len(items)} prompts hold no {', '.join(missing)} prompt, so those metrics "
+                          f"are left out; limit={need} or more covers every task")
 
     def protocol(self) -> dict[str, Any]:
         return {"world": "micro", "prompt_seed": PROMPT_SEED, "binding_split": self.params.binding_split,
