@@ -153,7 +153,7 @@ def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
     for key, value in data.items():
         if key not in fields:
             hint = close_matches(key, fields)
-            msg = f"unknown key {where}{key!r}"
+            msg = f"unknown key {where + str(key)!r}"
             if hint:
                 msg += f"; did you mean {' or '.join(repr(where + h) for h in hint)}?"
             msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
@@ -239,7 +239,14 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
         raise UsageError(f"{path}: '{RECIPES_KEY}' must map model names to parameter mappings")
     recipe = recipes.get(model) if model is not None else None
     layers = [spec] + ([recipe] if recipe else []) + [overrides]
-    params = build_params(cls.Params, *layers, where=f"{role}.")
+    try:
+        params = build_params(cls.Params, *layers, where=f"{role}.")
+    except UsageError as err:
+        try:  # name the spec file when the fault is in it, not in the command line's overrides
+            build_params(cls.Params, *layers[:-1], where=f"{role}.")
+        except UsageError:
+            raise UsageError(f"{path}: {err}") from None
+        raise
     return Component(role, spec_name, kind, params, description, str(path),
                      recipe=model if recipe else None)
 

@@ -56,6 +56,16 @@ def test_user_yaml_spec(tmp_path, regs):
     assert cfg.suite.params.prompts == ["a cat"]
 
 
+def test_a_bad_key_in_a_spec_file_names_the_file_and_one_on_the_command_line_does_not(tmp_path, regs):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("kind: toy\nname: mine\nprompts: ['a cat']\n")
+    with pytest.raises(UsageError, match=f"^{spec}: unknown key 'suite.name'"):
+        resolve([f"suite={spec}", "model=tiny-sd"], regs)
+    spec.write_text("kind: toy\nprompts: ['a cat']\n")
+    with pytest.raises(UsageError, match="^unknown key 'suite.nmae'"):
+        resolve([f"suite={spec}", "model=tiny-sd", "suite.nmae=1"], regs)
+
+
 def test_yaml_is_loaded_safely(tmp_path, regs):
     spec = tmp_path / "evil.yaml"
     spec.write_text("kind: toy\nprompts: !!python/object/apply:os.system ['echo pwned']\n")
