@@ -27,7 +27,8 @@ def attach_mask_observer(prepared: Prepared, fn, name: Optional[str] = None) -> 
     elif hasattr(prepared, "on_mask"):
         prepared.on_mask = fn
     else:
-        raise UsageError(f"method {name or prepared.info.get('change', '?')!r} exposes no masks to record (mask statistics "
+        shown = name or prepared.info.get("change", "?")
+        raise UsageError(f"method {shown!r} exposes no masks to record (mask statistics "
                          "work for maskunet and maskunet-free)")
 
 

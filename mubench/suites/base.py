@@ -134,7 +134,8 @@ class Suite(ABC):
         for it in items:  # an id may hold slashes (micro's ``coco/0000``): its folder is then nested
             sub = Path(folder) / it.id
             if sub.is_dir():
-                out += [ImportedImage(it, int(img.stem), img) for img in sorted(sub.glob("*.png")) if img.stem.isdigit()]
+                out += [ImportedImage(it, int(img.stem), img) for img in sorted(sub.glob("*.png"))
+                        if img.stem.isdigit()]
         return out
 
     def check_assets(self) -> None:
