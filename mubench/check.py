@@ -311,11 +311,18 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
                 continue
             f.delta = cur_v - base_v
             f.worse_by = -f.delta if hib else f.delta
-            if name in paired:
-                f.p, f.significant = paired[name].p_holm, paired[name].significant
-            if f.worse_by > f.allowed and f.significant is False:
-                f.status = WITHIN
-                f.note = (note + "; " if note else "") + f"beyond tolerance but not significant (paired p {f.p:.3g})"
+            test = paired.get(name)
+            if test is not None and (test.p is None or not test.testable):  # no usable test: the tolerance rule
+                f.note = (note + "; " if note else "") + f"no paired test ({test.note or 'not tested'})"
+                test = None
+            if test is not None:
+                f.p, f.significant = test.p_holm, test.significant
+            if f.worse_by > f.allowed and test is not None and not (test.significant and test.better == "a"):
+                f.status = WITHIN  # worse beyond tolerance, but the paired test does not find the current run worse
+                why = (f"not significant (paired p {f.p:.3g})" if not test.significant else
+                       f"the paired test on the {test.units} shared units finds it significantly better "
+                       f"(p {f.p:.3g})")
+                f.note = (note + "; " if note else "") + f"beyond tolerance but {why}"
             elif f.worse_by > f.allowed:
                 f.status = REGRESSED
             elif f.worse_by > 0 and abs(f.delta) > EXACT_REL * abs(base_v):

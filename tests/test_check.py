@@ -184,6 +184,43 @@ def test_outputs_never_overwrite_mubench_data_or_a_folder(tmp_path, baseline, ca
     assert code == 0 and "| sd |" in other.read_text()
 
 
+def _paired_check(base_values, cur_values, base_value, cur_value, tolerance="abs:0.01"):
+    from mubench.check import compare
+    from results_fakes import fake_units
+
+    base = fake_results("sd", {"clip": base_value})
+    cur = fake_results("sd", {"clip": cur_value})
+    cur["created"] = "9999"
+    baseline = make_baseline([base], {"clip": tolerance}, units={base["run_id"]: {"clip": fake_units(base_values)}})
+    current = cur_values if hasattr(cur_values, "kind") else fake_units(cur_values)
+    report = compare(baseline, [cur], current_units={cur["run_id"]: {"clip": current}})
+    [finding] = [f for f in report.findings if f.metric == "clip"]
+    return finding
+
+
+def test_check_regresses_only_when_the_paired_test_finds_the_current_run_worse():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.7, 0.02, 40)
+    # the reported value is worse beyond tolerance, but on the shared prompts the current run is significantly better
+    f = _paired_check(base, base + 0.02 + rng.normal(0, 0.002, 40), 0.70, 0.60)
+    assert f.status == "worse, within tolerance" and f.significant and "significantly better" in f.note
+    f = _paired_check(base, base - 0.1 + rng.normal(0, 0.002, 40), 0.70, 0.60)  # worse on both counts
+    assert f.status == "REGRESSED" and f.significant
+
+
+def test_check_without_a_usable_paired_test_keeps_the_tolerance_rule():
+    # four shared prompts cannot reach alpha, and no shared prompt cannot be tested: the tolerance decides
+    f = _paired_check([0.7, 0.71, 0.72, 0.73], [0.3, 0.31, 0.32, 0.33], 0.715, 0.315)
+    assert f.status == "REGRESSED" and f.significant is None and "no paired test" in f.note
+    from results_fakes import fake_units
+
+    disjoint = fake_units([0.3] * 4, prompts=[f"q{i}" for i in range(4)])
+    f = _paired_check([0.7] * 4, disjoint, 0.7, 0.3)
+    assert f.status == "REGRESSED" and "no paired test" in f.note
+
+
 def test_subprocess_exit_code_1_on_regression(tmp_path, baseline):
     """What CI sees: `python -m mubench check` exits 1 and prints the diff (one subprocess: imports are slow)."""
     bad = _run_dir(tmp_path, "bad", fake_results("sd", {"fid": 30.0, "clip": 0.30}))

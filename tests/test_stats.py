@@ -127,6 +127,26 @@ def test_a_clear_effect_is_significant_in_the_right_direction_and_lower_is_bette
     assert r.significant and r.better == "a"  # b is higher, and lower is better here
 
 
+def test_few_prompts_stay_untestable_whatever_the_number_of_relabellings():
+    # 5 prompts, B above A on every one: the exact test's floor is 2 / 32 > 0.05; random relabellings (2^5 > 20)
+    # must not slip under it, or "too few prompts to test" would depend on permutations=
+    a, b = mean_units([0.1, 0.2, 0.3, 0.4, 0.5]), mean_units([0.6, 0.7, 0.8, 0.9, 1.0])
+    for permutations, seed in [(2000, 0)] + [(20, s) for s in range(30)]:
+        r = compare_units("clip", a, b, resamples=0, permutations=permutations, seed=seed)
+        r.decide()
+        assert r.p >= 2 / 32 and r.min_p >= 2 / 32 and not r.testable and not r.significant, (permutations, seed)
+
+
+def test_a_value_that_is_not_finite_is_not_tested_rather_than_significant():
+    va = np.linspace(0.5, 0.9, 8)
+    vb = va.copy()
+    vb[3] = np.nan
+    r = compare_units("clip", mean_units(va), mean_units(vb), resamples=100)
+    r.decide()
+    assert r.p is None and r.delta is None and not r.significant and r.better is None
+    assert "not finite" in r.note
+
+
 def test_fid_paired_test_detects_a_shifted_distribution():
     rng = np.random.default_rng(5)
     n, d = 60, 4

@@ -54,7 +54,8 @@ class PairedResult:
                 self.note = f"{self.note}; {why}" if self.note else why
             self.testable, self.ci_low, self.ci_high = False, None, None
         p = self.p_holm if self.p_holm is not None else self.p
-        self.significant = bool(self.testable and p is not None and p < alpha and self.delta not in (None, 0.0))
+        self.significant = bool(self.testable and p is not None and p < alpha and self.delta is not None
+                                and np.isfinite(self.delta) and self.delta != 0.0)
         if not self.significant or self.delta is None:
             self.better = None
         else:
@@ -129,6 +130,9 @@ def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEF
                             **{**base, "note": (note + "; " if note else "") + "fewer than 2 shared units"})
     va, vb = a2.value(), b2.value()
     delta = vb - va
+    if not np.isfinite(delta):  # a NaN or infinite value on a side: nothing to test (NaN would look "extreme")
+        return PairedResult(a=va, b=vb, delta=None, ci_low=None, ci_high=None, p=None,
+                            **{**base, "note": (note + "; " if note else "") + "a side's value is not finite"})
     clusters = Clusters.of(a2.prompt_ids, a2.replicate, a2.strata)
     lo = hi = None
     if resamples > 0:
@@ -139,8 +143,11 @@ def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEF
             lo = hi = 0.0
     swaps, exact = swap_patterns(clusters, permutations, seed + 1)
     null = _swapped_deltas(a2, b2, swaps)
-    p = permutation_p(delta, null, exact)
-    min_p = 2.0 / len(null) if exact else 1.0 / (len(null) + 1)  # exact: the observed labelling and its mirror
+    # the exact test cannot go below 2 / 2^C (the observed labelling and its mirror); a random-relabelling estimate
+    # is held to that floor too, so that "too few prompts to test" does not depend on permutations=
+    floor = 2.0 ** (1 - clusters.count)  # (underflows to 0 for many prompts, never overflows)
+    p = max(permutation_p(delta, null, exact), floor)
+    min_p = max(2.0 / len(null) if exact else 1.0 / (len(null) + 1), floor)
     return PairedResult(a=va, b=vb, delta=delta, ci_low=lo, ci_high=hi, p=p, exact=exact, min_p=min_p, **base)
 
 
