@@ -1,7 +1,8 @@
 """Content-addressed caches with atomic writes.
 
 Samples are PNG files named by their sample key (a hash of everything that decides their pixels). Per-image scores
-are ``.npz`` files under a folder named by the scorer key (name, version, weights hash) and the sample key. Every
+are ``.npz`` files under a folder named by the scorer key (name, version, weights hash) and the image's score key
+(its sample key plus a hash of its prompt and metadata: ``PlannedSample.score_key``). Every
 file is written to a temporary name, fsynced and renamed, so a killed run leaves no half file and loses no
 finished one; re-running the same command finds them and does only what is missing.
 """

@@ -60,6 +60,13 @@ class PlannedSample:
     seed: Optional[int]  # None for images made by another tool
     key: str
 
+    @property
+    def score_key(self) -> str:
+        """Where this image's scores are cached: its sample key plus what scorers read of its prompt (text and meta),
+        which the sample key alone does not fix (the same pixels imported under two prompts; a micro prompt's
+        reference count, which changes its FID reference features)."""
+        return f"{self.key}-{stable_hash({'prompt': self.item.prompt, 'meta': self.item.meta}, length=12)}"
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -213,7 +220,7 @@ class Runner:
         for name, scorer in scorers.items():
             skey = scorer_key(scorer)
             todo = [c for c in self.my_chunks(planned, SCORE_CHUNK)
-                    if not all(self.cache.has_score(skey, p.key) for p in c)]
+                    if not all(self.cache.has_score(skey, p.score_key) for p in c)]
             self.progress.start(f"score:{name}", sum(len(c) for c in todo))
             for part in todo:
                 batch = pad(part, SCORE_CHUNK)
@@ -221,7 +228,7 @@ class Runner:
                                       for p in batch]).float().div(255).to(self.device)
                 results = scorer.score(images, [p.item for p in batch])
                 for p, res in zip(part, results):
-                    self.cache.write_score(skey, p.key, res)
+                    self.cache.write_score(skey, p.score_key, res)
                 self.progress.advance(f"score:{name}", len(part))
 
     def records(self, scorers: dict[str, Scorer], planned: list[PlannedSample]) -> list[SampleRecord]:
@@ -231,7 +238,7 @@ class Runner:
             if not path.is_file():
                 raise UsageError(f"sample {p.key} of prompt {p.item.id} is missing after generation "
                                  "(did another process fail? re-run the same command to resume)")
-            scores = {name: self.cache.read_score(scorer_key(s), p.key) for name, s in scorers.items()}
+            scores = {name: self.cache.read_score(scorer_key(s), p.score_key) for name, s in scorers.items()}
             out.append(SampleRecord(p.item, p.image_index, p.seed, p.key, str(path), scores))
         return out
 

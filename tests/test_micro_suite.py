@@ -191,3 +191,36 @@ def test_score_finds_images_under_prompt_ids_with_slashes(tmp_path):
             (tmp_path / it.id / name).write_bytes(b"")
     found = suite.import_images(tmp_path, items)
     assert [(f.item.id, f.image_index) for f in found] == [(it.id, k) for it in items[:2] for k in (0, 1)]
+
+
+def test_scores_are_cached_per_prompt_not_per_pixels(tmp_path):
+    # the same picture under two prompts must get each prompt's scores (the score cache was keyed by pixels alone)
+    import json
+
+    from conftest import run_cli
+    from PIL import Image
+
+    suite = MicroSuite(MicroSuiteParams(), "micro")
+    first, second = suite.items()[:2]
+    picture = np.zeros((32, 32, 3), np.uint8)
+    picture[8:24, 8:24] = (200, 30, 30)
+    for it in (first, second):
+        (tmp_path / "ext" / it.id).mkdir(parents=True)
+        Image.fromarray(picture).save(tmp_path / "ext" / it.id / "0.png")
+    proc = run_cli("score", "suite=micro", "limit=2", f"images={tmp_path / 'ext'}", f"out={tmp_path / 'out'}",
+                   f"store={tmp_path / 's.sqlite'}", f"cache={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["prompt_id"]: r for r in map(json.loads, (tmp_path / "out" / "samples.jsonl").read_text().splitlines())}
+    assert rows[first.id]["key"] == rows[second.id]["key"]  # one cached picture
+    assert rows[first.id]["scores"]["clip"]["clip"] != rows[second.id]["scores"]["clip"]["clip"]
+
+
+def test_the_score_key_follows_the_prompt_and_its_metadata():
+    from mubench.runner import PlannedSample
+
+    item = PromptItem("coco/0000", "a red circle", {"task": "coco", "references": 1})
+    keys = {PlannedSample(it, 0, 1, "k").score_key for it in
+            (item, PromptItem(item.id, "a blue circle", item.meta), PromptItem(item.id, item.prompt,
+                                                                              {**item.meta, "references": 2}))}
+    assert len(keys) == 3 and all(k.startswith("k-") for k in keys)
+    assert PlannedSample(item, 0, 1, "k").score_key == PlannedSample(item, 5, 9, "k").score_key  # key-only inputs
