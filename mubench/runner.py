@@ -376,7 +376,10 @@ class Runner:
 
 
 def scorer_key(scorer: Scorer) -> str:
+    """What decides a scorer's per-image results: class, version, weights, params, chunk, and the device type and
+    dtype it runs on (a GPU's scores differ from a CPU's in the last bits; the protocol records the run's device)."""
     return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
                                             "weights": scorer.weights_hash(),
                                             "params": to_plain(scorer.params, results_only=True),
-                                            "chunk": SCORE_CHUNK})
+                                            "chunk": SCORE_CHUNK, "device": scorer.ctx.device.type,
+                                            "dtype": str(scorer.ctx.dtype)})

@@ -138,8 +138,9 @@ def test_a_score_does_not_depend_on_what_it_is_scored_with(regs, tmp_path, score
         for i in order:
             runner.cache.write_sample(f"img{i:04d}", images[i])
         runner.score({name: scorer}, [PlannedSample(items[i], 0, i, f"img{i:04d}") for i in order])
-        return {i: json.dumps(_plain(runner.cache.read_score(scorer_key(scorer), f"img{i:04d}")), sort_keys=True)
-                for i in order}
+        planned = {i: PlannedSample(items[i], 0, i, f"img{i:04d}") for i in order}
+        return {i: json.dumps(_plain(runner.cache.read_score(scorer_key(scorer), planned[i].score_key)),
+                              sort_keys=True) for i in order}
 
     forward = scores(list(range(len(items))), "forward")
     assert scores(list(reversed(range(len(items)))), "backward") == forward

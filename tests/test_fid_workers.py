@@ -2,6 +2,8 @@
 setting in any protocol or cache key (it changes speed, never results)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,9 @@ def test_num_workers_is_in_no_cache_key_or_protocol():
     assert scorer_key(a) == scorer_key(b) and a.describe() == b.describe()
     assert "num_workers" in to_plain(b.params) and "num_workers" not in to_plain(b.params, results_only=True)
     assert scorer_key(_scorer(0, batch_size=8)) != scorer_key(a)  # other params still count
+    other_device = _scorer(0)
+    other_device.ctx = replace(other_device.ctx, device=torch.device("meta"))
+    assert scorer_key(other_device) != scorer_key(a)  # so do the device type and dtype it scores on
 
 
 def test_defaults_and_bad_values(files, tmp_path):
