@@ -115,8 +115,9 @@ def pooled_result(runs: Sequence[dict[str, Any]], units: Sequence[dict[str, Unit
         else:
             values = [r["metrics"][name]["value"] for r in runs if name in (r.get("metrics") or {})]
             finite = [v for v in values if v is not None]
+            ns = [r["metrics"][name].get("n") for r in runs if name in (r.get("metrics") or {})]
             metrics[name] = {**m, "value": float(np.mean(finite)) if finite else None, "ci_low": None,
-                             "ci_high": None, "n": m.get("n")}
+                             "ci_high": None, "n": sum(ns) if ns and all(isinstance(n, int) for n in ns) else None}
     rep["metrics"] = metrics
     protocol = dict(rep.get("protocol") or {})
     protocol["seed"] = seeds

@@ -234,3 +234,18 @@ def test_verdicts_name_methods_not_run_ids():
     assert side_names(by_name) == ("sd", "random-mask")
     aa = {"a": side("r1", "sd", 0, "r1"), "b": side("r3", "sd", 1, "r3")}
     assert side_names(aa) == ("sd (seed 0)", "sd (seed 1)")
+
+
+def test_a_pooled_metric_without_unit_data_counts_every_run_s_n():
+    from mubench.selection import pooled_result
+
+    runs = []
+    for k, seed in enumerate((0, 1)):
+        res = fake_results("sd", {"clip": 0.5 + k, "spread": 2.0 + k}, n=N)
+        res["protocol"]["seed"] = seed
+        res["replicate"] = {"group": "g", "seeds": [0, 1], "index": k}
+        runs.append(res)
+    units = [{"clip": fake_units(np.full(N, 0.5 + k))} for k in range(2)]
+    rep, _ = pooled_result(runs, units)
+    assert rep["metrics"]["spread"]["value"] == pytest.approx(2.5) and rep["metrics"]["spread"]["n"] == 2 * N
+    assert rep["metrics"]["clip"]["n"] == 2 * N
