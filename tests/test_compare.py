@@ -249,3 +249,49 @@ def test_a_pooled_metric_without_unit_data_counts_every_run_s_n():
     rep, _ = pooled_result(runs, units)
     assert rep["metrics"]["spread"]["value"] == pytest.approx(2.5) and rep["metrics"]["spread"]["n"] == 2 * N
     assert rep["metrics"]["clip"]["n"] == 2 * N
+
+
+def _table_store(path, runs):
+    """runs: (method, model, clip values per prompt)."""
+    with Store(path) as st:
+        for method, model, values in runs:
+            st.record_run(fake_results(method, {"clip": float(np.mean(values))}, model=model, n=N),
+                          units={"clip": fake_units(values)})
+    return path
+
+
+def test_marks_follow_the_table_s_direction_and_stay_within_a_model(tmp_path, capsys):
+    base = np.linspace(0.2, 0.4, N)
+    spec = tmp_path / "t.yaml"  # a spec that says lower is better for this column
+    spec.write_text("rows: [sd, lora]\ncolumns: [{metric: clip, name: Error, format: .3f, higher_is_better: false}]\n")
+    path = _table_store(tmp_path / "a.sqlite", [("sd", "micro", base), ("lora", "micro", base + 0.05)])
+    code, out, err = call(capsys, "report", f"store={path}", f"table={spec}", "baseline=sd")
+    assert code == 0, err
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| sd") or
+            line.startswith("| lora")}
+    assert "▼" in rows["lora"] and "**" not in rows["lora"] and "**0.300**" in rows["sd"]
+    # two base models: each row is compared with the baseline of its own model
+    path = _table_store(tmp_path / "b.sqlite", [("sd", "sd15", base), ("lora", "sd15", base + 0.01),
+                                                ("sd", "pixart", base + 0.1), ("lora", "pixart", base + 0.11)])
+    code, out, err = call(capsys, "report", f"store={path}", "baseline=sd")
+    assert code == 0, err
+    marks = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in out.splitlines()
+             if line.startswith("| lora")}
+    assert "▲" in marks[("lora", "sd15")] and "▲" in marks[("lora", "pixart")]
+    assert "of the row's own model" in out
+
+
+def test_a_spec_s_rows_from_several_models_show_the_model(tmp_path, capsys):
+    spec = tmp_path / "t.yaml"
+    spec.write_text("rows: [sd, lora]\ncolumns: [clip]\n")
+    path = _table_store(tmp_path / "c.sqlite", [("sd", "sd15", np.full(N, 0.3)), ("lora", "sd21", np.full(N, 0.33))])
+    code, out, err = call(capsys, "report", f"store={path}", f"table={spec}")
+    assert code == 0, err
+    assert "| Method | Model |" in out and "| sd | sd15 |" in out and "| lora | sd21 |" in out
+
+
+def test_latex_output_is_ascii_for_pdflatex(store, capsys):
+    code, out, err = call(capsys, "report", f"store={store}", "baseline=sd", "--latex")
+    assert code == 0 and "▲" not in out and out.isascii(), [ch for ch in out if not ch.isascii()]
+    code, out, err = call(capsys, "compare", "sd", "random-mask", f"store={store}", "--latex")
+    assert code == 0 and out.isascii(), sorted({ch for ch in out if not ch.isascii()})

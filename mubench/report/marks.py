@@ -36,6 +36,8 @@ def _pair(table, units, i, k, j, permutations, memo: dict) -> Optional[PairedRes
         if ua is not None and ub is not None and ua.kind == ub.kind:
             res = compare_units(table.columns[j].metric, ua, ub, resamples=0, permutations=permutations)
             res = res if res.p is not None and res.units >= 2 else None
+            if res is not None:  # the column's direction (a table spec may set it), not the unit data's
+                res.higher_is_better = table.columns[j].higher_is_better
         memo[(i, k, j)] = res
     return None if memo[(i, k, j)] is None else replace(memo[(i, k, j)])
 
@@ -46,13 +48,14 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
     """Fill ``table.bold`` (column → rows), ``table.marks`` ((row, column) → ▲/▼) and their footnotes."""
     if bold not in BOLD_RULES:
         raise UsageError(f"bad value bold={bold!r}; expected one of {', '.join(BOLD_RULES)}")
-    base_row = None
+    base_of: dict[Optional[str], int] = {}  # model → its baseline row: each row is compared within its model
     if baseline is not None:
-        rows = [i for i, r in enumerate(table.rows) if baseline in (r.method, r.label)]
-        if not rows:
+        for i, r in enumerate(table.rows):
+            if baseline in (r.method, r.label):
+                base_of.setdefault(r.model, i)
+        if not base_of:
             raise UsageError(f"baseline={baseline!r} is not a row of the table; rows: "
                              + ", ".join(r.label for r in table.rows))
-        base_row = rows[0]
     table.bold_rule = bold
     table.bold = table.best() if bold == "value" else {}
     table.marks = {}
@@ -84,20 +87,21 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
                         wins.append(r is not None and r.significant and r.better == ("a" if first_is_i else "b"))
                     if wins and all(wins):
                         table.bold[j].add(i)
-        if base_row is not None and base_row in present:
-            others = [k for k in present if k != base_row]
-            # pairs are tested in row order (the p-value does not depend on which side is A)
-            res = [_pair(table, units, min(base_row, k), max(base_row, k), j, permutations, memo) for k in others]
-            adjusted = holm([None if r is None else r.p for r in res])
-            for k, r, p in zip(others, res, adjusted):
-                if r is None:
-                    continue
-                r.p_holm = p
-                r.decide(alpha)
-                ns.add(r.units)
-                if r.significant:
-                    k_side = "b" if k > base_row else "a"
-                    table.marks[(k, j)] = UP if r.better == k_side else DOWN
+        pairs_b = [(base_of[table.rows[k].model], k) for k in present
+                   if table.rows[k].model in base_of and base_of[table.rows[k].model] in present
+                   and k != base_of[table.rows[k].model]]
+        # pairs are tested in row order (the p-value does not depend on which side is A)
+        res = [_pair(table, units, min(b, k), max(b, k), j, permutations, memo) for b, k in pairs_b]
+        adjusted = holm([None if r is None else r.p for r in res])
+        for (b, k), r, p in zip(pairs_b, res, adjusted):
+            if r is None:
+                continue
+            r.p_holm = p
+            r.decide(alpha)
+            ns.add(r.units)
+            if r.significant:
+                k_side = "b" if k > b else "a"
+                table.marks[(k, j)] = UP if r.better == k_side else DOWN
     n_text = ("n = " + (str(min(ns)) if len(ns) == 1 else f"{min(ns)}–{max(ns)}") + " shared units per pair") if ns \
         else "no pair could be tested"
     test = (f"paired permutation test (whole prompts swapped, {permutations} relabellings) on the units both rows "
@@ -108,8 +112,10 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
     else:
         table.mark_notes.append("Bold: best displayed value of each column (bold=value); this is not a significance "
                                 "mark.")
-    if base_row is not None:
-        table.mark_notes.append(f"{UP} / {DOWN}: significantly better / worse than {table.rows[base_row].label} "
+    if base_of:
+        against = table.rows[next(iter(base_of.values()))].label + (
+            " of the row's own model" if len(base_of) > 1 else "")
+        table.mark_notes.append(f"{UP} / {DOWN}: significantly better / worse than {against} "
                                 f"({test}, Holm-corrected over the column's rows).")
     if untested:
         table.mark_notes.append("No paired test (rows without per-unit data): " + ", ".join(sorted(untested)) + ".")

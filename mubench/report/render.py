@@ -78,7 +78,11 @@ def _footnotes(table: Table, bold: bool = True) -> list[str]:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--"}
+                  "±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--",
+                  # what footnotes and compare's table hold beyond ASCII (pdflatex stops at an unmapped one)
+                  "▲": r"$^\uparrow$", "▼": r"$^\downarrow$", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "−": "$-$",
+                  "<": r"\textless{}", ">": r"\textgreater{}", "≤": r"$\le$", "≥": r"$\ge$", "×": r"$\times$",
+                  "·": r"$\cdot$", "…": r"\ldots{}", "≈": r"$\approx$"}
 
 
 def latex_escape(text: str) -> str:

@@ -256,6 +256,14 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
     if any(_half_width(c) is not None for c in cells.values()):
         notes.append("± is half the width of the 95% bootstrap confidence interval ([low, high] where it is asymmetric)")
     notes.extend(spec.notes)
+    if spec.rows:  # a spec's rows need not name a model: show one where the rows' runs come from several
+        model_of = {str(r["run_id"]): str(r["model"]) for r in results}
+        used = [sorted({model_of.get(c.run_id, "?") for (i, _), c in cells.items() if i == k})
+                for k in range(len(rows))]
+        if len({m for ms in used for m in ms}) > 1:
+            show_model = True
+            for row, ms in zip(rows, used):
+                row.model = row.model or ", ".join(ms)
     return Table(spec.caption, spec.label, rows, columns, cells, protocols, notes, show_model)
 
 
