@@ -21,7 +21,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import UsageError, close_matches
+from .errors import UsageError, close_matches, did_you_mean
 from .registry import Registries
 from .specs import find_spec, load_yaml
 
@@ -152,10 +152,7 @@ def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in data.items():
         if key not in fields:
-            hint = close_matches(key, fields)
-            msg = f"unknown key {where + str(key)!r}"
-            if hint:
-                msg += f"; did you mean {' or '.join(repr(where + h) for h in hint)}?"
+            msg = f"unknown key {where + str(key)!r}{did_you_mean(where + h for h in close_matches(key, fields))}"
             msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
             raise UsageError(msg)
         ftype = fields[key].type
@@ -315,11 +312,7 @@ def suite_models(name: str) -> tuple[Optional[str], list[str]]:
 def _unknown_top(key: str) -> UsageError:
     head = key.split(".")[0]
     names = [f.name for f in dataclasses.fields(RunConfig)] + list(COMPONENTS)
-    hint = close_matches(head, names)
-    msg = f"unknown key {key!r}"
-    if hint:
-        msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
-    return UsageError(msg)
+    return UsageError(f"unknown key {key!r}{did_you_mean(close_matches(head, names))}")
 
 
 def params_dataclass(**kwargs: Any):  # pragma: no cover - convenience for plug-in authors

@@ -25,11 +25,13 @@ def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
 
 
+def did_you_mean(matches: Iterable[str]) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the close matches found (``""`` for none), to append to a message."""
+    matches = list(matches)
+    return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
 def unknown(kind: str, word: str, choices: Iterable[str]) -> UsageError:
     choices = sorted(set(choices))
-    hint = close_matches(word, choices)
-    msg = f"unknown {kind} {word!r}"
-    if hint:
-        msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
-    msg += f"\n  known: {', '.join(choices) if choices else '(none)'}"
-    return UsageError(msg)
+    return UsageError(f"unknown {kind} {word!r}{did_you_mean(close_matches(word, choices))}"
+                      f"\n  known: {', '.join(choices) if choices else '(none)'}")

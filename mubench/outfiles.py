@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .errors import UsageError
+from .store import is_sqlite_file
 
 RUN_FILES = {"results.json": "a run's results", "samples.jsonl": "a run's sample records",
              "units.npz": "a run's per-unit data"}
@@ -18,12 +19,11 @@ def mubench_data(path: Path) -> Optional[str]:
     if path.name in RUN_FILES:
         return RUN_FILES[path.name]
     try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-        if head.startswith(b"SQLite format 3"):
+        if is_sqlite_file(path):
             return "an SQLite database (a results store?)"
-        if not head.lstrip().startswith(b"{"):
-            return None
+        with path.open("rb") as fh:  # only a JSON object can be results or a baseline: do not read anything else
+            if not fh.read(64).lstrip().startswith(b"{"):
+                return None
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

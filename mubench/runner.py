@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -60,7 +61,7 @@ class PlannedSample:
     seed: Optional[int]  # None for images made by another tool
     key: str
 
-    @property
+    @cached_property
     def score_key(self) -> str:
         """Where this image's scores are cached: its sample key plus what scorers read of its prompt (text and meta),
         which the sample key alone does not fix (the same pixels imported under two prompts; a micro prompt's

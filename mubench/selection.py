@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .config import stable_hash
-from .errors import UsageError, close_matches
+from .errors import UsageError, close_matches, did_you_mean
 from .results_schema import validate_results
 from .stats.paired import unit_ci
 from .stats.units import UnitData, pool
@@ -137,10 +137,8 @@ def check_filters(recorded: dict[str, set[str]], where: str, suite: Optional[str
         have = sorted(recorded.get(key, set()))
         for value in asked:
             if value not in have:
-                hint = close_matches(value, have)
-                raise UsageError(f"no results match {flag}={value} in {where}"
-                                 + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
-                                 + f"\n  {key}s there: {', '.join(have) if have else '(none)'}")
+                raise UsageError(f"no results match {flag}={value} in {where}{did_you_mean(close_matches(value, have))}"
+                                 f"\n  {key}s there: {', '.join(have) if have else '(none)'}")
 
 
 def store_filters(st: Store) -> dict[str, set[str]]:

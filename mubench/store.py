@@ -57,9 +57,10 @@ def _float(x: Any) -> Optional[float]:
     return None if x is None else float(x)
 
 
-def _header(path: Path) -> bytes:
+def is_sqlite_file(path: Path) -> bool:
+    """The file starts with SQLite's header (an empty file does not: SQLite would make it a new database)."""
     with path.open("rb") as fh:
-        return fh.read(16)
+        return fh.read(16) == b"SQLite format 3\x00"
 
 
 def _utc_now() -> str:
@@ -84,7 +85,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif self.path.is_dir():
             raise UsageError(f"store path {self.path} is a folder; expected a SQLite file (e.g. {self.path}/store.sqlite)")
-        elif self.path.stat().st_size and _header(self.path) != b"SQLite format 3\x00":  # SQLite would overwrite it
+        elif self.path.stat().st_size and not is_sqlite_file(self.path):  # SQLite would overwrite it
             raise UsageError(f"{self.path} is not a readable mubench results store (not an SQLite file)")
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -343,4 +344,5 @@ def _filters(suite: Optional[str], methods: Optional[Sequence[str]], model: Opti
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-__all__ = ["Store", "default_store_path", "mubench_home", "SCHEMA_VERSION", "RESULTS_SCHEMA", "validate_results"]
+__all__ = ["Store", "default_store_path", "mubench_home", "is_sqlite_file", "SCHEMA_VERSION", "RESULTS_SCHEMA",
+           "validate_results"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence
 
 from ..config import parse_overrides
-from ..errors import UsageError, close_matches
+from ..errors import UsageError, close_matches, did_you_mean
 
 
 def parse_kv(args: Optional[Sequence[str]], keys: Iterable[str], prefixes: Iterable[str] = (),
@@ -21,9 +21,7 @@ def parse_kv(args: Optional[Sequence[str]], keys: Iterable[str], prefixes: Itera
         valid = keys + [f"{p}.NAME" for p in prefixes]
         hint = close_matches(key, keys + prefixes) or close_matches(head, keys + prefixes)
         where = f" for `mubench {command}`" if command else ""
-        msg = f"unknown key {key!r}{where}"
-        if hint:
-            msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+        msg = f"unknown key {key!r}{where}{did_you_mean(hint)}"
         raise UsageError(msg + f"\n  valid keys: {', '.join(valid)}")
     return out
 

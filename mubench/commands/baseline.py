@@ -20,9 +20,8 @@ def baseline_command(
 ) -> None:
     """Snapshot the newest results per (suite, method, model) into a baseline JSON file for `mubench check`."""
     from ..check import DEFAULT_KEY, make_baseline, write_baseline
-    from ..selection import select
-
     from ..outfiles import BASELINE, output_file
+    from ..selection import select
 
     if not write:
         raise UsageError("mubench baseline needs --write FILE")

@@ -29,7 +29,7 @@ def check_command(
     """
     from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance
     from ..check_render import render_check
-    from ..errors import close_matches
+    from ..errors import close_matches, did_you_mean
     from ..selection import check_filters, select
 
     if not baseline:
@@ -50,10 +50,9 @@ def check_command(
     metrics = {str(m) for e in entries for m in (e.get("metrics") or {})}
     for metric in (k for k in tolerances if k != DEFAULT_KEY):
         if metric not in metrics:  # a misspelt tolerance would otherwise leave its metric at the default, silently
-            hint = close_matches(metric, metrics)
             raise UsageError(f"tolerance.{metric}: baseline {baseline} has no metric {metric!r}"
-                             + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
-                             + f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
+                             f"{did_you_mean(close_matches(metric, metrics))}"
+                             f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
     base["entries"] = [e for e in base["entries"] if (not suite or e["suite"] == suite)
                        and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
     if not base["entries"]:

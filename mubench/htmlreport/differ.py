@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from ..errors import UsageError, close_matches
+from ..errors import UsageError, close_matches, did_you_mean
 
 #: The per-image metric ``differ_by`` falls back to: the first of these both runs have, else the first shared one.
 PREFERRED = ("oracle.correct", "oracle.binding_score", "blip-vqa.score", "geneval.correct", "clip.clip",
@@ -121,9 +121,7 @@ def check_metric(metric: Optional[str], available: Sequence[str], where: str) ->
             raise UsageError(f"{where}: the runs share no per-image numeric score to compare")
         return chosen
     if metric not in available:
-        hint = close_matches(metric, list(available))
-        msg = f"{where}: differ_by={metric!r} is not a per-image score of both runs"
-        if hint:
-            msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+        msg = (f"{where}: differ_by={metric!r} is not a per-image score of both runs"
+               f"{did_you_mean(close_matches(metric, list(available)))}")
         raise UsageError(msg + f"\n  per-image scores: {', '.join(available) or '(none)'}")
     return metric

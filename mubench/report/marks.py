@@ -87,9 +87,8 @@ def apply_marks(table: Table, units: Mapping[str, Mapping[str, UnitData]], *, bo
                         wins.append(r is not None and r.significant and r.better == ("a" if first_is_i else "b"))
                     if wins and all(wins):
                         table.bold[j].add(i)
-        pairs_b = [(base_of[table.rows[k].model], k) for k in present
-                   if table.rows[k].model in base_of and base_of[table.rows[k].model] in present
-                   and k != base_of[table.rows[k].model]]
+        base_for = {k: base_of.get(table.rows[k].model) for k in present}
+        pairs_b = [(b, k) for k, b in base_for.items() if b is not None and b != k and b in present]
         # pairs are tested in row order (the p-value does not depend on which side is A)
         res = [_pair(table, units, min(b, k), max(b, k), j, permutations, memo) for b, k in pairs_b]
         adjusted = holm([None if r is None else r.p for r in res])

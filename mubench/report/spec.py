@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..errors import UsageError, close_matches
+from ..errors import UsageError, close_matches, did_you_mean
 
 # ---------------------------------------------------------------------------------------------
 # table specs
@@ -51,10 +51,7 @@ def _check_spec_keys(data: dict[str, Any], cls: type, where: str) -> None:
     valid = list(cls.__dataclass_fields__)
     for key in data:
         if key not in valid:
-            hint = close_matches(str(key), valid)
-            msg = f"{where}: unknown key {key!r}"
-            if hint:
-                msg += f"; did you mean {' or '.join(repr(h) for h in hint)}?"
+            msg = f"{where}: unknown key {key!r}{did_you_mean(close_matches(str(key), valid))}"
             raise UsageError(msg + f"\n  valid keys: {', '.join(valid)}")
 
 

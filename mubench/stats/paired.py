@@ -147,7 +147,7 @@ def compare_units(metric: str, a: UnitData, b: UnitData, *, resamples: int = DEF
     # is held to that floor too, so that "too few prompts to test" does not depend on permutations=
     floor = 2.0 ** (1 - clusters.count)  # (underflows to 0 for many prompts, never overflows)
     p = max(permutation_p(delta, null, exact), floor)
-    min_p = max(2.0 / len(null) if exact else 1.0 / (len(null) + 1), floor)
+    min_p = floor if exact else max(floor, 1.0 / (len(null) + 1))
     return PairedResult(a=va, b=vb, delta=delta, ci_low=lo, ci_high=hi, p=p, exact=exact, min_p=min_p, **base)
 
 
