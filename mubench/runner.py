@@ -185,6 +185,8 @@ class Runner:
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
             "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",
         }
+        if prepared.weights_used:  # only where set, so the keys of every other method stay what they were
+            base["weights_used"] = dict(sorted(prepared.weights_used.items()))
         planned = []
         ipp = getattr(self.suite.params, "images_per_prompt", 1)
         for item in items:

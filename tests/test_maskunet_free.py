@@ -125,3 +125,24 @@ def test_own_sampling_protocol_through_the_run_flow(regs, tmp_path):
     suite_own = Runner(resolve(args + ["method.sampler.scheduler=null", "method.sampler.steps=null"], regs), regs)
     follows = suite_own.execute().results["protocol"]
     assert "method_sampler" not in follows and follows["sampler"]["steps"] != 15
+
+
+def test_the_reward_models_weights_are_in_every_sample_key(regs, tmp_path, monkeypatch):
+    """New reward weights make new images: a cache holding the old ones must not hand them out."""
+    from mubench.micro.scorers import MicroClipScorer
+    from mubench.runner import Runner
+
+    args = ["suite=toy", "model=tiny-sd", "method=maskunet-free", "limit=1", "weights=random", "device=cpu",
+            f"cache={tmp_path}", "method.rewards=[{scorer: micro-clip, weight: 5.0}]"]
+    runner = Runner(resolve(args, regs), regs)
+    bundle, items = runner.load_model(), runner.items()
+
+    def keys():
+        prepared = runner.prepare(bundle)
+        return [p.key for p in runner.plan(bundle, prepared, SamplerConfig(), items)], prepared
+
+    before, prepared = keys()
+    assert prepared.weights_used == {"micro-clip": prepared.rewards[0][1].weights_hash()}
+    monkeypatch.setattr(MicroClipScorer, "weights_hash", lambda self: "other-weights")
+    after, _ = keys()
+    assert before != after

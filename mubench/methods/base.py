@@ -70,6 +70,9 @@ class Prepared:
         self.added_params = added_params
         self.trainable_params = trainable_params
         self.artifact = artifact  # content hash of a trained artifact, if any
+        # weights hashes of the models other than the denoiser that decide the images (maskunet-free's reward
+        # models), by name: part of every sample key when not empty, so new reward weights never reuse old images
+        self.weights_used: dict[str, str] = {}
         self.info = dict(info or {})  # recorded in results.json (e.g. mode=faithful, mask sampling)
         self.layers = list(layers or [])  # the layers the method changes (name, kind, shape...), for `inspect`
         # sampler settings the method needs whatever the suite says (e.g. maskunet-free: 15 DPM-Solver++ steps);

@@ -336,7 +336,9 @@ class MaskUNetFree(Method):
                                for t in p.rewards),
             "rewards": {t.scorer: s.describe() for t, s in rewards},
         }
-        return MaskUNetFreePrepared(unet, layers, p, bundle, rewards, info)
+        prepared = MaskUNetFreePrepared(unet, layers, p, bundle, rewards, info)
+        prepared.weights_used = {t.scorer: s.weights_hash() for t, s in rewards}
+        return prepared
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:
         return self.build(bundle, ctx)
