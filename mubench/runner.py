@@ -258,6 +258,7 @@ class Runner:
         items = self.items()
         self.preflight(items)
         bundle = self.load_model()
+        bundle.conditioner.check_prompts([item.prompt for item in items])  # before a method trains for nothing
         prepared = self.prepare(bundle)
         sampler = resolve_sampler(bundle, getattr(self.suite.params, "sampler", None),
                                   getattr(prepared, "sampler_overrides", None),

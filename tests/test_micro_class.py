@@ -122,3 +122,20 @@ def test_shipped_micro_dit_draws_its_classes():
     images = sample_images(bundle, Prepared(bundle.denoiser), names, list(range(15)), cfg, per_image=False)
     got = score_single_object(images, [(n, c, s) for n, (c, s) in zip(names, C.class_pairs())])
     assert got["color"] >= 0.8  # colour is learned early; the manifest records the full quality check
+
+
+@pytest.mark.filterwarnings("ignore")  # the run's "few prompts" warnings
+def test_prompts_the_class_model_cannot_encode_stop_the_run_before_the_method_prepares(regs, tmp_path, monkeypatch):
+    """A text suite on a class-conditional model is refused right after loading: a trainable method would otherwise
+    train (minutes) before the first image found the prompt it cannot encode."""
+    from mubench.config import resolve
+    from mubench.errors import UsageError
+    from mubench.runner import Runner
+
+    prepared = []
+    monkeypatch.setattr(Runner, "prepare", lambda self, bundle: prepared.append(1))
+    args = ["suite=micro", "model=micro-dit", "method=sd", "limit=2", "weights=random", "device=cpu",
+            f"cache={tmp_path}"]
+    with pytest.raises(UsageError, match="not a class index"):
+        Runner(resolve(args, regs), regs).execute()
+    assert prepared == []

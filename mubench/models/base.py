@@ -48,6 +48,9 @@ class Conditioner(ABC):
     @abstractmethod
     def unconditional(self, n: int) -> Conditioning: ...
 
+    def check_prompts(self, prompts: list[Any]) -> None:
+        """Raise UsageError for a prompt this conditioner cannot encode, before any work (text takes anything)."""
+
 
 class LatentCodec(ABC):
     """Pixels [B,3,H,W] in [0,1] ↔ the denoiser's space. ``latent_shape(h, w)`` gives (C, h', w')."""

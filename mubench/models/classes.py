@@ -44,6 +44,10 @@ class ClassConditioner(Conditioner):
             raise UsageError(f"class label {prompt!r} is outside 0..{self.num_classes - 1}")
         return value
 
+    def check_prompts(self, prompts: list[Any]) -> None:
+        for prompt in dict.fromkeys(prompts):
+            self.label(prompt)
+
     def encode(self, prompts: list[Any]) -> Conditioning:
         labels = torch.tensor([self.label(p) for p in prompts], dtype=torch.long, device=self.device)
         return Conditioning(class_labels=labels)
