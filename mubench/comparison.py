@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from .errors import UsageError
 from .protocols import flatten
-from .selection import decode_units, group_of, pooled_result
+from .selection import decode_units, group_of, pooled_result, with_missing_seeds
 from .stats.paired import PairedResult, compare_units
 from .stats.resample import ALPHA, DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES, holm
 from .stats.units import UnitData
@@ -39,7 +39,8 @@ class Side:
     def describe(self) -> dict[str, Any]:
         r = self.results
         return {"label": self.label, "method": r.get("method"), "model": r.get("model"), "suite": r.get("suite"),
-                "run_ids": self.run_ids, "seeds": _seeds(r), "group": group_of(r)}
+                "run_ids": self.run_ids, "seeds": _seeds(r), "group": group_of(r),
+                "seeds_missing": r.get("replicates_missing", [])}
 
 
 def _seeds(r: dict[str, Any]) -> Any:
@@ -71,7 +72,8 @@ def resolve_side(store: Store, spec: str, suite: Optional[str] = None, model: Op
     gid = group_of(newest)
     members = [r for r in mine if gid is not None and group_of(r) == gid]
     if len(members) < 2:
-        return Side(spec, newest, _stored_units(store, newest), [str(newest["run_id"])])
+        return Side(spec, with_missing_seeds(newest, members or [newest]), _stored_units(store, newest),
+                    [str(newest["run_id"])])
     rep, pooled = pooled_result(members, [_stored_units(store, r) for r in members])
     return Side(spec, rep, pooled, [str(r["run_id"]) for r in members])
 

@@ -125,7 +125,19 @@ def pooled_result(runs: Sequence[dict[str, Any]], units: Sequence[dict[str, Unit
     rep["protocol_hash"] = stable_hash(protocol)
     rep["run_id"] = f"group:{group_of(runs[-1])}"
     rep["replicates"] = [str(r["run_id"]) for r in runs]
-    return rep, pooled
+    return with_missing_seeds(rep, runs), pooled
+
+
+def with_missing_seeds(result: dict[str, Any], members: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``result`` (a group's representative) with ``replicates_missing``: the seeds its ``run seeds=...`` was started
+    with that no member ran to the end (an interrupted command). Unchanged when the group is complete."""
+    planned = (members[-1].get("replicate") or {}).get("seeds") or []
+    have = {(r.get("protocol") or {}).get("seed") for r in members}
+    missing = [s for s in planned if s not in have]
+    if not missing:
+        return result
+    return {**result, "replicates_missing": missing, "replicates": [str(r["run_id"]) for r in members]}
+
 
 
 def check_filters(recorded: dict[str, set[str]], where: str, suite: Optional[str] = None,
@@ -189,7 +201,7 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
         seen_groups.add(gid)
         members = [x for x in everything if group_of(x) == gid]
         if len(members) < 2:
-            shown.append(r)
+            shown.append(with_missing_seeds(r, members))
             continue
         rep, pooled = pooled_result(members, [units.get(str(x["run_id"]), {}) for x in members])
         units[rep["run_id"]] = pooled
@@ -204,5 +216,5 @@ def select_results(store: Optional[str] = None, results: Optional[str] = None, s
     return sel.results, sel.source
 
 
-__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of",
+__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of", "with_missing_seeds",
            "UNITS_FILE", "units_file_bytes", "read_units_file", "decode_units"]

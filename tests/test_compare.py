@@ -295,3 +295,21 @@ def test_latex_output_is_ascii_for_pdflatex(store, capsys):
     assert code == 0 and "▲" not in out and out.isascii(), [ch for ch in out if not ch.isascii()]
     code, out, err = call(capsys, "compare", "sd", "random-mask", f"store={store}", "--latex")
     assert code == 0 and out.isascii(), sorted({ch for ch in out if not ch.isascii()})
+
+
+def test_an_interrupted_replicate_group_says_which_seeds_never_finished(tmp_path, capsys):
+    """`run seeds=0,1,2` stopped after seed 0: one recorded run must not read as a plain single-seed run."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        _record(st, "sd", {"clip": rng.normal(size=N)}, seed=0, replicate={"group": "g1", "seeds": [0, 1, 2],
+                                                                          "index": 0})
+        _record(st, "lora", {"clip": rng.normal(size=N)}, seed=0)
+    code, out, err = call(capsys, "report", f"store={path}")
+    assert code == 0, err
+    assert "replicate group of 3 seeds with 1 run(s) recorded; seeds 1, 2 never finished" in out
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}")
+    assert code == 0, err
+    assert "replicate group with 1 of 3 runs (seeds [0]; 1, 2 never finished)" in out
+    code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--json")
+    assert json.loads(out)["a"]["seeds_missing"] == [1, 2] and json.loads(out)["b"]["seeds_missing"] == []

@@ -70,6 +70,10 @@ def footnotes(cmp: dict[str, Any]) -> list[str]:
 def _side(s: dict[str, Any]) -> str:
     runs = s["run_ids"]
     what = f"{s['method']} on {s['suite']}"
+    if s.get("seeds_missing"):
+        have = s["seeds"] if isinstance(s["seeds"], list) else [s["seeds"]]
+        return (f"{what}, replicate group with {len(runs)} of {len(runs) + len(s['seeds_missing'])} runs (seeds "
+                f"{have}; {', '.join(map(str, s['seeds_missing']))} never finished)")
     if len(runs) > 1:
         return f"{what}, {len(runs)} replicates (seeds {s['seeds']})"
     return f"{what}, run {runs[0][:12]} (seed {s['seeds']})"

@@ -250,6 +250,8 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
                 desc += f"; differs from [{other}] in " + ", ".join(diff)
         protocols[letter] = desc
 
+    shown = {c.run_id for c in cells.values()}
+    notes.extend(n for r in results if str(r["run_id"]) in shown and (n := missing_replicates_note(r)))
     empty_rows = [rows[i].label for i in range(len(rows)) if not any((i, j) in cells for j in range(len(columns)))]
     if empty_rows:
         notes.append("no stored results for: " + ", ".join(empty_rows))
@@ -267,6 +269,16 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
     return Table(spec.caption, spec.label, rows, columns, cells, protocols, notes, show_model)
 
 
+def missing_replicates_note(result: dict[str, Any]) -> Optional[str]:
+    """What a reader must know of a replicate group some of whose runs never finished (None when complete)."""
+    missing = result.get("replicates_missing")
+    if not missing:
+        return None
+    have = len(result.get("replicates") or [])
+    return (f"{result.get('method')} on {result.get('suite')} ({result.get('model')}): replicate group of "
+            f"{have + len(missing)} seeds with {have} run(s) recorded; seeds {', '.join(map(str, missing))} never "
+            "finished (interrupted?): rerun the same command with those seeds to complete it")
+
 def _letter(i: int) -> str:
     letters = "abcdefghijklmnopqrstuvwxyz"
     return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
@@ -277,4 +289,4 @@ def _num(x: Any) -> Optional[float]:
 
 
 
-__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "auto_format", "METHOD_ORDER", "MISSING"]
+__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "missing_replicates_note", "auto_format", "METHOD_ORDER", "MISSING"]
