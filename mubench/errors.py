@@ -22,7 +22,14 @@ class AssetError(UsageError):
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    """Choices that look like ``word`` (difflib), then the dotted keys whose last part abbreviates word's
+    (``method.rank`` → ``method.r``: the spelling of the field's libraries, e.g. peft's ``r``)."""
+    choices = list(choices)
+    similar = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
+    parent, _, leaf = word.rpartition(".")
+    shorter = [c for c in choices if c not in similar and c.rpartition(".")[0] == parent
+               and leaf.startswith(c.rpartition(".")[2]) and c != word]
+    return (similar + shorter)[:n]
 
 
 def did_you_mean(matches: Iterable[str]) -> str:

@@ -35,6 +35,7 @@ def test_resolve_defaults_and_overrides(regs):
     (["limt=3"], "did you mean 'limit'"),
     (["suite=toy", "suite.images_per_promt=3"], "did you mean 'suite.images_per_prompt'"),
     (["suite=toy", "suite.sampler.stpes=3"], "suite.sampler.steps"),
+    (["method=lora", "method.rank=4"], "or 'method.r'"),  # peft's spelling, which difflib finds too far
     (["limit=abc"], "limit"),
     (["limit=0"], "positive"),
     (["device=gpu"], "device"),
