@@ -291,3 +291,16 @@ def test_an_artifact_that_does_not_fit_is_refused_and_copies_nothing():
         assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     copy_matching_state(net.state_dict(), good, "this net")
     assert all(v.dtype == torch.float64 and torch.all(v == 0.5) for v in net.state_dict().values())
+
+
+def test_deterministic_sampling_does_not_change_how_the_shared_artifact_is_trained(regs, bundle, data, tmp_path):
+    """``deterministic`` is inference only and not in the artifact key: training under it must still draw the
+    Gumbel masks, or a stochastic run would load weights trained with thresholded masks."""
+    weights = []
+    for det in (False, True):
+        comp = resolve_component("method", "maskunet", {"deterministic": det,
+                                                        "train": {"data": str(data), **TINY_TRAIN, "lr": 1e-2}}, regs)
+        method = regs.methods.get(comp.kind)(comp.params, comp.name)
+        weights.append((method.artifact_location(bundle, _ctx(tmp_path, "auto"))[0],
+                        method.prepare(bundle, _ctx(tmp_path / f"det-{det}", "auto")).artifact))
+    assert weights[0] == weights[1]  # the same key and the same trained bits

@@ -255,23 +255,22 @@ class MaskUNet(nn.Module):
         return draw_group_noise((1, *logits.shape), streams, logits.device)[0]
 
     def _mask_terms(self, i: int, rows: Optional[list[int]]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Layer ``i``'s logits (fp32, even under autocast) and noise (None when deterministic) for the rows of the
-        current call (``rows``: only these rows, in this order)."""
+        """Layer ``i``'s logits (fp32, even under autocast) and noise for the rows of the current call (``rows``: only
+        these rows, in this order). The noise is None when sampling ``deterministic``: an inference-only option, left
+        out of the artifact key, so training (gradients on) always draws the Gumbel noise of method.md §3.2."""
         logits = self.layer_logits(i).float()
         generators = self.row_generators
         if rows is not None:
             logits = logits[rows]
             generators = None if generators is None else [generators[r] for r in rows]
-        return logits, None if self.deterministic else self._noise(logits, generators, i, rows)
+        training = torch.is_grad_enabled() and logits.requires_grad
+        return logits, None if self.deterministic and not training else self._noise(logits, generators, i, rows)
 
     def layer_mask(self, i: int, rows: Optional[list[int]] = None) -> torch.Tensor:
         """Masks of layer ``i`` for the rows of the current call (``rows``: only these rows, in this order)."""
         logits, noise = self._mask_terms(i, rows)
         if not (torch.is_grad_enabled() and logits.requires_grad):  # sampling: the bool event E < e^l (or l > 0)
             return keep_mask(logits, noise)
-        if noise is None:
-            soft = torch.sigmoid(logits / self.tau)
-            return (logits > 0).to(soft.dtype) - soft.detach() + soft
         return sample_hard_mask(logits, noise, self.tau, straight_through=True)
 
     def _masked_weights(self, i: int, module: nn.Module) -> MaskedWeights:
