@@ -304,3 +304,54 @@ def test_deterministic_sampling_does_not_change_how_the_shared_artifact_is_train
         weights.append((method.artifact_location(bundle, _ctx(tmp_path, "auto"))[0],
                         method.prepare(bundle, _ctx(tmp_path / f"det-{det}", "auto")).artifact))
     assert weights[0] == weights[1]  # the same key and the same trained bits
+
+
+def test_a_vae_trains_on_posterior_samples_unless_latents_is_mean(regs, bundle, data, tmp_path):
+    """The released scripts encode with ``latent_dist.sample()``: the default draws from the posterior with the
+    trainer's generator; ``latents=mean`` is another artifact, and recorded as a deviation."""
+    from mubench.methods.training import DiffusionFinetuneLoss, deviations
+
+    codec = bundle.codec
+    images = torch.rand(2, 3, 32, 32)
+    mean = codec.encode(images)
+    draws = [codec.encode_sample(images, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    dist = codec.vae.encode(images * 2 - 1).latent_dist  # mean + std * eps, eps from the generator
+    eps = torch.randn(dist.mean.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(draws[0], (dist.mean + dist.std * eps) * codec.scaling_factor, atol=1e-6)
+    assert torch.allclose(mean, dist.mean * codec.scaling_factor, atol=1e-6) and not torch.allclose(draws[0], mean)
+    ctx = _ctx(tmp_path, "auto")
+    sample, by_mean = _method(regs, "maskunet", data), _method(regs, "maskunet", data, latents="mean")
+    assert sample.artifact_location(bundle, ctx)[0] != by_mean.artifact_location(bundle, ctx)[0]
+    assert any("latents=mean" in d for d in deviations(by_mean, by_mean.recipe()))
+    assert not any("latents" in d for d in deviations(sample, sample.recipe()))
+    seen = []
+    original = type(codec).encode_sample
+    try:
+        type(codec).encode_sample = lambda self, x, g: seen.append(g) or original(self, x, g)
+        loss = DiffusionFinetuneLoss(bundle, sample.recipe())
+        loss(bundle.denoiser, (images, ["a", "b"]), torch.Generator().manual_seed(0))
+    finally:
+        type(codec).encode_sample = original
+    assert len(seen) == 1
+
+
+def test_latents_is_not_in_the_key_where_the_codec_has_no_posterior(regs, data, tmp_path):
+    from mubench.micro.model import MicroModel
+
+    micro = MicroModel.load(MicroModel.Params(), LoadContext(torch.device("cpu"), torch.float32, "random"))
+    ctx = _ctx(tmp_path, "auto")
+    assert not micro.codec.stochastic
+    assert (_method(regs, "maskunet", data).artifact_location(micro, ctx)[0]
+            == _method(regs, "maskunet", data, latents="mean").artifact_location(micro, ctx)[0])
+    with pytest.raises(UsageError, match="latents must be sample or mean"):
+        _method(regs, "maskunet", data, latents="median")
+
+
+def test_file_options_with_a_registered_source_are_refused_not_ignored(regs, bundle, tmp_path):
+    comp = resolve_component("method", "maskunet", {"train": {"data": "micro", "random_flip": False}}, regs)
+    method = regs.methods.get(comp.kind)(comp.params, comp.name)
+    with pytest.raises(UsageError, match="train.random_flip=False would be ignored"):
+        method.artifact_location(bundle, _ctx(tmp_path, "auto"))
+    comp = resolve_component("method", "maskunet", {"train": {"data": "micro"}}, regs)
+    regs.methods.get(comp.kind)(comp.params, comp.name).artifact_location(bundle, _ctx(tmp_path, "auto"))

@@ -49,6 +49,9 @@ class MethodTrainConfig(TrainConfig):
     images + captions | a ``.parquet`` file (see :func:`open_data`);
     None means none is set (training then stops with a message). ``resolution``: training image side (None: the
     model's). ``p_uncond``: probability of replacing a caption by the null prompt "" (caption dropout).
+    ``latents``: ``sample`` draws an image's latents from the VAE posterior with the trainer's generator (the
+    released scripts' ``latent_dist.sample()``), ``mean`` takes the posterior mean; no difference (and not in the
+    artifact key) for codecs without a posterior (pixels, the micro world's space-to-depth).
     ``prediction_type``: the loss target (None: the model's, from its scheduler config).
     """
 
@@ -60,6 +63,7 @@ class MethodTrainConfig(TrainConfig):
     prediction_type: Optional[str] = None
     min_snr_gamma: Optional[float] = None
     gradient_checkpointing: bool = False
+    latents: str = "sample"  # sample | mean: how a VAE encodes the training images
     image_column: Optional[str] = None  # parquet data: the image column (default: image, img, jpg, png, file)
     caption_column: Optional[str] = None  # parquet data: the caption column (default: text, caption, prompt)
 
@@ -67,6 +71,8 @@ class MethodTrainConfig(TrainConfig):
         super().__post_init__()
         if not 0.0 <= self.p_uncond < 1.0:
             raise UsageError(f"train.p_uncond must be in [0, 1), got {self.p_uncond}")
+        if self.latents not in ("sample", "mean"):
+            raise UsageError(f"train.latents must be sample or mean, got {self.latents!r}")
         if self.prediction_type not in (None, "epsilon", "v_prediction", "sample"):
             raise UsageError(f"train.prediction_type must be epsilon, v_prediction or sample, "
                              f"got {self.prediction_type!r}")
@@ -103,7 +109,9 @@ class DiffusionFinetuneLoss:
         param = next(inner.parameters())
         with torch.no_grad():
             cond = self.bundle.conditioner.encode(captions)
-            x0 = self.bundle.codec.encode(images.to(param.device)).float()
+            pixels, codec = images.to(param.device), self.bundle.codec
+            x0 = codec.encode_sample(pixels, generator) if self.cfg.latents == "sample" else codec.encode(pixels)
+            x0 = x0.float()
 
         def model_fn(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return call_denoiser(self.bundle, module, xt, t, cond)
@@ -131,6 +139,21 @@ def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
     if spec is not None and str(spec) in sources:
         return sources.get(str(spec)).fingerprint()
     return file_fingerprint(spec, image_column=image_column, caption_column=caption_column, names=sources.names())
+
+
+def check_source_options(cfg: "MethodTrainConfig") -> None:
+    """A registered source makes its own images (its size, no crop or flip, no columns): the file options given with
+    one would be ignored (and still change the artifact key), so they are refused."""
+    if cfg.data is None or str(cfg.data) not in _data_sources():
+        return
+    given = [f"{k}={v}" for k, v, default in (("center_crop", cfg.center_crop, True),
+                                              ("random_flip", cfg.random_flip, True),
+                                              ("image_column", cfg.image_column, None),
+                                              ("caption_column", cfg.caption_column, None)) if v != default]
+    if given:
+        raise UsageError(f"train.data={cfg.data} is a registered source, which makes its own images: "
+                         f"{', '.join(f'train.{g}' for g in given)} would be ignored; these options apply to a "
+                         "folder or .parquet file")
 
 
 def open_data(spec: Optional[str], *, batch_size: int, seed: int, resolution: int, center_crop: bool = True,
@@ -166,13 +189,15 @@ class TrainableMethod(Method):
         spec = getattr(self.params, "training_spec", None)
         return spec() if callable(spec) else asdict(self.params)
 
-    def keyed_spec(self) -> dict[str, Any]:
-        """:meth:`training_spec` with the data spec replaced by the data's content fingerprint."""
+    def keyed_spec(self, bundle: ModelBundle) -> dict[str, Any]:
+        """:meth:`training_spec` with the data spec replaced by the data's content fingerprint, without what
+        changes nothing on ``bundle`` (``latents`` where its codec has no posterior)."""
         spec = dict(to_plain(self.training_spec()))
         train = dict(spec.get("train") or {})
         cfg = self.recipe()
+        check_source_options(cfg)
         train["data"] = data_fingerprint(cfg.data, image_column=cfg.image_column, caption_column=cfg.caption_column)
-        for key in NOT_IN_KEY:
+        for key in NOT_IN_KEY + (() if bundle.codec.stochastic else ("latents",)):
             train.pop(key, None)
         spec["train"] = train
         return spec
@@ -184,14 +209,14 @@ class TrainableMethod(Method):
         return cfg
 
     def artifact_location(self, bundle: ModelBundle, ctx: MethodContext) -> tuple[str, Path]:
-        key = artifact_key(self.artifact_kind, self.keyed_spec(), bundle.fingerprint)
+        key = artifact_key(self.artifact_kind, self.keyed_spec(bundle), bundle.fingerprint)
         return key, artifact_dir(ctx.artifacts_dir, self.artifact_kind, key)
 
     def save(self, prepared: Prepared, bundle: ModelBundle, ctx: MethodContext, **meta) -> str:
         """Write ``prepared``'s trained weights as this spec's artifact; returns its sha256."""
         key, directory = self.artifact_location(bundle, ctx)
         manifest = {"kind": self.artifact_kind, "method": self.name, "key": key, "base": bundle.fingerprint,
-                    "spec": self.keyed_spec(), **meta}
+                    "spec": self.keyed_spec(bundle), **meta}
         return save_artifact(directory, prepared.artifact_state(), manifest)
 
     # ---- prepare: load, or train on demand
@@ -239,6 +264,8 @@ def deviations(method: TrainableMethod, cfg: MethodTrainConfig) -> list[str]:
                    "parameter iterator, method.md §8.16)")
     if method.released_grad_clip is not None and not cfg.grad_clip:
         out.append(f"grad_clip off: the released script clipped at {method.released_grad_clip}")
+    if cfg.latents == "mean":
+        out.append("latents=mean: VAE posterior means (the released scripts train on posterior samples)")
     if cfg.optimizer == "adamw":
         out.append("torch AdamW (the released scripts: bitsandbytes AdamW8bit)")
     return out

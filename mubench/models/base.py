@@ -55,6 +55,15 @@ class Conditioner(ABC):
 class LatentCodec(ABC):
     """Pixels [B,3,H,W] in [0,1] ↔ the denoiser's space. ``latent_shape(h, w)`` gives (C, h', w')."""
 
+    #: True where an image has a distribution of latents (a VAE's posterior), not one: training then chooses
+    #: between its mean (``encode``) and a draw (``encode_sample``)
+    stochastic: bool = False
+
+    def encode_sample(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One draw of the latents of ``images`` (noise from ``generator``); ``encode`` for deterministic codecs,
+        which draw nothing."""
+        return self.encode(images)
+
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
 
