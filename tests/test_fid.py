@@ -171,6 +171,9 @@ def test_reference_cache_roundtrip_and_key_isolation(tmp_path):
     for other in (RefStatsKey("abc124", "clean", "inception:sha256:00", 512),
                   RefStatsKey("abc123", "legacy_pytorch", "inception:sha256:00", 512),
                   RefStatsKey("abc123", "clean", "inception:sha256:01", 512),
-                  RefStatsKey("abc123", "clean", "inception:sha256:00", 256)):
+                  RefStatsKey("abc123", "clean", "inception:sha256:00", 256),
+                  RefStatsKey("abc123", "clean", "inception:sha256:00", 512, "lanczos")):  # trap 1: the resizer
         assert cache.path(other) != path
         assert cache.get(other) is None
+    assert cache.path(RefStatsKey("abc123", "clean", "inception:sha256:00", 512, "bicubic")) == path
+    assert key.digest() == "086df38eb93bcd521a699cf8"  # the default's key is the one made before resample existed

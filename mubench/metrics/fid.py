@@ -235,11 +235,15 @@ class RefStatsKey:
     protocol: str  # e.g. "clean", "legacy_pytorch" (resize + quantisation rules)
     extractor: str  # feature extractor name + weights hash, e.g. "inception-2015-12-05:sha256:..."
     resolution: int  # side the images were brought to before the extractor's own resize
+    resample: str = "bicubic"  # PIL filter of that resize (protocols.md trap 1: real and generated resized alike)
 
     def digest(self) -> str:
         from ..config import stable_hash
 
-        return stable_hash(asdict(self), length=24)
+        fields = asdict(self)
+        if fields["resample"] == "bicubic":  # the default: left out, so the keys made before it existed stay valid
+            del fields["resample"]
+        return stable_hash(fields, length=24)
 
     def filename(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.protocol)

@@ -198,7 +198,7 @@ class CocoSuite(Suite):
         refs = self.reference_files()
         manifest = stable_hash({"selection": self.manifest_hash(), "reference": p.reference,
                                 "files": [r.name for r in refs]}, length=24)
-        key = RefStatsKey(manifest, p.fid.protocol, extractor_id, p.fid.resolution)
+        key = RefStatsKey(manifest, p.fid.protocol, extractor_id, p.fid.resolution, p.fid.resample)
         cache = RefStatsCache(ref_cache or mubench_home() / "fid-ref")
         stats = cache.get(key)
         if stats is None:
