@@ -142,6 +142,10 @@ def test_fid_matches_clean_fid_folder_vs_folder(fake_coco, tmp_path, monkeypatch
     assert len(list((tmp_path / "home" / "fid-ref").glob("*.npz"))) == 1
     monkeypatch.setattr(InceptionFeatures, "features_files", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert make_suite(cap, img_dir).aggregate(records)["fid"].value == metrics["fid"].value
+    units = s.units(records)  # what compare and the report's marks test: the same numbers, per image
+    assert units["fid"].n == N and units["fid"].value() == pytest.approx(metrics["fid"].value, rel=1e-6)
+    assert units["clip"].value() == pytest.approx(metrics["clip"].value)
+    assert sorted(units["clip"].prompt_ids) == sorted(r.item.id for r in records)
 
 
 def test_fid_refused_below_feature_dimension_unless_forced(fake_coco):

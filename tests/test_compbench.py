@@ -95,6 +95,10 @@ def test_suite_aggregates_category_means_over_images():
     assert m["color"].value == pytest.approx(0.4375) and m["color"].n == 4
     assert m["shape"].value == pytest.approx(0.3)
     assert m["color"].ci_low <= 0.4375 <= m["color"].ci_high
+    units = s.units(recs)  # per image, paired by (prompt, image index) in compare and the report's marks
+    assert set(units) == {"color", "shape"} and units["color"].value() == pytest.approx(0.4375)
+    assert units["color"].keys() == [("color-000", 0, 0), ("color-000", 1, 0), ("color-001", 0, 0),
+                                     ("color-001", 1, 0)]
 
 
 def test_blip_scorer_products_of_crafted_vqa_outputs(monkeypatch):

@@ -146,6 +146,26 @@ def test_summary_is_mean_of_task_means():
     assert m["overall"].value == 0.625 and m["single_object"].n == 4 and m["overall"].higher_is_better is True
 
 
+def test_suite_units_and_the_overall_ci_are_the_mean_of_task_means():
+    """Per-image correctness per task (what compare and the report's marks test) and ``overall`` stratified by task,
+    whose CI the suite now reports."""
+    s = GenEvalSuite(GenEvalParams(), "geneval")
+    recs = []
+    for p in range(12):  # 8 single-object prompts (mostly right), 4 counting prompts (mostly wrong), 2 images each
+        tag = "single_object" if p < 8 else "counting"
+        item = PromptItem(f"geneval-{p:05d}", "a photo", {"tag": tag})
+        for j in range(2):
+            ok = (p + j) % 4 != 0 if tag == "single_object" else (p + j) % 4 == 0
+            recs.append(SampleRecord(item, j, 42, f"k{p}{j}", "", {"geneval": {"correct": ok}}))
+    units = s.units(recs)
+    m = s.aggregate(recs)
+    assert set(units) == {"single_object", "counting", "overall"}
+    want = np.mean([m["single_object"].value, m["counting"].value])  # task means weigh alike, not images
+    assert units["overall"].value() == pytest.approx(want) and m["overall"].value == pytest.approx(want)
+    assert m["overall"].ci_low < want < m["overall"].ci_high and m["overall"].n == 24
+    assert units["counting"].n == 8 and units["single_object"].value() == pytest.approx(m["single_object"].value)
+
+
 def test_official_results_jsonl_import(tmp_path):
     f = tmp_path / "results.jsonl"
     lines = [{"filename": f"out/{i // 4:05d}/samples/{i % 4:05d}.png", "tag": tag, "prompt": "p", "correct": ok,

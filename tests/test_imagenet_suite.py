@@ -95,3 +95,8 @@ def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples] == uniform_labels(6, 10, 0).tolist()  # the tiny DiT has 10 classes
     assert 1.0 <= res["metrics"]["inception_score"]["value"] <= 10.0
+    from mubench.selection import UNITS_FILE, read_units_file
+
+    units = read_units_file(out / UNITS_FILE)  # the FID's per-image features against the reference: compare can test it
+    assert set(units) == {"fid"} and units["fid"].n == 6
+    assert units["fid"].value() == pytest.approx(res["metrics"]["fid"]["value"], rel=1e-6)

@@ -37,6 +37,8 @@ from ..metrics.core import Metric, bootstrap_mean
 from ..metrics.fid import FIDStats, RefStatsCache, RefStatsKey, fid_from_stats
 from ..scorers.clip_score import ClipScoreParams
 from ..scorers.fid_features import FidFeaturesParams
+from ..stats.build import fid_units, mean_units
+from ..stats.units import UnitData
 from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 
 SELECTIONS = ("first-caption", "random-caption")
@@ -230,6 +232,19 @@ class CocoSuite(Suite):
                                                   names=("generated", "reference"),
                                                   force_hint="suite.fid_force=true"), None, None, gen.count, False)
         return metrics
+
+    def units(self, records: list[SampleRecord]) -> dict[str, UnitData]:
+        """``clip``: the per-image cosines; ``fid``: the per-image features against the reference Gaussian (a
+        paired test at equal n; ``clip_x100`` is a monotone function of ``clip``: test ``clip``)."""
+        if not records:
+            return {}
+        out = {"clip": mean_units(records, [float(r.scores["clip"]["clip_cosine"]) for r in records])}
+        if len(records) >= 2:
+            extractor = str(records[0].scores["fid"]["extractor"])
+            mu, sigma = self.reference_stats(extractor).mean_cov()
+            feats = np.stack([np.asarray(r.scores["fid"]["features"], np.float64) for r in records])
+            out["fid"] = fid_units(records, feats, ref_mu=mu, ref_sigma=sigma)
+        return out
 
     def protocol(self) -> dict[str, Any]:
         p = self.params

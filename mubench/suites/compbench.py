@@ -27,6 +27,8 @@ from ..config import to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.blip_vqa import BlipVqaParams
+from ..stats.build import mean_units
+from ..stats.units import UnitData
 from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 from .nounphrases import noun_phrases, resolve_backend
 
@@ -140,6 +142,16 @@ class CompBenchSuite(Suite):
             metrics[cat] = bootstrap_mean([float(r.scores["vqa"]["score"]) for r in mine], True,
                                           groups=[r.item.id for r in mine])
         return metrics
+
+    def units(self, records: list[SampleRecord]) -> dict[str, UnitData]:
+        """Each category's per-image VQA scores: what ``compare`` and the report's marks test, paired by
+        (prompt, image index)."""
+        out: dict[str, UnitData] = {}
+        for cat in self.params.categories:
+            mine = [r for r in records if r.item.meta.get("category") == cat]
+            if mine:
+                out[cat] = mean_units(mine, [float(r.scores["vqa"]["score"]) for r in mine])
+        return out
 
     def protocol(self) -> dict[str, Any]:
         p = self.params

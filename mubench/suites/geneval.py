@@ -25,6 +25,8 @@ from ..config import to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.geneval_detector import GenEvalDetectorParams
+from ..stats.build import mean_units, metric_from_units
+from ..stats.units import UnitData
 from .base import ImportedImage, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 from .geneval_rules import TASKS, summarize
 
@@ -103,7 +105,23 @@ class GenEvalSuite(Suite):
     def aggregate(self, records: list[SampleRecord]) -> dict[str, Metric]:
         rows = [{"tag": r.item.meta["tag"], "correct": r.scores["geneval"]["correct"], "prompt_id": r.item.id}
                 for r in records]
-        return metrics_from_rows(rows)
+        metrics = metrics_from_rows(rows)
+        overall = self.units(records).get("overall")
+        if overall is not None:  # its CI: the bootstrap over prompts stratified by task (every task keeps its count)
+            metrics["overall"] = metric_from_units(overall, value=metrics["overall"].value)
+        return metrics
+
+    def units(self, records: list[SampleRecord]) -> dict[str, UnitData]:
+        """Each task's per-image correctness, and ``overall`` as the mean of the task means (strata = tasks)."""
+        out: dict[str, UnitData] = {}
+        correct = {id(r): float(bool(r.scores["geneval"]["correct"])) for r in records}
+        for task in sorted({r.item.meta["tag"] for r in records}, key=lambda t: (t not in TASKS, t)):
+            mine = [r for r in records if r.item.meta["tag"] == task]
+            out[task] = mean_units(mine, [correct[id(r)] for r in mine])
+        if records:
+            out["overall"] = mean_units(records, [correct[id(r)] for r in records],
+                                        strata=[str(r.item.meta["tag"]) for r in records])
+        return out
 
     def protocol(self) -> dict[str, Any]:
         from ..assets import get_asset

@@ -34,6 +34,8 @@ from ..config import stable_hash
 from ..errors import AssetError, UsageError
 from ..metrics.core import Metric
 from ..metrics.fid import FIDStats, Gaussian, fid_from_stats
+from ..stats.build import fid_units
+from ..stats.units import UnitData
 from .base import PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
 
 
@@ -214,6 +216,14 @@ class ImageNetSuite(Suite):
             metrics["precision"] = Metric(prec, None, None, n, True)
             metrics["recall"] = Metric(rec, None, None, n, True)
         return metrics
+
+    def units(self, records: list[SampleRecord]) -> dict[str, UnitData]:
+        """``fid``: the per-image Inception features against ADM's reference Gaussian (a paired test at equal n)."""
+        if len(records) < 2:
+            return {}
+        ref = self.reference_gaussian()
+        feats = np.stack([np.asarray(r.scores["inception"]["features"], np.float64) for r in records])
+        return {"fid": fid_units(records, feats, ref_mu=ref.mu, ref_sigma=ref.sigma)}
 
     def protocol(self) -> dict[str, Any]:
         p = self.params
