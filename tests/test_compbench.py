@@ -196,3 +196,30 @@ def test_yaml_spec_resolves():
         spec.pop(meta, None)
     p = build_params(CompBenchParams, spec)
     assert p.images_per_prompt == 10 and p.seed_base == 42 and p.vqa.np_num == 8 and p.vqa.image_size == 480
+
+
+def test_a_port_converted_at_another_size_runs_at_the_protocol_size_with_interpolated_positions(tmp_path):
+    """Salesforce/blip-vqa-capfilt-large ships a 384² vision config; the protocol scores at 480²: the position
+    embeddings are interpolated (as BLIP's loader does), recorded in the protocol, not a shape error after 9,000
+    generated images."""
+    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "yes", "no", "?", "a", "red", "car"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(1100)]) + "\n")
+    tok = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
+    tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    text = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                encoder_hidden_size=32, bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id, pad_token_id=0)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=16,
+                  image_size=48)  # the "port": 3x3 patches
+    torch.manual_seed(0)
+    BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    ctx = ScorerContext(torch.device("cpu"))
+    scorer = BlipVqa(BlipVqaParams(path=str(tmp_path), image_size=64), ctx, "vqa")  # the "protocol": 4x4 patches
+    item = PromptItem("0", "a red car", {"noun_phrases": ["a red car"]})
+    out = scorer.score(torch.rand(1, 3, 70, 70, generator=torch.Generator().manual_seed(0)), [item])
+    assert 0 < out[0]["score"] < 1
+    assert scorer.describe()["position_embeddings"] == "interpolated from 48² (bicubic)"
+    native = BlipVqa(BlipVqaParams(path=str(tmp_path), image_size=48), ctx, "vqa")
+    assert "position_embeddings" not in native.describe()

@@ -126,6 +126,11 @@ class BlipVqa(Scorer):
             enc = self.tokenizer.convert_tokens_to_ids(params.enc_token)
             self.enc_id = None if enc in (None, unk) else int(enc)
         self.dec_id = int(self.model.config.text_config.bos_token_id)
+        # the Hub port (Salesforce/blip-vqa-capfilt-large) was converted at 384² (577 positions) while the reference
+        # runs the checkpoint at 480²: the position embeddings are then interpolated (bicubic), as BLIP's own
+        # loader interpolates a checkpoint's pos_embed to the size it runs at
+        self.native_size = int(self.model.config.vision_config.image_size)
+        self.interpolate = params.image_size != self.native_size
 
     def _load(self, params: BlipVqaParams):
         from transformers import AutoTokenizer, BlipForQuestionAnswering
@@ -151,7 +156,8 @@ class BlipVqa(Scorer):
 
     def describe(self) -> dict[str, Any]:
         p = self.params
-        return {**super().describe(), "backbone": "BLIP VQA (transformers BlipForQuestionAnswering)",
+        moved = {"position_embeddings": f"interpolated from {self.native_size}² (bicubic)"} if self.interpolate else {}
+        return {**super().describe(), "backbone": "BLIP VQA (transformers BlipForQuestionAnswering)", **moved,
                 "image_size": p.image_size, "np_num": p.np_num, "decimals": p.decimals,
                 "enc_token": p.enc_token if self.enc_id is not None else "", "answer": "first-step P(yes)/(P(yes)+P(no))"}
 
@@ -185,7 +191,8 @@ class BlipVqa(Scorer):
         input_ids = input_ids.to(device).clone()
         if self.enc_id is not None:
             input_ids[:, 0] = self.enc_id
-        image_embeds = self.model.vision_model(pixel_values=pixel_values.to(device))[0]
+        image_embeds = self.model.vision_model(pixel_values=pixel_values.to(device),
+                                               interpolate_pos_encoding=self.interpolate)[0]
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device)
         q = self.model.text_encoder(input_ids=input_ids, encoder_hidden_states=image_embeds,
                                     encoder_attention_mask=image_mask, return_dict=False)[0]
