@@ -228,6 +228,26 @@ def test_colour_classifier_crops_and_template_average():
     assert len(out) == 2 and set(out) <= set(COLORS)
 
 
+def test_colour_crops_resize_as_open_clip_s_torchvision_transform_and_boxes_as_mmdet():
+    from torchvision import transforms as T
+
+    from mubench.scorers.geneval_detector import OPENAI_MEAN, OPENAI_STD, mask_box
+
+    model, tok = tiny_clip(0)
+    clf = ClipColorClassifier(model, tok, image_size=32)
+    ref = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                     T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    rng = np.random.default_rng(0)
+    for w, h in ((100, 153), (80, 81), (153, 100), (47, 47), (33, 90)):
+        im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        torch.testing.assert_close(clf.preprocess(im), ref(im), atol=1e-6, rtol=0)
+    mask = np.zeros((20, 40), bool)
+    mask[8:16, 10:20] = True  # a 10 x 8 object
+    box = mask_box(mask)
+    assert box == (10.0, 8.0, 20.0, 16.0)
+    assert Image.new("RGB", (40, 20)).crop(box).size == (10, 8)  # the crop holds the whole object
+
+
 def test_tiny_detector_scorer_runs_every_path():
     ctx = ScorerContext(torch.device("cpu"), weights="random")
     images = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))

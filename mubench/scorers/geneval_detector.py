@@ -143,11 +143,14 @@ class ClipColorClassifier:
         return out
 
     def preprocess(self, im: Image.Image) -> torch.Tensor:
-        """open_clip's transform: bicubic resize of the short side, centre crop, OpenAI normalisation."""
+        """open_clip's transform (torchvision ``Resize(size)`` + ``CenterCrop(size)``): bicubic resize of the short
+        side to ``size``, the long side truncated to ``int(size * long / short)`` as torchvision computes it, centre
+        crop, OpenAI normalisation."""
         w, h = im.size
-        scale = self.size / min(w, h)
-        im = im.convert("RGB").resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))),
-                                      Image.BICUBIC)
+        short, long = min(w, h), max(w, h)
+        new_long = int(self.size * long / short)
+        size = (self.size, new_long) if w <= h else (new_long, self.size)
+        im = im.convert("RGB").resize(size, Image.BICUBIC)
         w, h = im.size
         left, top = int(round((w - self.size) / 2.0)), int(round((h - self.size) / 2.0))
         im = im.crop((left, top, left + self.size, top + self.size))
@@ -163,6 +166,13 @@ class ClipColorClassifier:
         feats = feats / feats.norm(dim=-1, keepdim=True)
         logits = 100.0 * feats @ self.text_weights(classname).T
         return [COLORS[int(i)] for i in logits.argmax(dim=1)]
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The box of a non-empty bool mask [H, W] as mmdet's ``mask2bbox`` gives it to the reference evaluator:
+    ``(x_min, y_min, x_max + 1, y_max + 1)``, right and bottom edges exclusive (as PIL's ``crop`` reads them)."""
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
 class Mask2FormerDetector:
@@ -187,15 +197,14 @@ class Mask2FormerDetector:
             mask = seg[k].cpu().numpy().astype(bool) if seg is not None else None
             if mask is None or not mask.any():
                 continue
-            ys, xs = np.nonzero(mask)
-            box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
-            dets.setdefault(self.names[int(info["label_id"])], []).append(Detection(box, float(info["score"]), mask))
+            dets.setdefault(self.names[int(info["label_id"])], []).append(Detection(mask_box(mask), float(info["score"]),
+                                                                                    mask))
         return dets
 
 
 class GenEvalDetector(Scorer):
     Params = GenEvalDetectorParams
-    version = "1"
+    version = "2"  # 2: mmdet-style exclusive box edges, torchvision-style resize of the crops
 
     def __init__(self, params: GenEvalDetectorParams, ctx: ScorerContext, name: str) -> None:
         super().__init__(params, ctx, name)
