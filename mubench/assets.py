@@ -45,6 +45,9 @@ class Asset:
     extra_paths: tuple[str, ...] = ()  # where the reference tool caches it ("~" and $VARS expanded)
     source: str = ""  # where a user obtains it (informational; never fetched)
     license: str = ""
+    # (scorer parameter, values) under which a scorer needs this asset, where several share one config_key (the
+    # FID protocol picks the Inception file); a parameter the scorer is not given does not rule it out
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -60,12 +63,15 @@ MANIFEST: tuple[Asset, ...] = (
           source="huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5", license="CreativeML OpenRAIL-M"),
     Asset("inception-clean", "Inception-v3 2015-12-05 TorchScript port (clean-fid 'clean' / 'legacy_tensorflow')",
           "fid/inception-2015-12-05.pt",
-          used_by=("suite:coco", "suite:coco2014-30k", "suite:imagenet", "scorer:fid-features"),
+          used_by=("suite:coco", "suite:coco2014-30k", "suite:imagenet", "scorer:fid-features",
+                   "scorer:adm-inception"),
           config_key="suite.fid.weights", extra_paths=("/tmp/inception-2015-12-05.pt",),
+          when=(("protocol", ("clean",)),),
           source="nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"),
     Asset("inception-legacy-pytorch", "Inception-v3 2015-12-05 weights of pytorch-fid (clean-fid 'legacy_pytorch')",
           "fid/pt_inception-2015-12-05-6726825d.pth", sha256="6726825d",
           used_by=("suite:coco", "suite:coco2014-30k", "scorer:fid-features"), config_key="suite.fid.weights",
+          when=(("protocol", ("legacy_pytorch",)),),
           extra_paths=("$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth",
                        "~/.cache/torch/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth"),
           source="github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"),

@@ -5,7 +5,8 @@ component raises :class:`AssetError` on the first file it misses when it loads; 
 them up front and raises one error naming every missing file and the ``mubench assets verify ...`` command that
 checks them. Model and scorer weights are looked up through the asset manifest: a model's main weights
 (``config_key`` ``model.path``) and each scorer asset its suite points at by a parameter of the scorer; assets the
-manifest cannot tie to one parameter (e.g. the two FID Inception variants) are left to the component's own check.
+manifest cannot tie to one parameter are left to the component's own check (``Asset.when`` ties the two FID
+Inception files, which share ``suite.fid.weights``, to the FID protocol).
 With ``weights=random`` nothing but the suite's data is needed.
 """
 from __future__ import annotations
@@ -62,7 +63,8 @@ def model_checks(model: str, params: Any) -> list[Callable[[], Any]]:
 
 
 def scorer_checks(scorer: str, params: dict[str, Any]) -> list[Callable[[], Any]]:
-    found = [a for a in A.select(scorer=scorer) if any(f in params for f in _field_names(a.config_key))]
+    found = [a for a in A.select(scorer=scorer) if any(f in params for f in _field_names(a.config_key))
+             and all(params[k] in values for k, values in a.when if k in params)]
     by_field: dict[str, list] = {}
     for a in found:
         field = next(f for f in _field_names(a.config_key) if f in params)

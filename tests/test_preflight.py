@@ -32,3 +32,26 @@ def test_check_all_flattens_and_keeps_a_single_error():
     assert [str(e) for e in many.value.errors] == [f"asset {n!r} was not found" for n in "abc"]
     assert str(many.value).endswith("verify them")
     assert collect([lambda: None]) == []
+
+
+@pytest.mark.parametrize("suite, protocol, asset", [("coco", "clean", "inception-clean"),
+                                                    ("coco", "legacy_pytorch", "inception-legacy-pytorch"),
+                                                    ("imagenet", None, "inception-clean")])
+def test_the_inception_file_of_the_fid_protocol_is_checked_before_any_work(tmp_path, suite, protocol, asset):
+    """Two Inception files share suite.fid.weights: the protocol picks one, and it is checked up front (before, it
+    was found missing only when the scorers were built, after the model loaded and a method trained)."""
+    from mubench.config import resolve
+    from mubench.preflight import scorer_checks
+    from mubench.registry import load_registries
+
+    args = [f"suite={suite}", "method=sd"] + ([f"suite.fid.protocol={protocol}"] if protocol else [])
+    cfg = resolve(args, load_registries())
+    from mubench.suites.coco import CocoSuite
+    from mubench.suites.imagenet import ImageNetSuite
+
+    s = (CocoSuite if suite == "coco" else ImageNetSuite)(cfg.suite.params, suite)
+    use = next(u for u in s.scorers().values() if u.scorer in ("fid-features", "adm-inception"))
+    checks = scorer_checks(use.scorer, {**dict(use.params), "weights": str(tmp_path / "missing.pt")})
+    assert len(checks) == 1
+    with pytest.raises(AssetError, match=asset):
+        checks[0]()
