@@ -158,3 +158,44 @@ def test_min_snr_weights():
     snr = torch.tensor([0.5, 5.0, 50.0])
     assert torch.allclose(min_snr_weight(snr, 5.0, "epsilon"), torch.tensor([1.0, 1.0, 0.1]))
     assert torch.allclose(min_snr_weight(snr, 5.0, "v_prediction"), torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+
+
+def test_a_checkpoint_holds_the_fp16_loss_scale_a_resume_continues(tmp_path):
+    """Under fp16 the GradScaler's scale and growth tracker are training state: a resume that reset them would not
+    be the uninterrupted run."""
+    from mubench.train.loop import TrainResult, _restore, _save
+
+    w = nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 256.0, "_growth_tracker": 7})
+    _save(tmp_path, 5, [("w", w)], opt, None, gen, TrainResult(step=5), TrainConfig(), scaler)
+    state = torch.load(tmp_path / "ckpt-00000005.pt", weights_only=False)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    _restore(state, [("w", w)], opt, None, gen, TrainResult(step=0), fresh)
+    assert fresh.state_dict()["scale"] == 256.0 and fresh.state_dict()["_growth_tracker"] == 7
+
+
+def test_auto_precision_is_keyed_as_what_it_trains_in(monkeypatch, tmp_path):
+    """``mixed_precision: auto`` is bf16 on a GPU and fp32 on the CPU: the two artifacts must not share a key."""
+    from pathlib import Path
+
+    from mubench.config import resolve_component
+    from mubench.methods.base import MethodContext
+    from mubench.models.base import LoadContext
+    from mubench.micro.model import MicroModel
+    from mubench.registry import load_registries
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    regs = load_registries()
+    bundle = MicroModel.load(MicroModel.Params(), LoadContext(torch.device("cpu"), torch.float32, "random"))
+
+    def key(device, **train):
+        comp = resolve_component("method", "maskunet", {"train": {"data": "micro", **train}}, regs)
+        method = regs.methods.get(comp.kind)(comp.params, comp.name)
+        return method.artifact_location(bundle, MethodContext(artifacts_dir=Path(tmp_path), device=device))[0]
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert key(cpu) != key(gpu) and key(gpu) == key(cpu, mixed_precision="bf16")
+    assert key(cpu) == key(cpu, mixed_precision="auto")

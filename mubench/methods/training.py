@@ -189,12 +189,19 @@ class TrainableMethod(Method):
         spec = getattr(self.params, "training_spec", None)
         return spec() if callable(spec) else asdict(self.params)
 
-    def keyed_spec(self, bundle: ModelBundle) -> dict[str, Any]:
+    def keyed_spec(self, bundle: ModelBundle, device: torch.device) -> dict[str, Any]:
         """:meth:`training_spec` with the data spec replaced by the data's content fingerprint, without what
-        changes nothing on ``bundle`` (``latents`` where its codec has no posterior)."""
+        changes nothing on ``bundle`` (``latents`` where its codec has no posterior), and ``mixed_precision: auto``
+        resolved where it trains in low precision on ``device`` (a GPU's bf16 artifact is not a CPU's fp32 one; fp32
+        keeps the spec's value, so the keys made before stay valid)."""
+        from ..train.loop import resolve_precision
+
         spec = dict(to_plain(self.training_spec()))
         train = dict(spec.get("train") or {})
         cfg = self.recipe()
+        precision = resolve_precision(cfg, device)
+        if precision != "no":
+            train["mixed_precision"] = precision
         check_source_options(cfg)
         train["data"] = data_fingerprint(cfg.data, image_column=cfg.image_column, caption_column=cfg.caption_column)
         for key in NOT_IN_KEY + (() if bundle.codec.stochastic else ("latents",)):
@@ -209,14 +216,14 @@ class TrainableMethod(Method):
         return cfg
 
     def artifact_location(self, bundle: ModelBundle, ctx: MethodContext) -> tuple[str, Path]:
-        key = artifact_key(self.artifact_kind, self.keyed_spec(bundle), bundle.fingerprint)
+        key = artifact_key(self.artifact_kind, self.keyed_spec(bundle, ctx.device), bundle.fingerprint)
         return key, artifact_dir(ctx.artifacts_dir, self.artifact_kind, key)
 
     def save(self, prepared: Prepared, bundle: ModelBundle, ctx: MethodContext, **meta) -> str:
         """Write ``prepared``'s trained weights as this spec's artifact; returns its sha256."""
         key, directory = self.artifact_location(bundle, ctx)
         manifest = {"kind": self.artifact_kind, "method": self.name, "key": key, "base": bundle.fingerprint,
-                    "spec": self.keyed_spec(bundle), **meta}
+                    "spec": self.keyed_spec(bundle, ctx.device), **meta}
         return save_artifact(directory, prepared.artifact_state(), manifest)
 
     # ---- prepare: load, or train on demand

@@ -201,7 +201,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
         if resume and ckpt_dir is not None:
             state = _load_latest(ckpt_dir)
             if state is not None:
-                start_step = _restore(state, named, opt, ema, gen, result)
+                start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
                 result.resumed_from = start_step
                 log(f"resumed from step {start_step}")
         log(f"start step={start_step} steps={cfg.steps} trainable={result.trainable_params} precision={precision} "
@@ -248,7 +248,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                     on_step(done)
                 if ckpt_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
                                                                       or done == cfg.steps):
-                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg)
+                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg, accelerator.scaler)
         result.step = max(result.step, start_step)
         result.wall_s = time.time() - t0
         log(f"stopped at step {result.step} after {result.wall_s:.1f}s")
@@ -271,8 +271,9 @@ def _progress(show: bool):
 
 
 def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.Generator,
-          result: TrainResult, cfg: TrainConfig) -> None:
+          result: TrainResult, cfg: TrainConfig, scaler: Any = None) -> None:
     state = {
+        "scaler": scaler.state_dict() if scaler is not None else None,  # fp16: the loss scale a resume continues
         "step": step,
         "params": {n: p.detach().cpu().clone() for n, p in named},
         "optimizer": opt.state_dict(),
@@ -289,7 +290,8 @@ def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.
             path.unlink()
 
 
-def _restore(state: dict, named, opt, ema: Optional[EMA], gen: torch.Generator, result: TrainResult) -> int:
+def _restore(state: dict, named, opt, ema: Optional[EMA], gen: torch.Generator, result: TrainResult,
+             scaler: Any = None) -> int:
     names = [n for n, _ in named]
     missing = [n for n in names if n not in state["params"]]
     if missing:
@@ -298,6 +300,8 @@ def _restore(state: dict, named, opt, ema: Optional[EMA], gen: torch.Generator, 
         for n, p in named:
             p.copy_(state["params"][n].to(p.device, p.dtype))
     opt.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     if ema is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])
     gen.set_state(state["generator"])
