@@ -93,9 +93,9 @@ def report_command(
 
 def _check_html_keys(kv: dict) -> None:
     """The --html keys, checked before any work."""
-    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out={out} is a file; --html writes a folder (index.html and its images)")
+    from ..htmlreport.page import check_out_folder
+
+    check_out_folder(Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser())  # a file, or a foreign folder
     masks = as_str(kv.get("masks"))
     if masks and not Path(masks).expanduser().is_dir():
         raise UsageError(f"masks={masks} is not a folder")
@@ -110,6 +110,8 @@ def _write_html(kv: dict, table, results: list, source: str) -> None:
 
     out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
     masks = as_str(kv.get("masks"))
+    shown = {c.run_id for c in table.cells.values()}  # the page shows the table's runs (table=, methods=, ...)
+    results = [r for r in results if str(r["run_id"]) in shown]
     views = load_runs(results, store=as_str(kv.get("store")), results_dir=as_str(kv.get("results")),
                       baseline=as_str(kv.get("baseline")))
     options = HtmlOptions(baseline=as_str(kv.get("baseline")), differ_by=as_str(kv.get("differ_by")),

@@ -3,10 +3,11 @@
 Gallery: one row per (prompt, image index) of a suite, one column per run, each cell the image (from an
 :class:`ImageFolder`) with its per-image scores and the pass/fail of the suite's rule score (a boolean per-image
 field such as ``oracle.correct``). Differ: for ``baseline=A``, each other run's paired differences
-(:mod:`.differ`), the largest wins and losses with both images.
+(:mod:`.differ`) with the baseline's run on the same model, the largest wins and losses with both images.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..errors import UsageError
@@ -72,22 +73,53 @@ def gallery_rows(views: Sequence[RunView], images: ImageFolder, rule: Optional[s
     return rows
 
 
-def differ_sections(views: Sequence[RunView], baseline: str, metric: Optional[str], images: ImageFolder,
-                    top: int) -> tuple[str, list[dict[str, Any]]]:
-    """The chosen per-image metric and, per other run, the summary and the largest wins and losses."""
-    base = [v for v in views if v.method == baseline]
-    if not base:
+def run_model(view: RunView) -> str:
+    return str(view.results.get("model", ""))
+
+
+def column_counts(views: Sequence[RunView]) -> list[int]:
+    """Images (records, one per prompt and image index) of each gallery column."""
+    return [len({(str(s["prompt_id"]), int(s["image_index"])) for s in v.samples}) for v in views]
+
+
+@dataclass
+class DifferPlan:
+    """Which run is compared with which and on which metric: every check that can fail, before any file is written.
+
+    ``pairs``: (baseline run, other run) on the same model; ``skipped``: runs on a model without a baseline run.
+    """
+
+    metric: str
+    pairs: list[tuple[RunView, RunView]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def differ_plan(views: Sequence[RunView], baseline: str, metric: Optional[str]) -> DifferPlan:
+    """Pair each run with the baseline method's run on the same model (``results["model"]``), as the text
+    report's marks compare each row with the baseline row of its own model; the per-image metric is checked."""
+    if not any(v.method == baseline for v in views):
         raise UsageError(f"baseline={baseline!r} has no run in this report; methods: "
                          f"{', '.join(sorted({v.method for v in views}))}")
-    a = base[0]
-    others = [v for v in views if v is not a and v.samples]
-    if not a.samples or not others:
-        return metric or "", []
-    available = sorted(set.intersection(*[set(shared_metrics(a.samples, o.samples)) for o in others]))
-    chosen = check_metric(metric, available, "report --html")
+    pairs: list[tuple[RunView, RunView]] = []
+    skipped: list[str] = []
+    for model in dict.fromkeys(run_model(v) for v in views):
+        of_model = [v for v in views if run_model(v) == model and v.samples]
+        base = [v for v in of_model if v.method == baseline]
+        if not base:
+            skipped.extend(v.label for v in of_model)
+            continue
+        pairs.extend((base[0], o) for o in of_model if o is not base[0])
+    if not pairs:
+        return DifferPlan(metric or "", [], skipped)
+    available = sorted(set.intersection(*[set(shared_metrics(a.samples, o.samples)) for a, o in pairs]))
+    return DifferPlan(check_metric(metric, available, "report --html"), pairs, skipped)
+
+
+def differ_sections(plan: DifferPlan, images: ImageFolder, top: int) -> list[dict[str, Any]]:
+    """Per pair of :func:`differ_plan`: the summary and the largest wins and losses, with both images."""
     sections = []
-    for o in others:
-        diffs = differences(a.samples, o.samples, chosen)
+    for a, o in plan.pairs:
+        diffs = differences(a.samples, o.samples, plan.metric)
         wins, losses = wins_and_losses(diffs, top)
 
         def item(d):
@@ -96,8 +128,9 @@ def differ_sections(views: Sequence[RunView], baseline: str, metric: Optional[st
                     "diff": d.difference, "img_a": images.add(d.baseline.get("path"), d.baseline.get("sha256")),
                     "img_b": images.add(d.other.get("path"), d.other.get("sha256"))}
         n = len(diffs)
-        sections.append({"label": o.label, "baseline": a.label, "n": n,
-                         "n_wins": sum(d.difference > 0 for d in diffs), "n_losses": sum(d.difference < 0 for d in diffs),
+        sections.append({"label": o.label, "baseline": a.label, "model": run_model(a), "n": n,
+                         "n_wins": sum(d.difference > 0 for d in diffs),
+                         "n_losses": sum(d.difference < 0 for d in diffs),
                          "mean": (sum(d.difference for d in diffs) / n) if n else None,
                          "wins": [item(d) for d in wins], "losses": [item(d) for d in losses]})
-    return chosen, sections
+    return sections

@@ -41,7 +41,7 @@ def _samples_files(results_path: str) -> dict[str, Path]:
     out = {}
     for f in files:
         try:
-            run_id = str(json.loads(f.read_text()).get("run_id"))
+            run_id = str(json.loads(f.read_text(encoding="utf-8")).get("run_id"))
         except (OSError, ValueError, AttributeError):
             continue
         if (f.parent / "samples.jsonl").is_file():
@@ -58,7 +58,7 @@ def gallery_run_id(result: dict[str, Any]) -> str:
 
 def read_samples_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
