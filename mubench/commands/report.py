@@ -59,8 +59,7 @@ def report_command(
         given = [f"{k}=" for k in HTML_KEYS if k in kv]
         raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
     out = None if html or not kv.get("out") else output_file(as_str(kv.get("out")), "out")  # before the work
-    if html:
-        _check_html_keys(kv)
+    folders = _check_html_keys(kv) if html else None
     spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
@@ -81,7 +80,7 @@ def report_command(
     apply_marks(table, sel.units, bold=str(kv.get("bold", "significant")), baseline=as_str(kv.get("baseline")),
                 alpha=alpha, permutations=perms)
     if html:
-        _write_html(kv, table, sel.results, sel.source)
+        _write_html(kv, folders, table, sel.results, sel.source)
         return
     text = render(table, fmt, ci=as_bool(kv.get("ci", False), "ci"))
     if out is not None:
@@ -91,30 +90,31 @@ def report_command(
         typer.echo(text, nl=False)
 
 
-def _check_html_keys(kv: dict) -> None:
-    """The --html keys, checked before any work."""
+def _check_html_keys(kv: dict) -> tuple[Path, Optional[Path]]:
+    """The --html keys, checked before any work: (the report folder, the masks folder or None)."""
     from ..htmlreport.page import check_out_folder
 
-    check_out_folder(Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser())  # a file, or a foreign folder
-    masks = as_str(kv.get("masks"))
-    if masks and not Path(masks).expanduser().is_dir():
-        raise UsageError(f"masks={masks} is not a folder")
+    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
+    check_out_folder(out)  # a file, or a foreign folder
+    masks = Path(as_str(kv["masks"])).expanduser() if kv.get("masks") else None
+    if masks is not None and not masks.is_dir():
+        raise UsageError(f"masks={kv['masks']} is not a folder")
     if kv.get("differ_by") and not kv.get("baseline"):
         raise UsageError("differ_by= sorts the page's 'where they differ' list, which compares each run with "
                          "baseline=METHOD: give baseline= too")
+    return out, masks
 
 
-def _write_html(kv: dict, table, results: list, source: str) -> None:
+def _write_html(kv: dict, folders: tuple[Path, Optional[Path]], table, results: list, source: str) -> None:
     from ..htmlreport.page import HtmlOptions, write_html_report
     from ..htmlreport.runs import load_runs
 
-    out = Path(as_str(kv.get("out")) or HTML_DEFAULT_OUT).expanduser()
-    masks = as_str(kv.get("masks"))
+    out, masks = folders
     shown = {c.run_id for c in table.cells.values()}  # the page shows the table's runs (table=, methods=, ...)
     results = [r for r in results if str(r["run_id"]) in shown]
     views = load_runs(results, store=as_str(kv.get("store")), results_dir=as_str(kv.get("results")),
                       baseline=as_str(kv.get("baseline")))
     options = HtmlOptions(baseline=as_str(kv.get("baseline")), differ_by=as_str(kv.get("differ_by")),
-                          masks_dir=Path(masks).expanduser() if masks else None, source=source)
+                          masks_dir=masks, source=source)
     index = write_html_report(out, table, views, options)
     typer.echo(f"wrote {index} (html, {len(views)} runs, from {source})", err=True)
