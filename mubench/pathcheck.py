@@ -97,17 +97,23 @@ def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[Pa
     store = Path(run.store).expanduser() if run.store else default_store_path()
     needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
              PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]
-    if store.is_file():  # a file that is not a mubench store fails now, not once the images are made
-        from .store import Store
-
-        Store(store, create=False).close()
     if run.out:
         needs.insert(0, PathNeed("out", Path(run.out), folder=True, bytes_needed=MIN_FREE + n_images * 1024))
-        for name in ("results.json", "samples.jsonl"):
-            inside = Path(run.out).expanduser() / name
-            if inside.is_dir():
-                raise UsageError(f"out={run.out}: {inside} is a folder; mubench writes a file of that name there")
     return needs
+
+
+def check_run_files(run: Any) -> None:
+    """The files a run writes into, as they are now: an existing store that is not a mubench store, or a folder
+    where the run writes ``results.json`` / ``samples.jsonl``, fails now, not once the images are made."""
+    from .store import Store, default_store_path
+
+    store = Path(run.store).expanduser() if run.store else default_store_path()
+    if store.is_file():
+        Store(store, create=False).close()
+    for name in ("results.json", "samples.jsonl") if run.out else ():
+        inside = Path(run.out).expanduser() / name
+        if inside.is_dir():
+            raise UsageError(f"out={run.out}: {inside} is a folder; mubench writes a file of that name there")
 
 
 def check_out_folder(out: Optional[str], suite: str, method: str, model: str) -> None:

@@ -27,7 +27,7 @@ from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
-from .pathcheck import check_out_folder, check_paths, run_needs
+from .pathcheck import check_out_folder, check_paths, check_run_files, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
 from .registry import Registries
@@ -124,6 +124,7 @@ class Runner:
         check_out_folder(self.cfg.run.out, self.cfg.suite.name, method or self.cfg.method.name,
                          model or self.cfg.model.name)
         check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
+        check_run_files(self.cfg.run)
         self.suite.check_size(items)
 
     def kept(self) -> tuple[int, int]:
