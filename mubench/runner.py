@@ -27,6 +27,7 @@ from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
+from .imported import checked_images, images_per_prompt
 from .pathcheck import check_out_folder, check_paths, check_run_files, run_needs
 from .progress import Progress
 from .models.base import LoadContext, ModelBundle
@@ -118,14 +119,17 @@ class Runner:
             raise UsageError(f"suite {self.cfg.suite.name!r} has no prompts")
         return items
 
-    def preflight(self, items: list[PromptItem], method: Optional[str] = None, model: Optional[str] = None) -> None:
+    def preflight(self, items: list[PromptItem], method: Optional[str] = None, model: Optional[str] = None,
+                  sized: bool = True) -> None:
         """Fail before the work: ``out=`` holding another run's results (of another suite, ``method`` or ``model``:
-        by default the config's), every path the run writes (type, writable, free space), then the suite's sizes."""
+        by default the config's), every path the run writes (type, writable, free space), then (``sized``) the
+        suite's sizes."""
         check_out_folder(self.cfg.run.out, self.cfg.suite.name, method or self.cfg.method.name,
                          model or self.cfg.model.name)
         check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
         check_run_files(self.cfg.run)
-        self.suite.check_size(items)
+        if sized:
+            self.suite.check_size(items)
 
     def kept(self) -> tuple[int, int]:
         """(finished images in the cache, planned images) of this run so far."""
@@ -320,11 +324,12 @@ class Runner:
             raise UsageError(f"images={folder}: no such folder")
         self.suite.check_assets()
         items = self.items()
-        self.preflight(items, method=label, model="external")
-        found = self.suite.import_images(folder, items)
+        self.preflight(items, method=label, model="external", sized=False)
+        found = checked_images(self.suite, folder, self.suite.items(), items)
         if not found:
             raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "
                              "(see the suite's folder naming in docs)")
+        self.suite.check_size([it for it in items if it.id in {img.item.id for img in found}])
         planned = []
         for img in found:
             with Image.open(img.path) as pil:
@@ -340,7 +345,9 @@ class Runner:
         self.timing["total_s"] = time.perf_counter() - t0
         used = {p.item.id for p in planned}
         results = self.results(None, None, None, scorers, [it for it in items if it.id in used], metrics)
-        results.update({"method": label, "model": "external", "images": str(folder)})
+        results.update({"method": label, "model": "external", "images": str(folder.resolve())})
+        results["protocol"]["images_per_prompt"] = images_per_prompt(found)  # what the folder held, not the suite
+        results["protocol_hash"] = stable_hash(results["protocol"])
         return RunOutput(results, [sample_row(r) for r in records], self.suite.units(records))
 
     def results(self, bundle, prepared, sampler, scorers, items, metrics) -> dict[str, Any]:

@@ -223,3 +223,23 @@ def test_a_port_converted_at_another_size_runs_at_the_protocol_size_with_interpo
     assert scorer.describe()["position_embeddings"] == "interpolated from 48² (bicubic)"
     native = BlipVqa(BlipVqaParams(path=str(tmp_path), image_size=48), ctx, "vqa")
     assert "position_embeddings" not in native.describe()
+
+
+def test_a_full_reference_folder_imports_under_a_limit(tmp_path):
+    """``score suite=compbench images=DIR limit=N``: the importer sees every prompt, then only the first N are kept
+    (before, an image of prompt N+1 was refused as outside the N prompts)."""
+    from mubench.imported import checked_images
+
+    s = suite(categories=["color"], images_per_prompt=2)
+    items = [PromptItem(f"color-{i:03d}", p, {"category": "color", "index": i})
+             for i, p in enumerate(["a green bench", "a red book", "a blue car"])]
+    s._items = items  # the suite's prompts, without the shared files
+    samples = tmp_path / "color" / "samples"
+    samples.mkdir(parents=True)
+    for it in items:
+        for j in range(2):
+            _png(samples / sample_name(it.prompt, running_index(it.meta["index"], j, 2)), j)
+    with pytest.raises(UsageError, match="outside the 1 color prompts"):  # what the limited importer alone says
+        s.import_images(tmp_path, items[:1])
+    found = checked_images(s, tmp_path, items, items[:1])
+    assert [(f.item.id, f.image_index) for f in found] == [("color-000", 0), ("color-000", 1)]

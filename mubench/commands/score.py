@@ -53,12 +53,16 @@ def score_command(
     with warnings.catch_warnings():  # model/method are not used when scoring a folder: no suite/model mismatch
         warnings.simplefilter("ignore", MismatchWarning)
         cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs)
-    if "results" in own:
-        output = RunOutput(_imported_results(cfg, Path(str(own["results"])), package_versions()))
-    else:
-        folder = Path(str(own["images"])).expanduser()
-        label = str(own.get("label") or f"external:{folder.name}")
-        output = Runner(cfg, regs).execute_external(folder, label)
+    from ..warnlog import routed_warnings
+
+    with routed_warnings() as warned:  # one line per kind on stderr, and kept in results.json as a run keeps them
+        if "results" in own:
+            output = RunOutput(_imported_results(cfg, Path(str(own["results"])), package_versions()))
+        else:
+            folder = Path(str(own["images"])).expanduser()
+            label = str(own.get("label") or f"external:{folder.resolve().name}")
+            output = Runner(cfg, regs).execute_external(folder, label)
+    output.results["warnings"] = warned.records
     output.results["config"] = {"suite": cfg.suite.as_dict(), "score": {k: str(v) for k, v in own.items()}}
     if cfg.run.out:
         write_outputs(Path(cfg.run.out).expanduser(), output)
