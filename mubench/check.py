@@ -130,8 +130,28 @@ def make_baseline(results: Sequence[dict[str, Any]], tolerances: Optional[Mappin
             from .baseline_units import encode_units
 
             entries[-1]["units"] = encode_units({k: v for k, v in run_units.items() if k in entries[-1]["metrics"]})
+    check_tolerances(tols, entries)
     return {"schema": BASELINE_SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "mubench": __version__, "source": source, "tolerances": tols, "entries": entries}
+
+
+def check_tolerances(tols: Mapping[str, str], entries: Sequence[Mapping[str, Any]]) -> None:
+    """A baseline's tolerances must be usable by ``check``: every per-metric key names a metric of an entry (a
+    misspelt one would leave its metric exact, silently), and a ``ci:`` tolerance only falls on metrics with a CI."""
+    from .errors import close_matches, did_you_mean
+
+    names = sorted({n for e in entries for n in e["metrics"]})
+    for key in tols:
+        if key != DEFAULT_KEY and key not in names:
+            hint = did_you_mean(close_matches(key, names))
+            raise UsageError(f"tolerance.{key}: the baseline has no metric {key!r}{hint}\n  its metrics: "
+                             f"{', '.join(names)}")
+    for e in entries:
+        for name, m in e["metrics"].items():
+            tol = tols.get(name, tols.get(DEFAULT_KEY))
+            if tol and tol.startswith("ci:") and (m.get("ci_low") is None or m.get("ci_high") is None):
+                raise UsageError(f"tolerance {tol} for {name} ({e['suite']} / {e['method']}): this metric has no "
+                                 f"confidence interval; give it tolerance.{name}=abs:X or rel:Y")
 
 
 def write_baseline(path: str | os.PathLike[str], baseline: dict[str, Any]) -> Path:
@@ -303,7 +323,10 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
                 continue
             cur_v = float(cur_metrics[name]["value"])
             f.current = cur_v
-            f.allowed = tol.allowed(bm) if tol else Tolerance("abs", 0.0).allowed(bm)
+            try:
+                f.allowed = tol.allowed(bm) if tol else Tolerance("abs", 0.0).allowed(bm)
+            except UsageError as err:
+                raise UsageError(f"{s} / {m} / {name}: {err} (give it tolerance.{name}=abs:X or rel:Y)") from None
             if math.isnan(base_v) or math.isnan(cur_v):
                 f.status = OK if math.isnan(base_v) and math.isnan(cur_v) else REGRESSED
                 f.note = (note + "; " if note else "") + ("NaN" if math.isnan(cur_v) else "baseline is NaN")

@@ -28,7 +28,7 @@ def mubench_data(path: Path) -> Optional[str]:
     except (OSError, ValueError):
         return None
     if isinstance(data, dict) and "entries" in data and "tolerances" in data:
-        return BASELINE
+        return BASELINE if str(data.get("schema", "")).startswith("mubench.baseline/") else "a JSON file of yours"
     if isinstance(data, dict) and "run_id" in data and "protocol" in data:
         return "a run's results"
     return None

@@ -242,3 +242,19 @@ def test_tolerance_parsing_and_direction_in_the_library():
     assert by_metric["fid"].status == "better" and by_metric["fid"].worse_by == pytest.approx(-1.0)
     assert by_metric["clip"].status == "REGRESSED" and by_metric["clip"].worse_by == pytest.approx(0.1)
     assert report.failed
+
+
+def test_baseline_write_refuses_tolerances_check_could_not_use(tmp_path, capsys):
+    """A misspelt metric in the file would leave its metric exact; ci:K on a metric without a CI would make every
+    later check exit 2; another tool's JSON with 'entries' and 'tolerances' keys is not a baseline to replace."""
+    run = _run_dir(tmp_path, "run", fake_results("sd", {"fid": 20.0, "clip": 0.30}))
+    out = tmp_path / "b.json"
+    code, _, err = call(capsys, "baseline", "--write", str(out), f"results={run}", "tolerance.clpi=abs:1")
+    assert code == 2 and "tolerance.clpi: the baseline has no metric 'clpi'; did you mean 'clip'?" in err
+    assert not out.exists()
+    code, _, err = call(capsys, "baseline", "--write", str(out), f"results={run}", "tolerance=ci:2")
+    assert code == 2 and "has no confidence interval" in err and "tolerance.fid=abs:X" in err, err
+    mine = tmp_path / "cfg.json"
+    mine.write_text(json.dumps({"entries": [], "tolerances": {}, "mine": 1}))
+    code, _, err = call(capsys, "baseline", "--write", str(mine), f"results={run}")
+    assert code == 2 and json.loads(mine.read_text())["mine"] == 1, err
