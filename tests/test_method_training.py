@@ -76,8 +76,10 @@ def test_artifact_key_follows_data_content_and_seed(regs, bundle, data, tmp_path
 def test_missing_data_is_a_clear_error(regs, bundle, tmp_path):
     comp = resolve_component("method", "maskunet", {"train": dict(TINY_TRAIN)}, regs)  # paper recipe: data null
     method = regs.methods.get(comp.kind)(comp.params, comp.name)
-    with pytest.raises(UsageError, match="needs training data.*method.train.data"):
+    with pytest.raises(UsageError, match="needs training data.*method.train.data") as err:
         method.prepare(bundle, _ctx(tmp_path, "auto"))
+    # run and masks take no data= (only train does): the advice names the key they do take
+    assert "method.train.data=micro" in str(err.value) and "or data=micro" not in str(err.value)
 
 
 def test_deviations_from_the_released_code_are_recorded(regs, bundle, data, tmp_path):
@@ -162,7 +164,7 @@ def test_micro_source():
     assert images.shape == (5, 3, 32, 32) and len(captions) == 5 and all(isinstance(c, str) for c in captions)
     again = open_data("micro", batch_size=5, seed=42, resolution=32).source(1)
     assert torch.equal(images, again[0]) and captions == again[1]
-    with pytest.raises(UsageError, match="32px"):
+    with pytest.raises(UsageError, match="32px; training asks for 64px.*method.train.resolution=32"):
         open_data("micro", batch_size=5, seed=42, resolution=64)
 
 

@@ -298,8 +298,9 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
     if cfg.data is None:
         raise UsageError(f"{method.name} needs training data to train its artifact: set method.train.data=PATH "
                          "(a folder of images + captions or a .parquet file; the paper used fantasyfish/laion-art) "
-                         "or data=micro in the micro world; the same data= is then needed in `mubench run`, as it "
-                         "is part of the artifact's address")
+                         "or method.train.data=micro / micro-art in the micro world (`mubench train` also takes "
+                         "data=... for short); the same method.train.data= is then needed in `mubench run` and "
+                         "`mubench masks`, as it is part of the artifact's address")
     resolution = int(cfg.resolution or bundle.resolution)
     data = open_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
                      center_crop=cfg.center_crop, random_flip=cfg.random_flip, image_column=cfg.image_column,

@@ -38,7 +38,8 @@ def as_float_images(images: np.ndarray) -> torch.Tensor:
 
 def check_resolution(resolution: int) -> None:
     if resolution != IMAGE_SIZE:
-        raise UsageError(f"the micro world's images are {IMAGE_SIZE}px; the model wants {resolution}px")
+        raise UsageError(f"the micro world's images are {IMAGE_SIZE}px; training asks for {resolution}px "
+                         f"(method.train.resolution, else the model's): set method.train.resolution={IMAGE_SIZE}")
 
 
 def micro_fingerprint() -> str:
