@@ -31,6 +31,7 @@ def test_masks_of_maskunet_free(tmp_path):
                            "method.sampler.steps=5", "method.rewards=[{scorer: micro-clip, weight: 5.0}]"])
     written = _check_files(report, out)
     assert written["n_images"] == 2 and written["sampler"]["steps"] == 5  # toy: 2 images per prompt
+    assert written["sampler"]["chunk"] == 1  # one image per denoiser call: no padding row in the statistics
     assert len(written["layers"]) == written["method_info"]["masked_layers"] == 16
     assert [s["step"] for s in written["steps"]] == list(range(5))
     assert written["steps"][0]["timestep"] > written["steps"][-1]["timestep"]
@@ -61,5 +62,7 @@ def test_masks_needs_a_masking_method(tmp_path):
         record_masks(["method=sd", "model=tiny-sd", "suite=toy", "limit=1", "device=cpu", f"out={tmp_path}"])
     afile = tmp_path / "afile"
     afile.write_text("x")
+    with pytest.raises(UsageError, match="chunk=8: masks samples one image per denoiser call"):  # not ignored
+        record_masks(["method=maskunet", "model=tiny-sd", "suite=toy", "limit=1", "chunk=8", f"out={tmp_path}"])
     with pytest.raises(UsageError, match="is a file; out names a folder"):  # said before any model loads
         record_masks(["method=maskunet", "model=tiny-sd", "suite=toy", "limit=1", "device=cpu", f"out={afile}"])

@@ -8,6 +8,9 @@ Samples the first ``limit`` prompts of a suite with a masking method (training i
   ratios with their timesteps, the overall ratio, and the run's method, model, suite, sampler and seeds;
 - ``mask_ratio_per_layer.png``: the per-layer bar chart (the paper's supplementary Fig. 2b);
 - ``mask_ratio_per_timestep.png``: the ratio against the timestep, all masked weights and per block.
+
+Images are sampled one per denoiser call (``chunk`` 1, recorded in ``masks.json``): a padded chunk would add its
+padding rows' masks to the statistics. ``chunk=`` other than 1 is refused rather than ignored.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ MASKS_HELP = """Record and plot per-layer and per-timestep mask ratios of a mask
 Keys (KEY=VALUE), as `mubench run`:
   method=NAME  (default maskunet)   model=NAME (default micro)   suite=NAME (default micro)
   limit=N      prompts to sample (default 16)   seed=N   batch_size=N   device=...   dtype=...
-  train=auto|never|force   cache=DIR   weights=pretrained|random
+  train=auto|never|force   cache=DIR   weights=pretrained|random   (one image per denoiser call: chunk 1)
   out=DIR      where masks.json and the two PNG plots go (default masks-<method>-<model>)
 """
 
@@ -32,6 +35,7 @@ Keys (KEY=VALUE), as `mubench run`:
 def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]:
     """Resolve the args, sample, record, write the files; returns the masks.json object (plus ``files``)."""
     from ..config import resolve, to_plain
+    from ..errors import UsageError
     from ..fsutil import atomic_write_text
     from ..methods.mask_stats import MaskRecorder, plot_layer_ratios, plot_timestep_ratios
     from ..pathcheck import PathNeed, check_path
@@ -41,6 +45,9 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
 
     regs = load_registries()
     cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16})
+    if cfg.run.chunk not in (None, 1):
+        raise UsageError(f"chunk={cfg.run.chunk}: masks samples one image per denoiser call (chunk 1), so that no "
+                         "padding row's mask enters the statistics; leave chunk= out")
     out = Path(cfg.run.out or f"masks-{cfg.method.name}-{cfg.model.name}").expanduser()
     check_path(PathNeed("out", out, folder=True))  # before the model loads and the images are made
     runner = Runner(cfg, regs)
@@ -48,7 +55,7 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     bundle = runner.load_model()
     prepared = runner.prepare(bundle)
     sampler = resolve_sampler(bundle, getattr(runner.suite.params, "sampler", None),
-                              getattr(prepared, "sampler_overrides", None))
+                              getattr(prepared, "sampler_overrides", None), chunk=1)
     recorder = MaskRecorder(prepared, cfg.method.name)
     planned = runner.plan(bundle, prepared, sampler, items)
     bs = cfg.run.batch_size
@@ -62,7 +69,8 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     stats = recorder.summary([int(t) for t in scheduler.timesteps])
     out.mkdir(parents=True, exist_ok=True)
     report = {"method": cfg.method.name, "model": cfg.model.name, "suite": cfg.suite.name,
-              "n_images": len(planned), "seeds": [p.seed for p in planned], "sampler": sampler.as_dict(),
+              "n_images": len(planned), "seeds": [p.seed for p in planned],
+              "sampler": {**sampler.as_dict(), "chunk": sampler.chunk},
               "method_info": to_plain(prepared.info), "artifact": prepared.artifact, **stats}
     title = f"{cfg.method.name} on {cfg.model.name}: {len(planned)} images, {sampler.scheduler} {sampler.steps} steps"
     files = {"json": str(out / "masks.json"),
