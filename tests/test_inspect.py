@@ -49,6 +49,11 @@ def test_bad_keys_are_usage_errors():
         inspect_method(["method=maskunet", "model=sd15", "weights=fake"])
     with pytest.raises(UsageError):
         inspect_method(["method=maskunet", "method.mode=magic", "model=sd15", "weights=random"])
+    import torch
+
+    if not torch.cuda.is_available():  # as run and train say it, not an "unexpected RuntimeError"
+        with pytest.raises(UsageError, match="no CUDA device is available"):
+            inspect_method(["method=maskunet", "model=tiny-sd", "weights=random", "device=cuda"])
 
 
 def test_cli_json(cli):

@@ -64,10 +64,9 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
 
     quiet_libraries()  # diffusers' dtype-cast notices and the like
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"bad value device={device!r}") from None
+    from ..runner import resolve_device
+
+    dev = torch.device("meta") if device == "meta" else resolve_device(device)  # cuda without a GPU: said plainly
     regs = load_registries()
     model_c = resolve_component("model", cfg.model, sub["model"], regs)
     method_c = resolve_component("method", cfg.method, sub["method"], regs, model=model_c.name)
