@@ -78,6 +78,8 @@ def test_markdown_with_ci_and_ties_are_not_bold(tmp_path, capsys):
     assert code == 0
     assert "| sd | 0.330 ± 0.500 | **20.00 ± 0.50** |" in out  # all-tied clip column: nothing bold
     assert "half the width of the 95% bootstrap confidence interval" in out
+    code, out, _ = call(capsys, "report", "bold=value", f"store={path}")  # no ci=true: no ± shown, none explained
+    assert code == 0 and "±" not in out
 
 
 def test_csv_round_trips_through_pandas(store, capsys):

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from .spec import TableSpec
-from .table import MISSING, Table, _half_width, _letter_tag, auto_format, build_table, format_value
+from .table import CI_NOTE, MISSING, Table, _half_width, _letter_tag, auto_format, build_table, format_value
 
 # ---------------------------------------------------------------------------------------------
 # renderers
@@ -57,7 +57,7 @@ def render_markdown(table: Table, ci: bool = False) -> str:
     lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
     lines.append("|" + "|".join([":---"] * (1 + table.show_model) + ["---:"] * len(table.columns)) + "|")
     lines.extend("| " + " | ".join(r) + " |" for r in body)
-    foot = _footnotes(table)
+    foot = _footnotes(table, ci=ci)
     if foot:
         lines.append("")
         lines.extend(f"- {f}" for f in foot)
@@ -68,12 +68,13 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _footnotes(table: Table, bold: bool = True) -> list[str]:
+def _footnotes(table: Table, bold: bool = True, ci: bool = True) -> list[str]:
+    """The table's footnotes; without ``ci`` (no cell shows ±) the note explaining ± is left out."""
     foot = [f"[{letter}] {desc}" for letter, desc in table.protocols.items()]
     if bold:
         foot += table.mark_notes or ["Bold: best displayed value of each column (↑ higher is better, ↓ lower is "
                                      "better); not a significance mark."]
-    return foot + table.notes
+    return foot + [n for n in table.notes if ci or n != CI_NOTE]
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -111,7 +112,7 @@ def render_latex(table: Table, ci: bool = False) -> str:
     if table.label:
         lines.append(rf"\label{{{table.label}}}")
     lines.append(tabular.rstrip("\n"))
-    foot = _footnotes(table)
+    foot = _footnotes(table, ci=ci)
     if foot:
         lines.append(r"\par\smallskip")
         lines.append(r"{\footnotesize")
@@ -151,7 +152,7 @@ def render_csv(table: Table, ci: bool = False) -> str:
                                                for i in range(len(table.rows))])
     buf = io.StringIO()
     frame.to_csv(buf, lineterminator="\n")
-    for f in _footnotes(table, bold=table.bold is not None):
+    for f in _footnotes(table, bold=table.bold is not None, ci=False):  # CIs are columns here, never ±
         buf.write(f"# {f}\n")
     return buf.getvalue()
 

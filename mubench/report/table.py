@@ -256,7 +256,7 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
     if empty_rows:
         notes.append("no stored results for: " + ", ".join(empty_rows))
     if any(_half_width(c) is not None for c in cells.values()):
-        notes.append("± is half the width of the 95% bootstrap confidence interval ([low, high] where it is asymmetric)")
+        notes.append(CI_NOTE)
     notes.extend(spec.notes)
     if spec.rows:  # a spec's rows need not name a model: show one where the rows' runs come from several
         model_of = {str(r["run_id"]): str(r["model"]) for r in results}
@@ -279,6 +279,10 @@ def missing_replicates_note(result: dict[str, Any]) -> Optional[str]:
             f"{have + len(missing)} seeds with {have} run(s) recorded; seeds {', '.join(map(str, missing))} never "
             "finished (interrupted?): rerun the same command with those seeds to complete it")
 
+#: the note that explains the ± of cells shown with their CI (renderers drop it where no cell shows one)
+CI_NOTE = "± is half the width of the 95% bootstrap confidence interval ([low, high] where it is asymmetric)"
+
+
 def _letter(i: int) -> str:
     letters = "abcdefghijklmnopqrstuvwxyz"
     return letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26]
@@ -289,4 +293,4 @@ def _num(x: Any) -> Optional[float]:
 
 
 
-__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "missing_replicates_note", "auto_format", "METHOD_ORDER", "MISSING"]
+__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "missing_replicates_note", "CI_NOTE", "auto_format", "METHOD_ORDER", "MISSING"]
