@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from .chunking import SCORE_CHUNK
+from .config import stable_hash, to_plain
 from .errors import UsageError
 from .fsutil import atomic_write_bytes
 
@@ -96,3 +99,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def scorer_key(scorer: Any) -> str:
+    """What decides a scorer's per-image results: class, version, weights, params, chunk, and the device type and
+    dtype it runs on (a GPU's scores differ from a CPU's in the last bits; the protocol records the run's device), and
+    on a CPU the thread count (its kernels split their sums by thread)."""
+    cpu = {"threads": torch.get_num_threads()} if scorer.ctx.device.type == "cpu" else {}
+    return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
+                                            "weights": scorer.weights_hash(),
+                                            "params": to_plain(scorer.params, results_only=True),
+                                            "chunk": SCORE_CHUNK, "device": scorer.ctx.device.type,
+                                            "dtype": str(scorer.ctx.dtype), **cpu})

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import Cache, to_uint8
+from .cache import Cache, scorer_key, to_uint8
 from .chunking import SCORE_CHUNK, chunks, chunks_in_flight, default_chunk, pad, shard_chunks
 from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
@@ -190,6 +190,8 @@ class Runner:
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
             "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",
         }
+        if self.device.type == "cpu":  # CPU kernels split their sums by thread: the bits depend on the thread count
+            base["threads"] = torch.get_num_threads()
         if prepared.weights_used:  # only where set, so the keys of every other method stay what they were
             base["weights_used"] = dict(sorted(prepared.weights_used.items()))
         planned = []
@@ -381,17 +383,9 @@ class Runner:
             "method_info": ({"added_params": prepared.added_params, "trainable_params": prepared.trainable_params,
                              "artifact": prepared.artifact, **to_plain(prepared.info)} if prepared else {}),
             "model_fingerprint": bundle.fingerprint if bundle else None,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,  # not protocol: same numbers
             "versions": package_versions(),
             "git": git_revision(),
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
         }
 
-
-def scorer_key(scorer: Scorer) -> str:
-    """What decides a scorer's per-image results: class, version, weights, params, chunk, and the device type and
-    dtype it runs on (a GPU's scores differ from a CPU's in the last bits; the protocol records the run's device)."""
-    return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
-                                            "weights": scorer.weights_hash(),
-                                            "params": to_plain(scorer.params, results_only=True),
-                                            "chunk": SCORE_CHUNK, "device": scorer.ctx.device.type,
-                                            "dtype": str(scorer.ctx.dtype)})

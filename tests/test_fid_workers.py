@@ -66,3 +66,28 @@ def test_defaults_and_bad_values(files, tmp_path):
     broken.write_bytes(b"not an image")
     with pytest.raises(AssetError, match="cannot read reference image .*broken.png"):
         _scorer(2).features_files([*files[:2], broken])
+
+
+def test_a_cpu_thread_count_is_in_every_cache_key(regs, tmp_path):
+    """CPU kernels split their sums by thread, so images and scores made with 1 thread differ in the last bits from
+    those made with 2 (accelerate and torchrun start each process with one): they must not share cache entries."""
+    import torch
+
+    from mubench.config import resolve
+    from mubench.runner import Runner
+    from mubench.sampler import SamplerConfig
+
+    runner = Runner(resolve(["suite=toy", "model=tiny-sd", "limit=1", "device=cpu", f"cache={tmp_path}"], regs), regs)
+    bundle = runner.load_model()
+    prepared = runner.prepare(bundle)
+    scorer = next(iter(runner.scorers().values()))
+    before = torch.get_num_threads()
+    try:
+        keys = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            keys.append(([p.key for p in runner.plan(bundle, prepared, SamplerConfig(), runner.items())],
+                         scorer_key(scorer)))
+    finally:
+        torch.set_num_threads(before)
+    assert keys[0][0] != keys[1][0] and keys[0][1] != keys[1][1]

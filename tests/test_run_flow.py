@@ -101,19 +101,25 @@ def test_sigkill_midway_then_rerun_gives_same_results(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sd", "random-mask"])  # random-mask: a per-image mask in every chunk row
 def test_two_processes_give_the_same_samples(tmp_path, method):
-    """accelerate launch, 2 CPU processes: 6 images in chunks of 2, so rank 0 makes chunks 0 and 2, rank 1 chunk 1."""
+    """torchrun, 2 CPU processes: 6 images in chunks of 2, so rank 0 makes chunks 0 and 2, rank 1 chunk 1; one run
+    recorded (a launcher that ran the whole run in each process would record two). Both at one thread per process
+    (the thread count is part of the cache keys: CPU sums depend on it)."""
     single, multi = tmp_path / "single", tmp_path / "multi"
     args = [*TINY, "limit=3", "chunk=2", f"method={method}"]
-    assert run_cli("run", *args, f"out={single}", f"cache={tmp_path / 'c1'}").returncode == 0
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "mubench", "run", *args, f"out={multi}", f"cache={tmp_path / 'c2'}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert run_cli("run", *args, f"out={single}", f"cache={tmp_path / 'c1'}", env=env).returncode == 0
+    store = tmp_path / "multi.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "mubench", "run", *args, f"out={multi}", f"cache={tmp_path / 'c2'}",
+                           f"store={store}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _sha_by_image(single) == _sha_by_image(multi)
     m1, m2 = (json.loads((d / "results.json").read_text())["metrics"] for d in (single, multi))
     assert m1 == m2
+    from mubench.store import Store
+
+    with Store(store, create=False) as st:
+        assert len(st.all_results()) == 1
 
 
 @pytest.mark.parametrize("args, needle", [

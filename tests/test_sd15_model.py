@@ -88,3 +88,31 @@ def test_a_checkpoint_missing_tensors_is_refused_not_filled_with_random_values(t
     save_file(tensors, weights, metadata={"format": "pt"})
     with pytest.raises(AssetError, match=f"lacks 1 tensor.*{part}"):
         SD15.load(SD15Params(path=str(folder), resolution=32), CPU)
+
+
+def test_the_fingerprint_holds_the_configs_that_decide_pixels(tmp_path, fake_sd15):
+    """A folder whose scheduler (or a part's config) differs makes other images from the same weights: it must not
+    share their cache entries."""
+    import shutil
+
+    folder = tmp_path / "sd15-trailing"
+    shutil.copytree(fake_sd15, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "timestep_spacing": "trailing"}))
+    base = SD15.load(SD15Params(path=str(fake_sd15), resolution=32), CPU).fingerprint
+    assert SD15.load(SD15Params(path=str(folder), resolution=32), CPU).fingerprint != base
+
+
+def test_the_micro_fingerprint_holds_its_scheduler_and_codec(tmp_path):
+    import shutil
+
+    from mubench.micro.clip import zoo_dir
+    from mubench.micro.model import MicroModel
+
+    folder = tmp_path / "micro"
+    shutil.copytree(zoo_dir("micro"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["configs"]["scheduler"] = {**manifest["configs"]["scheduler"], "timestep_spacing": "trailing"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    params = MicroModel.Params
+    assert MicroModel.load(params(path=str(folder)), CPU).fingerprint != MicroModel.load(params(), CPU).fingerprint

@@ -49,9 +49,12 @@ def _shard():
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Shard()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # without cpu=True accelerate sees no distributed setup on a machine without CUDA and every process ran the
+    # whole run (torchrun) or one process ran alone (accelerate launch --cpu)
+    state = PartialState(cpu=not torch.cuda.is_available())
     return Shard(rank=state.process_index, world=state.num_processes, barrier=state.wait_for_everyone)
 
 

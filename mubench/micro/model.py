@@ -212,6 +212,7 @@ class MicroModel(Model):
         digest = hashlib.sha256()
         for name in (UNET_FILE, TEXT_ENCODER_FILE):
             digest.update(manifest["files"][name]["sha256"].encode())
+        digest.update(stable_hash(configs).encode())  # the scheduler and codec decide pixels as much as the weights
         return assemble(unet, te, configs, ctx, "micro:" + digest.hexdigest()[:16],
                         default_sampler=manifest.get("sampler"), extras={"zoo_dir": str(folder),
                                                                          "manifest": manifest})

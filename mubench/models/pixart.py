@@ -153,7 +153,10 @@ class PixArt(Model):
             m.to(ctx.device)
         digests = {"transformer": file_sha256(_weights_file(folder, "transformer")),
                    "vae": file_sha256(_weights_file(folder, "vae"))}
-        return _bundle(transformer, vae, text, tokenizer, params, scheduler, "pixart:" + stable_hash(digests),
+        configs = {"scheduler": scheduler, **{part: json.loads((folder / part / "config.json").read_text())
+                                              for part in ("transformer", "vae", "text_encoder")}}
+        return _bundle(transformer, vae, text, tokenizer, params, scheduler,
+                       "pixart:" + stable_hash({**digests, "configs": configs}),
                        {"path": str(folder), "weights_sha256": digests})
 
     @classmethod

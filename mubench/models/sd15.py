@@ -91,11 +91,14 @@ class SD15(Model):
         for m in (unet, vae, text):
             m.eval().requires_grad_(False).to(ctx.device)
         digests = {part: file_sha256(path) for part, path in files.items()}
+        # what decides pixels besides the weights: the scheduler's and each part's config
+        configs = {"scheduler": scheduler, **{part: json.loads((folder / part / "config.json").read_text())
+                                              for part in ("unet", "vae", "text_encoder")}}
         return ModelBundle(
             name="sd15", denoiser=unet, conditioner=TextEncoderConditioner(tokenizer, text, MAX_LENGTH),
             codec=VaeCodec(vae), scheduler_config=scheduler, resolution=params.resolution,
-            fingerprint="sd15:" + stable_hash(digests), default_sampler={"scheduler": "ddim", "steps": 50,
-                                                                        "guidance": 7.5},
+            fingerprint="sd15:" + stable_hash({**digests, "configs": configs}),
+            default_sampler={"scheduler": "ddim", "steps": 50, "guidance": 7.5},
             extras={"path": str(folder), "weights_sha256": digests},
         )
 
