@@ -224,3 +224,28 @@ def test_the_score_key_follows_the_prompt_and_its_metadata():
                                                                               {**item.meta, "references": 2}))}
     assert len(keys) == 3 and all(k.startswith("k-") for k in keys)
     assert PlannedSample(item, 0, 1, "k").score_key == PlannedSample(item, 5, 9, "k").score_key  # key-only inputs
+
+
+def test_references_show_an_unnamed_fill_as_the_scenes_behind_such_captions_do():
+    """A caption that names no fill was drawn mostly from solid scenes (P(striped | unnamed) ≈ 0.067, not the prior
+    0.35): the held-out references must show the same, or every FID carries a reference mismatch (~1.5 at n = 240).
+    The micro-class classes keep the prior fill, as their scenes (and micro-dit's training data) draw it."""
+    from mubench.suites.micro import PROMPT_SEED, _kind
+
+    true_share, ref_share, class_share = [], [], []
+    for k in range(3000):
+        rng = D.scene_rng("test", k, PROMPT_SEED)
+        scene = D.generate_scene(rng, _kind(rng), "test")
+        unnamed = [p for p in scene.phrases if p.fill is None]
+        if not unnamed:
+            continue
+        shapes = {p.shape for p in unnamed}
+        true_share += [o.fill == "striped" for o in scene.objects if o.shape in shapes]
+        ref = reference_scenes(scene.caption, "test", k, 1)[0]
+        ref_share += [o.fill == "striped" for o in ref.objects if o.shape in shapes]
+    for k in range(1500):
+        ref = reference_scenes("a red circle", "test", k, 1, style="class")[0]
+        class_share.append(ref.objects[0].fill == "striped")
+    assert abs(S.P_STRIPED_UNNAMED - 0.35 * 0.1 / (0.35 * 0.1 + 0.65 * 0.75)) < 1e-12
+    assert abs(np.mean(true_share) - S.P_STRIPED_UNNAMED) < 0.03 and abs(np.mean(ref_share) - np.mean(true_share)) < 0.03
+    assert abs(np.mean(class_share) - S.P_STRIPED) < 0.04

@@ -41,7 +41,7 @@ NUM_CLASSES = len(class_pairs())
 def class_scene(label: int, rng: np.random.Generator, split: str = "train") -> S.Scene:
     """A scene of class ``label`` (one object of its colour and shape), the rest drawn from ``rng``."""
     color, shape = class_pairs()[int(label)]
-    return D.realize((S.Phrase(shape, color),), None, rng, split)
+    return D.realize((S.Phrase(shape, color),), None, rng, split, S.P_STRIPED)  # the fill as scenes draw it
 
 
 def class_example(split: str, index: int, seed: int) -> tuple[int, S.Scene]:

@@ -64,14 +64,15 @@ def generate_scene(rng: np.random.Generator, kind: str, split: str = "train") ->
 
 
 def realize(phrases: tuple[S.Phrase, ...] | list[S.Phrase], relation: Optional[str], rng: np.random.Generator,
-            split: str = "test") -> S.Scene:
+            split: str = "test", p_striped: float = S.P_STRIPED_UNNAMED) -> S.Scene:
     """A scene the caption (``phrases``, ``relation``) is true of: named attributes as named, the others
-    drawn from ``rng`` as ``split`` draws them (colours of an unnamed colour from the split's pairs).
-    The suites use it for held-out real images of their prompts' captions."""
+    drawn from ``rng`` as the scenes of ``split`` behind such a caption show them (an unnamed colour from the
+    split's pairs, an unnamed fill striped with ``p_striped``). The suites use it for held-out real images of their
+    prompts' captions."""
     if not phrases:
         raise UsageError("cannot realise the empty caption")
     pairs = allowed_pairs(split) if split != "compositional" else [(c, s) for c in S.COLORS for s in S.SHAPES]
-    return S.draw_scene_for(phrases, relation, rng, pairs, draw_background(rng))
+    return S.draw_scene_for(phrases, relation, rng, pairs, draw_background(rng), p_striped)
 
 
 def iterate_scenes(split: str, seed: int = 0, mix: Optional[dict[str, float]] = None) -> Iterator[S.Scene]:

@@ -49,6 +49,9 @@ SIZE_RANGE: dict[int, tuple[int, int]] = {1: (14, 24), 2: (10, 15), 3: (9, 12), 
 P_COLOR_NAMED = 0.85  # probability that a caption names an object's colour
 P_FILL_NAMED = {"striped": 0.9, "solid": 0.25}  # ... and its fill
 P_STRIPED = 0.35  # probability that an object is striped
+#: P(striped | the caption names no fill) ≈ 0.067 (Bayes over the two above): what the scenes behind such a caption show
+P_STRIPED_UNNAMED = (P_STRIPED * (1 - P_FILL_NAMED["striped"])
+                     / (P_STRIPED * (1 - P_FILL_NAMED["striped"]) + (1 - P_STRIPED) * (1 - P_FILL_NAMED["solid"])))
 
 
 @dataclass(frozen=True)
@@ -244,21 +247,16 @@ def place_objects(rng: np.random.Generator, sizes: list[int], relation: Optional
             (x0, y0), (x1, y1) = centres
             dx, dy = x1 - x0, y1 - y0  # object 0 relative to object 1: "left of" means x0 < x1
             margin = (sizes[0] + sizes[1]) / 2  # a clear separation along the relation's axis
-            if relation == "left of":
-                ok = dx >= margin and abs(dy) < dx
-            elif relation == "right of":
-                ok = -dx >= margin and abs(dy) < -dx
-            elif relation == "above":
-                ok = dy >= margin and abs(dx) < dy
-            else:
-                ok = -dy >= margin and abs(dx) < -dy
+            along, across = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
+            ok = along >= margin and abs(across) < along
         if ok:
             return centres
     return None
 
 
-def draw_fill(rng: np.random.Generator) -> str:
-    return "striped" if rng.random() < P_STRIPED else "solid"
+def draw_fill(rng: np.random.Generator, p_striped: float = P_STRIPED) -> str:
+    """An object's fill as scenes draw it (``p_striped=P_STRIPED_UNNAMED``: as scenes whose caption names none)."""
+    return "striped" if rng.random() < p_striped else "solid"
 
 
 def name_object(rng: np.random.Generator, shape: str, color: str, fill: str, count: int = 1,
@@ -315,9 +313,11 @@ def draw_scene(rng: np.random.Generator, kind: str, pairs: list[tuple[str, str]]
 
 
 def draw_scene_for(phrases: tuple[Phrase, ...] | list[Phrase], relation: Optional[str], rng: np.random.Generator,
-                   pairs: list[tuple[str, str]], background: tuple[int, int, int]) -> Scene:
+                   pairs: list[tuple[str, str]], background: tuple[int, int, int],
+                   p_striped: float = P_STRIPED_UNNAMED) -> Scene:
     """A scene on ``background`` the caption (``phrases``, ``relation``) is true of: named attributes as named, the
-    others drawn from ``rng`` (the colour of a phrase that names none from ``pairs``)."""
+    others drawn from ``rng`` (the colour of a phrase that names none from ``pairs``, its fill striped with
+    ``p_striped``: by default as the scenes behind such captions show it; the micro-class classes use P_STRIPED)."""
     if not phrases:
         raise UsageError("cannot realise the empty caption")
     n = sum(p.count for p in phrases)
@@ -328,7 +328,7 @@ def draw_scene_for(phrases: tuple[Phrase, ...] | list[Phrase], relation: Optiona
         for ph in phrases:
             colors = [c for c, sh in pairs if sh == ph.shape] if ph.color is None else [ph.color]
             color = colors[rng.integers(len(colors))]
-            fill = ph.fill or draw_fill(rng)
+            fill = ph.fill or draw_fill(rng, p_striped)
             specs += [(ph.shape, color, fill)] * ph.count  # a plural phrase: one colour, one fill
         lo, hi = SIZE_RANGE[n]
         sizes = [int(rng.integers(lo, hi + 1)) for _ in specs]

@@ -40,9 +40,10 @@ def reference_scenes(caption: str, split: str, key: int, n: int, style: str = "m
     if style == "art":
         return [A.realize_art(phrases, relation, A.art_rng("test", int(key) * 64 + k, REFERENCE_SEED))
                 for k in range(int(n))]
-    if style != "micro":
-        raise UsageError(f"unknown reference style {style!r}; expected micro or art")
-    return [D.realize(phrases, relation, D.scene_rng(split, int(key) * 64 + k, REFERENCE_SEED), split)
+    if style not in ("micro", "class"):
+        raise UsageError(f"unknown reference style {style!r}; expected micro, art or class")
+    p_striped = S.P_STRIPED if style == "class" else S.P_STRIPED_UNNAMED  # a class: the fill as its scenes draw it
+    return [D.realize(phrases, relation, D.scene_rng(split, int(key) * 64 + k, REFERENCE_SEED), split, p_striped)
             for k in range(int(n))]
 
 
@@ -57,7 +58,7 @@ class MicroClipScorer(RewardScorer):
     """Also a differentiable reward (``reward``: the raw image–caption cosine), e.g. for maskunet-free."""
 
     Params = MicroClipScorerParams
-    version = "1"
+    version = "2"  # 2: references draw an unnamed fill as the scenes behind such captions show it (P_STRIPED_UNNAMED)
 
     def __init__(self, params: MicroClipScorerParams, ctx: ScorerContext, name: str) -> None:
         super().__init__(params, ctx, name)

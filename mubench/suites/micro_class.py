@@ -63,7 +63,7 @@ class MicroClassSuite(Suite):
             out.append(PromptItem(f"class-{label:02d}/{k // C.NUM_CLASSES:04d}", names[label],
                                   {"task": "class", "label": label, "color": color, "shape": shape,
                                    "split": self.params.split, "key": KEY_OFFSET + k,
-                                   "references": self.params.images_per_prompt}))
+                                   "references": self.params.images_per_prompt, "style": "class"}))
         return out
 
     def scorers(self) -> dict[str, ScorerUse]:
