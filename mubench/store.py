@@ -95,6 +95,9 @@ class Store:
             self._setup()
         except sqlite3.DatabaseError as err:
             self._conn.close()
+            if any(w in str(err).lower() for w in ("disk is full", "disk i/o", "readonly", "read-only")):
+                raise UsageError(f"cannot write the results store {self.path} ({err}): free space on its disk or "
+                                 "choose another store=; the store itself is not damaged") from None
             raise UsageError(f"{self.path} is not a readable mubench results store ({err})") from None
         except UsageError:
             self._conn.close()
@@ -112,7 +115,8 @@ class Store:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # DatabaseError on a non-SQLite file
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # a failed statement may have ended it: a COMMIT would hide the real error
+                conn.execute("COMMIT")
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise UsageError(f"{self.path} is a SQLite file but not a mubench results store "
                              f"(application id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})")

@@ -212,3 +212,40 @@ def test_two_runs_writing_one_store_at_once_lose_no_row(tmp_path):
     with sqlite3.connect(store) as conn:
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
         assert conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 4
+
+
+def test_a_full_disk_names_the_file_and_never_calls_a_good_store_damaged(tmp_path, monkeypatch):
+    """No space left: the error names what was being written (a write's OSError carries no file name), and a store
+    that could not be written is said to be on a full disk, not "not a readable mubench store"."""
+    import errno
+    import sqlite3
+
+    from mubench.errors import UsageError
+    from mubench.fsutil import atomic_write_bytes
+    from mubench.store import Store
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(OSError) as err:
+            atomic_write_bytes(tmp_path / "cache" / "img.png", b"x")
+    assert err.value.filename == str(tmp_path / "cache" / "img.png") and err.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "cache").iterdir())  # the temporary file is gone
+
+    with Store(tmp_path / "s.sqlite"):
+        pass
+
+    def setup(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "_setup", setup)
+    with pytest.raises(UsageError, match="cannot write the results store .*free space.*not damaged"):
+        Store(tmp_path / "s.sqlite")
+
+
+def test_an_interrupt_before_generation_says_training_checkpoints_are_kept():
+    from mubench.commands.run import _kept
+
+    assert "training keeps its checkpoints" in _kept([])

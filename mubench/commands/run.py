@@ -71,12 +71,21 @@ def run_command(
         try:
             _run_command(ctx, as_json, no_progress, runners)
         except (Interrupted, KeyboardInterrupt) as err:
-            kept, total = runners[-1].kept() if runners else (0, 0)
-            if total:
-                typer.echo(f"interrupted: {kept} of {total} images kept; run the same command to resume", err=True)
-            else:
-                typer.echo("interrupted before generation started; nothing to keep", err=True)
+            typer.echo(f"interrupted: {_kept(runners)}", err=True)
             raise typer.Exit(exit_code_of(err)) from None
+        except OSError as err:  # a full disk mid-run: what is finished is kept, as after an interrupt
+            if runners and runners[-1].kept()[1]:
+                typer.echo(f"mubench: {_kept(runners)}", err=True)
+            raise err
+
+
+def _kept(runners: list) -> str:
+    """What an interrupted run keeps: its finished images, or (before generation) its training checkpoints."""
+    kept, total = runners[-1].kept() if runners else (0, 0)
+    if total:
+        return f"{kept} of {total} images kept; run the same command to resume"
+    return ("before generation started: no image to keep (an on-demand training keeps its checkpoints and resumes "
+            "from the last one); run the same command to resume")
 
 
 def _run_command(ctx: typer.Context, as_json: bool, no_progress: bool, runners: list) -> None:
