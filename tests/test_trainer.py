@@ -199,3 +199,13 @@ def test_auto_precision_is_keyed_as_what_it_trains_in(monkeypatch, tmp_path):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert key(cpu) != key(gpu) and key(gpu) == key(cpu, mixed_precision="bf16")
     assert key(cpu) == key(cpu, mixed_precision="auto")
+
+
+def test_a_resume_between_two_logged_means_logs_what_the_uninterrupted_run_logs(tmp_path):
+    """Checkpoints every 3 steps, means logged every 4: the losses since the last mean travel in the checkpoint, so
+    the resumed run's logged losses (and its final_loss) are the uninterrupted run's."""
+    cfg = TrainConfig(steps=12, lr=5e-3, checkpoint_every=3, log_every=4, seed=3)
+    full = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "a", show_progress=False)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False, stop_at=7)
+    res = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
+    assert res.resumed_from == 6 and res.losses == full.losses and res.final_loss() == full.final_loss()

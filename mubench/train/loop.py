@@ -196,19 +196,20 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     result = TrainResult(step=0, ema=ema, trainable_params=sum(p.numel() for p in params))
     start_step = 0
+    window: list[float] = []  # the losses since the last logged mean (kept in checkpoints: a resume logs the same)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(cfg.seed))
         if resume and ckpt_dir is not None:
             state = _load_latest(ckpt_dir)
             if state is not None:
                 start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
+                window = [float(v) for v in state.get("window", [])]
                 result.resumed_from = start_step
                 log(f"resumed from step {start_step}")
         log(f"start step={start_step} steps={cfg.steps} trainable={result.trainable_params} precision={precision} "
             f"config={cfg.as_dict()}")
         end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
         t0 = time.time()
-        window: list[float] = []
         progress = _progress(show_progress)
         with progress:
             task = progress.add_task(description, total=cfg.steps, completed=start_step, info="")
@@ -248,7 +249,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                     on_step(done)
                 if ckpt_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
                                                                       or done == cfg.steps):
-                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg, accelerator.scaler)
+                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg, accelerator.scaler, window)
         result.step = max(result.step, start_step)
         result.wall_s = time.time() - t0
         log(f"stopped at step {result.step} after {result.wall_s:.1f}s")
@@ -271,8 +272,9 @@ def _progress(show: bool):
 
 
 def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.Generator,
-          result: TrainResult, cfg: TrainConfig, scaler: Any = None) -> None:
+          result: TrainResult, cfg: TrainConfig, scaler: Any = None, window: Optional[list[float]] = None) -> None:
     state = {
+        "window": list(window or []),
         "scaler": scaler.state_dict() if scaler is not None else None,  # fp16: the loss scale a resume continues
         "step": step,
         "params": {n: p.detach().cpu().clone() for n, p in named},
