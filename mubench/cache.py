@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -101,11 +101,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def cpu_threads(device_type: str) -> Optional[int]:
+    """The thread count that decides a CPU result's last bits (its kernels split their sums by thread); None off it."""
+    return torch.get_num_threads() if device_type == "cpu" else None
+
+
 def scorer_key(scorer: Any) -> str:
     """What decides a scorer's per-image results: class, version, weights, params, chunk, and the device type and
     dtype it runs on (a GPU's scores differ from a CPU's in the last bits; the protocol records the run's device), and
     on a CPU the thread count (its kernels split their sums by thread)."""
-    cpu = {"threads": torch.get_num_threads()} if scorer.ctx.device.type == "cpu" else {}
+    threads = cpu_threads(scorer.ctx.device.type)
+    cpu = {"threads": threads} if threads is not None else {}
     return f"{scorer.name}-" + stable_hash({"class": type(scorer).__qualname__, "version": scorer.version,
                                             "weights": scorer.weights_hash(),
                                             "params": to_plain(scorer.params, results_only=True),

@@ -30,7 +30,8 @@ def checked_images(suite: Any, folder: Path, items: list[PromptItem], limited: l
             raise UsageError(f"{seen[key]} and {img.path} are both image {img.image_index} of prompt "
                              f"{img.item.id}: keep one")
         seen[key] = img.path
-    missing = [it.id for it in limited if not any(k[0] == it.id for k in seen)]
+    with_images = {prompt for prompt, _ in seen}
+    missing = [it.id for it in limited if it.id not in with_images]
     if found and missing:
         warnings.warn(f"{len(missing)} of {len(limited)} prompts have no image in {folder} (e.g. "
                       f"{', '.join(missing[:3])}): they are left out, n counts the images found", stacklevel=2)

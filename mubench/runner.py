@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import Cache, scorer_key, to_uint8
+from .cache import Cache, cpu_threads, scorer_key, to_uint8
 from .chunking import SCORE_CHUNK, chunks, chunks_in_flight, default_chunk, pad, shard_chunks
 from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
@@ -190,8 +190,9 @@ class Runner:
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
             "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",
         }
-        if self.device.type == "cpu":  # CPU kernels split their sums by thread: the bits depend on the thread count
-            base["threads"] = torch.get_num_threads()
+        threads = cpu_threads(self.device.type)
+        if threads is not None:
+            base["threads"] = threads
         if prepared.weights_used:  # only where set, so the keys of every other method stay what they were
             base["weights_used"] = dict(sorted(prepared.weights_used.items()))
         planned = []
@@ -331,7 +332,8 @@ class Runner:
         if not found:
             raise UsageError(f"no images of suite {self.cfg.suite.name!r} found in {folder} "
                              "(see the suite's folder naming in docs)")
-        self.suite.check_size([it for it in items if it.id in {img.item.id for img in found}])
+        used = {img.item.id for img in found}
+        self.suite.check_size([it for it in items if it.id in used])
         planned = []
         for img in found:
             with Image.open(img.path) as pil:
@@ -345,7 +347,6 @@ class Runner:
         records = self.records(scorers, planned)
         metrics = self.suite.aggregate(records)
         self.timing["total_s"] = time.perf_counter() - t0
-        used = {p.item.id for p in planned}
         results = self.results(None, None, None, scorers, [it for it in items if it.id in used], metrics)
         results.update({"method": label, "model": "external", "images": str(folder.resolve())})
         results["protocol"]["images_per_prompt"] = images_per_prompt(found)  # what the folder held, not the suite
@@ -383,7 +384,7 @@ class Runner:
             "method_info": ({"added_params": prepared.added_params, "trainable_params": prepared.trainable_params,
                              "artifact": prepared.artifact, **to_plain(prepared.info)} if prepared else {}),
             "model_fingerprint": bundle.fingerprint if bundle else None,
-            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,  # not protocol: same numbers
+            "threads": cpu_threads(self.device.type),  # not in the protocol: it changes bits, not meaning
             "versions": package_versions(),
             "git": git_revision(),
             "timing": {k: round(v, 3) for k, v in self.timing.items()},

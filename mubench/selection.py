@@ -139,7 +139,6 @@ def with_missing_seeds(result: dict[str, Any], members: Sequence[dict[str, Any]]
     return {**result, "replicates_missing": missing, "replicates": [str(r["run_id"]) for r in members]}
 
 
-
 def check_filters(recorded: dict[str, set[str]], where: str, suite: Optional[str] = None,
                   methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> None:
     """A ``suite=`` / ``methods=`` / ``model=`` value with no results at all in ``where`` is a UsageError with close
@@ -216,5 +215,5 @@ def select_results(store: Optional[str] = None, results: Optional[str] = None, s
     return sel.results, sel.source
 
 
-__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of", "with_missing_seeds",
-           "UNITS_FILE", "units_file_bytes", "read_units_file", "decode_units"]
+__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of",
+           "with_missing_seeds", "UNITS_FILE", "units_file_bytes", "read_units_file", "decode_units"]

@@ -35,7 +35,8 @@ def _threads():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m mubench ARGS`` in a subprocess (what a user types), in ``cwd`` (default: the checkout)."""
     full_env = dict(os.environ)
     full_env.update(env or {})

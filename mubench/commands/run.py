@@ -76,7 +76,7 @@ def run_command(
         except OSError as err:  # a full disk mid-run: what is finished is kept, as after an interrupt
             if runners and runners[-1].kept()[1]:
                 typer.echo(f"mubench: {_kept(runners)}", err=True)
-            raise err
+            raise
 
 
 def _kept(runners: list) -> str:

@@ -49,7 +49,8 @@ SIZE_RANGE: dict[int, tuple[int, int]] = {1: (14, 24), 2: (10, 15), 3: (9, 12), 
 P_COLOR_NAMED = 0.85  # probability that a caption names an object's colour
 P_FILL_NAMED = {"striped": 0.9, "solid": 0.25}  # ... and its fill
 P_STRIPED = 0.35  # probability that an object is striped
-#: P(striped | the caption names no fill) ≈ 0.067 (Bayes over the two above): what the scenes behind such a caption show
+#: P(striped | the caption names no fill) ≈ 0.067 (Bayes over the two above): what the scenes behind such
+#: a caption show
 P_STRIPED_UNNAMED = (P_STRIPED * (1 - P_FILL_NAMED["striped"])
                      / (P_STRIPED * (1 - P_FILL_NAMED["striped"]) + (1 - P_STRIPED) * (1 - P_FILL_NAMED["solid"])))
 
@@ -247,7 +248,8 @@ def place_objects(rng: np.random.Generator, sizes: list[int], relation: Optional
             (x0, y0), (x1, y1) = centres
             dx, dy = x1 - x0, y1 - y0  # object 0 relative to object 1: "left of" means x0 < x1
             margin = (sizes[0] + sizes[1]) / 2  # a clear separation along the relation's axis
-            along, across = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}[relation]
+            along, across = {"left of": (dx, dy), "right of": (-dx, dy),
+                             "above": (dy, dx), "below": (-dy, dx)}[relation]
             ok = along >= margin and abs(across) < along
         if ok:
             return centres

@@ -21,18 +21,19 @@ class VaeCodec(LatentCodec):
 
     stochastic = True
 
+    def _posterior(self, images: torch.Tensor):
+        return self.vae.encode(images.to(self.vae.dtype) * 2 - 1).latent_dist
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The posterior mean (scaled)."""
-        x = images.to(self.vae.dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mean * self.scaling_factor
+        return self._posterior(images).mean * self.scaling_factor
 
     @torch.no_grad()
     def encode_sample(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A draw from the posterior, ``mean + std · ε`` (scaled), as the released training scripts encode
         (``latent_dist.sample()``); ε from ``generator`` on the CPU, so it does not depend on the device."""
-        x = images.to(self.vae.dtype) * 2 - 1
-        dist = self.vae.encode(x).latent_dist
+        dist = self._posterior(images)
         eps = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32).to(dist.mean.device)
         return (dist.mean.float() + dist.std.float() * eps).to(dist.mean.dtype) * self.scaling_factor
 

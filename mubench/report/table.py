@@ -279,6 +279,7 @@ def missing_replicates_note(result: dict[str, Any]) -> Optional[str]:
             f"{have + len(missing)} seeds with {have} run(s) recorded; seeds {', '.join(map(str, missing))} never "
             "finished (interrupted?): rerun the same command with those seeds to complete it")
 
+
 #: the note that explains the ± of cells shown with their CI (renderers drop it where no cell shows one)
 CI_NOTE = "± is half the width of the 95% bootstrap confidence interval ([low, high] where it is asymmetric)"
 
@@ -293,4 +294,5 @@ def _num(x: Any) -> Optional[float]:
 
 
 
-__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "missing_replicates_note", "CI_NOTE", "auto_format", "METHOD_ORDER", "MISSING"]
+__all__ = ["Cell", "Column", "Row", "Table", "build_table", "format_value", "missing_replicates_note", "CI_NOTE",
+           "auto_format", "METHOD_ORDER", "MISSING"]

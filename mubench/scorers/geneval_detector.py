@@ -197,8 +197,8 @@ class Mask2FormerDetector:
             mask = seg[k].cpu().numpy().astype(bool) if seg is not None else None
             if mask is None or not mask.any():
                 continue
-            dets.setdefault(self.names[int(info["label_id"])], []).append(Detection(mask_box(mask), float(info["score"]),
-                                                                                    mask))
+            detection = Detection(mask_box(mask), float(info["score"]), mask)
+            dets.setdefault(self.names[int(info["label_id"])], []).append(detection)
         return dets
 
 

@@ -54,8 +54,7 @@ class PairedResult:
                 self.note = f"{self.note}; {why}" if self.note else why
             self.testable, self.ci_low, self.ci_high = False, None, None
         p = self.p_holm if self.p_holm is not None else self.p
-        self.significant = bool(self.testable and p is not None and p < alpha and self.delta is not None
-                                and np.isfinite(self.delta) and self.delta != 0.0)
+        self.significant = bool(self.testable and p is not None and p < alpha and self.delta not in (None, 0.0))
         if not self.significant or self.delta is None:
             self.better = None
         else:
