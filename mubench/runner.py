@@ -193,6 +193,8 @@ class Runner:
         threads = cpu_threads(self.device.type)
         if threads is not None:
             base["threads"] = threads
+        if bundle.extras.get("guidance_channels") is not None:  # DiT's cfg_channels: not in its (artifact) fingerprint
+            base["guidance_channels"] = bundle.extras["guidance_channels"]
         if prepared.weights_used:  # only where set, so the keys of every other method stay what they were
             base["weights_used"] = dict(sorted(prepared.weights_used.items()))
         planned = []

@@ -100,3 +100,22 @@ def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
     units = read_units_file(out / UNITS_FILE)  # the FID's per-image features against the reference: compare can test it
     assert set(units) == {"fid"} and units["fid"].n == 6
     assert units["fid"].value() == pytest.approx(res["metrics"]["fid"]["value"], rel=1e-6)
+
+
+def test_guidance_channels_are_in_the_sample_key(tmp_path):
+    """DiT's cfg_channels changes the images but not the model's (artifact) fingerprint: the sample key holds it."""
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "ref.npz"
+    feats = rng.normal(size=(64, 16))
+    np.savez(ref, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
+             arr_0=rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8))
+    keys = {}
+    for channels in (3, 1):
+        out = tmp_path / f"c{channels}"
+        proc = run_cli("run", "suite=imagenet", "model=dit", "weights=random", "model.arch=tiny", "model.resolution=16",
+                       f"model.cfg_channels={channels}", "limit=2", f"suite.reference={ref}", "suite.num_classes=10",
+                       "suite.sampler.steps=1", "suite.sampler.resolution=16", "suite.fid_force=true", "suite.pr_k=1",
+                       "--no-progress", f"out={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        keys[channels] = [json.loads(line)["key"] for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert keys[3] and set(keys[3]).isdisjoint(keys[1])

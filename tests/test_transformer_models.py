@@ -70,6 +70,16 @@ def test_pixart_loads_a_local_folder_offline(tmp_path):
     images = sample_images(bundle, Prepared(bundle.denoiser), ["a red circle"], [1],
                            SamplerConfig(scheduler="dpmsolver++", steps=2, guidance=4.5, resolution=16))
     assert images.shape == (1, 3, 16, 16)
+    # what changes the conditioning changes the fingerprint (and so every sample and artifact key)
+    assert PixArt.load(PixArtParams(path=str(root), resolution=16, max_length=8), CPU).fingerprint != bundle.fingerprint
+    torch.manual_seed(1)
+    T5EncoderModel(T5Config(vocab_size=514, d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                            is_encoder_decoder=False, use_cache=False)).save_pretrained(root / "text_encoder")
+    other_t5 = PixArt.load(PixArtParams(path=str(root), resolution=16, max_length=16), CPU)
+    assert other_t5.fingerprint != bundle.fingerprint
+    byte_level_clip_tokenizer(12).save_pretrained(root / "tokenizer")
+    assert PixArt.load(PixArtParams(path=str(root), resolution=16, max_length=16), CPU).fingerprint \
+        != other_t5.fingerprint
     config = json.loads((root / "text_encoder" / "config.json").read_text())
     (root / "text_encoder" / "config.json").write_text(json.dumps({**config, "num_layers": 2}))
     with pytest.raises(AssetError, match="does not match its config"):  # transformers would re-initialise silently

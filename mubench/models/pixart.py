@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -152,11 +153,15 @@ class PixArt(Model):
         for m in (transformer, vae, text):
             m.to(ctx.device)
         digests = {"transformer": file_sha256(_weights_file(folder, "transformer")),
-                   "vae": file_sha256(_weights_file(folder, "vae"))}
+                   "vae": file_sha256(_weights_file(folder, "vae")),
+                   # the T5 encoder (often sharded) and the tokenizer decide the conditioning: every file, hashed
+                   # once per file version (assets' hash cache)
+                   "text_encoder": _files_digest(folder / "text_encoder"),
+                   "tokenizer": _files_digest(folder / "tokenizer")}
         configs = {"scheduler": scheduler, **{part: json.loads((folder / part / "config.json").read_text())
                                               for part in ("transformer", "vae", "text_encoder")}}
         return _bundle(transformer, vae, text, tokenizer, params, scheduler,
-                       "pixart:" + stable_hash({**digests, "configs": configs}),
+                       "pixart:" + stable_hash({**digests, "configs": configs, "len": params.max_length}),
                        {"path": str(folder), "weights_sha256": digests})
 
     @classmethod
@@ -189,3 +194,11 @@ class PixArt(Model):
                        "pixart-random:" + stable_hash({"seed": params.seed, "config": config, "len": params.max_length}),
                        {"weights": f"random (transformer: {params.arch} config; T5 encoder, tokenizer and VAE: tiny "
                                    "stand-ins)"})
+
+
+def _files_digest(folder: Path) -> str:
+    """One hash over every file of a model part's folder (names and sha256), in name order."""
+    from ..assets import file_sha256
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return stable_hash({str(p.relative_to(folder)): file_sha256(p) for p in files})
