@@ -136,6 +136,8 @@ def resolve_sampler(bundle: ModelBundle, overrides: Any, method: Optional[dict[s
 def make_scheduler(name: str, model_config: dict[str, Any]):
     cls, extra = SCHEDULERS[name]
     config = dict(model_config)
+    if name != "ddpm":  # only DDPM uses a learned variance; the others get ε alone (call_denoiser), and DPM-Solver
+        config.pop("variance_type", None)  # would otherwise slice a learned-sigma output a second time
     config.update(extra)
     return cls.from_config(config)
 

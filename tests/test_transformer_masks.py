@@ -275,6 +275,14 @@ def test_dit_defaults_learned_variance_and_three_channel_guidance(dit):
     assert (images[0] - images[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++", "dpmsolver++1"])
+def test_dit_samples_with_every_scheduler(dit, scheduler):
+    """Samplers other than DDPM get ε alone; DPM-Solver once sliced the learned-sigma output a second time."""
+    images = sample_images(dit, Prepared(dit.denoiser), [1], [5],
+                           SamplerConfig(scheduler=scheduler, steps=3, guidance=1.5, resolution=16))
+    assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
+
+
 def test_class_conditioner(dit):
     cond = dit.conditioner.encode([3, "7", ""])
     assert cond.class_labels.tolist() == [3, 7, 10]  # "" is the null class (tiny DiT: 10 classes)
