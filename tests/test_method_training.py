@@ -108,6 +108,14 @@ def test_micro_recipe_is_selected_by_model(regs):
     assert micro.method.fingerprint() != resolve(["method=maskunet", "model=tiny-sd"], regs).method.fingerprint()
     for spec in ("full-ft", "dropout", "lora", "maskunet", "maskunet-faithful"):
         assert resolve([f"method={spec}", "model=micro"], regs).method.params.train.data == "micro-art"
+        dit = resolve([f"method={spec}", "model=dit"], regs).method  # DiT-XL/2 trains at its own 256², with label drop
+        assert dit.recipe == "dit" and dit.params.train.resolution is None and dit.params.train.p_uncond == 0.1
+
+
+def test_training_at_another_resolution_than_the_model_samples_warns(regs, bundle, data, tmp_path):
+    method = _method(regs, "lora-micro", data, resolution=2 * bundle.resolution, steps=1)
+    with pytest.warns(UserWarning, match=f"trains at {2 * bundle.resolution}² but tiny-sd samples at"):
+        method.prepare(bundle, _ctx(tmp_path, "auto"))
 
 
 # --------------------------------------------------------------------------- data sources

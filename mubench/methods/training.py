@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -302,6 +303,10 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
                          "data=... for short); the same method.train.data= is then needed in `mubench run` and "
                          "`mubench masks`, as it is part of the artifact's address")
     resolution = int(cfg.resolution or bundle.resolution)
+    if resolution != bundle.resolution:
+        warnings.warn(f"{method.name} trains at {resolution}² but {bundle.name} samples at {bundle.resolution}² "
+                      f"(method.train.resolution={resolution}); method.train.resolution=null trains at the model's own",
+                      stacklevel=2)
     data = open_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
                      center_crop=cfg.center_crop, random_flip=cfg.random_flip, image_column=cfg.image_column,
                      caption_column=cfg.caption_column)
