@@ -156,20 +156,22 @@ class Runner:
                             progress=self.progress)
         return method, ctx
 
-    def refuse_compile(self) -> None:
+    def refuse_compile(self, bundle: Optional[ModelBundle] = None) -> None:
         """``compile=`` for a method whose denoiser call torch.compile cannot trace, or without the toolchain
-        torch.compile needs on this device: refused before anything is loaded."""
+        torch.compile needs on this device: refused before anything is loaded, and with ``bundle`` (what only the
+        loaded denoiser tells) before the method prepares (trains)."""
         mode = self.cfg.run.compile
         if mode == "none":
             return
         method = self.regs.methods.get(self.cfg.method.kind)(self.cfg.method.params, self.cfg.method.name)
-        if not method.compile_safe:
+        if not (method.compile_safe if bundle is None else method.compiles_on(bundle)):
             raise UsageError(compile_refusal(mode, self.cfg.method.name))
         missing = compile_toolchain_missing(self.device)
         if missing is not None:
             raise UsageError(missing)
 
     def prepare(self, bundle: ModelBundle) -> Prepared:
+        self.refuse_compile(bundle)
         method, ctx = self.method()
         return method.prepare(bundle, ctx)
 

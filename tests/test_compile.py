@@ -59,6 +59,7 @@ def test_exactly_the_methods_dynamo_cannot_trace_refuse_compile(name, regs, bund
     method, prepared = prepared_case(regs, bundle, artifacts, name)
     spec = CASES[name].spec
     assert method.compile_safe == prepared.compile_safe == (name not in REFUSED)  # the runner's early check
+    assert method.compiles_on(bundle) == prepared.compile_safe  # and its check once the model is loaded
     check_compilable(prepared, SAMPLER, spec)  # eager: every method
     if name in REFUSED:
         with pytest.raises(UsageError, match=f"compile=default: {spec} does what torch.compile cannot trace.*"

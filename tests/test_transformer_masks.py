@@ -235,9 +235,9 @@ def test_tensor_only_masks_compile_into_one_graph(which, overrides, regs, dit, p
     _perturb(built)
     method.save(built, bundle, ctx)
     prepared = method.prepare(bundle, ctx)
-    assert method.compile_safe and prepared.compile_safe
+    assert method.compile_safe and prepared.compile_safe and method.compiles_on(bundle)
     stream = _method(regs, "maskunet")  # stream noise: drawn in every layer (transformer masks have no fused path)
-    assert not stream.prepare(bundle, ctx).compile_safe
+    assert not stream.prepare(bundle, ctx).compile_safe and not stream.compiles_on(bundle)
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
                         real_compile(model, backend="eager", dynamic=dynamic))
@@ -334,3 +334,16 @@ def test_trainer_steps_and_resumes_bitwise(which, spec, regs, dit, pixart, tmp_p
     assert r2.resumed_from == 2 and r2.step == 4
     for a, b in zip(straight.trainable_parameters(), resumed.trainable_parameters()):
         assert torch.equal(a, b)
+
+
+def test_compile_with_stream_noise_on_a_transformer_is_refused_before_training(cli, _private_home):
+    """The method alone cannot tell (stream noise compiles on a UNet); the runner asks again once the model is loaded,
+    before an artifact is trained for a run that would then be refused."""
+    proc = cli("run", "suite=micro-class", "model=micro-dit", "method=maskunet", "method.train.steps=1",
+               "method.train.batch_size=2", "limit=1", "compile=default", "--no-progress")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not list(_private_home.rglob("weights.safetensors")), "an artifact was trained before the refusal"
+    if "cannot trace" not in proc.stderr:  # no C++ toolchain: refused earlier, for that
+        assert "torch.compile" in proc.stderr
+    else:
+        assert "compile=default: maskunet does what torch.compile cannot trace" in proc.stderr

@@ -127,6 +127,10 @@ class Method(ABC):
         runner refuses ``compile=`` before loading a model; a test ties the two together)."""
         return True
 
+    def compiles_on(self, bundle: ModelBundle) -> bool:
+        """:attr:`compile_safe` once the model is loaded (what depends on the denoiser's kind). Default: the same."""
+        return self.compile_safe
+
     def for_sampling(self, prepared: Prepared) -> Prepared:
         """The sampling-time form of a prepared or built method (LoRA: factors merged into the weights when
         ``merge`` is on); :meth:`prepare` returns it, and the efficiency suite applies it to a built method so that

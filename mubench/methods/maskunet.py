@@ -46,6 +46,7 @@ from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, 
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .maskunet_sampling import MaskUNetPrepared, compiles
 from .training import MethodTrainConfig, TrainableMethod
+from .transformer_layers import is_transformer
 
 __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
            "keep_probability", "sample_hard_mask"]
@@ -316,6 +317,11 @@ class MaskUNetMethod(TrainableMethod):
     def compile_safe(self) -> bool:
         p = self.params  # known before loading: the grouped path covers every layer where only linears are masked
         return compiles(p.deterministic, p.noise, fused_covers_every_layer=p.layers == "decoder-attn")
+
+    def compiles_on(self, bundle: ModelBundle) -> bool:
+        """The grouped path is MaskUNet's (UNet) own: a DiT / PixArt adaptation computes masks layer by layer."""
+        p = self.params
+        return compiles(p.deterministic, p.noise, p.layers == "decoder-attn" and not is_transformer(bundle.denoiser))
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params
