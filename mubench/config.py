@@ -17,11 +17,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UsageError, close_matches, did_you_mean
+from .overrides import Scalar, dataclass_type, parse_overrides, plain, read_scalar, typed_layer
 from .registry import Registries
 from .specs import find_spec, load_yaml
 
@@ -127,26 +127,6 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
-    """``["a=1", "method.ratio=0.5"]`` → ``[("a", 1), ("method.ratio", 0.5)]``; values parsed as YAML scalars."""
-    parsed = []
-    for arg in args:
-        key, sep, raw = arg.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"expected KEY=VALUE, got {arg!r}")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        if value is None and raw.strip().lower() not in ("null", "none", "~"):
-            value = raw
-        if isinstance(value, str) and value.strip().lower() == "none":
-            value = None
-        parsed.append((key, value))
-    return parsed
-
-
 def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
     """Reject keys that ``cls`` (a dataclass, possibly nested) does not have, with close matches."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -156,18 +136,10 @@ def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
             msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
             raise UsageError(msg)
         ftype = fields[key].type
-        sub = _dataclass_type(cls, key)
+        sub = dataclass_type(cls, key)
         if sub is not None and isinstance(value, dict):
             _check_keys(sub, value, f"{where}{key}.")
         del ftype
-
-
-def _dataclass_type(cls: type, name: str) -> type | None:
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    tp = hints.get(name)
-    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 def nest_overrides(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -186,6 +158,7 @@ def nest_overrides(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def build_params(cls: type, *layers: dict[str, Any], where: str = "") -> Any:
     """Merge dict layers onto the dataclass defaults with type checking (OmegaConf structured)."""
+    layers = tuple(typed_layer(cls, layer) for layer in layers)
     for layer in layers:
         _check_keys(cls, layer, where)
     try:
@@ -321,5 +294,5 @@ def params_dataclass(**kwargs: Any):  # pragma: no cover - convenience for plug-
 
 __all__ = [
     "RunConfig", "Component", "ResolvedConfig", "resolve", "resolve_component", "build_params",
-    "parse_overrides", "stable_hash", "to_plain", "field", "Literal",
+    "parse_overrides", "plain", "read_scalar", "Scalar", "stable_hash", "to_plain", "field", "Literal",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mubench.config import parse_overrides, resolve
+from mubench.config import parse_overrides, plain, resolve
 from mubench.errors import UsageError
 from mubench.registry import load_registries
 
@@ -14,8 +14,37 @@ def regs():
 
 
 def test_parse_overrides_types():
-    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e=", "f=none", "g=[1, 2]"]) == [
-        ("a", 1), ("b", 0.5), ("c", True), ("d", "hello"), ("e", ""), ("f", None), ("g", [1, 2])]
+    pairs = parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e=", "f=none", "g=[1, 2]", "h=1e-3", "i=0123",
+                             "j=no", "k='none'"])
+    assert [(k, plain(v)) for k, v in pairs] == [
+        ("a", 1), ("b", 0.5), ("c", True), ("d", "hello"), ("e", ""), ("f", None), ("g", [1, 2]), ("h", 1e-3),
+        ("i", 123), ("j", False), ("k", "none")]  # decimal integers (YAML 1.1 read 0123 as octal 83); quotes: text
+    assert [str(v) for _, v in pairs[:6]] == ["1", "0.5", "true", "hello", "", "none"]  # and the text as typed
+
+
+@pytest.mark.parametrize("arg, field, expected", [
+    ("compile=none", "compile", "none"),  # the documented default could not be named (text field, not None)
+    ("out=0123", "out", "0123"),  # not octal 83
+    ("out=1.10", "out", "1.10"),
+    ("out=on", "out", "on"),
+    ("out=/tmp/run #2", "out", "/tmp/run #2"),  # not a comment
+    ("out=2024-01-01", "out", "2024-01-01"),  # not a date
+    ("out=none", "out", None),  # an optional text field: none is no value
+    ("out='none'", "out", "none"),
+    ("seed=0123", "seed", 123),
+    ("limit=5", "limit", 5),
+])
+def test_text_fields_get_the_text_as_typed(regs, arg, field, expected):
+    assert getattr(resolve([arg], regs).run, field) == expected
+
+
+def test_text_values_in_component_overrides(regs):
+    cfg = resolve(["method=maskunet", "model=micro", "method.train.mixed_precision=no", "model.path=/w/sd #1"],
+                  regs)
+    assert cfg.method.params.train.mixed_precision == "no"  # YAML read it as False
+    assert cfg.model.params.path == "/w/sd #1"
+    cfg = resolve(["suite=toy", "model=tiny-sd", "suite.sampler.steps=0012"], regs)
+    assert cfg.suite.params.sampler.steps == 12
 
 
 def test_resolve_defaults_and_overrides(regs):

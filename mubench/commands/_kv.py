@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence
 
-from ..config import parse_overrides
+from ..config import Scalar, parse_overrides, plain
 from ..errors import UsageError, close_matches, did_you_mean
 
 
@@ -16,7 +16,8 @@ def parse_kv(args: Optional[Sequence[str]], keys: Iterable[str], prefixes: Itera
     for key, value in parse_overrides(list(args or [])):
         head = key.split(".", 1)[0]
         if key in keys or ("." in key and head in prefixes and key.split(".", 1)[1]):
-            out[key] = value
+            # none / null is no value; any other text stays as typed (a str), and as_int & co read its number
+            out[key] = None if isinstance(value, Scalar) and value.value is None and not value.quoted else value
             continue
         valid = keys + [f"{p}.NAME" for p in prefixes]
         hint = close_matches(key, keys + prefixes) or close_matches(head, keys + prefixes)
@@ -46,6 +47,7 @@ def as_str(value: Any) -> Optional[str]:
 
 def as_int(value: Any, key: str, minimum: int = 1) -> int:
     """An integer key (``resamples=2000``) at least ``minimum``."""
+    value = plain(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UsageError(f"bad value {key}={value!r}; expected an integer >= {minimum}")
     return value
@@ -53,12 +55,14 @@ def as_int(value: Any, key: str, minimum: int = 1) -> int:
 
 def as_alpha(value: Any, key: str = "alpha") -> float:
     """A significance level strictly between 0 and 1."""
+    value = plain(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
         raise UsageError(f"bad value {key}={value!r}; expected a number between 0 and 1")
     return float(value)
 
 
 def as_bool(value: Any, key: str) -> bool:
+    value = plain(value)
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..config import plain
 from ..errors import UsageError
 from ._kv import as_list, as_str, parse_kv
 
@@ -23,7 +24,7 @@ def runs_command(
     from ..store import Store
 
     kv = parse_kv(args, KEYS, command="runs")
-    limit = kv.get("limit")
+    limit = plain(kv.get("limit"))
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise UsageError(f"bad value limit={limit!r}; expected a positive integer")
     methods = as_list(kv.get("methods") or kv.get("method"), "methods")

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
-from ..errors import UsageError, unknown
+from ..config import build_params, parse_overrides
+from ..errors import unknown
 
 app = typer.Typer(help="Build and verify the embedded model zoo (the micro world's weights).", no_args_is_help=True)
 ENTRIES = ("micro", "micro-dit", "micro-art")
@@ -39,21 +39,14 @@ def _builder(name: str):
 
 
 def _recipe(args: list[str], name: str = "micro"):
-    """KEY=VALUE overrides of the entry's build recipe (see :func:`_builder`; values parsed as YAML scalars)."""
+    """KEY=VALUE overrides of the entry's build recipe (see :func:`_builder`), checked against its types."""
     BuildParams, _ = _builder(name)
     fields = {f.name for f in dataclasses.fields(BuildParams)}
-    values = {}
-    for arg in args:
-        if "=" not in arg:
-            raise UsageError(f"expected KEY=VALUE, got {arg!r}")
-        key, raw = arg.split("=", 1)
+    pairs = parse_overrides(args)
+    for key, _ in pairs:
         if key not in fields:
             raise unknown("build parameter", key, fields)
-        try:
-            values[key] = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise UsageError(f"bad value for {key}: {raw!r} ({err})") from err
-    return BuildParams(**values)
+    return build_params(BuildParams, dict(pairs))
 
 
 @app.command("build")
