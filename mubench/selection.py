@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -180,8 +181,11 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
         with Store(store, create=False) as st:
             check_filters(store_filters(st), f"store {st.path}", suite, methods, model)
             found = st.latest_results(suite=suite, methods=methods, model=model)
-            grouped = any(group_of(r) for r in found)  # then the groups' other runs are needed too
-            everything = st.all_results(suite=suite, methods=methods, model=model) if grouped else found
+            everything = st.all_results(suite=suite, methods=methods, model=model)  # groups, hidden settings
+            warn_hidden_settings(found, everything)
+            groups = {group_of(r) for r in found} - {None}
+            shown_ids = {str(r["run_id"]) for r in found}
+            everything = [r for r in everything if str(r["run_id"]) in shown_ids or group_of(r) in groups]
             for r in everything:
                 units[str(r["run_id"])] = decode_units(st.unit_blobs(str(r["run_id"])), f"run {r['run_id']}")
             source = f"store {st.path}"
@@ -206,6 +210,38 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
         units[rep["run_id"]] = pooled
         shown.append(rep)
     return Selection(shown, source, units)
+
+
+def _settings(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run's row stands for besides its names and protocol, flattened: the method's resolved settings and the
+    base model's weights (its fingerprint)."""
+    from .protocols import flatten
+
+    method = dict((result.get("config") or {}).get("method") or {})
+    return flatten({"method": method.get("params") or {}, "recipe": method.get("recipe"),
+                    "model": result.get("model_fingerprint")})
+
+
+def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Settings both runs state with different values (a key only one states is a code version's, not a choice)."""
+    return [f"{k} {old[k]} → {new[k]}" for k in new if k in old and old[k] != new[k]]
+
+
+def warn_hidden_settings(found: Sequence[dict[str, Any]], everything: Sequence[dict[str, Any]]) -> None:
+    """A warning where the newest run of a (suite, method, model, protocol) hides older runs made with other method
+    settings (``method.ratio=0.9`` then ``0.0``) or other base weights: the table shows only the newest."""
+    def key(r: dict[str, Any]) -> tuple:
+        return r.get("suite"), r.get("method"), r.get("model"), r.get("protocol_hash")
+
+    for r in found:
+        mine = _settings(r)
+        changes = [c for x in everything if key(x) == key(r) for c in [_setting_changes(_settings(x), mine)] if c]
+        if changes:
+            warnings.warn(f"{r.get('method')} on {r.get('suite')}/{r.get('model')}: the newest run "
+                          f"({str(r.get('run_id'))[:12]}) hides {len(changes)} older run(s) with other settings "
+                          f"(e.g. {'; '.join(changes[0][:3])}); only the newest is shown — give each setting its "
+                          "own spec name (method=my.yaml) or its own store= to compare them side by side",
+                          stacklevel=2)
 
 
 def select_results(store: Optional[str] = None, results: Optional[str] = None, suite: Optional[str] = None,

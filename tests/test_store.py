@@ -136,3 +136,33 @@ def test_default_store_path_follows_mubench_home(tmp_path, monkeypatch):
     assert default_store_path() == tmp_path / "home" / "store.sqlite"
     monkeypatch.delenv("MUBENCH_HOME")
     assert default_store_path().name == "store.sqlite" and "mubench" in str(default_store_path())
+
+
+def test_a_newest_run_that_hides_other_settings_is_said(tmp_path):
+    """Runs of one method name with other settings (or other base weights) share a row: the hidden ones are named."""
+    import warnings
+
+    from mubench.selection import select
+
+    def run(ratio, created, fingerprint="micro:aa", extra=None):
+        r = fake_results("random-mask", {"clip": ratio}, created=created)
+        r["config"]["method"] = {"name": "random-mask", "kind": "random-mask",
+                                 "params": {"ratio": ratio, **(extra or {})}}
+        r["model_fingerprint"] = fingerprint
+        return r
+
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        st.record_run(run(0.9, "2026-01-01T00:00:00+00:00"))
+        st.record_run(run(0.9, "2026-01-02T00:00:00+00:00", extra={"kernel": "torch"}))  # a newer code version's key
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(select(store=str(path)).results) == 1  # same settings: nothing to say
+    with Store(path) as st:
+        st.record_run(run(0.0, "2026-01-03T00:00:00+00:00"))
+    with pytest.warns(UserWarning, match=r"hides 2 older run\(s\) with other settings \(e.g. method.ratio 0.9 → 0.0\)"):
+        assert select(store=str(path)).results[0]["metrics"]["clip"]["value"] == 0.0
+    with Store(path) as st:
+        st.record_run(run(0.0, "2026-01-04T00:00:00+00:00", fingerprint="micro:bb"))
+    with pytest.warns(UserWarning, match="model micro:aa → micro:bb"):
+        select(store=str(path))
