@@ -303,6 +303,8 @@ class Runner:
     def execute_measurement(self) -> Optional[RunOutput]:
         """A measuring suite (efficiency): the main process measures, nothing is generated, scored or cached."""
         t0 = time.perf_counter()
+        if self.cfg.run.chunk is not None:  # it would be recorded in the config but not used
+            raise UsageError(f"chunk= does not apply to suite={self.cfg.suite.name}: set suite.images=N (images per call)")
         self.suite.check_assets()
         if not self.shard.is_main:
             self.shard.barrier()

@@ -249,3 +249,9 @@ def test_an_interrupt_before_generation_says_training_checkpoints_are_kept():
     from mubench.commands.run import _kept
 
     assert "training keeps its checkpoints" in _kept([])
+
+
+def test_chunk_is_refused_where_a_suite_measures_instead_of_ignored():
+    proc = run_cli("run", "suite=efficiency", "model=tiny-sd", "weights=random", "device=meta", "chunk=4",
+                   "--no-progress")
+    assert proc.returncode == 2 and "chunk= does not apply to suite=efficiency: set suite.images=N" in proc.stderr
