@@ -6,6 +6,7 @@ under ``mubench._specs``. A path to a user YAML file is accepted wherever a spec
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,10 @@ def spec_names(kind: str) -> list[str]:
 
 
 def find_spec(kind: str, name_or_path: str) -> tuple[str, Path]:
-    """Return (name, path) of a shipped spec or of a user YAML file."""
+    """Return (name, path) of a shipped spec or of a user YAML file: a value that ends in .yaml / .yml or holds a
+    folder separator is a file (a file in the working folder that happens to be named ``maskunet`` is not)."""
     candidate = Path(name_or_path).expanduser()
-    if name_or_path.endswith((".yaml", ".yml")) or candidate.is_file():
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path or os.sep in name_or_path:
         if not candidate.is_file():
             raise UsageError(f"{kind[:-1]} spec file {name_or_path!r} does not exist")
         return candidate.stem, candidate

@@ -115,3 +115,11 @@ def test_registry_lazy_and_plugins(regs):
         r.get("json-dump")
     with pytest.raises(ValueError):
         r.register("json-dumps", "json:loads")
+
+
+def test_a_file_in_the_working_folder_does_not_shadow_a_shipped_spec(regs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "random-mask").write_text("kind: random-mask\nratio: 0.25\n")  # a spec without a suffix
+    assert resolve(["method=random-mask"], regs).method.source.endswith("methods/random-mask.yaml")
+    mine = resolve(["method=./random-mask"], regs).method  # a path says it is one
+    assert mine.params.ratio == 0.25 and resolve(["method=random-mask"], regs).method.params.ratio != 0.25
