@@ -37,7 +37,8 @@ def write_outputs(out_dir: Path, output: RunOutput) -> None:
         from .selection import UNITS_FILE, units_file_bytes
 
         atomic_write_bytes(out_dir / UNITS_FILE, units_file_bytes(output.units))
-    atomic_write_text(out_dir / "results.json", json.dumps(output.results, indent=2, sort_keys=True, default=str) + "\n")
+    # in the order the suite gives its metrics (a table's column order, as the store keeps it), so not sorted
+    atomic_write_text(out_dir / "results.json", json.dumps(output.results, indent=2, default=str) + "\n")
 
 
 def record_in_store(store_path: Optional[str], output: RunOutput) -> Path:

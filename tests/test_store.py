@@ -166,3 +166,16 @@ def test_a_newest_run_that_hides_other_settings_is_said(tmp_path):
         st.record_run(run(0.0, "2026-01-04T00:00:00+00:00", fingerprint="micro:bb"))
     with pytest.warns(UserWarning, match="model micro:aa → micro:bb"):
         select(store=str(path))
+
+
+def test_results_json_keeps_the_suites_metric_order(tmp_path):
+    """A table's columns come in the suite's order whether it is read from a store or from results.json."""
+    from mubench.outputs import RunOutput, write_outputs
+    from mubench.selection import select
+
+    res = fake_results("sd", {"clip": 0.5, "color": 0.1, "shape": 0.2, "colors": 0.3, "overall": 0.4})
+    write_outputs(tmp_path / "run", RunOutput(res))
+    with Store(tmp_path / "s.sqlite") as st:
+        st.record_run(res)
+    from_file = list(select(results=str(tmp_path / "run")).results[0]["metrics"])
+    assert from_file == list(select(store=str(tmp_path / "s.sqlite")).results[0]["metrics"]) == list(res["metrics"])
