@@ -84,8 +84,14 @@ class Component:
             out["recipe"] = self.recipe
         return out
 
-    def fingerprint(self) -> str:
-        return stable_hash(self.as_dict())
+    def fingerprint(self, trained: bool = False) -> str:
+        """Hash of the resolved component. ``trained``: a method whose artifact (its weights' sha256, keyed
+        separately) stands for how it was trained: its ``train`` settings are left out, so ``train.log_every=`` or
+        a moved ``train.data=`` folder does not make every image again."""
+        out = self.as_dict()
+        if trained and isinstance(out["params"], dict):
+            out["params"] = {k: v for k, v in out["params"].items() if k != "train"}
+        return stable_hash(out)
 
 
 @dataclass

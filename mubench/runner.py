@@ -188,7 +188,8 @@ class Runner:
         """Every image of the run with its seed and content key (what decides its pixels)."""
         run = self.cfg.run
         base = {
-            "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(), "artifact": prepared.artifact,
+            "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(trained=prepared.artifact is not None),
+            "artifact": prepared.artifact,
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
             "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",
         }

@@ -159,3 +159,23 @@ def test_score_folder_gives_the_run_metrics(tmp_path):
     assert scored["metrics"] == made["metrics"]
     proc = run_cli("score", "suite=toy", f"images={tmp_path / 'missing'}")
     assert proc.returncode == 2 and "no such folder" in proc.stderr
+
+
+def test_training_only_settings_do_not_make_the_images_again(tmp_path):
+    """A trained method's artifact (its sha256, in every sample key) stands for its train settings: train.log_every=
+    changes neither the artifact key nor the images' keys, so the second run reuses every image."""
+    from mubench.config import resolve
+    from mubench.registry import load_registries
+
+    regs = load_registries(plugins=False)
+    base = ["method=maskunet", "model=micro"]
+    a, b = (resolve(base + extra, regs).method for extra in ([], ["method.train.log_every=7"]))
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint(trained=True) == b.fingerprint(trained=True)
+    assert a.fingerprint(trained=True) != resolve(base + ["method.tau=0.5"], regs).method.fingerprint(trained=True)
+    args = ["run", "suite=micro", "method=maskunet", "method.train.steps=2", "method.train.batch_size=2",
+            "method.train.checkpoint_every=0", "limit=4", "--no-progress"]
+    first = run_cli(*args, f"out={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli(*args, "method.train.log_every=7", f"out={tmp_path / 'b'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming: 4 of 4 images are already in the cache" in again.stderr + again.stdout
