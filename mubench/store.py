@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,8 +88,18 @@ class Store:
             raise UsageError(f"store path {self.path} is a folder; expected a SQLite file (e.g. {self.path}/store.sqlite)")
         elif self.path.stat().st_size and not is_sqlite_file(self.path):  # SQLite would overwrite it
             raise UsageError(f"{self.path} is not a readable mubench results store (not an SQLite file)")
+        # a store nobody here may write (a read-only mount, an archive) is read as it is: no WAL switch, no upgrade
+        self.read_only = not create and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        wal = Path(f"{self.path}-wal")
+        if self.read_only and wal.is_file() and wal.stat().st_size:
+            warnings.warn(f"{self.path} is read-only here and its {wal.name} holds writes not yet folded into it "
+                          "(a writer did not close): runs recorded since then are not seen", stacklevel=2)
         try:
-            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            if self.read_only:
+                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
+                                             timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            else:
+                self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as err:
             raise UsageError(f"cannot open results store {self.path}: {err}") from None
         try:
@@ -124,8 +135,10 @@ class Store:
         if app_id == APPLICATION_ID and "meta" in tables:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             self.journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            if self.journal_mode != "wal":  # e.g. a store copied without its -wal file
+            if self.journal_mode != "wal" and not self.read_only:  # e.g. a store copied without its -wal file
                 self._set_wal()
+        elif self.read_only:
+            raise UsageError(f"{self.path} is an empty file in a place this user cannot write: not a results store")
         else:  # a new (empty) file: make it a store; WAL mode is persistent in the file
             self._set_wal()
             with self._write() as cur:
@@ -149,6 +162,10 @@ class Store:
                              f"understands ({SCHEMA_VERSION}); upgrade mubench or use another store=PATH")
         if version < 1:
             raise UsageError(f"{self.path}: unrecognised store schema version {row[0]!r}")
+        if version < SCHEMA_VERSION and self.read_only:
+            raise UsageError(f"{self.path} has store schema version {version}, older than this mubench's "
+                             f"({SCHEMA_VERSION}), and cannot be upgraded where it is (read-only): copy it somewhere "
+                             "writable and pass store=COPY")
         if version < SCHEMA_VERSION:  # upgrade in place: new tables only, nothing existing changes
             with self._write() as cur:
                 for stmt in DDL.split(";"):

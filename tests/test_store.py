@@ -179,3 +179,21 @@ def test_results_json_keeps_the_suites_metric_order(tmp_path):
         st.record_run(res)
     from_file = list(select(results=str(tmp_path / "run")).results[0]["metrics"])
     assert from_file == list(select(store=str(tmp_path / "s.sqlite")).results[0]["metrics"]) == list(res["metrics"])
+
+
+def test_a_store_nobody_here_may_write_is_read_as_it_is(tmp_path, monkeypatch):
+    """A read-only mount or archive: opened immutable (no WAL switch, no -shm file, no upgrade), not 'unreadable'."""
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        st.record_run(fake_results("sd", {"clip": 0.5}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setattr("mubench.store.os.access", lambda p, mode: False)  # as on a read-only file system
+    with Store(path, create=False) as st:
+        assert st.read_only and [r["method"] for r in st.latest_results()] == ["sd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    conn = sqlite3.connect(path)  # an older store cannot be upgraded there: said, with what to do
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(UsageError, match="cannot be upgraded where it is"):
+        Store(path, create=False)
