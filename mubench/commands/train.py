@@ -23,7 +23,8 @@ Keys (KEY=VALUE):
   model=NAME              base model (default micro); model.KEY=VALUE (e.g. model.path=/weights/sd15)
   data=DATA               training data: micro-art (the micro recipes' default), micro, DIR or
                           FILE.parquet; shortcut for method.train.data=... (part of the artifact's address)
-  device=cpu|cuda|auto    dtype=auto|float32|float16|bfloat16 (the frozen base; trained weights stay fp32)
+  device=cpu|cuda|auto    dtype=auto|float32|float16|bfloat16 (the frozen base; trainable weights train in fp32 and
+                          are saved in this dtype, part of the artifact's address)
   cache=DIR               where artifacts live (default $MUBENCH_HOME/cache; `mubench run` reads the same place)
   weights=pretrained|random   force=true|false (retrain from scratch)
 \b

@@ -6,7 +6,8 @@
   demand when it is missing (resuming an interrupted training from its latest checkpoint), ``never`` fails with a
   message saying how to train it, ``force`` retrains it from scratch. Then it loads the artifact.
 - The artifact's address hashes the method kind, its training-relevant parameters (the ``train`` recipe included,
-  with its ``seed``), a content fingerprint of the training data and the base model's weight fingerprint.
+  with its ``seed``), a content fingerprint of the training data and the base model's weight fingerprint, plus the
+  base's dtype where it is not float32 and, on a CPU, the thread count (:meth:`TrainableMethod.keyed_spec`).
 - :func:`train_artifact` runs the recipe (``method.params.train``, a :class:`MethodTrainConfig`) with mubench's one
   trainer loop (:func:`mubench.train.train`): only what is trainable differs between methods
   (``prepared.trainable_parameters()``). The loss is the diffusion MSE with the model's prediction type (epsilon for
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 import torch
 from torch import nn
 
+from ..cache import cpu_threads
 from ..config import to_plain
 from ..errors import UsageError
 from ..models.base import ModelBundle
@@ -69,6 +71,8 @@ class MethodTrainConfig(TrainConfig):
     caption_column: Optional[str] = None  # parquet data: the caption column (default: text, caption, prompt)
 
     def __post_init__(self) -> None:
+        if str(self.mixed_precision) in ("False", "false"):  # YAML reads a bare `no` (or off) as false, and the
+            self.mixed_precision = "no"                        # typed config makes that the string 'False'
         super().__post_init__()
         if not 0.0 <= self.p_uncond < 1.0:
             raise UsageError(f"train.p_uncond must be in [0, 1), got {self.p_uncond}")
@@ -194,15 +198,24 @@ class TrainableMethod(Method):
         """:meth:`training_spec` with the data spec replaced by the data's content fingerprint, without what
         changes nothing on ``bundle`` (``latents`` where its codec has no posterior), and ``mixed_precision: auto``
         resolved where it trains in low precision on ``device`` (a GPU's bf16 artifact is not a CPU's fp32 one; fp32
-        keeps the spec's value, so the keys made before stay valid)."""
+        keeps the spec's value, so the keys made before stay valid). What else decides the weights joins it only
+        where it differs from what the first keys assumed: the base model's dtype where it is not float32, and on a
+        CPU the thread count (its kernels split their sums by thread; GPU keys of float32 bases are unchanged)."""
         from ..train.loop import resolve_precision
 
         spec = dict(to_plain(self.training_spec()))
         train = dict(spec.get("train") or {})
         cfg = self.recipe()
+        device = torch.device(device)
         precision = resolve_precision(cfg, device)
         if precision != "no":
             train["mixed_precision"] = precision
+        dtype = base_dtype(bundle)
+        if dtype != "float32":
+            train["dtype"] = dtype
+        threads = cpu_threads(device.type)
+        if threads is not None:
+            train["threads"] = threads
         check_source_options(cfg)
         train["data"] = data_fingerprint(cfg.data, image_column=cfg.image_column, caption_column=cfg.caption_column)
         for key in NOT_IN_KEY + (() if bundle.codec.stochastic else ("latents",)):
@@ -244,8 +257,8 @@ class TrainableMethod(Method):
         prepared.load_artifact_state(tensors)
         prepared.artifact = digest
         prepared.info["artifact_key"] = key
-        prepared.info["training"] = {k: meta.get(k) for k in ("steps", "data", "deviations", "device", "precision")
-                                     if k in meta}
+        prepared.info["training"] = {k: meta.get(k) for k in ("steps", "data", "deviations", "device", "precision",
+                                                              "dtype", "threads") if k in meta}
         if trained is not None:
             prepared.info["training"]["trained_now_s"] = trained["wall_s"]
         return prepared
@@ -262,6 +275,15 @@ def missing_artifact_error(method_name: str, directory: Path, model_name: str, d
 
 
 # --------------------------------------------------------------------------- training
+
+
+def base_dtype(bundle: ModelBundle) -> str:
+    """The dtype of the base denoiser's weights (``float32``, ``bfloat16``...): the frozen rest runs in it and the
+    trained weights are cast to it when saved, so it decides the artifact."""
+    for p in bundle.denoiser.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).replace("torch.", "")
+    return "float32"
 
 
 def deviations(method: TrainableMethod, cfg: MethodTrainConfig) -> list[str]:
@@ -355,7 +377,8 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
     precision = resolve_precision(cfg, torch.device(ctx.device))
     meta = {"steps": result.step, "data": data.describe(), "losses": result.losses, "final_loss": result.final_loss(),
             "wall_s": outcome["wall_s"], "resumed_from": result.resumed_from, "device": str(ctx.device),
-            "precision": precision, "prediction_type": loss_fn.prediction_type,
+            "precision": precision, "dtype": base_dtype(bundle), "threads": cpu_threads(torch.device(ctx.device).type),
+            "prediction_type": loss_fn.prediction_type,
             "deviations": deviations(method, cfg), "trainable_params": result.trainable_params,
             "weights": "ema" if result.ema is not None else "raw"}
     outcome["sha256"] = method.save(prepared, bundle, ctx, **meta)
@@ -365,4 +388,4 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
 
 
 __all__ = ["MethodTrainConfig", "TrainableMethod", "DiffusionFinetuneLoss", "train_artifact", "deviations",
-           "missing_artifact_error", "data_fingerprint", "open_data"]
+           "missing_artifact_error", "data_fingerprint", "open_data", "base_dtype"]

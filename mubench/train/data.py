@@ -19,7 +19,8 @@ a ``.parquet`` file
     one row per example: an image column holding encoded bytes, a Hugging Face ``Image`` struct
     (``{"bytes": ..., "path": ...}``) or a path (relative to the file's folder), and a caption column (names from
     ``image_column`` / ``caption_column``, else the first of ``image, img, jpg, png, file`` and
-    ``text, caption, prompt``). Needs ``pyarrow`` (the ``train`` extra).
+    ``text, caption, prompt``). Needs ``pyarrow`` (the ``train`` extra). Its fingerprint is the file's sha256, plus
+    the sha256 of every file its path cells name.
 
 Folder and parquet examples are visited in epochs, each a seeded permutation; each example is resized (bilinear,
 shorter side to the resolution), centre- or randomly cropped and randomly flipped (the diffusers text-to-image
@@ -220,10 +221,56 @@ def _read_parquet(path: Path, image_column: Optional[str], caption_column: Optio
 
 
 def _parquet_fingerprint(path: Path, image_column: Optional[str], caption_column: Optional[str]) -> str:
+    """The file's sha256 and its columns; where image cells are paths (a string, or a Hugging Face struct without
+    bytes), also each referenced file's sha256 (cached like a folder's), as the images are read from there."""
     from ..assets import file_sha256
 
     image_col, caption_col = _parquet_columns(path, image_column, caption_column)
-    return "parquet:" + stable_hash({"sha256": file_sha256(path), "image": image_col, "caption": caption_col}, 20)
+    content: dict[str, Any] = {"sha256": file_sha256(path), "image": image_col, "caption": caption_col}
+    refs = _referenced_files(path, image_col)
+    if refs:  # only then: a parquet of embedded bytes keeps its fingerprint (and its artifacts' keys)
+        files = [(p if p.is_absolute() else path.parent / p) for p in (Path(r).expanduser() for r in refs)]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise UsageError(f"{path}: {len(missing)} image path(s) of column {image_col!r} name no file, e.g. "
+                             f"{missing[0]} (relative paths are read from {path.parent})")
+        content["files"] = [[r, sha] for r, sha in zip(refs, _hash_files(files))]
+    return "parquet:" + stable_hash(content, 20)
+
+
+def _referenced_files(path: Path, image_col: str) -> list[str]:
+    """The paths the image column's cells point to (in row order), [] where every cell holds its bytes. A binary
+    column, or a struct whose ``bytes`` statistics show no null in any row group, is not read at all."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    kind = pf.schema_arrow.field(image_col).type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return []
+    if pa.types.is_struct(kind) and _no_null_bytes(pf, f"{image_col}.bytes"):
+        return []
+    refs = []
+    for batch in pf.iter_batches(columns=[image_col], batch_size=4096):
+        for cell in batch.column(0).to_pylist():
+            if isinstance(cell, dict) and not cell.get("bytes") and cell.get("path"):
+                refs.append(str(cell["path"]))
+            elif isinstance(cell, str):
+                refs.append(cell)
+    return refs
+
+
+def _no_null_bytes(pf, leaf: str) -> bool:
+    """True when every row group's statistics say the struct's ``bytes`` leaf has no null (False if unknown)."""
+    meta = pf.metadata
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        col = next((group.column(j) for j in range(group.num_columns) if group.column(j).path_in_schema == leaf),
+                   None)
+        stats = col.statistics if col is not None else None
+        if stats is None or not stats.has_null_count or stats.null_count != 0:
+            return False
+    return True
 
 
 def _parquet_examples(path: Path, image_column: Optional[str], caption_column: Optional[str]):
