@@ -117,3 +117,10 @@ def torch_arange(n):
     import torch
 
     return torch.arange(n)
+
+
+def test_the_docs_state_the_vocabulary_size():
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "micro-world.md").read_text(encoding="utf-8")
+    assert f"over the {len(t.vocabulary())}-token word vocabulary" in doc

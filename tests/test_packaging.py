@@ -1,4 +1,4 @@
-"""Specs (methods/, suites/, reports/) and the zoo are found after a non-editable install."""
+"""Specs (methods/, suites/, reports/) and the zoo are found after a non-editable install (from a built wheel)."""
 from __future__ import annotations
 
 import json
@@ -33,3 +33,15 @@ def test_wheel_ships_specs_and_finds_them(tmp_path):
         assert folder.startswith(str(site)), (kind, folder)  # the installed copy, not the checkout
         shipped = sorted(p.stem for p in (REPO / kind).glob("*.yaml"))
         assert names == shipped, kind
+    # the zoo too (mubench._zoo has no __init__.py: importlib.resources gives a MultiplexedPath, not a folder), every
+    # entry checked against its manifest
+    code = ("import json; from mubench.micro.assets import verify_all, zoo_dir; "
+            "print(json.dumps({n: [str(zoo_dir(n)), sorted(verify_all(zoo_dir(n)))] "
+            "for n in ('micro', 'micro-dit', 'micro-art')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name, (folder, files) in json.loads(out.stdout).items():
+        assert folder == str(site / "mubench" / "_zoo" / name), folder
+        shipped = json.loads((REPO / "zoo" / name / "manifest.json").read_text())["files"]
+        assert files == sorted(shipped), name

@@ -191,14 +191,19 @@ def test_auto_precision_is_keyed_as_what_it_trains_in(monkeypatch, tmp_path):
     regs = load_registries()
     bundle = MicroModel.load(MicroModel.Params(), LoadContext(torch.device("cpu"), torch.float32, "random"))
 
-    def key(device, **train):
+    def method(**train):
         comp = resolve_component("method", "maskunet", {"train": {"data": "micro", **train}}, regs)
-        method = regs.methods.get(comp.kind)(comp.params, comp.name)
-        return method.artifact_location(bundle, MethodContext(artifacts_dir=Path(tmp_path), device=device))[0]
+        return regs.methods.get(comp.kind)(comp.params, comp.name)
+
+    def key(device, **train):
+        return method(**train).artifact_location(bundle, MethodContext(artifacts_dir=Path(tmp_path), device=device))[0]
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert key(cpu) != key(gpu) and key(gpu) == key(cpu, mixed_precision="bf16")
-    assert key(cpu) == key(cpu, mixed_precision="auto")
+    assert key(cpu) != key(gpu) and key(cpu) == key(cpu, mixed_precision="auto")
+    # the GPU's auto is keyed as bf16: the spec a CPU bf16 run keys (which also holds the CPU's thread count)
+    cpu_bf16 = method(mixed_precision="bf16").keyed_spec(bundle, cpu)
+    assert cpu_bf16["train"].pop("threads") == torch.get_num_threads()
+    assert method().keyed_spec(bundle, gpu) == cpu_bf16
 
 
 def test_a_resume_between_two_logged_means_logs_what_the_uninterrupted_run_logs(tmp_path):
@@ -209,3 +214,40 @@ def test_a_resume_between_two_logged_means_logs_what_the_uninterrupted_run_logs(
     train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False, stop_at=7)
     res = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
     assert res.resumed_from == 6 and res.losses == full.losses and res.final_loss() == full.final_loss()
+
+
+def _logged_losses(log_file) -> list[str]:
+    """The (step, loss) pairs of a train.log, in order (a resumed run's file holds both runs)."""
+    import re
+
+    return re.findall(r" (step=\d+ loss=\S+) ", log_file.read_text())
+
+
+def test_a_stop_between_two_logged_means_logs_nothing_of_its_own(tmp_path):
+    """stop_at=6 with means every 4 steps: the stop is a kill, not a partial mean; the resumed run logs (result and
+    train.log) exactly what the uninterrupted run logs."""
+    cfg = TrainConfig(steps=12, lr=5e-3, checkpoint_every=3, log_every=4, seed=3)
+    full = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "a", show_progress=False)
+    stopped = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False, stop_at=6)
+    assert stopped.losses == full.losses[:1]
+    res = train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path / "b", show_progress=False)
+    assert res.resumed_from == 6 and res.losses == full.losses and res.final_loss() == full.final_loss()
+    assert _logged_losses(tmp_path / "b" / "train.log") == _logged_losses(tmp_path / "a" / "train.log")
+
+
+def test_a_resume_refuses_checkpoints_of_other_settings_or_past_its_steps(tmp_path):
+    cfg = TrainConfig(steps=6, lr=5e-3, checkpoint_every=2, log_every=2, seed=3)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False, stop_at=4)
+    for other in ({"lr": 1e-2}, {"seed": 4}, {"batch_size": 8}, {"ema_decay": 0.9}, {"lr_schedule": "cosine"}):
+        with pytest.raises(UsageError, match="other training settings") as err:
+            train(TinyNet(), mse_with_noise, batch_at, TrainConfig(**{**cfg.as_dict(), **other}), out_dir=tmp_path,
+                  show_progress=False)
+        assert next(iter(other)) in str(err.value)
+    with pytest.raises(UsageError, match="past this run's steps=3"):
+        train(TinyNet(), mse_with_noise, batch_at, TrainConfig(**{**cfg.as_dict(), "steps": 3}), out_dir=tmp_path,
+              show_progress=False)
+    # what does not decide the weights may change: more steps (constant LR), checkpoints, logging
+    res = train(TinyNet(), mse_with_noise, batch_at, TrainConfig(**{**cfg.as_dict(), "steps": 8, "log_every": 1,
+                                                                    "checkpoint_every": 4}),
+                out_dir=tmp_path, show_progress=False)
+    assert res.resumed_from == 4 and res.step == 8

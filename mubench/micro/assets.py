@@ -27,15 +27,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def default_zoo_root() -> Path:
     """``<repo>/zoo`` in a checkout; the installed ``mubench._zoo`` package otherwise."""
+    from ..specs import installed_data_dir
+
     repo_zoo = Path(__file__).resolve().parents[2] / "zoo"
     if repo_zoo.is_dir():
         return repo_zoo
-    try:
-        from importlib.resources import files
-
-        return Path(str(files("mubench._zoo")))
-    except (ModuleNotFoundError, TypeError) as err:  # pragma: no cover - broken install
-        raise AssetError(f"no zoo folder: neither {repo_zoo} nor the installed package mubench._zoo exists") from err
+    # mubench._zoo is a data package without __init__.py: importlib.resources.files() gives a MultiplexedPath there,
+    # whose str() is its repr, not a folder; the package's search location is the folder
+    installed = installed_data_dir("mubench._zoo")
+    if installed is None:  # pragma: no cover - broken install
+        raise AssetError(f"no zoo folder: neither {repo_zoo} nor the installed package mubench._zoo exists")
+    return installed
 
 
 def zoo_dir(name: str = "micro", path: Optional[str | Path] = None) -> Path:

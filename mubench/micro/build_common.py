@@ -1,7 +1,8 @@
 """What the micro world's zoo builds share (``zoo/micro``: :mod:`mubench.micro.zoo`, ``zoo/micro-dit``:
 :mod:`mubench.micro.dit`): the build log, the versions a manifest records, safetensors files whose bytes depend on
 the weights alone, and the quality check — samples of single-object prompts read by the oracle, and a Fréchet
-distance in micro-CLIP feature space against real renders.
+distance in micro-CLIP feature space against real renders — and the record that keeps a resumed build's checkpoints
+to their recipe (:func:`check_build_recipe`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from . import scene as S
 
 # (caption, colour, shape) of a single-object prompt of a build's quality check
 Prompt = tuple[str, str, str]
+# what decided the weights of the checkpoints in a build's ``.build/`` (:func:`check_build_recipe`)
+RECIPE_FILE = "recipe.json"
 
 
 # --------------------------------------------------------------------------- logging and files
@@ -53,6 +56,59 @@ def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, Any]) ->
     save_file(state, str(tmp), metadata={"mubench": json.dumps(metadata, sort_keys=True)})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def check_build_recipe(work: Path, recipe: dict[str, Any]) -> None:
+    """Keep a build's checkpoints (``<work>/checkpoints``) to the recipe they were trained with.
+
+    ``recipe`` is what decides the weights (not ``steps`` or the time box: a time-boxed build resumes with them
+    changed). It is recorded in ``<work>/recipe.json``; a build that finds checkpoints of another recipe, or
+    checkpoints without a record (an older mubench), refuses: resuming would ship their weights under a manifest
+    claiming the new recipe. Without checkpoints the new recipe is recorded and the build starts from scratch."""
+    from ..config import to_plain
+    from ..errors import UsageError
+    from ..fsutil import atomic_write_text
+    from ..train.loop import list_checkpoints
+
+    plain = json.loads(json.dumps(to_plain(recipe), sort_keys=True))
+    path = work / RECIPE_FILE
+    if list_checkpoints(work / "checkpoints"):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError):
+            saved = None
+        if saved == plain:
+            return
+        start_over = f"delete {work} (`rm -r {work}`) to start over"
+        if not isinstance(saved, dict):
+            raise UsageError(f"{work} holds checkpoints but no readable record of the recipe they were trained with "
+                             f"({path}; an older mubench did not write one): resuming could ship their weights under "
+                             f"another recipe; {start_over}")
+
+        differ = _differences(saved, plain)
+        raise UsageError(f"{work} holds checkpoints of another recipe ({'; '.join(differ)}); resuming would ship "
+                         f"their weights under a manifest claiming this one: build with the recorded values to "
+                         f"resume (recorded in {path}), or {start_over}")
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(plain, indent=1, sort_keys=True) + "\n")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for each differing key (nested dicts by their own keys; long values shortened)."""
+    def short(v: Any) -> str:
+        text = json.dumps(v, sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}: {short(a)} -> {short(b)}")
+    return out
 
 
 def versions() -> dict[str, str]:

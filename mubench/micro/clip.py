@@ -23,7 +23,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -297,14 +296,10 @@ def evaluate_micro_clip(model: MicroClip, n: int = 600, split: str = "val", worl
 
 def zoo_dir(world: str = "micro") -> Path:
     """The shipped zoo folder of ``world``: ``zoo/<world>`` in a source checkout, package data
-    ``mubench._zoo/<world>`` after installation."""
-    source = Path(__file__).resolve().parents[2] / "zoo"
-    if source.is_dir():
-        return source / world
-    try:
-        return Path(str(resources.files("mubench._zoo"))) / world
-    except ModuleNotFoundError:  # pragma: no cover - broken install
-        return source / world
+    ``mubench._zoo/<world>`` after installation (:func:`mubench.micro.assets.default_zoo_root`)."""
+    from .assets import default_zoo_root
+
+    return default_zoo_root() / world
 
 
 def save_micro_clip(model: MicroClip, path: str | Path, extra: Optional[dict[str, Any]] = None) -> Path:

@@ -16,7 +16,9 @@
 4. ``manifest.json`` (configs, sha256 per file, data seeds, the training recipe, build metrics,
    timings) and ``build.log``.
 
-Checkpoints go to ``<out>/.build/`` so a killed build resumes where it stopped.
+Checkpoints go to ``<out>/.build/`` so a killed build resumes where it stopped, with the recipe that decided them
+(``.build/recipe.json``: a build with another recipe refuses to resume them); micro-CLIP is cached there under a name
+keyed by its own recipe.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss, train
 from . import data as D
 from .assets import MANIFEST, sha256_file
-from .build_common import (BuildLog, Prompt, clip_fid, evaluate_bundle, pair_counts, real_reference_images,
-                           save_safetensors, versions)
+from .build_common import (BuildLog, Prompt, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
+                           real_reference_images, save_safetensors, versions)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -45,6 +47,10 @@ CLIP_FILE = "micro-clip.safetensors"
 LOG_FILE = "build.log"
 MANIFEST_FORMAT = "mubench-zoo-micro/1"
 DECODER_ATTN_LINEARS = ("to_q", "to_k", "to_v", "to_out.0")
+# BuildParams fields that do not decide the UNet + text encoder weights (``steps`` and the time box: a time-boxed
+# build resumes with them changed; micro-CLIP's cache has its own key, :func:`clip_cache_name`)
+NOT_UNET_RECIPE = ("steps", "max_train_minutes", "clip_steps", "checkpoint_every", "log_every", "eval_per_pair",
+                   "eval_seed")
 
 
 @dataclass
@@ -52,7 +58,7 @@ class BuildParams:
     """The build recipe (recorded in the manifest). See docs/micro-world.md for why these values."""
 
     seed: int = 0  # seeds weights, the data stream, noise and caption dropout
-    steps: int = 3000  # UNet + text encoder optimizer steps
+    steps: int = 3200  # UNet + text encoder optimizer steps (the shipped zoo's)
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 200
@@ -65,7 +71,7 @@ class BuildParams:
     mix: dict[str, float] = field(default_factory=lambda: {"single": 0.85, "two": 0.05, "count": 0.05,
                                                            "relation": 0.05})
     data_seed: int = 0  # stream seed of the micro train split
-    clip_steps: int = 1200
+    clip_steps: int = 800  # micro-CLIP steps (the shipped zoo's: clip.py's default)
     checkpoint_every: int = 200
     log_every: int = 50
     max_train_minutes: Optional[float] = None  # stop training early (recorded) when this wall time is spent
@@ -110,6 +116,26 @@ def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.clone()
+
+
+def unet_recipe(p: BuildParams, configs: dict[str, Any], tcfg: TrainConfig) -> dict[str, Any]:
+    """What decides the checkpoints in ``.build/checkpoints`` (recorded there: :func:`check_build_recipe`)."""
+    from ..train.loop import weight_fields
+
+    train_cfg = {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}
+    return {**{k: v for k, v in asdict(p).items() if k not in NOT_UNET_RECIPE}, "train_config": train_cfg,
+            "configs": configs}
+
+
+def clip_cache_name(p: BuildParams) -> str:
+    """``.build/``'s micro-CLIP file, named by what decides its weights: steps, seed, thread count, and clip.py's
+    architecture and training defaults (so a changed recipe or architecture retrains it)."""
+    from ..config import stable_hash
+    from .clip import MicroClipConfig, MicroClipTrainParams
+
+    key = {"steps": p.clip_steps, "seed": p.seed, "threads": torch.get_num_threads(),
+           "train": asdict(MicroClipTrainParams()), "config": asdict(MicroClipConfig())}
+    return f"micro-clip-{stable_hash(key, 16)}.safetensors"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -185,6 +211,7 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
                        weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
+    check_build_recipe(work, unet_recipe(p, configs, tcfg))
     deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
     stop = {"at": None}
 
@@ -215,7 +242,7 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
 
     # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part) ------------------------------
     t0 = time.time()
-    clip_work = work / CLIP_FILE
+    clip_work = work / clip_cache_name(p)
     if clip_work.is_file():
         clip_model = load_micro_clip(clip_work)
         log(f"micro-CLIP: reusing {clip_work}")

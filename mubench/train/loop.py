@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol
 
@@ -162,7 +162,8 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
     after that step as if it had been killed there (tests, time-boxed builds). The module's
     trainable parameters hold the *raw* (non-EMA) weights afterwards; use ``result.ema.copy_to``
     for the averaged ones. ``on_step(done)`` is called after every optimizer step (e.g. to drive a
-    progress bar owned by the caller, with ``show_progress=False``).
+    progress bar owned by the caller, with ``show_progress=False``). A resume refuses a checkpoint past
+    ``cfg.steps`` or written with other weight-deciding settings (:func:`check_resumable`).
     """
     from accelerate import Accelerator
 
@@ -202,6 +203,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
         if resume and ckpt_dir is not None:
             state = _load_latest(ckpt_dir)
             if state is not None:
+                check_resumable(state, cfg, precision, ckpt_dir)
                 start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
                 window = [float(v) for v in state.get("window", [])]
                 result.resumed_from = start_step
@@ -234,7 +236,9 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                 window.append(float(loss.detach()))
                 done = step + 1
                 result.step = done
-                if done % max(1, cfg.log_every) == 0 or done == end:
+                # a stop (``stop_at``) logs nothing of its own: it is a kill, so a resumed run logs what an
+                # uninterrupted one does (the window since the last mean travels in the checkpoint)
+                if done % max(1, cfg.log_every) == 0 or done == cfg.steps:
                     mean = sum(window) / len(window)
                     result.losses.append((done, mean))
                     info = {"step": done, "loss": mean, "lr": opt.param_groups[0]["lr"],
@@ -249,7 +253,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                     on_step(done)
                 if ckpt_dir is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0
                                                                       or done == cfg.steps):
-                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg, accelerator.scaler, window)
+                    _save(ckpt_dir, done, named, opt, ema, gen, result, cfg, accelerator.scaler, window, precision)
         result.step = max(result.step, start_step)
         result.wall_s = time.time() - t0
         log(f"stopped at step {result.step} after {result.wall_s:.1f}s")
@@ -272,8 +276,10 @@ def _progress(show: bool):
 
 
 def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.Generator,
-          result: TrainResult, cfg: TrainConfig, scaler: Any = None, window: Optional[list[float]] = None) -> None:
+          result: TrainResult, cfg: TrainConfig, scaler: Any = None, window: Optional[list[float]] = None,
+          precision: Optional[str] = None) -> None:
     state = {
+        "precision": precision,
         "window": list(window or []),
         "scaler": scaler.state_dict() if scaler is not None else None,  # fp16: the loss scale a resume continues
         "step": step,
@@ -290,6 +296,34 @@ def _save(ckpt_dir: Path, step: int, named, opt, ema: Optional[EMA], gen: torch.
     for old_step, path in list_checkpoints(ckpt_dir)[:-max(1, cfg.keep_checkpoints)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def weight_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The trainer settings that decide the weights a run reaches: all but the bookkeeping ones, and ``steps`` only
+    under a cosine schedule (a constant-LR run stopped at step N is a run of N steps: time-boxed builds resume with
+    another ``steps``). ``mixed_precision`` is compared resolved (``auto`` is fp32 on a CPU)."""
+    skip = {"checkpoint_every", "keep_checkpoints", "log_every", "mixed_precision"}
+    if cfg.lr_schedule != "cosine":
+        skip.add("steps")
+    return tuple(f.name for f in fields(TrainConfig) if f.name not in skip)
+
+
+def check_resumable(state: dict, cfg: TrainConfig, precision: str, ckpt_dir: Path) -> None:
+    """Refuse a checkpoint this run cannot continue: one past ``cfg.steps`` (a run does not go back), or one written
+    under other weight-deciding settings (resuming would give the old run's weights under the new settings)."""
+    step, saved = int(state["step"]), dict(state.get("config") or {})
+    start_over = f"delete {ckpt_dir} to train from scratch"
+    if step > cfg.steps:
+        raise UsageError(f"the newest checkpoint in {ckpt_dir} is at step {step}, past this run's steps={cfg.steps}; "
+                         f"a run cannot go back: {start_over}, or ask for steps >= {step}")
+    now = cfg.as_dict()
+    differ = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in weight_fields(cfg) if k in saved and saved[k] != now[k]]
+    if state.get("precision") is not None and state["precision"] != precision:
+        differ.append(f"precision: {state['precision']!r} -> {precision!r}")
+    if differ:
+        raise UsageError(f"the checkpoints in {ckpt_dir} were written with other training settings "
+                         f"({'; '.join(differ)}); resuming would continue the old run: {start_over}, or run again "
+                         "with the checkpoints' settings")
 
 
 def _restore(state: dict, named, opt, ema: Optional[EMA], gen: torch.Generator, result: TrainResult,
