@@ -84,6 +84,8 @@ def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tupl
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["load_average"] = [results["measurements"].get("load_average_before"),
                            results["measurements"].get("load_average_after")]
+    if results["measurements"].get("notes"):  # e.g. kernel=triton's FLOPs counted with the torch kernel
+        out["notes"] = results["measurements"]["notes"]
     out["_protocol"] = results["protocol"]["efficiency"]
     return out
 

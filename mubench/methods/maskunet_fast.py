@@ -121,17 +121,23 @@ def _pack(shape: tuple[int, int], adapters: Sequence[nn.Module], weights: Sequen
     logit GEMMs, and its layer weights ``[L, 1, out, in]``."""
     L, B = len(adapters), rows
     (out_f, in_f), go, gi = shape, adapters[0].rows.in_features, adapters[0].cols.in_features
-    a_out = torch.stack([a.rows.weight for a in adapters])  # [L, out, go]
-    b_out = torch.stack([a.rows.bias for a in adapters])  # [L, out]
-    a_in = torch.stack([a.cols.weight for a in adapters])  # [L, in, gi]
-    b_in = torch.stack([a.cols.bias for a in adapters])  # [L, in]
+    a_out = _stack([a.rows.weight for a in adapters])  # [L, out, go]
+    b_out = _stack([a.rows.bias for a in adapters])  # [L, out]
+    a_in = _stack([a.cols.weight for a in adapters])  # [L, in, gi]
+    b_in = _stack([a.cols.bias for a in adapters])  # [L, in]
     return (
         b_out[:, None, :, None].expand(L, B, out_f, 1).reshape(L * B, out_f, 1),
         a_out[:, None].expand(L, B, out_f, go).reshape(L * B, out_f, go),
         b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f),
         a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f),
-        torch.stack(list(weights))[:, None],  # [L, 1, out, in]
+        _stack(list(weights))[:, None],  # [L, 1, out, in]
     )
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; of one tensor a view of it, ``[1, ...]`` (the same values and strides, no copy: a group of one
+    large layer then keeps no second copy of its weight in the cache)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
 
 
 class FusedMasks:
@@ -156,6 +162,13 @@ class FusedMasks:
         # stream noise of the current call drawn before it (:meth:`predraw`), one tensor per group; None: drawn as
         # each group is computed
         self.predrawn: Optional[list[torch.Tensor]] = None
+
+    def drop_caches(self) -> None:
+        """Forget the stacked adapter and layer weights (rebuilt at the next call). The cache is what the method holds
+        from its first sampling call on; the efficiency suite drops it before measuring peak memory so that the
+        measured call allocates it, as a run's first call does, whatever was measured before (it is kept per row
+        count: a FLOP count at one row would leave entries a run at another never makes)."""
+        self._stacked.clear()
 
     @property
     def covers_every_layer(self) -> bool:

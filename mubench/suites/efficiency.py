@@ -5,7 +5,8 @@
 - ``added_params`` / ``trainable_params``: parameters the method adds / its training updates (``numel``).
 - ``gflops`` / ``gmacs`` (and ``base_*``, ``gflops_ratio``): one denoiser forward at batch 1 (one row, no CFG
   doubling) through the method's hooks, *mask path included* (generators, adapters; counted by
-  ``torch.utils.flop_counter.FlopCounterMode``, which counts matmul/conv/attention kernels, not elementwise ops);
+  ``torch.utils.flop_counter.FlopCounterMode``, which counts matmul/conv/attention kernels, not elementwise ops; a
+  fused Triton kernel through the method's torch kernel, the same arithmetic);
   ``gflops_per_image`` (and ``base_*``): every counted FLOP of one image end to end (text encoder, all denoiser calls
   with CFG, a training-free method's inner updates and rewards, the decoder).
 - ``latency_s`` / ``base_latency_s`` / ``latency_ratio``: one image end to end (batch 1, CFG on; text encoding,
@@ -15,8 +16,10 @@
   base and method alternate in a freshly shuffled order every round; the ratio's CI resamples rounds (paired).
 - ``forward_ms`` / ``base_forward_ms`` / ``forward_ratio``: one CFG denoiser call (the image's two rows), hooks
   included: the per-step cost without the sampler, text encoder and decoder around it.
-- ``peak_memory_mb`` / ``base_peak_memory_mb`` / ``peak_memory_ratio``: one image end to end; CUDA's
-  ``max_memory_allocated`` on a GPU, tensor bytes on a CPU (:mod:`mubench.perf.memory` says exactly what).
+- ``peak_memory_mb`` / ``base_peak_memory_mb`` / ``peak_memory_ratio``: one image end to end, in tensor bytes: the
+  variant's weights (every module it holds, reward models included) plus the image's own peak (CUDA's counters on a
+  GPU, the profiler's allocation events on a CPU); caches a method keeps are dropped first, so the image allocates
+  them whatever was measured before (:mod:`mubench.perf.memory` says exactly what).
 - ``train_step_ratio`` (trainable methods): one trainer step of the method vs one full fine-tune step of the same
   denoiser on the same batch (``train_step_s`` / ``full_ft_step_s``).
 
@@ -188,9 +191,10 @@ class EfficiencySuite(Suite):
         # (compile=: a compiled graph's kernels are not the aten ops FlopCounterMode counts)
         eager = {key: (prep, dataclasses.replace(sampler, compile="none"))
                  for key, (prep, sampler) in variants.items()}
+        # ... and through the torch path of a fused kernel (kernel: triton), whose GEMMs FlopCounterMode cannot see
         if p.flops:
-            counted = {key: flops_mod.count_flops(_denoiser_call(bundle, prep, sampler, prompt, seeds[:1],
-                                                                 cfg=False))
+            counted = {key: _count_flops(prep, _denoiser_call(bundle, prep, sampler, prompt, seeds[:1], cfg=False),
+                                         notes)
                        for key, (prep, sampler) in eager.items()}
             base_f, method_f = counted["base"][0], counted["method"][0]
             metrics.update({
@@ -200,7 +204,7 @@ class EfficiencySuite(Suite):
             })
             details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
         if p.image_flops:
-            per_image = {key: flops_mod.count_flops(image(prep, sampler))[0] / p.images
+            per_image = {key: _count_flops(prep, image(prep, sampler), notes)[0] / p.images
                          for key, (prep, sampler) in eager.items()}
             metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
             metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
@@ -232,8 +236,12 @@ class EfficiencySuite(Suite):
             metrics["forward_ratio"] = Metric(*ratio_ci(fm, fb), len(fm), False)
 
         if p.memory:
-            peaks = {key: memory_mod.peak_memory(image(prep, sampler), device, _pipeline_modules(bundle, prep))
-                     for key, (prep, sampler) in variants.items()}
+            peaks = {}
+            for key, (prep, sampler) in variants.items():
+                # what the method keeps from its first call on is allocated inside the measured call, whatever
+                # ran before (latency, FLOPs at one row): as in a sampling run (mubench.perf.memory)
+                memory_mod.drop_caches(prep, prep.denoiser)
+                peaks[key] = memory_mod.peak_memory(image(prep, sampler), device, _pipeline_modules(bundle, prep))
             metrics["peak_memory_mb"] = _count(peaks["method"].peak_mb)
             metrics["base_peak_memory_mb"] = _count(peaks["base"].peak_mb)
             metrics["peak_memory_ratio"] = _count(peaks["method"].peak_bytes / peaks["base"].peak_bytes)
@@ -346,13 +354,21 @@ def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seeds: list
 
 
 def _pipeline_modules(bundle, prepared: Prepared) -> list[torch.nn.Module]:
-    """The modules whose weights stay resident while an image is made: the denoisers, the modules held by the
-    conditioner, the codec, the bundle's extras and the prepared method (e.g. reward models)."""
-    found: list[torch.nn.Module] = [bundle.denoiser, prepared.denoiser]
-    holders = [bundle.conditioner, bundle.codec, prepared]
-    for holder in holders:
-        for value in vars(holder).values():
-            if isinstance(value, torch.nn.Module):
-                found.append(value)
-    found += [v for v in bundle.extras.values() if isinstance(v, torch.nn.Module)]
-    return found
+    """The modules whose weights stay resident while an image is made: the denoisers, the modules the conditioner,
+    the codec and the bundle's extras hold, and the modules the prepared method holds in plain objects and
+    containers too (maskunet-free's reward models sit in ``prepared.rewards`` as ``(term, scorer)``;
+    :func:`~mubench.perf.memory.held_modules`)."""
+    return memory_mod.held_modules([bundle.denoiser, prepared.denoiser, bundle.conditioner, bundle.codec,
+                                    bundle.extras, prepared])
+
+
+def _count_flops(prepared: Prepared, fn: Callable[[], Any], notes: list[str]) -> tuple[int, dict[str, int]]:
+    """``fn``'s FLOPs, with the prepared denoiser's fused kernels on their torch path (the same GEMMs, as aten ops
+    FlopCounterMode sees); a note says when one was."""
+    with flops_mod.torch_kernels(prepared.denoiser.modules()) as switched:
+        counted = flops_mod.count_flops(fn)
+    note = f"FLOPs: {', '.join(switched)} counted with kernel=torch (the same arithmetic as kernel=triton, whose " \
+           "GEMMs run inside a Triton kernel FlopCounterMode cannot see)"
+    if switched and note not in notes:
+        notes.append(note)
+    return counted
