@@ -41,6 +41,8 @@ def test_train_modes(regs, bundle, data, tmp_path):
     with pytest.raises(UsageError) as err:  # never: no training, a message that says how to train
         method.prepare(bundle, _ctx(tmp_path, "never"))
     assert "train=never" in str(err.value) and "mubench train method=lora-micro model=tiny-sd" in str(err.value)
+    # the thread count is part of a CPU artifact's address: the command that makes this one says it
+    assert f"OMP_NUM_THREADS={torch.get_num_threads()} mubench train" in str(err.value)
     assert not directory.exists()
 
     auto = method.prepare(bundle, _ctx(tmp_path, "auto"))  # auto: trains the missing artifact, then loads it

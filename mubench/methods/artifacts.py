@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..cache import cpu_threads
 from ..config import stable_hash, to_plain
 from ..errors import AssetError, UsageError
 from ..fsutil import atomic_write_bytes
+from ..models.base import ModelBundle
 
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
@@ -81,3 +83,33 @@ def copy_matching_state(expected: dict[str, torch.Tensor], tensors: dict[str, to
     with torch.no_grad():
         for key, value in expected.items():
             value.copy_(tensors[key].to(value.dtype))
+
+
+def base_dtype(bundle: ModelBundle) -> str:
+    """The dtype of the base denoiser's weights (``float32``, ``bfloat16``...): the frozen rest runs in it and the
+    trained weights are cast to it when saved, so it decides the artifact."""
+    for p in bundle.denoiser.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).replace("torch.", "")
+    return "float32"
+
+
+def train_command(method_name: str, model_name: Optional[str], data: Optional[str], bundle: ModelBundle,
+                  device: Any) -> str:
+    """The ``mubench train`` command that makes the artifact this run looks for: with the thread count (on a CPU)
+    and the base's dtype (where not float32), which are part of the artifact's address."""
+    threads = cpu_threads(torch.device(device).type)
+    command = (f"OMP_NUM_THREADS={threads} " if threads is not None else "") + \
+        f"mubench train method={method_name} model={model_name or 'MODEL'}"
+    if data:
+        command += f" data={data}"
+    if base_dtype(bundle) != "float32":
+        command += f" dtype={base_dtype(bundle)}"
+    return command
+
+
+def missing_artifact_error(method_name: str, directory: Path, command: str) -> UsageError:
+    """The message of ``train=never`` when the artifact is missing."""
+    return UsageError(f"no trained artifact for {method_name} at {directory}, and train=never forbids training it.\n"
+                      f"  train it with `{command}` (plus the same method.KEY=VALUE overrides), or run with "
+                      "train=auto")

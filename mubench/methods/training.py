@@ -33,7 +33,8 @@ from ..config import to_plain
 from ..errors import UsageError
 from ..models.base import ModelBundle
 from ..train.config import TrainConfig
-from .artifacts import artifact_dir, artifact_key, has_artifact, load_artifact, save_artifact
+from .artifacts import (artifact_dir, artifact_key, base_dtype, has_artifact, load_artifact, missing_artifact_error,
+                        save_artifact, train_command)
 from .base import Method, MethodContext, Prepared
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,12 +246,13 @@ class TrainableMethod(Method):
         key, directory = self.artifact_location(bundle, ctx)
         trained: Optional[dict[str, Any]] = None
         if ctx.train == "force" or not has_artifact(directory):
+            command = train_command(self.name, ctx.model_name, self.recipe().data, bundle, ctx.device)
             if ctx.train == "never":
-                raise missing_artifact_error(self.name, directory, ctx.model_name, self.recipe().data)
+                raise missing_artifact_error(self.name, directory, command)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would train the same artifact
-                raise UsageError(f"{self.name}: its artifact is missing ({directory}); train it once with `mubench "
-                                 f"train method={self.name} model={ctx.model_name or 'MODEL'}` before a "
-                                 "multi-process run (on-demand training runs in single-process runs only)")
+                raise UsageError(f"{self.name}: its artifact is missing ({directory}); train it once with `{command}` "
+                                 "(plus the same method.KEY=VALUE overrides) before a multi-process run (on-demand "
+                                 "training runs in single-process runs only)")
             trained = train_artifact(self, bundle, ctx, fresh=ctx.train == "force")
         prepared = self.build(bundle, ctx)
         tensors, meta, digest = load_artifact(directory)
@@ -264,26 +266,7 @@ class TrainableMethod(Method):
         return prepared
 
 
-def missing_artifact_error(method_name: str, directory: Path, model_name: str, data: Optional[str]) -> UsageError:
-    """The message of ``train=never`` when the artifact is missing."""
-    command = f"mubench train method={method_name} model={model_name or 'MODEL'}"
-    if data:
-        command += f" data={data}"
-    return UsageError(f"no trained artifact for {method_name} at {directory}, and train=never forbids training it.\n"
-                      f"  train it with `{command}` (plus the same method.KEY=VALUE overrides), or run with "
-                      "train=auto")
-
-
 # --------------------------------------------------------------------------- training
-
-
-def base_dtype(bundle: ModelBundle) -> str:
-    """The dtype of the base denoiser's weights (``float32``, ``bfloat16``...): the frozen rest runs in it and the
-    trained weights are cast to it when saved, so it decides the artifact."""
-    for p in bundle.denoiser.parameters():
-        if p.is_floating_point():
-            return str(p.dtype).replace("torch.", "")
-    return "float32"
 
 
 def deviations(method: TrainableMethod, cfg: MethodTrainConfig) -> list[str]:
@@ -388,4 +371,4 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
 
 
 __all__ = ["MethodTrainConfig", "TrainableMethod", "DiffusionFinetuneLoss", "train_artifact", "deviations",
-           "missing_artifact_error", "data_fingerprint", "open_data", "base_dtype"]
+           "missing_artifact_error", "train_command", "data_fingerprint", "open_data", "base_dtype"]
