@@ -189,3 +189,17 @@ def test_a_lone_layer_is_packed_without_a_copy_and_outputs_stay_bitwise(tiny_bun
     assert not packed_is_the_weight()
     assert torch.equal(viewed, stacked)
     assert (viewed - stacked).abs().max() == 0 and viewed.abs().max() > 0
+
+
+def test_use_artifact_finds_the_artifact_of_the_process_thread_count(tmp_path):
+    """suite.threads= sets the measurement's threads; the trained artifact is the one runs at the process's count use
+    (the count is part of a CPU artifact's address), so train=never finds what `mubench train` made."""
+    from conftest import run_cli
+
+    train = ["method=lora-micro", "model=micro", "method.train.steps=1", "method.train.batch_size=2"]
+    made = run_cli("train", *train, env={"OMP_NUM_THREADS": "2"})
+    assert made.returncode == 0, made.stderr[-2000:]
+    proc = run_cli("run", "suite=efficiency", *train, "suite.use_artifact=true", "suite.threads=1", "train=never",
+                   "suite.latency=false", "suite.forward_repeats=0", "suite.memory=false", "suite.image_flops=false",
+                   "suite.train_step=never", "--no-progress", f"out={tmp_path / 'eff'}", env={"OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -139,15 +139,18 @@ class EfficiencySuite(Suite):
     def measure(self, ctx: MeasureContext) -> Measurement:
         p: EfficiencyParams = self.params
         p.validate()
+        # the trained artifact (use_artifact) is the one runs at this process's thread count use (the count is part
+        # of a CPU artifact's address): prepared before the measurement's own thread count is set
+        trained = ctx.method.prepare(ctx.bundle, ctx.method_context) if p.use_artifact else None
         saved_threads = torch.get_num_threads()
         if p.threads is not None:
             torch.set_num_threads(p.threads)
         try:
-            return self._measure(ctx, p)
+            return self._measure(ctx, p, trained)
         finally:
             torch.set_num_threads(saved_threads)
 
-    def _measure(self, ctx: MeasureContext, p: EfficiencyParams) -> Measurement:
+    def _measure(self, ctx: MeasureContext, p: EfficiencyParams, trained: Optional[Prepared]) -> Measurement:
         bundle, method, device = ctx.bundle, ctx.method, torch.device(ctx.device)
         notes: list[str] = []
         if device.type == "meta":  # shapes only: parameter and FLOP counts of any architecture, nothing timed
@@ -158,8 +161,7 @@ class EfficiencySuite(Suite):
         load_before = _load()
         ctx.log(f"efficiency: building {method.name} on {bundle.name}")
         # built: in its sampling form, as a run samples with it (LoRA merged unless merge: false)
-        prepared = method.prepare(bundle, ctx.method_context) if p.use_artifact else \
-            method.for_sampling(method.build(bundle, ctx.method_context))
+        prepared = trained if trained is not None else method.for_sampling(method.build(bundle, ctx.method_context))
         base = Prepared(bundle.denoiser, info={"change": "none (the base model)"})
         base_sampler, method_sampler = ctx.resolve_sampler(base), ctx.resolve_sampler(prepared)
         if base_sampler.guidance == 1.0 or method_sampler.guidance == 1.0:
