@@ -32,8 +32,9 @@ class Scalar(str):
 
 
 _NULLS, _TRUE, _FALSE = ("null", "none", "~"), ("true", "yes", "on"), ("false", "no", "off")
-_INT = re.compile(r"[-+]?\d+")
-_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+_DIGITS = r"\d(?:_?\d)*"  # 1000 or 1_000, as Python reads them
+_INT = re.compile(rf"[-+]?{_DIGITS}")
+_FLOAT = re.compile(rf"[-+]?({_DIGITS}\.(?:{_DIGITS})?|\.{_DIGITS}|{_DIGITS})([eE][-+]?{_DIGITS})?")
 
 
 def read_scalar(raw: str) -> Any:

@@ -218,8 +218,12 @@ def _settings(result: dict[str, Any]) -> dict[str, Any]:
     from .protocols import flatten
 
     method = dict((result.get("config") or {}).get("method") or {})
-    return flatten({"method": method.get("params") or {}, "recipe": method.get("recipe"),
-                    "model": result.get("model_fingerprint")})
+    params = dict(method.get("params") or {})
+    artifact = (result.get("method_info") or {}).get("artifact")
+    if artifact:  # a trained method: its weights' sha256 stands for its train settings (log_every & co change nothing)
+        params.pop("train", None)
+    return flatten({"method": params, "recipe": method.get("recipe"), "model": result.get("model_fingerprint"),
+                    "artifact": artifact})
 
 
 def _setting_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -15,10 +15,10 @@ def regs():
 
 def test_parse_overrides_types():
     pairs = parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e=", "f=none", "g=[1, 2]", "h=1e-3", "i=0123",
-                             "j=no", "k='none'"])
+                             "j=no", "k='none'", "l=1_000"])
     assert [(k, plain(v)) for k, v in pairs] == [
         ("a", 1), ("b", 0.5), ("c", True), ("d", "hello"), ("e", ""), ("f", None), ("g", [1, 2]), ("h", 1e-3),
-        ("i", 123), ("j", False), ("k", "none")]  # decimal integers (YAML 1.1 read 0123 as octal 83); quotes: text
+        ("i", 123), ("j", False), ("k", "none"), ("l", 1000)]  # decimal integers (YAML 1.1 read 0123 as octal 83); quotes: text
     assert [str(v) for _, v in pairs[:6]] == ["1", "0.5", "true", "hello", "", "none"]  # and the text as typed
 
 

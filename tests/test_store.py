@@ -166,6 +166,21 @@ def test_a_newest_run_that_hides_other_settings_is_said(tmp_path):
         st.record_run(run(0.0, "2026-01-04T00:00:00+00:00", fingerprint="micro:bb"))
     with pytest.warns(UserWarning, match="model micro:aa → micro:bb"):
         select(store=str(path))
+    trained = tmp_path / "t.sqlite"  # a trained method: the artifact, not train settings that change nothing
+    with Store(trained) as st:
+        for log_every, artifact, day in ((50, "sha-a", 1), (10, "sha-a", 2)):
+            r = run(0.5, f"2026-01-0{day}T00:00:00+00:00", extra={"train": {"log_every": log_every}})
+            r["method_info"]["artifact"] = artifact
+            st.record_run(r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        select(store=str(trained))
+    with Store(trained) as st:
+        r = run(0.5, "2026-01-03T00:00:00+00:00", extra={"train": {"log_every": 10}})
+        r["method_info"]["artifact"] = "sha-b"
+        st.record_run(r)
+    with pytest.warns(UserWarning, match="artifact sha-a → sha-b"):
+        select(store=str(trained))
 
 
 def test_results_json_keeps_the_suites_metric_order(tmp_path):
