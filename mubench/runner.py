@@ -8,7 +8,6 @@ aggregates everything from the caches once all are done.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .cache import Cache, cpu_threads, scorer_key, to_uint8
 from .chunking import SCORE_CHUNK, chunks, chunks_in_flight, default_chunk, pad, shard_chunks
 from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
+from .devices import cache_root, resolve_device, resolve_dtype
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
 from .imported import checked_images, images_per_prompt
@@ -36,11 +36,7 @@ from .sampler import SamplerConfig, compile_refusal, compile_toolchain_missing, 
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
-from .store import mubench_home
 from .suites.base import MeasureContext, PromptItem, SampleRecord, Suite
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 @dataclass
 class Shard:
@@ -68,30 +64,6 @@ class PlannedSample:
         which the sample key alone does not fix (the same pixels imported under two prompts; a micro prompt's
         reference count, which changes its FID reference features)."""
         return f"{self.key}-{stable_hash({'prompt': self.item.prompt, 'meta': self.item.meta}, length=12)}"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"bad value device={name!r}; expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device=cuda was asked for but no CUDA device is available (use device=cpu or auto)")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
-
-
-def cache_root(run_cache: Optional[str]) -> Path:
-    if run_cache:
-        return Path(run_cache).expanduser()
-    return Path(os.environ.get("MUBENCH_CACHE", mubench_home() / "cache"))
 
 
 class Runner:

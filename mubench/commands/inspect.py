@@ -64,7 +64,7 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
 
     quiet_libraries()  # diffusers' dtype-cast notices and the like
 
-    from ..runner import resolve_device
+    from ..devices import resolve_device
 
     dev = torch.device("meta") if device == "meta" else resolve_device(device)  # cuda without a GPU: said plainly
     regs = load_registries()

@@ -53,7 +53,7 @@ def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, An
     from ..methods.training import TrainableMethod, train_artifact
     from ..models.base import LoadContext
     from ..registry import load_registries
-    from ..runner import cache_root, resolve_device, resolve_dtype
+    from ..devices import cache_root, resolve_device, resolve_dtype
     from ._kv import as_bool, parse_kv
 
     flat = parse_kv(args, [f.name for f in fields(TrainCommandConfig)], prefixes=("model", "method"),
