@@ -73,13 +73,18 @@ def test_missing_reference_batch_is_an_asset_error(tmp_path):
     assert "adm-ref-imagenet256" in proc.stderr and "nothing is downloaded" in proc.stderr
 
 
+def fake_reference_batch(path, images: int):
+    """An ADM-style reference batch for a tiny run: statistics of random 16-d features and ``images`` 16² images."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 16))
+    np.savez(path, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
+             arr_0=rng.integers(0, 256, size=(images, 16, 16, 3), dtype=np.uint8))
+    return path
+
+
 @pytest.mark.slow
 def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
-    rng = np.random.default_rng(0)
-    ref = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
-    feats = rng.normal(size=(64, 16))
-    np.savez(ref, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
-             arr_0=rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8))
+    ref = fake_reference_batch(tmp_path / "VIRTUAL_imagenet256_labeled.npz", images=12)
     out = tmp_path / "out"
     proc = run_cli("run", "suite=imagenet", "model=dit", "weights=random", "model.arch=tiny", "model.resolution=16",
                    "method=random-mask", "method.ratio=0.2", "limit=6", f"suite.reference={ref}", "suite.num_classes=10",
@@ -104,11 +109,7 @@ def test_imagenet_end_to_end_on_tiny_dit(tmp_path):
 
 def test_guidance_channels_are_in_the_sample_key(tmp_path):
     """DiT's cfg_channels changes the images but not the model's (artifact) fingerprint: the sample key holds it."""
-    rng = np.random.default_rng(0)
-    ref = tmp_path / "ref.npz"
-    feats = rng.normal(size=(64, 16))
-    np.savez(ref, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
-             arr_0=rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8))
+    ref = fake_reference_batch(tmp_path / "ref.npz", images=4)
     keys = {}
     for channels in (3, 1):
         out = tmp_path / f"c{channels}"
