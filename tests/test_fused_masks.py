@@ -136,10 +136,60 @@ def test_compiled_kernel_on_cuda_equals_the_reference(dtype):
     b_in = (torch.randint(-4, 5, (IN,), generator=g).float() / 8).cuda()
     weight = torch.randn(OUT, IN, generator=g).to(dtype).cuda()
     keys, slots = torch.randint(0, 2**62, (G,), generator=g).cuda(), torch.tensor([0, 1, 0, 1]).cuda()
-    for det in (False, True):
-        ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 9, det)
-        out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 9, det)
+    for det, layer in ((False, 9), (False, 1), (False, 0), (True, 9)):  # 1: Triton passes it as a constant
+        ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, layer, det)
+        out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, layer, det)
         assert (out != ref).float().mean().item() <= 1e-6  # exp/log may round differently on the device
+
+
+AOT_COMPILE = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from mubench.kernels import masked_weights as mw
+from mubench.kernels.philox import KEY_A, KEY_B, ROUND_A, ROUND_B
+
+layer = int(sys.argv[1])
+launch = mw._kernel(False)
+jit = next(c.cell_contents for c in launch.__closure__ if isinstance(c.cell_contents, triton.runtime.jit.JITFunction))
+pointers = {"h_ptr": "*fp16", "a_ptr": "*fp16", "b_ptr": "*fp16", "w_ptr": "*fp16", "keys_ptr": "*i64",
+            "slots_ptr": "*i64", "out_ptr": "*fp16"}
+constants = dict(DETERMINISTIC=False, BO=32, BI=32, BK=16, SHIFT=8, INV=1.0 / 2 ** 24, ROUND_A=ROUND_A,
+                 ROUND_B=ROUND_B, KEY_A=KEY_A, KEY_B=KEY_B)
+ones = {"s_hk", "s_ak", "s_wi", "s_oi"} | ({"layer"} if layer == 1 else set())  # as Triton's launcher specialises
+signature = {}
+for name in jit.arg_names:
+    if name in pointers:
+        signature[name] = pointers[name]
+    elif name in constants:
+        signature[name] = "constexpr"
+    elif name in ones:
+        signature[name], constants[name] = "constexpr", 1
+    else:
+        signature[name] = "i32"
+compiled = triton.compile(ASTSource(jit, signature, constants), target=GPUTarget("cuda", 90, 32))
+print("cubin bytes", len(compiled.asm["cubin"]))
+"""
+
+
+@pytest.mark.parametrize("layer", [0, 1, 9])
+def test_kernel_compiles_for_a_hopper_gpu(layer, tmp_path):
+    """Ahead-of-time compilation for sm_90 (Triton's compiler and its ptxas: no GPU needed), in a process without
+    the interpreter, with the arguments specialised as Triton's launcher does (an int equal to 1 becomes a constant:
+    layer 1 failed to compile for the GPU while the interpreter, which passes every scalar as a tensor, was exact)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", AOT_COMPILE, str(layer)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if proc.returncode != 0 and any(w in proc.stderr for w in ("ImportError", "ModuleNotFoundError", "ptxas not")):
+        pytest.skip(f"no ahead-of-time CUDA compiler here: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0 and "cubin bytes" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_kernel_with_real_valued_inputs_agrees_within_rounding(interpret):

@@ -99,7 +99,8 @@ def _kernel(interpret: bool):
             idx = offs_o[:, None] * IN + offs_i[None, :]
             zero = (idx * 0).to(tl.uint32)
             # Philox-4x32-10 (mubench.kernels.philox), written out so that nothing but core ops runs in the kernel
-            c0, c1, c2, c3 = idx.to(tl.uint32), zero + layer.to(tl.uint32), zero + slot.to(tl.uint32), zero
+            # `zero + layer`, not `layer.to(...)`: Triton passes an int argument equal to 1 as a constant (no `.to`)
+            c0, c1, c2, c3 = idx.to(tl.uint32), zero + layer, zero + slot.to(tl.uint32), zero
             k0 = zero + (key & 0xFFFFFFFF).to(tl.uint32)
             k1 = zero + ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
             for _ in tl.static_range(10):
