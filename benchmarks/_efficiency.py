@@ -81,6 +81,7 @@ def run_one(method: str, model: str, args: argparse.Namespace, method_keys: tupl
     metrics = results["metrics"]
     out: dict[str, Any] = {k: _fig(metrics[k]) for k in FIGURES if k in metrics}
     out["sampler"] = results["protocol"]["sampler"]
+    out["dtype"] = results["protocol"].get("dtype")
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["load_average"] = [results["measurements"].get("load_average_before"),
                            results["measurements"].get("load_average_after")]
@@ -124,6 +125,9 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
             per_method[key]["images_per_call"] = images
             if keys:
                 per_method[key]["method_overrides"] = keys
+            # each method's figures as soon as they exist: a time limit that kills the run keeps the ones before
+            sys.stderr.write("partial " + json.dumps({key: per_method[key]}, default=str) + "\n")
+            sys.stderr.flush()
     protocol = next((v.pop("_protocol") for v in per_method.values() if "_protocol" in v), {})
     for v in per_method.values():
         v.pop("_protocol", None)
@@ -132,11 +136,19 @@ def main(benchmark: str, model: str, args: argparse.Namespace, targets: dict[tup
         fig = per_method.get(method, {}).get(figure)
         value = _value(fig) if fig is not None else None
         checks[f"{method}.{figure} <= {bound}"] = {"value": value, "met": None if value is None else value <= bound}
+    from datetime import datetime, timezone
+
+    from mubench.provenance import package_versions
+
+    dtypes = {v.get("dtype") for v in per_method.values() if v.get("dtype")}
     line = {"benchmark": benchmark, "model": model, "weights": args.weights, "device": protocol.get("device"),
             "device_name": protocol.get("device_name"), "threads": protocol.get("threads"),
+            "dtype": dtypes.pop() if len(dtypes) == 1 else sorted(dtypes),
             "clock": protocol.get("clock"), "warmup": args.warmup, "repeats": args.repeats,
-            "base_sampler": protocol.get("base_sampler"), "methods": per_method, "targets": checks,
-            "git": _git()}
+            "forward_repeats": args.forward_repeats, "base_sampler": protocol.get("base_sampler"),
+            "methods": per_method, "targets": checks,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+            "git": _git() or os.environ.get("MUBENCH_GIT")}  # a copied tree without .git: the caller's revision
     sys.stdout.write(json.dumps(line, sort_keys=False) + "\n")
 
 
