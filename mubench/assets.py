@@ -313,7 +313,11 @@ def _message(asset: Asset, looked: list[str]) -> str:
         lines.append(f"  a usable folder contains: {', '.join(asset.required_files)}")
     lines.append(f"  expected sha256: {asset.sha256 or '(not fixed)'}")
     hint = f"  put it at {assets_root() / asset.relpath}"
-    if asset.config_key:
+    if asset.config_key.startswith("scorer."):  # a scorer's parameter: where a method uses it, its reward entry
+        _, scorer, param = asset.config_key.split(".", 2)
+        hint += (f", or give it as the {scorer} scorer's {param} (a method's reward, in its spec: rewards: "
+                 f"[{{scorer: {scorer}, params: {{{param}: PATH}}}}])")
+    elif asset.config_key:
         hint += f", or point {asset.config_key}=PATH at it"
     lines.append(hint)
     if asset.source:

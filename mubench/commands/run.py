@@ -19,7 +19,8 @@ RUN_HELP = """Generate, score and aggregate one (suite, method, model); store an
 Keys (KEY=VALUE):
   suite=NAME|FILE.yaml    suite spec (default micro); suite.KEY=VALUE overrides its parameters
   method=NAME|FILE.yaml   method spec (default sd); method.KEY=VALUE overrides its parameters
-  model=NAME              base model (default micro); model.KEY=VALUE (e.g. model.path=/weights/sd15)
+  model=NAME              base model (default: the suite's, micro for suite=micro); model.KEY=VALUE
+                          (e.g. model.path=/weights/sd15)
   limit=N                 first N prompts of the suite
   chunk=N                 images per denoiser/decoder call, the last chunk padded (default
                           8 on a CPU, 32 on a GPU); part of the protocol: images depend on it
@@ -39,7 +40,8 @@ Keys (KEY=VALUE):
                           part of the protocol when on
 \b
 Re-running the same command resumes: finished images and scores are reused.
-Multi-process: accelerate launch --num_processes N [--cpu] -m mubench run ...
+Multi-process: accelerate launch --num_processes N -m mubench run ... (GPUs);
+torchrun --standalone --nproc_per_node N -m mubench run ... (CPUs)
 """
 
 
