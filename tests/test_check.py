@@ -258,3 +258,24 @@ def test_baseline_write_refuses_tolerances_check_could_not_use(tmp_path, capsys)
     mine.write_text(json.dumps({"entries": [], "tolerances": {}, "mine": 1}))
     code, _, err = call(capsys, "baseline", "--write", str(mine), f"results={run}")
     assert code == 2 and json.loads(mine.read_text())["mine"] == 1, err
+
+
+def test_tolerance_arithmetic_of_each_kind():
+    """What each kind allows, on values where a wrong formula gives another number (a negative value, a CI)."""
+    from mubench.check import EXACT_REL
+
+    assert Tolerance("rel", 0.1).allowed({"value": -20.0}) == pytest.approx(2.0)  # |value|: never a negative bound
+    assert Tolerance("ci", 2.0).allowed({"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}) == pytest.approx(0.2)
+    assert Tolerance("abs", 0.0).allowed({"value": 1e6}) == pytest.approx(EXACT_REL * 1e6)  # bits, not a change
+
+
+def test_check_takes_the_newest_current_run_and_nan_is_a_regression():
+    base = make_baseline([fake_results("sd", {"clip": 0.5, "fid": 10.0}, created="2026-01-01T00:00:00+00:00")],
+                         {"*": "abs:0.01"})
+    older = fake_results("sd", {"clip": 0.1, "fid": 10.0}, created="2026-01-02T00:00:00+00:00")
+    newer = fake_results("sd", {"clip": 0.5, "fid": 10.0}, created="2026-01-03T00:00:00+00:00")
+    for runs in ([older, newer], [newer, older]):  # whatever order they are found in
+        assert not compare(base, runs).failed
+    nan = fake_results("sd", {"clip": float("nan"), "fid": 10.0}, created="2026-01-04T00:00:00+00:00")
+    [finding] = [f for f in compare(base, [nan]).findings if f.metric == "clip"]
+    assert finding.status == "REGRESSED"

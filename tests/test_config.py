@@ -123,3 +123,17 @@ def test_a_file_in_the_working_folder_does_not_shadow_a_shipped_spec(regs, tmp_p
     assert resolve(["method=random-mask"], regs).method.source.endswith("methods/random-mask.yaml")
     mine = resolve(["method=./random-mask"], regs).method  # a path says it is one
     assert mine.params.ratio == 0.25 and resolve(["method=random-mask"], regs).method.params.ratio != 0.25
+
+
+def test_every_part_of_an_image_seed_matters_and_a_value_may_hold_equals_signs():
+    import hashlib
+
+    from mubench.seeding import image_seed
+
+    seeds = {image_seed(r, s, p, j) for r in (0, 1) for s in ("micro", "coco") for p in ("a/1", "a/2") for j in (0, 1)}
+    assert len(seeds) == 16  # run seed, suite, prompt id and image index each change the stream
+    blob = "3\x1fmicro\x1fcoco/0001\x1f2".encode()  # the documented derivation, as a golden value
+    assert image_seed(3, "micro", "coco/0001", 2) == int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") \
+        & ((1 << 63) - 1)
+    assert [(k, str(v)) for k, v in parse_overrides(["suite.prompt=a=b", "out=x=y=z"])] == [
+        ("suite.prompt", "a=b"), ("out", "x=y=z")]  # the first = splits key from value
