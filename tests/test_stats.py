@@ -232,3 +232,17 @@ def test_fid_against_one_fixed_reference_equals_the_general_route():
                  ref=ref)
     ones = np.ones((3, 80))
     np.testing.assert_allclose(u.evaluate(x, ones), fid_from_features(x, ref), rtol=1e-7)
+
+
+def test_random_relabellings_set_their_own_floor_on_p():
+    """30 prompts (exact floor 2 / 2^30) but 19 random relabellings: p cannot go below 1/20 = alpha, so the metric is
+    untestable at alpha 0.05 (the boundary belongs to 'untestable'), and testable once the relabellings allow it."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.5, 0.05, 30)
+    a, b = mean_units(base), mean_units(base + 0.2)
+    r = compare_units("clip", a, b, resamples=0, permutations=19)
+    r.decide(0.05)
+    assert r.min_p == pytest.approx(1 / 20) and not r.testable and not r.significant
+    r = compare_units("clip", a, b, resamples=0, permutations=2000)
+    r.decide(0.05)
+    assert r.testable and r.significant
