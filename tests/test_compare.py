@@ -313,3 +313,21 @@ def test_an_interrupted_replicate_group_says_which_seeds_never_finished(tmp_path
     assert "replicate group with 1 of 3 runs (seeds [0]; 1, 2 never finished)" in out
     code, out, err = call(capsys, "compare", "sd", "lora", f"store={path}", "--json")
     assert json.loads(out)["a"]["seeds_missing"] == [1, 2] and json.loads(out)["b"]["seeds_missing"] == []
+
+
+def test_a_baseline_row_below_the_row_it_marks_and_a_row_without_units(tmp_path, capsys):
+    """▲ / ▼ say the row's side whatever the row order (the baseline may come after it), and no row is bold where
+    another row of the column has a value but no per-unit data (it could not be tested against it)."""
+    base = np.linspace(0.2, 0.4, N)
+    spec = tmp_path / "t.yaml"
+    spec.write_text("rows: [lora, sd]\ncolumns: [clip]\n")
+    path = _table_store(tmp_path / "a.sqlite", [("sd", "micro", base), ("lora", "micro", base + 0.05)])
+    code, out, err = call(capsys, "report", f"store={path}", f"table={spec}", "baseline=sd")
+    assert code == 0, err
+    [lora] = [line for line in out.splitlines() if line.startswith("| lora")]
+    assert "▲" in lora and "▼" not in lora
+    with Store(path) as st:  # a third row with a value and no unit data
+        st.record_run(fake_results("dropout", {"clip": 0.1}, model="micro", n=N))
+    code, out, err = call(capsys, "report", f"store={path}")
+    assert code == 0, err
+    assert "**" not in out and "No paired test (rows without per-unit data): clip" in out
