@@ -249,6 +249,13 @@ def test_a_pooled_metric_without_unit_data_counts_every_run_s_n():
     rep, _ = pooled_result(runs, units)
     assert rep["metrics"]["spread"]["value"] == pytest.approx(2.5) and rep["metrics"]["spread"]["n"] == 2 * N
     assert rep["metrics"]["clip"]["n"] == 2 * N
+    # a metric with unit data: value and CI come from the pooled units, not from one run
+    from mubench.stats.paired import unit_ci
+    from mubench.stats.units import pool
+
+    assert rep["metrics"]["clip"]["value"] == pytest.approx(1.0)  # the mean of 0.5 and 1.5 over both runs' units
+    low, high = unit_ci(pool([units[0]["clip"], units[1]["clip"]]))
+    assert (rep["metrics"]["clip"]["ci_low"], rep["metrics"]["clip"]["ci_high"]) == pytest.approx((low, high))
 
 
 def _table_store(path, runs):

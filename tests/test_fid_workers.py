@@ -55,6 +55,9 @@ def test_num_workers_is_in_no_cache_key_or_protocol():
     other_device = _scorer(0)
     other_device.ctx = replace(other_device.ctx, device=torch.device("meta"))
     assert scorer_key(other_device) != scorer_key(a)  # so do the device type and dtype it scores on
+    other_weights = _scorer(0)
+    other_weights.weights_hash = lambda: "another-checkpoint"
+    assert scorer_key(other_weights) != scorer_key(a)  # and the weights it scores with
 
 
 def test_defaults_and_bad_values(files, tmp_path):

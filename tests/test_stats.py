@@ -84,6 +84,7 @@ def test_swap_patterns_are_exact_for_few_clusters_and_swap_whole_prompts():
 def test_holm_matches_the_step_down_by_hand():
     assert holm([0.01, 0.04, 0.03, None]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06), None]
     assert holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert holm([0.5, 0.6, 0.9]) == [pytest.approx(1.0)] * 3  # 3 x 0.5 = 1.5: an adjusted p is at most 1
 
 
 def test_permutation_p_counts_the_observed_labelling():
