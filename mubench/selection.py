@@ -237,9 +237,12 @@ def warn_hidden_settings(found: Sequence[dict[str, Any]], everything: Sequence[d
     def key(r: dict[str, Any]) -> tuple:
         return r.get("suite"), r.get("method"), r.get("model"), r.get("protocol_hash")
 
+    by_key: dict[tuple, list[dict[str, Any]]] = {}
+    for x in everything:
+        by_key.setdefault(key(x), []).append(x)
     for r in found:
         mine = _settings(r)
-        changes = [c for x in everything if key(x) == key(r) for c in [_setting_changes(_settings(x), mine)] if c]
+        changes = [c for c in (_setting_changes(_settings(x), mine) for x in by_key.get(key(r), [])) if c]
         if changes:
             warnings.warn(f"{r.get('method')} on {r.get('suite')}/{r.get('model')}: the newest run "
                           f"({str(r.get('run_id'))[:12]}) hides {len(changes)} older run(s) with other settings "

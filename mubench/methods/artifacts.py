@@ -103,8 +103,9 @@ def train_command(method_name: str, model_name: Optional[str], data: Optional[st
         f"mubench train method={method_name} model={model_name or 'MODEL'}"
     if data:
         command += f" data={data}"
-    if base_dtype(bundle) != "float32":
-        command += f" dtype={base_dtype(bundle)}"
+    dtype = base_dtype(bundle)
+    if dtype != "float32":
+        command += f" dtype={dtype}"
     return command
 
 

@@ -68,6 +68,7 @@ def check_build_recipe(work: Path, recipe: dict[str, Any]) -> None:
     from ..config import to_plain
     from ..errors import UsageError
     from ..fsutil import atomic_write_text
+    from ..protocols import protocol_diff
     from ..train.loop import list_checkpoints
 
     plain = json.loads(json.dumps(to_plain(recipe), sort_keys=True))
@@ -85,7 +86,7 @@ def check_build_recipe(work: Path, recipe: dict[str, Any]) -> None:
                              f"({path}; an older mubench did not write one): resuming could ship their weights under "
                              f"another recipe; {start_over}")
 
-        differ = _differences(saved, plain)
+        differ = protocol_diff(saved, plain)
         raise UsageError(f"{work} holds checkpoints of another recipe ({'; '.join(differ)}); resuming would ship "
                          f"their weights under a manifest claiming this one: build with the recorded values to "
                          f"resume (recorded in {path}), or {start_over}")
@@ -93,22 +94,15 @@ def check_build_recipe(work: Path, recipe: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(plain, indent=1, sort_keys=True) + "\n")
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key: old -> new`` for each differing key (nested dicts by their own keys; long values shortened)."""
-    def short(v: Any) -> str:
-        text = json.dumps(v, sort_keys=True)
-        return text if len(text) <= 60 else text[:57] + "..."
+def build_recipe(params: Any, skip: tuple[str, ...], configs: dict[str, Any], tcfg: Any) -> dict[str, Any]:
+    """What decides a build's checkpoints: its build parameters but ``skip`` (the step count, the time box, what only
+    logs or evaluates), the model configs and the trainer's weight-deciding settings (:func:`check_build_recipe`)."""
+    from dataclasses import asdict
 
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}: {short(a)} -> {short(b)}")
-    return out
+    from ..train.loop import weight_fields
+
+    return {**{k: v for k, v in asdict(params).items() if k not in skip}, "configs": configs,
+            "train_config": {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}}
 
 
 def versions() -> dict[str, str]:

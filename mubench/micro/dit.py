@@ -37,8 +37,8 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
-from .build_common import (BuildLog, check_build_recipe, clip_fid, evaluate_bundle, pair_counts, real_reference_images,
-                           save_safetensors, versions)
+from .build_common import (BuildLog, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
+                           real_reference_images, save_safetensors, versions)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -151,6 +151,11 @@ class ClassDiffusionLoss:
                               min_snr_gamma=self.min_snr_gamma)
 
 
+# DiTBuildParams fields that do not decide the checkpoints (the step count and time box a time-boxed build resumes
+# with changed, and what only logs or evaluates)
+NOT_DIT_RECIPE = ("steps", "max_train_minutes", "checkpoint_every", "log_every", "eval_per_class", "eval_seed")
+
+
 @dataclass
 class DiTBuildParams:
     """The micro-dit build recipe (recorded in the manifest)."""
@@ -231,11 +236,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
                        weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
-    from ..train.loop import weight_fields
-
-    skip = ("steps", "max_train_minutes", "checkpoint_every", "log_every", "eval_per_class", "eval_seed")
-    check_build_recipe(work, {**{k: v for k, v in asdict(p).items() if k not in skip}, "configs": configs,
-                              "train_config": {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}})
+    check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))
     deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
     stopped_at = None
 

@@ -38,7 +38,7 @@ from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss, train
 from . import data as D
 from .assets import MANIFEST, sha256_file
-from .build_common import (BuildLog, Prompt, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
+from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
                            real_reference_images, save_safetensors, versions)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
@@ -116,15 +116,6 @@ def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.clone()
-
-
-def unet_recipe(p: BuildParams, configs: dict[str, Any], tcfg: TrainConfig) -> dict[str, Any]:
-    """What decides the checkpoints in ``.build/checkpoints`` (recorded there: :func:`check_build_recipe`)."""
-    from ..train.loop import weight_fields
-
-    train_cfg = {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}
-    return {**{k: v for k, v in asdict(p).items() if k not in NOT_UNET_RECIPE}, "train_config": train_cfg,
-            "configs": configs}
 
 
 def clip_cache_name(p: BuildParams) -> str:
@@ -211,7 +202,7 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
                        weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
-    check_build_recipe(work, unet_recipe(p, configs, tcfg))
+    check_build_recipe(work, build_recipe(p, NOT_UNET_RECIPE, configs, tcfg))
     deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
     stop = {"at": None}
 
