@@ -279,3 +279,14 @@ def test_check_takes_the_newest_current_run_and_nan_is_a_regression():
     nan = fake_results("sd", {"clip": float("nan"), "fid": 10.0}, created="2026-01-04T00:00:00+00:00")
     [finding] = [f for f in compare(base, [nan]).findings if f.metric == "clip"]
     assert finding.status == "REGRESSED"
+
+
+def test_a_baseline_snapshots_the_newest_run_of_each_method_whatever_the_order():
+    older = fake_results("sd", {"clip": 0.1}, created="2026-01-02T00:00:00+00:00")
+    newer = fake_results("sd", {"clip": 0.5}, created="2026-01-03T00:00:00+00:00")
+    other = fake_results("lora", {"clip": 0.7}, created="2026-01-01T00:00:00+00:00")
+    for runs in ([older, newer, other], [newer, other, older]):
+        entries = {e["method"]: e for e in make_baseline(runs)["entries"]}
+        assert sorted(entries) == ["lora", "sd"]
+        assert entries["sd"]["run_id"] == newer["run_id"] and entries["sd"]["metrics"]["clip"]["value"] == 0.5
+        assert entries["lora"]["run_id"] == other["run_id"]

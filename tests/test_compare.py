@@ -338,3 +338,33 @@ def test_a_baseline_row_below_the_row_it_marks_and_a_row_without_units(tmp_path,
     code, out, err = call(capsys, "report", f"store={path}")
     assert code == 0, err
     assert "**" not in out and "No paired test (rows without per-unit data): clip" in out
+
+
+def _marked_table(base, others):
+    """A one-column table: sd (values ``base``) and one row per entry of ``others``, marks against sd."""
+    from mubench.report.marks import apply_marks
+    from mubench.report.table import Cell, Column, Row, Table
+
+    names = ["sd", "lora", "dropout", "random-mask"][: 1 + len(others)]
+    values = [np.asarray(base, float)] + [np.asarray(v, float) for v in others]
+    units = {f"run-{k}": {"clip": fake_units(v)} for k, v in enumerate(values)}
+    table = Table(caption=None, label=None, rows=[Row(m, "micro", m) for m in names],
+                  columns=[Column("clip", "CLIP", "micro", "proto-a", "a", True, ".3f")],
+                  cells={(k, 0): Cell(float(v.mean()), None, None, len(v), f"run-{k}") for k, v in enumerate(values)},
+                  protocols={"a": "micro"}, notes=[])
+    return apply_marks(table, units, baseline="sd")
+
+
+def test_baseline_marks_are_holm_corrected_over_the_rows_compared_with_the_baseline():
+    """The family of the ▲ / ▼ marks is the column's rows against the baseline, not every pair of the column (bold's
+    family) and not each row alone."""
+    base = np.zeros(6)
+    # 6 prompts all better: exact p = 2/64 = 0.031 — marked alone, not once a second row doubles it (Holm 0.0625)
+    assert _marked_table(base, [base + 1]).marks == {(1, 0): "▲"}
+    assert _marked_table(base, [base + 1, base + 1]).marks == {}
+    # 8 prompts: exact p = 6/256 = 0.023 per row; Holm over the 2 baseline rows 0.047 (marked), over all 3 pairs of
+    # the column (the two rows tie, p 1) it would be 0.070
+    base = np.zeros(8)
+    d = np.array([-1.0, 3.0, 2.0, 3.0, 1.0, 2.0, 3.0, 2.0])
+    assert _marked_table(base, [base + d, base + d]).marks == {(1, 0): "▲", (2, 0): "▲"}
+    assert _marked_table(base, [base - d, base + d]).marks == {(1, 0): "▼", (2, 0): "▲"}

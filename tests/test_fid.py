@@ -148,6 +148,7 @@ def test_bad_inputs():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # the singular product is the point
 def test_singular_product_falls_back_to_eps_offset():
     # rank-1 covariances: the product's root is degenerate; the result must stay finite and close to the truth
     v = np.array([1.0, 0.0, 0.0])
@@ -177,3 +178,23 @@ def test_reference_cache_roundtrip_and_key_isolation(tmp_path):
         assert cache.get(other) is None
     assert cache.path(RefStatsKey("abc123", "clean", "inception:sha256:00", 512, "bicubic")) == path
     assert key.digest() == "086df38eb93bcd521a699cf8"  # the default's key is the one made before resample existed
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # n = d: the covariance has rank d - 1
+def test_as_many_images_as_feature_dimensions_is_enough():
+    exact, big = FIDStats.from_features(_features(16, 16, 3)), FIDStats.from_features(_features(40, 16, 9))
+    assert np.isfinite(fid_from_stats(exact, big, imag_tol=None))  # n == d: not refused (n < d is)
+    with pytest.raises(UsageError, match="15 images but the features have 16"):
+        fid_from_stats(FIDStats.from_features(_features(15, 16, 3)), big)
+
+
+def test_an_imaginary_root_is_refused_beyond_its_tolerance_and_dropped_below_it():
+    # sigma1 = diag(-1, 4) is not a covariance: (sigma1 sigma2)^1/2 = diag(i, 2), an imaginary diagonal of 1
+    with pytest.raises(ValueError, match="imaginary diagonal component of 1 "):
+        frechet_distance(np.zeros(2), np.diag([-1.0, 4.0]), np.zeros(2), np.eye(2))
+    # imag_tol=None keeps the real part: 3 + 2 - 2 * (0 + 2)
+    assert frechet_distance(np.zeros(2), np.diag([-1.0, 4.0]), np.zeros(2), np.eye(2), imag_tol=None) == \
+        pytest.approx(1.0, abs=1e-12)
+    # a rounding-sized imaginary part (1e-4 < imag_tol 1e-3) is dropped silently: (4 - 1e-8) + 2 - 2 * 2
+    assert frechet_distance(np.zeros(2), np.diag([-1e-8, 4.0]), np.zeros(2), np.eye(2)) == \
+        pytest.approx(2.0, abs=1e-7)

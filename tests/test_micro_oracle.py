@@ -103,3 +103,56 @@ def test_bindings(oracle):
     assert oracle.bindings(found, phrases) == [True, False]
     phrases, _ = S.parse_caption("a striped square and a solid triangle")
     assert oracle.bindings(found, phrases) == [True, False]
+
+
+def test_detections_come_largest_first_then_top_to_bottom(oracle):
+    """GenEval judges the top-confidence objects; here the largest stand for them, so the order is part of the
+    rules (a phrase keeps its top-``count`` objects by area)."""
+    small = S.MicroObject("circle", "red", "solid", 10, 8.0, 8.0)
+    large = S.MicroObject("square", "blue", "solid", 14, 22.0, 22.0)
+    img = S.render(S.Scene((small, large), (235, 235, 235), "", "two"))
+    found = oracle.detect(img)
+    assert [f.shape for f in found] == ["square", "circle"] and found[0].area > found[1].area
+    # equal areas: the upper object first, then the one further left
+    same = [S.MicroObject("square", color, "solid", 10, x, y)
+            for color, x, y in (("green", 24.0, 6.0), ("red", 6.0, 24.0), ("blue", 6.0, 6.0))]
+    found = oracle.detect(S.render(S.Scene(tuple(same), (235, 235, 235), "", "count")))
+    assert [f.color for f in found] == ["blue", "green", "red"]
+
+
+def test_a_phrase_cannot_reuse_an_object_an_earlier_phrase_kept(oracle):
+    one = [det("circle", "red", 10, 10, 10)]
+    ok, why = oracle.evaluate(one, (S.Phrase("circle", "red"), S.Phrase("circle")))
+    assert not ok and why == "expected circle>=1, found 0"
+    # a phrase keeps the objects with its own attributes first, then the largest
+    both = [det("circle", "red", 6, 6, 10), det("circle", "blue", 24, 24, 8)]
+    assert oracle.evaluate(both, (S.Phrase("circle", "blue"), S.Phrase("circle", "red")))[0]
+
+
+def test_a_relation_holds_for_every_kept_pair(oracle):
+    # two circles must both be left of the square: one of them is not
+    objs = [det("circle", "red", 6, 16), det("circle", "red", 28, 4), det("square", "blue", 22, 16)]
+    phrases = (S.Phrase("circle", "red", count=2), S.Phrase("square", "blue"))
+    ok, why = oracle.evaluate(objs, phrases, "left of")
+    assert not ok and why.startswith("expected circle left of square, found ") and why.count("expected") == 1
+    objs[1] = det("circle", "red", 6, 4)
+    assert oracle.evaluate(objs, phrases, "left of")[0]
+
+
+def test_bindings_count_the_objects_a_phrase_needs(oracle):
+    two = [det("circle", "red", 6, 6), det("circle", "red", 24, 24), det("circle", "blue", 6, 24)]
+    assert oracle.bindings(two, (S.Phrase("circle", "red", count=2),)) == [True]
+    assert oracle.bindings(two, (S.Phrase("circle", "blue", count=2),)) == [False]
+    assert oracle.bindings(two, (S.Phrase("circle", count=3),)) == [True]
+
+
+def test_binding_judges_the_largest_object_of_the_key_attribute(oracle):
+    found = [det("circle", "blue", 10, 10, 10), det("circle", "red", 24, 24, 6), det("square", "red", 4, 26, 4)]
+    assert oracle.binding(found, S.Phrase("circle", "blue"), "shape", "color") == (True, "")
+    assert oracle.binding(found, S.Phrase("circle", "red"), "shape", "color") == (
+        False, "the circle object is blue, expected red")
+    assert oracle.binding(found, S.Phrase("triangle", "red"), "shape", "color") == (False, "no triangle object")
+    assert oracle.binding(found, S.Phrase("square", "red", "striped"), "color", "fill") == (
+        False, "the red object is solid, expected striped")  # by colour: the red circle (6 px) beats the square
+    with pytest.raises(ValueError, match="names no color"):
+        oracle.binding(found, S.Phrase("circle"), "shape", "color")

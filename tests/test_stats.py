@@ -247,3 +247,40 @@ def test_random_relabellings_set_their_own_floor_on_p():
     r = compare_units("clip", a, b, resamples=0, permutations=2000)
     r.decide(0.05)
     assert r.testable and r.significant
+
+
+def test_fid_bootstrap_draws_are_recentred_on_the_estimate():
+    """Resamples with duplicate images bias FID upwards; the shift removes that bias (moves the draws' mean onto the
+    estimate) and keeps their spread."""
+    from mubench.stats.resample import percentile_ci
+
+    draws = np.arange(100.0) + 50.0  # mean 99.5, estimate 10: biased by +89.5
+    lo, hi = percentile_ci(draws, 10.0, shift=True)
+    assert (lo, hi) == pytest.approx((np.percentile(draws, 2.5) - 89.5, np.percentile(draws, 97.5) - 89.5))
+    assert lo < 10.0 < hi
+    assert percentile_ci(draws, 10.0) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))  # no shift
+
+
+def test_pooled_replicates_are_resampled_within_each_drawn_prompt():
+    """Two-stage bootstrap: a prompt drawn k times carries k x (number of replicates) replicate draws."""
+    prompts = np.array(["p0", "p1", "p2", "p0", "p1", "p2"])
+    cl = Clusters.of(prompts, replicate=np.array([0, 0, 0, 1, 1, 1]))
+    w = bootstrap_weights(cl, 2000, seed=5)
+    assert np.all(w.sum(1) == 6)  # 3 prompts drawn x 2 replicate draws each
+    pair_sum = w[:, :3] + w[:, 3:]
+    assert np.all(pair_sum % 2 == 0)  # each draw of a prompt adds two replicate draws to it
+    assert np.any(w[:, :3] != w[:, 3:])  # the replicates of a prompt are weighted apart (second stage)
+    assert (w == 0).any(axis=0).all() and (w > 0).any(axis=0).all()  # each unit is sometimes left out, sometimes in
+    assert np.abs(w.mean(0) - 1.0).max() < 0.1  # unbiased: each unit weighs 1 on average
+    one = bootstrap_weights(Clusters.of(prompts[:3]), 200, seed=5)
+    assert np.all(one.sum(1) == 3)
+
+
+def test_runs_without_image_seeds_never_claim_shared_noise():
+    x = np.random.default_rng(3).random(20)
+    unseeded = np.full(20, -1)
+    r = compare_units("clip", mean_units(x, seeds=unseeded), mean_units(x + 0.1, seeds=unseeded.copy()),
+                      resamples=0, permutations=100)
+    assert not r.shared_noise and r.units == 20
+    r = compare_units("clip", mean_units(x), mean_units(x + 0.1), resamples=0, permutations=100)
+    assert r.shared_noise
