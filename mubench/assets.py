@@ -262,6 +262,20 @@ def file_sha256(path: Path, use_cache: bool = True) -> str:
     return digest
 
 
+def weights_files_hash(*folders: Path) -> str:
+    """The weights ``from_pretrained`` loads from transformers folders, as one text: the first 16 hex digits of each
+    weight file's sha256 in name order, folder by folder: its ``*.safetensors`` files, or where it has none its
+    ``*.bin`` files. It stands for the folders in protocols and score keys (their paths do not), so a folder with
+    neither is refused rather than hashed to nothing."""
+    parts = []
+    for folder in map(Path, folders):
+        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+        if not files:
+            raise AssetError(f"{folder} holds no *.safetensors or *.bin weights")
+        parts += [file_sha256(f)[:16] for f in files]
+    return ",".join(parts)
+
+
 def _problem(asset: Asset, path: Path, verify: bool) -> Optional[str]:
     """Why ``path`` is not a usable copy of ``asset`` (None when it is)."""
     if asset.kind == "folder":

@@ -113,13 +113,20 @@ class ResolvedConfig:
 #: dataclass field metadata of a setting that changes how fast a result is computed, never the result (e.g. FID's
 #: ``num_workers``): left out of protocols and cache keys by ``to_plain(..., results_only=True)``
 SPEED_ONLY = {"speed_only": True}
+#: dataclass field metadata of a path that says where a file is, never what it holds: its content is pinned elsewhere
+#: in the same protocol or key (an asset's sha256 checked on load, a scorer's weights hash, COCO's selection manifest,
+#: the reference batch's sha256). ``to_plain(..., results_only=True)`` records it as null, as if left at its default,
+#: so the same data mounted elsewhere keeps its protocol and its cached scores.
+LOCATION_ONLY = {"location_only": True}
 
 
 def to_plain(obj: Any, results_only: bool = False) -> Any:
-    """Dataclasses (nested) → plain JSON-able dicts; ``results_only`` drops the :data:`SPEED_ONLY` fields."""
+    """Dataclasses (nested) → plain JSON-able dicts; ``results_only`` drops the :data:`SPEED_ONLY` fields and
+    nulls the :data:`LOCATION_ONLY` ones."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name), results_only) for f in dataclasses.fields(obj)
-                if not (results_only and f.metadata.get("speed_only"))}
+        return {f.name: None if results_only and f.metadata.get("location_only") else
+                to_plain(getattr(obj, f.name), results_only)
+                for f in dataclasses.fields(obj) if not (results_only and f.metadata.get("speed_only"))}
     if isinstance(obj, dict):
         return {str(k): to_plain(v, results_only) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

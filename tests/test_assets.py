@@ -166,3 +166,25 @@ def test_a_built_in_suite_needs_nothing_and_that_is_not_an_error(home):
     assert res.exit_code == 0 and "no external files needed" in res.output
     res = runner.invoke(_cli(), ["verify", "suite=toy", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout) == []
+
+
+def test_a_transformers_folder_is_hashed_by_the_weights_from_pretrained_loads(home, tmp_path):
+    """The weights hash stands for a scorer's folder in protocols and score keys (its path does not): a folder of
+    ``.bin`` weights must hash to its files, not to nothing, and a folder without weights is refused."""
+    def sha16(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    old, new, empty = tmp_path / "old", tmp_path / "new", tmp_path / "empty"
+    for d in (old, new, empty):
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+    (old / "pytorch_model.bin").write_bytes(b"bin weights")
+    (new / "model-00002-of-00002.safetensors").write_bytes(b"second")
+    (new / "model-00001-of-00002.safetensors").write_bytes(b"first")
+    (new / "pytorch_model.bin").write_bytes(b"not loaded: safetensors win")
+    assert A.weights_files_hash(old) == sha16(old / "pytorch_model.bin")
+    shards = [sha16(new / f"model-0000{k}-of-00002.safetensors") for k in (1, 2)]
+    assert A.weights_files_hash(new) == ",".join(shards)
+    assert A.weights_files_hash(new, old) == ",".join(shards + [sha16(old / "pytorch_model.bin")])
+    with pytest.raises(AssetError, match="holds no"):
+        A.weights_files_hash(empty)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mubench.config import parse_overrides, plain, resolve
+from mubench.config import parse_overrides, plain, resolve, to_plain
 from mubench.errors import UsageError
 from mubench.registry import load_registries
 
@@ -137,3 +137,17 @@ def test_every_part_of_an_image_seed_matters_and_a_value_may_hold_equals_signs()
         & ((1 << 63) - 1)
     assert [(k, str(v)) for k, v in parse_overrides(["suite.prompt=a=b", "out=x=y=z"])] == [
         ("suite.prompt", "a=b"), ("out", "x=y=z")]  # the first = splits key from value
+
+
+def test_protocols_and_keys_null_a_data_location_and_drop_a_speed_setting():
+    """A path whose content is pinned elsewhere (LOCATION_ONLY) is recorded as null, as at its default: the same data
+    mounted elsewhere keeps its protocol; a speed-only setting is left out; every other field stays as set."""
+    from mubench.scorers.fid_features import FidFeaturesParams
+    from mubench.suites.compbench import CompBenchParams
+
+    moved = to_plain(CompBenchParams(prompts_dir="/mnt/b/t2i", images_per_prompt=3), results_only=True)
+    assert moved == to_plain(CompBenchParams(images_per_prompt=3), results_only=True)
+    assert moved["prompts_dir"] is None and moved["images_per_prompt"] == 3
+    assert to_plain(CompBenchParams(prompts_dir="/mnt/b/t2i"))["prompts_dir"] == "/mnt/b/t2i"  # the config keeps it
+    fid = to_plain(FidFeaturesParams(weights="/w/inception.pt", num_workers=4, resolution=256), results_only=True)
+    assert fid["weights"] is None and "num_workers" not in fid and fid["resolution"] == 256

@@ -79,6 +79,17 @@ def test_coco_end_to_end(tmp_path):
     metrics = _results(out)["metrics"]
     assert {"fid", "clip", "clip_x100"} <= set(metrics)
     assert metrics["fid"]["higher_is_better"] is False and metrics["fid"]["n"] == 4
+    # the same data mounted elsewhere: the same protocol (the selection manifest pins the captions), the same numbers
+    moved = tmp_path / "mnt"
+    shutil.copytree(img_dir, moved / "val2017")
+    shutil.copyfile(cap, moved / "captions_val2017.json")
+    proc = run_cli("run", "suite=coco", "limit=4", f"suite.captions={moved / 'captions_val2017.json'}",
+                   f"suite.images={moved / 'val2017'}", "suite.fid.resolution=32", "suite.fid_force=true", *TINY,
+                   "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(proc.stdout)
+    assert again["protocol_hash"] == _results(out)["protocol_hash"] and again["metrics"] == metrics
+    assert again["config"]["suite"]["params"]["images"] == str(moved / "val2017")  # the config says where it was
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -19,12 +19,13 @@ seeded random 16 → 10 "classifier"; the resizing and the rest are unchanged. P
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError
 from ..suites.base import PromptItem
 from .base import Scorer, ScorerContext
@@ -35,7 +36,8 @@ RANDOM_CLASSES = 10
 
 @dataclass
 class AdmInceptionParams:
-    weights: Optional[str] = None  # the TorchScript inception-2015-12-05.pt (else $MUBENCH_HOME assets, /tmp)
+    # the TorchScript inception-2015-12-05.pt (else $MUBENCH_HOME assets, /tmp)
+    weights: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     batch_size: int = 64  # the ADM evaluator's batch
 
 

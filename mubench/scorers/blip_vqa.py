@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError, UsageError
 from ..suites.base import PromptItem
 from .base import Scorer, ScorerContext
@@ -36,7 +37,8 @@ _STRIP = re.compile(r"[.!\"()*#:;~]")
 
 @dataclass
 class BlipVqaParams:
-    path: Optional[str] = None  # local transformers folder (else $MUBENCH_HOME/assets or the HF cache)
+    # local transformers folder (else $MUBENCH_HOME/assets or the HF cache)
+    path: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     image_size: int = 480
     np_num: int = 8  # phrases per prompt that are asked (the reference's default since 2023-12-02; 2 before)
     decimals: Optional[int] = 4  # the reference formats each p and each image score with 4 decimals
@@ -145,10 +147,9 @@ class BlipVqa(Scorer):
             raise AssetError(f"cannot load BLIP VQA from {path}: {err}") from None
         if len(tok) < 1000:
             raise AssetError(f"the tokenizer in {path} has only {len(tok)} tokens; its vocabulary files are missing")
-        from ..assets import file_sha256
+        from ..assets import weights_files_hash
 
-        weights = sorted(Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*.bin"))
-        self._weights_hash = ",".join(file_sha256(w)[:16] for w in weights)
+        self._weights_hash = weights_files_hash(Path(path))
         return model, tok
 
     def weights_hash(self) -> str:

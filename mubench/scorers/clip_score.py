@@ -9,11 +9,12 @@ scorer stores the raw cosine; the suite reports it raw (as the paper) and as tor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError
 from ..suites.base import PromptItem
 from .base import Scorer, ScorerContext
@@ -21,7 +22,8 @@ from .base import Scorer, ScorerContext
 
 @dataclass
 class ClipScoreParams:
-    path: Optional[str] = None  # local transformers CLIP folder (else assets / HF cache)
+    # local transformers CLIP folder (else assets / HF cache)
+    path: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     backbone: str = "openai/clip-vit-large-patch14"  # recorded name of the weights
     prefix: str = ""
     batch_size: int = 32
@@ -44,7 +46,7 @@ class ClipScore(Scorer):
         else:
             from transformers import AutoTokenizer, CLIPModel
 
-            from ..assets import file_sha256, require
+            from ..assets import require, weights_files_hash
 
             path = require("clip-vit-l-14", params.path)
             try:
@@ -55,7 +57,7 @@ class ClipScore(Scorer):
                 raise AssetError(f"cannot load CLIP from {path}: {err}") from None
             if len(self.tokenizer) < 1000:
                 raise AssetError(f"the CLIP tokenizer in {path} has only {len(self.tokenizer)} tokens")
-            self._hash = ",".join(file_sha256(f)[:16] for f in sorted(path.glob("*.safetensors")))
+            self._hash = weights_files_hash(path)
         self.model.to(ctx.device).eval()
 
     def weights_hash(self) -> str:

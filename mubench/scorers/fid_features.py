@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import SPEED_ONLY
+from ..config import LOCATION_ONLY, SPEED_ONLY
 from ..errors import AssetError, UsageError
 from ..suites.base import PromptItem
 from .base import Scorer, ScorerContext
@@ -42,7 +42,8 @@ _RESAMPLE = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS, "bilinear": Ima
 @dataclass
 class FidFeaturesParams:
     protocol: str = "clean"  # clean | legacy_pytorch
-    weights: Optional[str] = None  # local Inception file (else $MUBENCH_HOME/assets, the reference tool's cache)
+    # local Inception file (else $MUBENCH_HOME/assets, the reference tool's cache)
+    weights: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     resolution: int = 512  # centre-crop + resize side shared by reference and generated images
     resample: str = "bicubic"  # PIL filter of that resize: bicubic | lanczos | bilinear | box
     batch_size: int = 32

@@ -18,13 +18,14 @@ The rules themselves live in :mod:`mubench.suites.geneval_rules`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError, UsageError
 from ..suites.base import PromptItem
 from ..suites.geneval_rules import COLORS, OBJECT_NAMES, Detection, RuleParams, judge
@@ -37,8 +38,10 @@ TEMPLATES = ("a photo of a {c} {cls}", "a photo of a {c}-colored {cls}", "a phot
 
 @dataclass
 class GenEvalDetectorParams:
-    detector_path: Optional[str] = None  # transformers Mask2Former folder (else assets / HF cache)
-    clip_path: Optional[str] = None  # transformers CLIP ViT-L/14 folder (else assets / HF cache)
+    # transformers Mask2Former folder (else assets / HF cache)
+    detector_path: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
+    # transformers CLIP ViT-L/14 folder (else assets / HF cache)
+    clip_path: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     threshold: float = 0.3
     counting_threshold: float = 0.9
     max_objects: int = 16
@@ -225,7 +228,7 @@ class GenEvalDetector(Scorer):
     def _load(self, params: GenEvalDetectorParams):
         from transformers import AutoTokenizer, CLIPModel, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
 
-        from ..assets import file_sha256, require
+        from ..assets import require, weights_files_hash
 
         det_path = require("mask2former-hf", params.detector_path)
         clip_path = require("clip-vit-l-14", params.clip_path)
@@ -238,8 +241,7 @@ class GenEvalDetector(Scorer):
             raise AssetError(f"cannot load the GenEval detector or CLIP: {err}") from None
         if len(tok) < 1000:
             raise AssetError(f"the CLIP tokenizer in {clip_path} has only {len(tok)} tokens; its files are missing")
-        files = sorted(det_path.glob("*.safetensors")) + sorted(clip_path.glob("*.safetensors"))
-        self._hash = ",".join(file_sha256(f)[:16] for f in files)
+        self._hash = weights_files_hash(det_path, clip_path)
         return model, processor, clip, tok
 
     def weights_hash(self) -> str:

@@ -17,12 +17,13 @@ model-config format) replaces ViT-H-14 by another architecture, e.g. a tiny one 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError, UsageError
 from .base import ScorerContext
 from .rewards import RewardScorer, clip_preprocess, resolve_precision
@@ -30,7 +31,8 @@ from .rewards import RewardScorer, clip_preprocess, resolve_precision
 
 @dataclass
 class HPSv2Params:
-    checkpoint: Optional[str] = None  # HPS_v2.1_compressed.pt (default: the hpsv2.1 asset's places)
+    # HPS_v2.1_compressed.pt (default: the hpsv2.1 asset's places)
+    checkpoint: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     model: str = "ViT-H-14"  # open_clip architecture name
     model_config: Optional[str] = None  # an open_clip model-config JSON instead of a named architecture
     version: str = "v2.1"  # recorded (v2.0 and v2.1 scores are not comparable)

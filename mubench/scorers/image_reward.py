@@ -26,13 +26,14 @@ all local (:func:`mubench.assets.require`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from ..config import LOCATION_ONLY
 from ..errors import AssetError, UsageError
 from .base import ScorerContext
 from .hpsv2 import load_state_dict_file
@@ -50,7 +51,8 @@ DEFAULT_MED_CONFIG = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden
 
 @dataclass
 class ImageRewardParams:
-    checkpoint: Optional[str] = None  # ImageReward.pt (default: the imagereward asset's places)
+    # ImageReward.pt (default: the imagereward asset's places)
+    checkpoint: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     med_config: Optional[str] = None  # med_config.json (default: the imagereward-med-config asset)
     tokenizer: Optional[str] = None  # folder with bert-base-uncased's vocab.txt (default: the bert-base-uncased asset)
     image_size: int = 224

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from ..config import stable_hash, to_plain
+from ..config import LOCATION_ONLY, stable_hash, to_plain
 from ..errors import UsageError
 from ..fsutil import atomic_write_text
 from ..metrics.core import Metric, bootstrap_mean
@@ -47,8 +47,8 @@ SELECTIONS = ("first-caption", "random-caption")
 @dataclass
 class CocoParams:
     year: int = 2017  # 2017 | 2014: which assets are the defaults
-    captions: Optional[str] = None  # captions_val<year>.json (else the asset)
-    images: Optional[str] = None  # folder of val<year> images (else the asset)
+    captions: Optional[str] = field(default=None, metadata=LOCATION_ONLY)  # captions_val<year>.json (else the asset)
+    images: Optional[str] = field(default=None, metadata=LOCATION_ONLY)  # folder of val<year> images (else the asset)
     selection: str = "first-caption"  # first-caption | random-caption
     count: Optional[int] = None  # images drawn for random-caption (None: all images)
     seed: int = 0  # generator seed of random-caption

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from ..config import to_plain
+from ..config import LOCATION_ONLY, to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.blip_vqa import BlipVqaParams
@@ -40,7 +40,8 @@ _NAME = re.compile(r"^(?P<prompt>.*)_(?P<k>\d+)\.png$")
 @dataclass
 class CompBenchParams:
     categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
-    prompts_dir: Optional[str] = None  # folder holding <category>_val.txt (else the assets folder)
+    # folder holding <category>_val.txt (else the assets folder)
+    prompts_dir: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     images_per_prompt: int = 10
     seed_base: int = 42  # image j of every prompt uses seed seed_base + j (reference: 42..51)
     noun_phrases: str = "auto"  # auto | spacy | rules

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from ..config import to_plain
+from ..config import LOCATION_ONLY, to_plain
 from ..errors import UsageError
 from ..metrics.core import Metric, bootstrap_mean
 from ..scorers.geneval_detector import GenEvalDetectorParams
@@ -35,7 +35,8 @@ N_PROMPTS = 553
 
 @dataclass
 class GenEvalParams:
-    metadata: Optional[str] = None  # path to evaluation_metadata.jsonl (else the assets folder)
+    # path to evaluation_metadata.jsonl (else the assets folder)
+    metadata: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     images_per_prompt: int = 4
     detector: GenEvalDetectorParams = field(default_factory=GenEvalDetectorParams)
     sampler: SamplerParams = field(default_factory=lambda: SamplerParams(steps=50, guidance=9.0))

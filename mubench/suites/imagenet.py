@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..config import stable_hash
+from ..config import LOCATION_ONLY, stable_hash
 from ..errors import AssetError, UsageError
 from ..metrics.core import Metric
 from ..metrics.fid import FIDStats, Gaussian, fid_from_stats
@@ -44,14 +44,16 @@ class ImageNetParams:
     count: int = 5000  # samples (5000: the paper's FID-5K; 50000: DiT's FID-50K)
     num_classes: int = 1000
     label_seed: int = 0  # seed of the uniform label list
-    reference: Optional[str] = None  # VIRTUAL_imagenet256_labeled.npz (else the asset's locations)
+    # VIRTUAL_imagenet256_labeled.npz (else the asset's locations)
+    reference: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     images_per_prompt: int = 1
     is_split: int = 5000  # Inception Score split size (ADM)
     precision_recall: bool = True  # compute precision / recall against the 10k reference images
     pr_k: int = 3  # nearest neighbour defining the manifold radius (ADM: 3)
     pr_device: str = "auto"  # device for the pairwise distances of precision / recall
     fid_force: bool = False  # compute FID with fewer samples than feature dimensions (label it!)
-    scorer_weights: Optional[str] = None  # the TorchScript Inception (adm-inception scorer's weights)
+    # the TorchScript Inception (adm-inception scorer's weights)
+    scorer_weights: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     sampler: SamplerParams = field(default_factory=lambda: SamplerParams(scheduler="ddpm", steps=250, guidance=1.5,
                                                                          resolution=256))
 
