@@ -88,12 +88,14 @@ def image_bytes(resolution: Optional[int]) -> int:
     return side * side * 3 + 16 * 1024
 
 
-def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path) -> list[PathNeed]:
-    """What ``mubench run`` / ``mubench score`` write: out folder, store file, cache folder (images + scores)."""
+def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path,
+              model_side: Optional[int] = None) -> list[PathNeed]:
+    """What ``mubench run`` / ``mubench score`` write: out folder, store file, cache folder (images + scores).
+    Images are sized by the suite's sampler resolution, else by ``model_side`` (the model's default), else 512."""
     from .store import default_store_path
 
     n_images = n_items * getattr(suite_params, "images_per_prompt", 1)
-    resolution = getattr(getattr(suite_params, "sampler", None), "resolution", None)
+    resolution = getattr(getattr(suite_params, "sampler", None), "resolution", None) or model_side
     store = Path(run.store).expanduser() if run.store else default_store_path()
     needs = [PathNeed("store", store, folder=False, bytes_needed=MIN_FREE + n_images * 4096),
              PathNeed("cache", cache, folder=True, bytes_needed=MIN_FREE + n_images * image_bytes(resolution))]

@@ -98,7 +98,8 @@ class Runner:
         suite's sizes."""
         check_out_folder(self.cfg.run.out, self.cfg.suite.name, method or self.cfg.method.name,
                          model or self.cfg.model.name)
-        check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root))
+        model_side = self.regs.models.get(self.cfg.model.kind).image_side(self.cfg.model.params) if sized else None
+        check_paths(run_needs(self.cfg.run, self.suite.params, len(items), self.cache.root, model_side))
         check_run_files(self.cfg.run)
         if sized:
             self.suite.check_size(items)

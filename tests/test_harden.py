@@ -54,6 +54,25 @@ def test_free_space_is_checked(tmp_path):
     assert not (tmp_path / "c").exists()  # checking creates nothing
 
 
+def test_the_free_space_estimate_sizes_images_by_the_model_when_the_suite_does_not(tmp_path, regs):
+    """The micro world's 32-px images are not estimated as 512-px ones (a 700-image demo would need 550 MB)."""
+    from mubench.config import RunConfig
+    from mubench.micro.model import MicroParams
+    from mubench.models.sd15 import SD15Params
+    from mubench.pathcheck import MIN_FREE, image_bytes, run_needs
+    from mubench.suites.base import SamplerParams, SuiteParams
+
+    def cache_need(suite, side):
+        need = {n.key: n for n in run_needs(RunConfig(), suite, 100, tmp_path, side)}["cache"]
+        return need.bytes_needed - MIN_FREE
+
+    micro_side = regs.models.get("micro").image_side(MicroParams())
+    assert micro_side == 32 and regs.models.get("sd15").image_side(SD15Params(resolution=768)) == 768
+    assert cache_need(SuiteParams(), micro_side) == 100 * image_bytes(32)
+    assert cache_need(SuiteParams(sampler=SamplerParams(resolution=256)), micro_side) == 100 * image_bytes(256)
+    assert cache_need(SuiteParams(), None) == 100 * image_bytes(512)  # unknown: generous
+
+
 def test_atomic_files_get_the_umask_mode(tmp_path):
     from mubench.fsutil import atomic_write_text
 

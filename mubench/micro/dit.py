@@ -95,6 +95,10 @@ class MicroDiTModel(Model):
     Params = MicroDiTParams
 
     @classmethod
+    def image_side(cls, params: Any) -> Optional[int]:
+        return IMAGE_SIZE
+
+    @classmethod
     def load(cls, params: MicroDiTParams, ctx: LoadContext) -> ModelBundle:
         if ctx.weights == "random":
             configs = default_configs()

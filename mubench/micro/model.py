@@ -193,6 +193,10 @@ class MicroModel(Model):
     Params = MicroParams
 
     @classmethod
+    def image_side(cls, params: Any) -> Optional[int]:
+        return IMAGE_SIZE
+
+    @classmethod
     def load(cls, params: MicroParams, ctx: LoadContext) -> ModelBundle:
         if ctx.weights == "random":
             configs = default_configs()

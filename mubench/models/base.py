@@ -103,3 +103,10 @@ class Model(ABC):
     @classmethod
     @abstractmethod
     def load(cls, params: Any, ctx: LoadContext) -> ModelBundle: ...
+
+    @classmethod
+    def image_side(cls, params: Any) -> Optional[int]:
+        """The side of the images the model makes by default, known before it loads (the free-space estimate);
+        None: not known."""
+        side = getattr(params, "resolution", None)
+        return int(side) if isinstance(side, int) else None
