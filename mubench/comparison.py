@@ -87,8 +87,9 @@ def protocol_differences(a: dict[str, Any], b: dict[str, Any], free: Sequence[st
             continue
         if fa.get(k) != fb.get(k):
             out.append(f"{k}: {fa.get(k, '(unset)')} vs {fb.get(k, '(unset)')}")
-    if a.get("suite") != b.get("suite"):
-        out.insert(0, f"suite: {a.get('suite')} vs {b.get('suite')}")
+    line = f"suite: {a.get('suite')} vs {b.get('suite')}"
+    if a.get("suite") != b.get("suite") and line not in out:  # a protocol's own `suite` key says it already
+        out.insert(0, line)
     return out
 
 

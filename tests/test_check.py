@@ -290,3 +290,52 @@ def test_a_baseline_snapshots_the_newest_run_of_each_method_whatever_the_order()
         assert sorted(entries) == ["lora", "sd"]
         assert entries["sd"]["run_id"] == newer["run_id"] and entries["sd"]["metrics"]["clip"]["value"] == 0.5
         assert entries["lora"]["run_id"] == other["run_id"]
+
+
+# -- check.py ----------------------------------------------------------------------------------------------------
+
+def test_percent_is_only_for_relative_and_infinite_tolerances_are_refused():
+    from mubench.check import parse_tolerance
+
+    for bad in ("abs:5%", "ci:50%", "abs:inf", "rel:nan", "inf"):
+        with pytest.raises(UsageError):
+            parse_tolerance(bad)
+
+
+def test_protocol_any_compares_the_newest_run_under_the_other_protocol():
+    from mubench.check import compare, make_baseline
+
+    base = make_baseline([fake_results("sd", {"clip": 0.5})])
+    old = fake_results("sd", {"clip": 0.1}, protocol_hash="proto-b", created="2026-01-02T00:00:00+00:00")
+    new = fake_results("sd", {"clip": 0.5}, protocol_hash="proto-b", created="2026-01-03T00:00:00+00:00")
+    for runs in ([old, new], [new, old]):
+        report = compare(base, runs, any_protocol=True)
+        assert not report.failed and {f.status for f in report.findings} == {"ok"}
+
+
+def test_a_nan_baseline_and_a_nan_current_value_agree():
+    from mubench.check import compare, make_baseline
+
+    base = make_baseline([fake_results("sd", {"clip": float("nan")})])
+    [f] = compare(base, [fake_results("sd", {"clip": float("nan")})]).findings
+    assert f.status == "ok" and not f.failed
+    [f] = compare(base, [fake_results("sd", {"clip": 0.5})]).findings
+    assert f.status == "REGRESSED" and f.note == "baseline is NaN"
+
+
+def test_float_rounding_is_ok_not_worse_within_tolerance():
+    from mubench.check import compare, make_baseline
+
+    base = make_baseline([fake_results("sd", {"clip": 0.3, "fid": 0.3})])
+    cur = fake_results("sd", {"clip": 0.29999999999999993, "fid": 0.1 + 0.2})  # both worse by one ulp
+    assert {f.metric: f.status for f in compare(base, [cur]).findings} == {"clip": "ok", "fid": "ok"}
+
+
+def test_a_metric_whose_current_value_is_null_is_missing():
+    from mubench.check import compare, make_baseline
+
+    base = make_baseline([fake_results("sd", {"clip": 0.5})])
+    cur = fake_results("sd", {"clip": 0.5})
+    cur["metrics"]["clip"]["value"] = None
+    [f] = compare(base, [cur]).findings
+    assert f.status == "MISSING" and f.failed

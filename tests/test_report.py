@@ -211,3 +211,56 @@ def test_runs_lists_runs_as_table_and_json(store, capsys):
     assert code == 0 and "lora" in out and "maskunet" not in out and "fid=23.18" in out
     code, _, err = call(capsys, "runs", f"store={store}", "limit=0")
     assert code == 2 and "limit" in err
+
+
+# -- report/table.py ---------------------------------------------------------------------------------------------
+
+def test_a_cell_shows_the_newest_of_several_runs_of_its_row_and_protocol():
+    from mubench.report.table import build_table
+
+    old = fake_results("sd", {"fid": 1.0}, created="2026-01-01T00:00:00+00:00")
+    new = fake_results("sd", {"fid": 2.0}, created="2026-01-02T00:00:00+00:00")
+    for results in ([old, new], [new, old]):
+        assert build_table(results).cells[(0, 0)].run_id == new["run_id"]
+
+
+def test_an_empty_spec_column_gets_no_protocol_letter():
+    from mubench.report import parse_table_spec
+    from mubench.report.table import build_table
+
+    spec = parse_table_spec({"columns": ["fid", "clip"]})
+    table = build_table([fake_results("sd", {"fid": 1.0})], spec)
+    assert [c.letter for c in table.columns] == ["a", ""] and list(table.protocols) == ["a"]
+
+
+def test_runs_that_disagree_on_direction_are_shown_higher_is_better_with_a_note():
+    from mubench.report.table import build_table
+
+    a, b = fake_results("sd", {"score": 1.0}), fake_results("lora", {"score": 2.0})
+    b["metrics"]["score"]["higher_is_better"] = False
+    table = build_table([a, b])
+    assert table.columns[0].higher_is_better is True and any("disagree on the metric's direction" in n
+                                                             for n in table.notes)
+
+
+def test_a_protocol_footnote_says_when_n_varies_by_row():
+    from mubench.report.table import build_table
+
+    table = build_table([fake_results("sd", {"fid": 1.0}, n=100), fake_results("lora", {"fid": 2.0}, n=50)])
+    assert "fid n varies by row (sd 100, lora 50)" in table.protocols["a"]
+
+
+def test_protocol_letters_continue_aa_ab_after_z():
+    from mubench.report.table import _letter
+
+    assert [_letter(i) for i in (0, 25, 26, 27, 51, 52)] == ["a", "z", "aa", "ab", "az", "ba"]
+
+
+def test_a_spec_row_whose_method_has_results_for_two_models_is_refused():
+    from mubench.report import parse_table_spec
+    from mubench.report.table import build_table
+
+    spec = parse_table_spec({"rows": ["sd"], "columns": ["fid"]})
+    results = [fake_results("sd", {"fid": 1.0}, model="a"), fake_results("sd", {"fid": 2.0}, model="b")]
+    with pytest.raises(UsageError, match="several models"):
+        build_table(results, spec)

@@ -284,3 +284,60 @@ def test_runs_without_image_seeds_never_claim_shared_noise():
     assert not r.shared_noise and r.units == 20
     r = compare_units("clip", mean_units(x), mean_units(x + 0.1), resamples=0, permutations=100)
     assert r.shared_noise
+
+
+# -- weighted evaluation and power --------------------------------------------------------------------------------
+
+def test_a_weighted_mean_divides_by_the_weights_not_the_unit_count():
+    from mubench.stats.units import UnitData
+
+    u = UnitData(kind="mean", higher_is_better=True, prompt_ids=np.array(["p0", "p1", "p1", "p1"]),
+                 image_index=np.array([0, 0, 1, 2]), values=np.array([1.0, 0.0, 0.0, 0.0]))
+    # a bootstrap draw of p0 twice (one image) and p1 never: the mean is 1, not 2 / 4
+    assert u.evaluate(u.values, np.array([[2.0, 0, 0, 0], [1.0, 1, 1, 1]])) == pytest.approx([1.0, 0.25])
+
+
+def test_batched_fid_with_per_unit_references_equals_row_by_row():
+    from mubench.stats.units import UnitData
+
+    rng = np.random.default_rng(0)
+    n, d = 40, 3
+    u = UnitData(kind="fid", higher_is_better=False, prompt_ids=np.array([f"p{i}" for i in range(n)]),
+                 image_index=np.zeros(n, int), values=rng.normal(size=(n, d)), ref=rng.normal(0.5, 1, size=(n, d)))
+    w = np.vstack([np.ones(n), rng.integers(0, 3, n)]).astype(float)
+    batched = u.evaluate(u.values, w)
+    assert batched == pytest.approx([u.evaluate(u.values, w[k:k + 1])[0] for k in range(2)], rel=1e-9)
+
+
+# -- stats/power.py ----------------------------------------------------------------------------------------------
+
+def _mean_units(values):
+    from results_fakes import fake_units
+
+    n = len(values)
+    return fake_units(values, prompts=[f"p{i:03d}" for i in range(n)])
+
+
+def test_power_draws_count_a_prompt_drawn_twice_as_two_clusters():
+    from mubench.stats.power import power_table
+
+    a, b = _mean_units([0.1, 0.5, 0.3, 0.9]), _mean_units([0.2, 0.4, 0.35, 0.8])  # 4 prompts, drawn 64 at a time
+    [pt] = power_table(a, b, ns=[64], effects=[1.0], sims=10, permutations=200)
+    assert pt.power == 1.0 and pt.sims == 10  # (P9: sims is the number of simulations)
+
+
+def test_power_counts_p_equal_to_alpha_as_not_significant():
+    """19 relabellings: p cannot go below 1/20 = alpha, which is 'not significant' (as in compare's decide)."""
+    from mubench.stats.power import power_table
+
+    rng = np.random.default_rng(1)
+    a, b = _mean_units(rng.normal(size=50)), _mean_units(rng.normal(size=50))
+    [pt] = power_table(a, b, ns=[40], effects=[100.0], sims=10, permutations=19)
+    assert pt.power == 0.0 and pt.false_positive_rate == 0.0
+
+
+def test_power_needs_at_least_two_shared_units():
+    from mubench.stats.power import power_table
+
+    with pytest.raises(ValueError, match="fewer than 2 units"):
+        power_table(_mean_units([0.5]), _mean_units([0.4]), ns=[8], effects=[0.1], sims=2, permutations=10)
