@@ -77,7 +77,9 @@ def art_store(tmp_path_factory):
     home = tmp_path_factory.mktemp("art-controls")
     env = {"MUBENCH_HOME": str(home)}
     for method in ("sd", "full-ft", "random-mask"):
-        proc = run_cli("run", "suite=micro-art", LIMIT, STEPS, f"method={method}", "--no-progress", env=env)
+        # full-ft trains first (a few minutes on a quiet 2-core CPU): room for a loaded machine, not a 600-s cut
+        proc = run_cli("run", "suite=micro-art", LIMIT, STEPS, f"method={method}", "--no-progress", env=env,
+                       timeout=1800)
         assert proc.returncode == 0, proc.stderr[-2000:]
     return env
 
