@@ -148,3 +148,16 @@ def test_a_score_does_not_depend_on_what_it_is_scored_with(regs, tmp_path, score
 
 def _plain(score: dict) -> dict:
     return {k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, torch.Tensor)) else v) for k, v in score.items()}
+
+
+def test_a_last_chunk_of_one_is_kept():
+    from mubench.chunking import chunks
+
+    assert chunks(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert chunks([0], 4) == [[0]]
+
+
+def test_unlisted_device_types_default_to_chunks_of_8():
+    from mubench.chunking import default_chunk
+
+    assert default_chunk(torch.device("mps")) == 8

@@ -151,3 +151,9 @@ def test_protocols_and_keys_null_a_data_location_and_drop_a_speed_setting():
     assert to_plain(CompBenchParams(prompts_dir="/mnt/b/t2i"))["prompts_dir"] == "/mnt/b/t2i"  # the config keeps it
     fid = to_plain(FidFeaturesParams(weights="/w/inception.pt", num_workers=4, resolution=256), results_only=True)
     assert fid["weights"] is None and "num_workers" not in fid and fid["resolution"] == 256
+
+
+def test_a_negative_run_seed_is_another_run():
+    from mubench.seeding import image_seed
+
+    assert image_seed(-1, "micro", "a/1", 0) != image_seed(1, "micro", "a/1", 0)

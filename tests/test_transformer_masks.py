@@ -347,3 +347,63 @@ def test_compile_with_stream_noise_on_a_transformer_is_refused_before_training(c
         assert "torch.compile" in proc.stderr
     else:
         assert "compile=default: maskunet does what torch.compile cannot trace" in proc.stderr
+
+
+def test_initial_noise_is_the_image_stream_times_the_schedulers_sigma(dit):
+    """With ε ≡ 0 an Euler sampler never moves: the result is the initial latents, which must be the image
+    stream's first draw scaled by init_noise_sigma (Euler's is ≫ 1)."""
+    from mubench.methods.base import Prepared
+    from mubench.sampler import SamplerConfig, make_scheduler, sample_latents
+
+    bundle = copy.copy(dit)
+    bundle.extras = {**dit.extras, "forward": lambda denoiser, x, t, cond: torch.zeros_like(x)}
+    cfg = SamplerConfig(scheduler="euler", steps=3, guidance=1.5, resolution=16)
+    got = sample_latents(bundle, Prepared(dit.denoiser), [1, 2], [5, 6], cfg)
+    sched = make_scheduler("euler", dit.scheduler_config)
+    sched.set_timesteps(3)
+    assert sched.init_noise_sigma > 2
+    shape = dit.codec.latent_shape(16, 16)
+    want = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in (5, 6)])
+    assert torch.equal(got, want * sched.init_noise_sigma)
+
+
+def test_sample_latents_returns_the_requested_images_not_the_padding(dit):
+    from mubench.methods.base import Prepared
+    from mubench.sampler import SamplerConfig, sample_latents
+
+    cfg = SamplerConfig(scheduler="ddim", steps=2, guidance=1.5, resolution=16, chunk=2)
+    three = sample_latents(dit, Prepared(dit.denoiser), [3, 7, 0], [11, 22, 33], cfg)  # padded to 4, then cut
+    two = sample_latents(dit, Prepared(dit.denoiser), [3, 7], [11, 22], cfg)
+    assert three.shape[0] == 3 and torch.equal(three[:2], two)
+
+
+def test_a_methods_sampler_settings_win_over_the_suite_and_the_model(dit):
+    from types import SimpleNamespace
+
+    from mubench.sampler import resolve_sampler
+
+    cfg = resolve_sampler(dit, SimpleNamespace(scheduler="ddim", steps=7), method={"scheduler": "dpmsolver++1",
+                                                                                   "steps": None})
+    assert cfg.scheduler == "dpmsolver++1" and cfg.steps == 7
+
+
+def test_row_infos_say_which_denoiser_rows_are_conditional(dit):
+    from mubench.methods.base import Prepared
+    from mubench.sampler import SamplerConfig, sample_latents
+
+    seen = {}
+
+    class Spy(Prepared):
+        def before_step(self, state):
+            seen["rows"] = [(r.image, r.cond) for r in state.rows]
+
+    def forward(denoiser, x, t, cond):
+        seen["labels"] = cond.class_labels.tolist()
+        return torch.zeros_like(x)
+
+    bundle = copy.copy(dit)
+    bundle.extras = {**dit.extras, "forward": forward}
+    cfg = SamplerConfig(scheduler="ddim", steps=1, guidance=1.5, resolution=16, chunk=2)
+    sample_latents(bundle, Spy(dit.denoiser), [3, 7], [1, 2], cfg)
+    assert seen["labels"] == [10, 10, 3, 7]  # [null class x2; the images' classes]
+    assert seen["rows"] == [(0, False), (1, False), (0, True), (1, True)]
