@@ -282,3 +282,39 @@ def test_yaml_spec_resolves():
     p = build_params(GenEvalParams, spec)
     assert p.images_per_prompt == 4 and p.sampler.steps == 50 and p.sampler.guidance == 9.0
     assert p.detector.counting_threshold == 0.9
+
+
+def test_nms_removes_an_overlap_equal_to_the_threshold():
+    """GenEval keeps a lower-scored box only when IoU < max_overlap; IoU == max_overlap is suppressed."""
+    import pytest
+
+    from mubench.suites.geneval_rules import Detection, RuleParams, compute_iou, keep_detections
+
+    a, b = Detection((0, 0, 9, 9), 0.9), Detection((0, 0, 9, 19), 0.8)  # 100 px inside 200 px: IoU 0.5
+    assert compute_iou(a.box, b.box) == pytest.approx(0.5)
+    kept = keep_detections({"car": [a, b]}, "two_object", RuleParams(max_overlap=0.5))
+    assert [d.score for d in kept["car"]] == [0.9]
+
+
+def test_a_colour_clause_needs_count_objects_of_that_colour():
+    """with count 2 and colour red, one red and one blue object fail (colors.count(want) < count)."""
+    from mubench.suites.geneval_rules import Detection, evaluate
+
+    meta = {"tag": "counting", "include": [{"class": "car", "count": 2, "color": "red"}], "exclude": []}
+    kept = {"car": [Detection((0, 0, 1, 1), 0.95), Detection((5, 5, 6, 6), 0.95)]}
+    v = evaluate(meta, kept, lambda objs, cls: ["red", "blue"][:len(objs)])
+    assert not v.correct and v.reason.startswith("expected red car>=2, found 1 red")
+    assert evaluate(meta, kept, lambda objs, cls: ["red"] * len(objs)).correct
+
+
+def test_position_rule_uses_the_default_position_threshold():
+    """two boxes whose centres are 1 px apart (less than 0.1 x their summed sizes) stand in no relation, so a
+    position clause fails under the default RuleParams."""
+    from mubench.suites.geneval_rules import Detection, RuleParams, evaluate
+
+    assert RuleParams().position_threshold == 0.1
+    meta = {"tag": "position", "include": [{"class": "cat", "count": 1},
+                                           {"class": "dog", "count": 1, "position": ["right of", 0]}], "exclude": []}
+    kept = {"cat": [Detection((0, 0, 10, 10), 0.9)], "dog": [Detection((1, 0, 11, 10), 0.9)]}
+    assert not evaluate(meta, kept).correct
+    assert evaluate(meta, kept, params=RuleParams(position_threshold=0.0)).correct

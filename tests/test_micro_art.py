@@ -143,3 +143,38 @@ def test_a_missing_world_clip_says_how_to_build_it(tmp_path, monkeypatch):
     ctx = ScorerContext(device=torch.device("cpu"), weights="pretrained")
     with pytest.raises(AssetError, match="mubench zoo build micro-art"):
         MS.MicroClipScorer(MS.MicroClipScorerParams(world="micro-art"), ctx, "micro-clip")
+
+
+def test_micro_art_clip_is_the_art_clip_cosine_over_coco_prompts_only():
+    """(clip read from the base micro-CLIP) and A2 (art clip averaged over every task's records)."""
+    import numpy as np
+    import pytest
+
+    from mubench.suites.base import PromptItem, SampleRecord
+    from mubench.suites.micro import MicroSuiteParams
+    from mubench.suites.micro_art import MicroArtSuite
+
+    suite = MicroArtSuite(MicroSuiteParams(bootstrap_resamples=0), "micro-art")
+    recs = []
+    for k in range(3):
+        item = PromptItem(f"coco/{k:04d}", "a circle", {"task": "coco", "style": "art"})
+        scores = {"clip": {"clip": 0.9, "features": np.zeros(4), "ref_features": np.zeros((1, 4))},
+                  "art_clip": {"clip": 0.1 * (k + 1)}, "oracle": {"correct": True}}
+        recs.append(SampleRecord(item, 0, k, f"c{k}", "", scores))
+    other = PromptItem("colors/0000", "a red circle", {"task": "colors", "style": "art"})
+    recs.append(SampleRecord(other, 0, 9, "o", "", {"clip": {"clip": 0.9}, "art_clip": {"clip": 0.9},
+                                                    "oracle": {"correct": True}}))
+    units = suite.units(recs)
+    assert units["clip"].value() == pytest.approx(0.2) and units["clip"].n == 3
+
+
+def test_micro_art_protocol_names_its_own_references_and_clip():
+    """the protocol (hashed into every run) says the FID reference is art-style and clip the art micro-CLIP's."""
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+    from mubench.suites.micro_art import MicroArtSuite
+
+    art = MicroArtSuite(MicroSuiteParams(), "micro-art").protocol()
+    base = MicroSuite(MicroSuiteParams(), "micro").protocol()
+    assert art["fid_reference"] != base["fid_reference"] and "art" in art["fid_reference"]
+    assert art["clip_score"] != base["clip_score"] and "micro-art" in art["clip_score"]
+    assert set(art) == set(base) | {"style", "art_background"}

@@ -124,3 +124,105 @@ def test_the_docs_state_the_vocabulary_size():
 
     doc = (REPO / "docs" / "micro-world.md").read_text(encoding="utf-8")
     assert f"over the {len(t.vocabulary())}-token word vocabulary" in doc
+
+
+def test_phrase_text_uses_an_before_a_vowel():
+    """'an orange triangle' / 'an orange' after a number word stays 'two orange ...'; 'a striped ...'."""
+    from mubench.micro import scene as S
+
+    assert S.Phrase("triangle", "orange").text() == "an orange triangle"
+    assert S.Phrase("circle", "red", "striped").text() == "a striped red circle"
+    assert S.Phrase("square", "orange", count=2).text() == "two orange squares"
+    assert S.parse_caption("an orange triangle") == ((S.Phrase("triangle", "orange"),), None)
+
+
+def test_relation_holds_needs_the_relation_s_axis_to_dominate():
+    """'left of' holds only when the horizontal offset exceeds the vertical one (as the oracle and the
+    placement rule read it); a far-above object slightly to the left is not 'left of'."""
+    from mubench.micro import scene as S
+
+    def obj(x, y):
+        return S.MicroObject("circle", "red", "solid", 8, x, y)
+
+    assert S.relation_holds("left of", obj(5, 10), obj(20, 12))
+    assert not S.relation_holds("left of", obj(10, 2), obj(14, 28))  # dx = -4, dy = -26: above, not left of
+    assert S.relation_holds("above", obj(10, 2), obj(14, 28))
+    assert not S.relation_holds("right of", obj(20, 2), obj(16, 28))
+
+
+def test_every_drawn_scene_is_described_by_its_caption():
+    """Every training/test scene and every reference render satisfies its caption (relation scenes included), and a
+    caption that names fewer objects than the scene holds does not describe it."""
+    import numpy as np
+
+    from mubench.micro import data as D
+    from mubench.micro import scene as S
+
+    mix = {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25}
+    scenes = D.make_scenes("val", 300, mix)
+    assert sum(s.kind == "relation" for s in scenes) > 40
+    for s in scenes:
+        assert S.describes(s.phrases, s.relation, s.objects), s.caption
+    for k, rel in enumerate(S.RELATIONS * 15):
+        phrases = (S.Phrase("circle"), S.Phrase("square"))
+        ref = D.realize(phrases, rel, np.random.default_rng(k), "test")
+        assert S.describes(phrases, rel, ref.objects), (rel, ref.objects)
+    two = next(s for s in scenes if len(s.objects) == 2)
+    assert not S.describes(two.phrases[:1], None, two.objects)  # one phrase, two objects
+
+
+def test_two_object_captions_tell_same_shape_objects_apart_by_colour():
+    """when both objects of a two-object/relation scene have the same shape, both phrases name their colour."""
+    from mubench.micro import data as D
+    from mubench.micro import scene as S
+
+    mix = {"two": 0.5, "relation": 0.5}
+    same = [s for s in D.make_scenes("train", 400, mix) if s.objects[0].shape == s.objects[1].shape]
+    assert len(same) > 20
+    assert all(p.color is not None for s in same for p in s.phrases)
+
+
+def test_count_scenes_hold_two_to_four_objects():
+    """count scenes draw 2, 3 and 4 objects (the caption grammar's 'two' .. 'four')."""
+    from mubench.micro import data as D
+
+    counts = {len(s.objects) for s in D.make_scenes("train", 200, {"count": 1.0})}
+    assert counts == {2, 3, 4}
+
+
+def test_references_for_an_unnamed_colour_keep_to_the_split_s_pairs():
+    """a reference render of 'a circle' (test split) never shows a held-out (colour, shape) pair."""
+    import numpy as np
+
+    from mubench.micro import data as D
+    from mubench.micro import scene as S
+
+    pairs = set()
+    for k in range(200):
+        for text in ("a circle", "a square", "two triangles"):
+            ref = D.realize(*S.parse_caption(text), np.random.default_rng(k), "test")
+            pairs |= {(o.color, o.shape) for o in ref.objects}
+    assert not pairs & D.HELD_OUT and pairs <= set(D.allowed_pairs("test"))
+
+
+def test_a_relation_joins_exactly_two_phrases():
+    """a relation caption with a third phrase is outside the grammar."""
+    import pytest
+
+    from mubench.micro import scene as S
+
+    with pytest.raises(ValueError, match="exactly two phrases"):
+        S.parse_caption("a circle to the left of a square and a triangle")
+
+
+def test_a_plural_phrase_is_realised_in_one_colour_and_fill():
+    """'three squares' (no colour named) shows three squares of one colour, as count scenes are drawn; mixed
+    colours would make every counting reference differ from the training distribution."""
+    import numpy as np
+
+    from mubench.micro import data as D
+    from mubench.micro import scene as S
+
+    for k in range(60):
+        ref = D.realize(*S.parse_caption("three squares"), np.random.default_rng(k), "test")
+        assert len({(o.color, o.fill) for o in ref.objects}) == 1

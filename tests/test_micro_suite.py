@@ -250,3 +250,157 @@ def test_references_show_an_unnamed_fill_as_the_scenes_behind_such_captions_do()
     assert abs(np.mean(true_share) - S.P_STRIPED_UNNAMED) < 0.03
     assert abs(np.mean(ref_share) - np.mean(true_share)) < 0.03
     assert abs(np.mean(class_share) - S.P_STRIPED) < 0.04
+
+
+def test_prompt_set_fingerprint_is_pinned():
+    """the 700 default prompts (and the compositional variant) are part of the protocol and
+    of the committed baseline; any change to a prompt stream, seed or caption wording must be deliberate (update the
+    pinned digests together with reports/baselines)."""
+    import hashlib
+
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    def digest(split: str) -> str:
+        items = MicroSuite(MicroSuiteParams(binding_split=split), "micro").items()
+        return hashlib.sha256("\n".join(f"{i.id}\t{i.prompt}" for i in items).encode()).hexdigest()[:16]
+
+    assert digest("test") == "162a18f7a26d4189"
+    assert digest("compositional") == "907bdcc30f681d22"
+
+
+def test_each_task_draws_from_its_own_prompt_stream():
+    """with one stream seed for every task, two_object/k and position/k name the same two shapes for every k."""
+    from mubench.micro import scene as S
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    items = MicroSuite(MicroSuiteParams(), "micro").items()
+    shapes = {}
+    for it in items:
+        if it.meta["task"] in ("two_object", "position"):
+            phrases, _ = S.parse_caption(it.prompt)
+            shapes[it.id] = tuple(p.shape for p in phrases)
+    same = [shapes[f"two_object/{k:04d}"] == shapes[f"position/{k:04d}"] for k in range(50)]
+    assert not all(same)
+    assert 0.1 < sum(same) / 50 < 0.5  # independent streams: ~1/6 of the pairs agree by chance
+
+
+def test_geneval_analogue_prompts_cover_every_count_relation_and_distinct_shapes():
+    """Counting asks for 2, 3 and 4 of every shape, position uses all four relations, two_object names two shapes."""
+    from mubench.micro import scene as S
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    items = MicroSuite(MicroSuiteParams(), "micro").items()
+    parsed = {it.id: (it.meta["task"], *S.parse_caption(it.prompt)) for it in items}
+    counts = {(ph[0].shape, ph[0].count) for task, ph, _ in parsed.values() if task == "counting"}
+    assert counts == {(s, n) for s in S.SHAPES for n in (2, 3, 4)}
+    relations = {rel for task, _, rel in parsed.values() if task == "position"}
+    assert relations == set(S.RELATIONS)
+    two = [ph for task, ph, _ in parsed.values() if task == "two_object"]
+    assert two and all(len(ph) == 2 and ph[0].shape != ph[1].shape for ph in two)
+
+
+def test_binding_split_changes_only_the_binding_prompts():
+    """suite.binding_split=compositional must leave the coco and GenEval-analogue prompts as they are (else the
+    two settings' coco/GenEval numbers are not comparable)."""
+    from mubench.suites.micro import BINDING_TASKS, MicroSuite, MicroSuiteParams
+
+    def prompts(split):
+        return {it.id: it.prompt for it in MicroSuite(MicroSuiteParams(binding_split=split), "micro").items()
+                if it.meta["task"] not in BINDING_TASKS}
+
+    assert prompts("test") == prompts("compositional")
+
+
+def test_compositional_binding_prompts_name_the_held_out_pair_in_either_place():
+    """the held-out (colour, shape) pair is drawn first but named first only about half the time (the order
+    is shuffled); always first would let 'the first phrase is the novel one' leak into the binding scores."""
+    from mubench.micro import data as D
+    from mubench.micro import scene as S
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    first = [(p[0].color, p[0].shape) in D.HELD_OUT
+             for it in MicroSuite(MicroSuiteParams(binding_split="compositional"), "micro").items()
+             if it.meta["task"] in ("color", "shape") for p in [S.parse_caption(it.prompt)[0]]]
+    assert len(first) == 120 and 0.4 < sum(first) / len(first) < 0.85  # shuffled: 0.625 here; unshuffled: 1.0
+
+
+def test_coco_prompts_ask_for_one_reference_per_image():
+    """with images_per_prompt=2 every coco prompt needs two held-out reference renders (FID picks row
+    image_index); one reference would make image 1's FID row fail or reuse image 0's."""
+    import numpy as np
+    import torch
+
+    from mubench.micro.clip import uint8_to_float
+    from mubench.micro.scorers import MicroClipScorer, MicroClipScorerParams
+    from mubench.scorers.base import ScorerContext
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    suite = MicroSuite(MicroSuiteParams(images_per_prompt=2), "micro")
+    coco = [it for it in suite.items() if it.meta["task"] == "coco"][:2]
+    assert all(it.meta["references"] == 2 for it in coco)
+    scorer = MicroClipScorer(MicroClipScorerParams(), ScorerContext(torch.device("cpu"), weights="random"), "clip")
+    res = scorer.score(uint8_to_float(np.zeros((2, 32, 32, 3), np.uint8)), coco)
+    assert all(np.shape(r["ref_features"])[0] == 2 for r in res)
+
+
+def test_fid_is_reported_at_exactly_as_many_images_as_feature_dimensions():
+    """n == dim is enough (fid_from_features refuses only n < dim, and check_size says nothing there); the suite
+    must not drop fid silently at the boundary."""
+    import warnings
+
+    import numpy as np
+
+    from mubench.suites.base import PromptItem, SampleRecord
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    suite = MicroSuite(MicroSuiteParams(bootstrap_resamples=50), "micro")
+    rng = np.random.default_rng(0)
+    dim = 4
+    recs = []
+    for k in range(dim):  # n == dim coco images with dim-dimensional features
+        item = PromptItem(f"coco/{k:04d}", "a circle", {"task": "coco"})
+        scores = {"clip": {"clip": 0.5, "features": rng.normal(size=dim), "ref_features": rng.normal(size=(1, dim))}}
+        recs.append(SampleRecord(item, 0, k, f"k{k}", "", scores))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sqrtm of a rank-deficient covariance
+        m = suite.aggregate(recs)
+    assert "fid" in m and m["fid"].n == dim
+
+
+def test_check_size_is_silent_at_exactly_the_feature_dimension():
+    """64 coco images (micro-CLIP's 64 feature dimensions) are enough; no 'fid skipped' warning."""
+    import warnings
+
+    from mubench.micro.clip import MicroClipConfig
+    from mubench.suites.micro import MicroSuite, MicroSuiteParams
+
+    dim = MicroClipConfig().feature_dim
+    suite = MicroSuite(MicroSuiteParams(coco=dim), "micro")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        suite.check_size(suite.items())
+    assert not [w for w in seen if "fid skipped" in str(w.message)]
+    fewer = MicroSuite(MicroSuiteParams(coco=dim - 1), "micro")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fewer.check_size(fewer.items())
+    assert [w for w in seen if "fid skipped" in str(w.message)]
+
+
+@pytest.mark.parametrize("suite", ["micro", "micro-class", "micro-art"])
+def test_more_images_per_prompt_than_reference_renders_is_refused_up_front(suite, regs):
+    """Reference render k of prompt `key` is seeded key * 64 + k: a 65th image would be compared with the next
+    prompt's first render. Refused when the suite is built, not after the images are made."""
+    from mubench.config import resolve
+    from mubench.errors import UsageError
+    from mubench.micro.scorers import reference_scenes
+
+    def build(ipp: int):
+        comp = resolve([f"suite={suite}", f"suite.images_per_prompt={ipp}"], regs).suite
+        return regs.suites.get(comp.kind)(comp.params, suite)
+
+    assert build(64).params.images_per_prompt == 64
+    with pytest.raises(UsageError, match="images_per_prompt must be <= 64"):
+        build(65)
+    with pytest.raises(UsageError, match="at most 64 reference renders"):
+        reference_scenes("a red circle", "test", 0, 65)

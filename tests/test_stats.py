@@ -341,3 +341,31 @@ def test_power_needs_at_least_two_shared_units():
 
     with pytest.raises(ValueError, match="fewer than 2 units"):
         power_table(_mean_units([0.5]), _mean_units([0.4]), ns=[8], effects=[0.1], sims=2, permutations=10)
+
+
+def test_build_keeps_seed_zero_and_the_suites_own_value():
+    """Seed 0 is a seed (not 'unknown', -1), metric_from_units keeps the value a suite computed, and
+    suite.bootstrap_resamples=0 gives no CI, not a zero-width one."""
+    import numpy as np
+
+    from mubench.stats.build import mean_units, metric_from_units
+    from mubench.suites.base import PromptItem, SampleRecord
+
+    recs = [SampleRecord(PromptItem(f"p{k}", "x"), 0, k, f"k{k}", "") for k in range(3)]  # seeds 0, 1, 2
+    u = mean_units(recs, [1.0, 0.0, 1.0])
+    assert u.seeds.tolist() == [0, 1, 2]
+    assert metric_from_units(u, 0, value=0.25).value == 0.25 and metric_from_units(u, 0).value == np.mean([1, 0, 1])
+    m = metric_from_units(u, 0)
+    assert m.ci_low is None and m.ci_high is None and m.n == 3
+
+
+def test_fid_units_note_only_below_the_feature_dimension():
+    """n == d is not biased by the rule FID itself applies (it refuses only n < d): no note there."""
+    import numpy as np
+
+    from mubench.stats.build import fid_units
+    from mubench.suites.base import PromptItem, SampleRecord
+
+    recs = [SampleRecord(PromptItem(f"p{k}", "x"), 0, k, f"k{k}", "") for k in range(4)]
+    assert fid_units(recs, np.zeros((4, 4)), ref=np.zeros((4, 4))).note == ""
+    assert "biased" in fid_units(recs[:3], np.zeros((3, 4)), ref=np.zeros((3, 4))).note

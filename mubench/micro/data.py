@@ -23,6 +23,9 @@ SPLITS: dict[str, int] = {"train": 1, "val": 2, "test": 3, "compositional": 4}
 HELD_OUT: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")})
 DEFAULT_MIX: dict[str, float] = {"single": 0.8, "two": 0.08, "count": 0.06, "relation": 0.06}
 COMPOSITIONAL_MIX: dict[str, float] = {"single": 0.6, "two": 0.4}
+#: held-out reference renders per prompt: render k of prompt ``key`` draws from index key * 64 + k of the reference
+#: stream, so two prompts never share one (a suite's images_per_prompt is held to it)
+REFERENCES_PER_KEY = 64
 
 
 def scene_rng(split: str, index: int, seed: int = 0) -> np.random.Generator:

@@ -36,15 +36,17 @@ REFERENCE_SEED = 1_000_003  # stream seed of held-out reference renders (no spli
 def reference_scenes(caption: str, split: str, key: int, n: int, style: str = "micro") -> list[S.Scene]:
     """``n`` held-out real scenes of ``caption`` for prompt number ``key`` of ``split``; ``style="art"``: of the
     micro-art distribution (its ``test`` split), which the ``micro-art`` suite's FID compares with."""
+    if not 0 <= int(n) <= D.REFERENCES_PER_KEY:  # more would draw the next prompt's renders
+        raise UsageError(f"at most {D.REFERENCES_PER_KEY} reference renders per prompt (images_per_prompt), "
+                         f"got {n}")
+    seeds = [int(key) * D.REFERENCES_PER_KEY + k for k in range(int(n))]
     phrases, relation = S.parse_caption(caption)
     if style == "art":
-        return [A.realize_art(phrases, relation, A.art_rng("test", int(key) * 64 + k, REFERENCE_SEED))
-                for k in range(int(n))]
+        return [A.realize_art(phrases, relation, A.art_rng("test", seed, REFERENCE_SEED)) for seed in seeds]
     if style not in ("micro", "class"):
         raise UsageError(f"unknown reference style {style!r}; expected micro, art or class")
     p_striped = S.P_STRIPED if style == "class" else S.P_STRIPED_UNNAMED  # a class: the fill as its scenes draw it
-    return [D.realize(phrases, relation, D.scene_rng(split, int(key) * 64 + k, REFERENCE_SEED), split, p_striped)
-            for k in range(int(n))]
+    return [D.realize(phrases, relation, D.scene_rng(split, seed, REFERENCE_SEED), split, p_striped) for seed in seeds]
 
 
 @dataclass
