@@ -176,7 +176,8 @@ def test_single_object_is_the_oracle_verdict_not_class_accuracy():
     item = suite.items()[0]  # a red circle
     objs = [{"color": "blue", "shape": "circle"}, {"color": "red", "shape": "circle"}]  # largest has the wrong colour
     clip = {"clip": 0.0, "features": np.zeros(4), "ref_features": np.zeros((1, 4))}
-    units = suite.units([SampleRecord(item, 0, 0, "k", "", {"oracle": {"objects": objs, "correct": True}, "clip": clip})])
+    scores = {"oracle": {"objects": objs, "correct": True}, "clip": clip}
+    units = suite.units([SampleRecord(item, 0, 0, "k", "", scores)])
     assert units["accuracy"].value() == 0.0 and units["single_object"].value() == pytest.approx(1.0)
 
 
