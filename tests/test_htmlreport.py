@@ -113,3 +113,114 @@ def test_contact_sheet_draws_every_image(tmp_path):
         assert im.width == 2 * (32 + 6) + 6
         # the first image's red channel shows up in its tile (nearest-neighbour upscaled 8 → 32 px)
         assert im.getpixel((6 + 16, 6 + 16))[0] == Image.open(samples[0]["path"]).getpixel((4, 4))[0]
+
+
+def _html_table(**kw):
+    from mubench.report.table import CI_NOTE, Cell, Column, Row, Table
+
+    args = dict(caption="c", label=None, rows=[Row("sd", "micro", "sd"), Row("lora", "micro", "lora")],
+                columns=[Column("fid", "fid", "micro", "proto-a", "a", False, ".1f")],
+                cells={(0, 0): Cell(20.0, 19.0, 21.0, 100, "r0"), (1, 0): Cell(22.0, 21.0, 23.0, 100, "r1")},
+                protocols={"a": "micro"}, notes=[CI_NOTE, "some other note"], show_model=True)
+    args.update(kw)
+    return Table(**args)
+
+
+def test_html_table_context_reads_bold_marks_model_and_format_from_the_table():
+    """Kills htmlreport/table.py:35 (bold always False), :36 (mark dropped), :19 (significance bold ignored for
+    best value), :37 (model dropped), :31 (column format ignored) and :22 (title always "higher is better")."""
+    from mubench.htmlreport.table import table_context
+
+    # significance bold on lora although sd has the best (lowest) fid; lora marked ▲ against the baseline
+    ctx = table_context(_html_table(bold={0: {1}}, marks={(1, 0): "▲"}))
+    assert ctx["header"][0]["title"] == "lower is better" and ctx["header"][0]["arrow"] == "↓"
+    sd, lora = (r["cells"][0] for r in ctx["rows"])
+    assert (sd["bold"], lora["bold"]) == (False, True)
+    assert (sd["mark"], lora["mark"]) == ("", "▲")
+    assert [r["model"] for r in ctx["rows"]] == ["micro", "micro"]
+    assert sd["text"] == "20.0" and sd["ci"] == "[19.0, 21.0]"  # the column's .1f, not auto's .2f
+    # without significance bold: the best displayed value (lowest fid) is bold
+    ctx = table_context(_html_table())
+    assert [r["cells"][0]["bold"] for r in ctx["rows"]] == [True, False]
+
+
+def test_html_table_notes_drop_the_plus_minus_note_and_explain_marks():
+    """Kills htmlreport/table.py:39 (the ± note kept: the page shows brackets) and :44 (no ▲/▼ legend)."""
+    from mubench.htmlreport.table import table_context
+    from mubench.report.table import CI_NOTE
+
+    notes = table_context(_html_table(bold={0: set()}, marks={(1, 0): "▼"}))["notes"]
+    assert CI_NOTE not in notes and "some other note" in notes
+    assert any(n.startswith("▲ / ▼") for n in notes)
+    assert not any(n.startswith("▲ / ▼") for n in table_context(_html_table())["notes"])
+
+
+def _rec(prompt_id, image_index, **scores):
+    return {"prompt_id": prompt_id, "image_index": image_index, "prompt": prompt_id,
+            "scores": {"clip": dict(scores)}}
+
+
+def test_differ_pairs_on_prompt_and_image_index():
+    """Kills differ.py:49 (pairing on prompt_id only: every image of a prompt compared with one baseline image)."""
+    from mubench.htmlreport.differ import differences, pair_samples
+
+    a = [_rec("p", 0, clip=0.1), _rec("p", 1, clip=0.5)]
+    b = [_rec("p", 1, clip=0.6), _rec("p", 0, clip=0.4)]
+    assert [(x["image_index"], y["image_index"]) for x, y in pair_samples(a, b)] == [(0, 0), (1, 1)]
+    got = {(d.image_index): round(d.difference, 9) for d in differences(a, b, "clip.clip")}
+    assert got == {0: 0.3, 1: 0.1}
+
+
+def test_differ_lower_is_better_flips_the_sign():
+    """Kills differ.py:101 (`higher_is_better` ignored)."""
+    from mubench.htmlreport.differ import differences
+
+    a, b = [_rec("p", 0, clip=0.2)], [_rec("p", 0, clip=0.5)]
+    assert round(differences(a, b, "clip.clip")[0].difference, 9) == 0.3
+    assert round(differences(a, b, "clip.clip", higher_is_better=False)[0].difference, 9) == -0.3
+
+
+def test_a_zero_difference_is_neither_a_win_nor_a_loss():
+    """Kills differ.py:111 (`> 0` -> `>= 0`: unchanged images listed as wins)."""
+    from mubench.htmlreport.differ import differences, wins_and_losses
+
+    a = [_rec("p0", 0, clip=0.5), _rec("p1", 0, clip=0.5), _rec("p2", 0, clip=0.5)]
+    b = [_rec("p0", 0, clip=0.7), _rec("p1", 0, clip=0.5), _rec("p2", 0, clip=0.1)]
+    wins, losses = wins_and_losses(differences(a, b, "clip.clip"), 5)
+    assert [d.prompt_id for d in wins] == ["p0"] and [d.prompt_id for d in losses] == ["p2"]
+
+
+def test_non_finite_scores_are_not_per_image_metrics():
+    """Kills differ.py:34 (`math.isfinite` dropped: a NaN score enters the differences and breaks their order)."""
+    from mubench.htmlreport.differ import differences, score_leaves
+
+    assert score_leaves({"scores": {"clip": {"clip": float("nan"), "other": float("inf"), "ok": 0.5}}}) == \
+        {"clip.ok": 0.5}
+    a = [_rec("p0", 0, clip=0.5), _rec("p1", 0, clip=float("nan"))]
+    b = [_rec("p0", 0, clip=0.7), _rec("p1", 0, clip=0.1)]
+    assert [d.prompt_id for d in differences(a, b, "clip.clip")] == ["p0"]
+
+
+def test_category_of_a_prompt_id_without_slash_is_all():
+    """Kills differ.py:41 (an unscoped prompt id becomes its own category: one filter entry per prompt)."""
+    from mubench.htmlreport.differ import category
+
+    assert category("color/0003") == "color" and category("p0") == "all"
+
+
+def test_differ_ties_are_in_prompt_id_order_whatever_the_baseline_order():
+    """Kills differ.py:104 (the id sort dropped: ties come out in the baseline's record order)."""
+    from mubench.htmlreport.differ import differences
+
+    a = [_rec(p, 0, clip=0.5) for p in ("c", "a", "b")]
+    b = [_rec(p, 0, clip=0.75) for p in ("a", "b", "c")]
+    assert [d.prompt_id for d in differences(a, b, "clip.clip")] == ["a", "b", "c"]
+
+
+def test_shared_metrics_are_those_of_both_runs_only():
+    """Kills differ.py:62 (`&` -> `|`: a metric only one run has is offered, and differ_by on it pairs nothing)."""
+    from mubench.htmlreport.differ import shared_metrics
+
+    a = [{"scores": {"clip": {"clip": 0.1}, "oracle": {"correct": True}}}]
+    b = [{"scores": {"clip": {"clip": 0.2}}}]
+    assert shared_metrics(a, b) == ["clip.clip"]

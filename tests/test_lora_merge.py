@@ -76,3 +76,45 @@ def test_the_efficiency_suite_times_the_sampling_form(regs, tmp_path, merge):
                    f"cache={tmp_path / 'cache'}"], regs)
     info = Runner(cfg, regs).execute().results["method_info"]
     assert info["merged_layers"] == (info["lora_layers"] if merge else 0) and info["lora_layers"] > 0
+
+
+def _lora_build(**kw):
+    import torch
+
+    from mubench.methods.base import MethodContext
+    from mubench.methods.lora import LoRAMethod, LoRAParams
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    bundle = TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
+    return LoRAMethod(LoRAParams(**kw), "lora").build(
+        bundle, MethodContext(artifacts_dir=".", train="never", model_name="tiny-sd"))
+
+
+def test_lora_scale_is_alpha_over_r():
+    """Kills lora.py:121 (`lora_alpha=p.r`: scale 1 instead of the paper's 512/256 = 2)."""
+    from peft.tuners.lora import LoraLayer
+
+    prepared = _lora_build(r=4, alpha=12.0)
+    layers = [m for m in prepared.denoiser.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(m.scaling["default"] == 3.0 for m in layers)
+
+
+def test_lora_init_gaussian_vs_default():
+    """Kills lora.py:122 (the two inits swapped): gaussian A ~ N(0, 1/r), default A kaiming-uniform within
+    1/sqrt(fan_in); B = 0 for both."""
+    import math
+
+    from peft.tuners.lora import LoraLayer
+
+    for init in ("gaussian", "default"):
+        prepared = _lora_build(r=2, alpha=4.0, init=init)
+        for m in prepared.denoiser.modules():
+            if isinstance(m, LoraLayer):
+                a, b = m.lora_A["default"].weight.detach(), m.lora_B["default"].weight.detach()
+                assert float(b.abs().max()) == 0.0
+                bound = 1 / math.sqrt(a.shape[1])
+                if init == "default":
+                    assert float(a.abs().max()) <= bound + 1e-6
+                else:  # std 1/r = 0.5, well above the kaiming bound of these layers
+                    assert float(a.abs().max()) > bound

@@ -253,3 +253,91 @@ def test_artifact_round_trip_and_key(tiny_bundle, tmp_path):
     faithful = MaskUNetMethod(MaskUNetParams(mode="faithful"), "maskunet")
     with pytest.raises(UsageError, match="no trained artifact"):
         faithful.prepare(tiny_bundle, _ctx(tmp_path))
+
+
+def test_conditional_generator_grid_depends_on_both_the_timestep_and_the_sample():
+    """Kills mask_generator.py:47 (`FC_t(temb)` dropped or zeroed: masks no longer depend on the timestep; the only
+    existing cover, test_conditional_generator_learns, checks that weights move, not what they condition on)."""
+    import torch
+
+    from mubench.methods.mask_generator import MaskGenerator
+
+    torch.manual_seed(0)
+    gen = MaskGenerator(in_ch=8, out_ch=8, temb_dim=6, hidden=16, factor=4, mode="conditional", init_std=0.1)
+    pooled, temb = torch.randn(1, 8, 1, 1), torch.randn(1, 6)
+    with torch.no_grad():
+        base = gen(pooled, temb)
+        assert base.shape == (1, 2, 2)
+        assert not torch.allclose(base, gen(pooled, temb + 1.0))  # another timestep embedding
+        assert not torch.allclose(base, gen(pooled + 1.0, temb))  # another sample
+
+
+def test_conditional_generator_has_no_final_relu_and_faithful_has_one():
+    """Kills mask_generator.py:33 (`final_relu` inverted: the conditional generator's grid clipped at 0, so its
+    logits can only move one way from the bias)."""
+    import torch
+
+    from mubench.methods.mask_generator import MaskGenerator
+
+    torch.manual_seed(0)
+    cond = MaskGenerator(8, 8, 6, 16, 4, mode="conditional", init_std=0.5)
+    faithful = MaskGenerator(8, 8, 6, 16, 4, mode="faithful", init_std=0.5)
+    assert not cond.final_relu and faithful.final_relu
+    with torch.no_grad():
+        grid = cond(torch.randn(16, 8, 1, 1), torch.randn(16, 6))
+    assert (grid < 0).any() and (grid > 0).any()
+
+
+def test_tau_shapes_the_straight_through_gradient():
+    """Kills mask_generator.py:91 (`/ tau` dropped) — the forward mask is the same, only the gradient changes."""
+    import torch
+
+    from mubench.methods.mask_generator import sample_hard_mask
+
+    noise = torch.tensor([0.5, 1.0, 2.0])
+
+    def grad(tau):
+        logits = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
+        mask = sample_hard_mask(logits, noise, tau, straight_through=True)
+        mask.sum().backward()
+        return mask.detach(), logits.grad
+
+    (m1, g1), (m2, g2) = grad(1.0), grad(4.0)
+    assert torch.equal(m1, m2)
+    assert not torch.allclose(g1, g2)
+
+
+def test_each_block_generator_sees_the_rows_own_timestep_embedding():
+    """Kills maskunet.py:221 (the hook hands the generator a zeroed temb). test_conditional_generator_learns cannot
+    see it: a new timestep also changes the pooled block features, so its logits still differ."""
+    import torch
+
+    from mubench.methods.base import MethodContext
+    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    bundle = TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
+    model = MaskUNetMethod(MaskUNetParams(), "maskunet").build(
+        bundle, MethodContext(artifacts_dir=".", train="never", model_name="tiny-sd")).model
+    seen = []
+    for gen in model.generators.values():
+        gen.register_forward_pre_hook(lambda module, args: seen.append(args[1].detach().clone()))
+    x = torch.randn(1, 4, 16, 16).expand(2, -1, -1, -1).contiguous()
+    ctx = torch.randn(1, 16, 32).expand(2, -1, -1).contiguous()
+    with torch.no_grad():
+        model(x, torch.tensor([50, 900]), ctx)
+    assert seen
+    for temb in seen:  # [rows, temb_dim]: the two rows' timesteps differ, so must their embeddings
+        assert temb.abs().sum() > 0 and not torch.allclose(temb[0], temb[1])
+
+
+def test_inference_only_options_stay_out_of_the_training_spec():
+    """Kills maskunet.py:105 (mask_scope kept in the spec: a mask_scope=image run looks for, or trains, its own
+    artifact instead of sharing the row-scope one)."""
+    from mubench.methods.maskunet import MaskUNetParams
+
+    base = MaskUNetParams().training_spec()
+    for kw in ({"mask_scope": "image"}, {"noise": "counter"}, {"deterministic": True},
+               {"noise": "counter", "kernel": "triton"}):
+        assert MaskUNetParams(**kw).training_spec() == base, kw

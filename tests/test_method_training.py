@@ -367,3 +367,13 @@ def test_file_options_with_a_registered_source_are_refused_not_ignored(regs, bun
         method.artifact_location(bundle, _ctx(tmp_path, "auto"))
     comp = resolve_component("method", "maskunet", {"train": {"data": "micro"}}, regs)
     regs.methods.get(comp.kind)(comp.params, comp.name).artifact_location(bundle, _ctx(tmp_path, "auto"))
+
+
+def test_full_ft_dropout_sites_are_in_the_training_spec_only_with_dropout():
+    """Kills finetune.py:76 (`dropout_at` always dropped from the spec: runs with dropout at different sites would
+    share one artifact key and load each other's weights)."""
+    from mubench.methods.finetune import FullFTParams
+
+    assert FullFTParams(dropout=0.1, dropout_at=["resnet"]).training_spec() != \
+        FullFTParams(dropout=0.1, dropout_at=["resnet", "attention"]).training_spec()
+    assert FullFTParams(dropout_at=["resnet"]).training_spec() == FullFTParams().training_spec()  # no dropout

@@ -93,3 +93,19 @@ def test_spec_and_validation():
     for bad in ({"ratio": 1.5}, {"resample": "never"}, {"layers": "encoder"}):
         with pytest.raises(UsageError):
             resolve_component("method", "random-mask", bad, regs)
+
+
+def test_the_layer_set_decides_which_layers_are_masked(bundle):
+    """`layers=` reaches the masked-layer install (the contract test's conv case never counts the layers)."""
+    attn = _prepare(bundle)
+    conv = _prepare(bundle, layers="decoder-attn+conv")
+    assert 0 < attn.info["masked_layers"] < conv.info["masked_layers"]
+    assert attn.info["masked_weights"] < conv.info["masked_weights"]
+
+
+def test_ratio_zero_and_one_are_valid_and_outside_is_not():
+    for ok in (0.0, 1.0):
+        RandomMaskParams(ratio=ok).validate()
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\]"):
+            RandomMaskParams(ratio=bad).validate()

@@ -264,3 +264,82 @@ def test_a_spec_row_whose_method_has_results_for_two_models_is_refused():
     results = [fake_results("sd", {"fid": 1.0}, model="a"), fake_results("sd", {"fid": 2.0}, model="b")]
     with pytest.raises(UsageError, match="several models"):
         build_table(results, spec)
+
+
+def _render_table(**kw):
+    """A 2-row, 1-column report Table built directly (no store): sd 0.500 [0.400, 0.700], lora 0.300 ± 0.100."""
+    from mubench.report.table import CI_NOTE, Cell, Column, Row, Table
+
+    args = dict(caption=None, label=None, rows=[Row("sd", None, "sd"), Row("lora", None, "lora")],
+                columns=[Column("clip", "clip", "micro", "proto-a", "a", True, None)],
+                cells={(0, 0): Cell(0.5, 0.4, 0.7, 100, "r0"), (1, 0): Cell(0.3, 0.2, 0.4, 100, "r1")},
+                protocols={"a": "micro: ddim 20 steps"}, notes=[CI_NOTE])
+    args.update(kw)
+    return Table(**args)
+
+
+def test_an_asymmetric_ci_is_shown_as_low_high_and_a_symmetric_one_as_plus_minus():
+    """Kills render.py:27 `if lo == hi` -> `if True` and render.py:30 (ci_low / ci_high swapped in the brackets)."""
+    from mubench.report.render import render_latex, render_markdown
+
+    md = render_markdown(_render_table(), ci=True)
+    assert "| sd | **0.500 [0.400, 0.700]** |" in md  # 0.4 below, 0.2 above: asymmetric at display precision
+    assert "| lora | 0.300 ± 0.100 |" in md
+    assert "0.500 ± " not in md
+    assert r"0.500 [0.400, 0.700]" in render_latex(_render_table(), ci=True)
+
+
+def test_latex_marks_are_math_arrows_in_the_right_direction():
+    """Kills render.py:38 (▲/▼ mapped to the wrong arrow) and render.py:104 (`latex=True` dropped: a raw ▲ in the
+    tabular, which pdflatex cannot typeset)."""
+    from mubench.report.render import render_latex
+
+    out = render_latex(_render_table(bold={0: set()}, marks={(0, 0): "▲", (1, 0): "▼"}))
+    body = out.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    assert r"0.500$^\uparrow$" in body and r"0.300$^\downarrow$" in body
+    assert "▲" not in out and "▼" not in out
+
+
+def test_markdown_escapes_pipes_in_row_and_column_labels():
+    """Kills render.py:68 (`_md_escape` a no-op: a `|` in a label splits the pipe-table row)."""
+    from mubench.report.render import render_markdown
+    from mubench.report.table import Column, Row
+
+    out = render_markdown(_render_table(rows=[Row("a", None, "a|b"), Row("lora", None, "lora")],
+                                        columns=[Column("clip", "x|y", "micro", "proto-a", "a", True, None)]))
+    lines = out.splitlines()
+    assert lines[0] == "| Method | x\\|y ↑ [a] |"
+    assert any(line.startswith("| a\\|b | ") for line in lines)
+
+
+def test_latex_escapes_underscores_in_labels():
+    """Kills render.py:80 (`_` dropped from the LaTeX escapes: `single_object` breaks pdflatex outside math)."""
+    from mubench.report.render import render_latex
+    from mubench.report.table import Column, Row
+
+    out = render_latex(_render_table(rows=[Row("full_ft", None, "full_ft"), Row("lora", None, "lora")],
+                                     columns=[Column("single_object", "single_object", "micro", "proto-a", "a", True,
+                                                     None)]))
+    assert r"single\_object $\uparrow^{a}$" in out and r"full\_ft" in out
+    assert "single_object" not in out and "full_ft" not in out
+
+
+def test_csv_mark_column_says_best_under_significance_bold_without_marks_and_sits_after_n():
+    """Kills render.py:145 (`or table.marks` only: significance bold without ▲/▼ loses its "best" column),
+    render.py:149 (mark column placed before `n` with ci) and render.py:155 (the ± note written into the CSV)."""
+    import io
+
+    import pandas as pd
+
+    from mubench.report.render import render_csv
+    from mubench.report.table import CI_NOTE
+
+    table = _render_table(bold={0: {1}})  # significance bold on lora, no baseline marks
+    out = render_csv(table)
+    frame = pd.read_csv(io.StringIO(out), comment="#", index_col=0, keep_default_na=False)
+    assert list(frame.columns) == ["clip [a]", "clip [a] mark"]
+    assert list(frame["clip [a] mark"]) == ["", "best"]
+    out_ci = render_csv(table, ci=True)
+    frame = pd.read_csv(io.StringIO(out_ci), comment="#", index_col=0)
+    assert list(frame.columns) == ["clip [a]", "clip [a] ci_low", "clip [a] ci_high", "clip [a] n", "clip [a] mark"]
+    assert CI_NOTE not in out_ci  # CIs are columns in the CSV, never ±
