@@ -127,8 +127,8 @@ def _html_table(**kw):
 
 
 def test_html_table_context_reads_bold_marks_model_and_format_from_the_table():
-    """Kills htmlreport/table.py:35 (bold always False), :36 (mark dropped), :19 (significance bold ignored for
-    best value), :37 (model dropped), :31 (column format ignored) and :22 (title always "higher is better")."""
+    """The page's table takes bold (the significance rule's, not the best value), marks, the model, each column's
+    format and its direction from the table."""
     from mubench.htmlreport.table import table_context
 
     # significance bold on lora although sd has the best (lowest) fid; lora marked ▲ against the baseline
@@ -145,7 +145,7 @@ def test_html_table_context_reads_bold_marks_model_and_format_from_the_table():
 
 
 def test_html_table_notes_drop_the_plus_minus_note_and_explain_marks():
-    """Kills htmlreport/table.py:39 (the ± note kept: the page shows brackets) and :44 (no ▲/▼ legend)."""
+    """The page shows CIs in brackets, so the ± note is dropped; a table with marks gets the ▲/▼ legend."""
     from mubench.htmlreport.table import table_context
     from mubench.report.table import CI_NOTE
 
@@ -161,7 +161,7 @@ def _rec(prompt_id, image_index, **scores):
 
 
 def test_differ_pairs_on_prompt_and_image_index():
-    """Kills differ.py:49 (pairing on prompt_id only: every image of a prompt compared with one baseline image)."""
+    """Images are paired on prompt id and image index, not on the prompt alone."""
     from mubench.htmlreport.differ import differences, pair_samples
 
     a = [_rec("p", 0, clip=0.1), _rec("p", 1, clip=0.5)]
@@ -172,7 +172,7 @@ def test_differ_pairs_on_prompt_and_image_index():
 
 
 def test_differ_lower_is_better_flips_the_sign():
-    """Kills differ.py:101 (`higher_is_better` ignored)."""
+    """For a lower-is-better score a drop is a gain."""
     from mubench.htmlreport.differ import differences
 
     a, b = [_rec("p", 0, clip=0.2)], [_rec("p", 0, clip=0.5)]
@@ -181,7 +181,7 @@ def test_differ_lower_is_better_flips_the_sign():
 
 
 def test_a_zero_difference_is_neither_a_win_nor_a_loss():
-    """Kills differ.py:111 (`> 0` -> `>= 0`: unchanged images listed as wins)."""
+    """Unchanged images are listed neither as wins nor as losses."""
     from mubench.htmlreport.differ import differences, wins_and_losses
 
     a = [_rec("p0", 0, clip=0.5), _rec("p1", 0, clip=0.5), _rec("p2", 0, clip=0.5)]
@@ -191,7 +191,7 @@ def test_a_zero_difference_is_neither_a_win_nor_a_loss():
 
 
 def test_non_finite_scores_are_not_per_image_metrics():
-    """Kills differ.py:34 (`math.isfinite` dropped: a NaN score enters the differences and breaks their order)."""
+    """A NaN or infinite score is no per-image metric (it would break the differences' order)."""
     from mubench.htmlreport.differ import differences, score_leaves
 
     assert score_leaves({"scores": {"clip": {"clip": float("nan"), "other": float("inf"), "ok": 0.5}}}) == \
@@ -202,14 +202,14 @@ def test_non_finite_scores_are_not_per_image_metrics():
 
 
 def test_category_of_a_prompt_id_without_slash_is_all():
-    """Kills differ.py:41 (an unscoped prompt id becomes its own category: one filter entry per prompt)."""
+    """A prompt id without a task prefix falls in the category "all", not one category per prompt."""
     from mubench.htmlreport.differ import category
 
     assert category("color/0003") == "color" and category("p0") == "all"
 
 
 def test_differ_ties_are_in_prompt_id_order_whatever_the_baseline_order():
-    """Kills differ.py:104 (the id sort dropped: ties come out in the baseline's record order)."""
+    """Equal differences come out in prompt-id order, whatever the order of the baseline's records."""
     from mubench.htmlreport.differ import differences
 
     a = [_rec(p, 0, clip=0.5) for p in ("c", "a", "b")]
@@ -218,7 +218,7 @@ def test_differ_ties_are_in_prompt_id_order_whatever_the_baseline_order():
 
 
 def test_shared_metrics_are_those_of_both_runs_only():
-    """Kills differ.py:62 (`&` -> `|`: a metric only one run has is offered, and differ_by on it pairs nothing)."""
+    """Only metrics both runs have are offered (one only a side has would pair nothing)."""
     from mubench.htmlreport.differ import shared_metrics
 
     a = [{"scores": {"clip": {"clip": 0.1}, "oracle": {"correct": True}}}]

@@ -92,7 +92,7 @@ def _lora_build(**kw):
 
 
 def test_lora_scale_is_alpha_over_r():
-    """Kills lora.py:121 (`lora_alpha=p.r`: scale 1 instead of the paper's 512/256 = 2)."""
+    """LoRA's scale is alpha / r (the paper's 512 / 256 = 2), not 1."""
     from peft.tuners.lora import LoraLayer
 
     prepared = _lora_build(r=4, alpha=12.0)
@@ -101,7 +101,7 @@ def test_lora_scale_is_alpha_over_r():
 
 
 def test_lora_init_gaussian_vs_default():
-    """Kills lora.py:122 (the two inits swapped): gaussian A ~ N(0, 1/r), default A kaiming-uniform within
+    """Each init is the one named: gaussian A ~ N(0, 1/r), default A kaiming-uniform within
     1/sqrt(fan_in); B = 0 for both."""
     import math
 

@@ -256,8 +256,8 @@ def test_artifact_round_trip_and_key(tiny_bundle, tmp_path):
 
 
 def test_conditional_generator_grid_depends_on_both_the_timestep_and_the_sample():
-    """Kills mask_generator.py:47 (`FC_t(temb)` dropped or zeroed: masks no longer depend on the timestep; the only
-    existing cover, test_conditional_generator_learns, checks that weights move, not what they condition on)."""
+    """The conditional generator's grid depends on the timestep embedding and on the sample
+    (test_conditional_generator_learns checks that weights move, not what they condition on)."""
     import torch
 
     from mubench.methods.mask_generator import MaskGenerator
@@ -273,8 +273,8 @@ def test_conditional_generator_grid_depends_on_both_the_timestep_and_the_sample(
 
 
 def test_conditional_generator_has_no_final_relu_and_faithful_has_one():
-    """Kills mask_generator.py:33 (`final_relu` inverted: the conditional generator's grid clipped at 0, so its
-    logits can only move one way from the bias)."""
+    """Only the faithful generator ends in a ReLU: the conditional one's grid takes both signs, so its logits can
+    move either way from the bias."""
     import torch
 
     from mubench.methods.mask_generator import MaskGenerator
@@ -289,7 +289,7 @@ def test_conditional_generator_has_no_final_relu_and_faithful_has_one():
 
 
 def test_tau_shapes_the_straight_through_gradient():
-    """Kills mask_generator.py:91 (`/ tau` dropped) — the forward mask is the same, only the gradient changes."""
+    """tau changes the straight-through gradient, not the forward mask."""
     import torch
 
     from mubench.methods.mask_generator import sample_hard_mask
@@ -308,8 +308,8 @@ def test_tau_shapes_the_straight_through_gradient():
 
 
 def test_each_block_generator_sees_the_rows_own_timestep_embedding():
-    """Kills maskunet.py:221 (the hook hands the generator a zeroed temb). test_conditional_generator_learns cannot
-    see it: a new timestep also changes the pooled block features, so its logits still differ."""
+    """Each block's generator gets each row's own time embedding (a zeroed one would pass
+    test_conditional_generator_learns: a new timestep also changes the pooled block features)."""
     import torch
 
     from mubench.methods.base import MethodContext
@@ -333,8 +333,8 @@ def test_each_block_generator_sees_the_rows_own_timestep_embedding():
 
 
 def test_inference_only_options_stay_out_of_the_training_spec():
-    """Kills maskunet.py:105 (mask_scope kept in the spec: a mask_scope=image run looks for, or trains, its own
-    artifact instead of sharing the row-scope one)."""
+    """Inference-only options stay out of the training spec: a mask_scope=image run shares the row-scope artifact
+    instead of looking for, or training, its own."""
     from mubench.methods.maskunet import MaskUNetParams
 
     base = MaskUNetParams().training_spec()

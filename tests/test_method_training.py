@@ -370,8 +370,8 @@ def test_file_options_with_a_registered_source_are_refused_not_ignored(regs, bun
 
 
 def test_full_ft_dropout_sites_are_in_the_training_spec_only_with_dropout():
-    """Kills finetune.py:76 (`dropout_at` always dropped from the spec: runs with dropout at different sites would
-    share one artifact key and load each other's weights)."""
+    """With dropout on, its sites are in the training spec (runs with dropout at different sites would otherwise
+    share one artifact key and load each other's weights); without dropout they are not."""
     from mubench.methods.finetune import FullFTParams
 
     assert FullFTParams(dropout=0.1, dropout_at=["resnet"]).training_spec() != \

@@ -189,6 +189,6 @@ def test_reference_settings_reach_the_prompts():
     items = MicroClassSuite(MicroClassParams(per_class=2, images_per_prompt=3, split="val"), "micro-class").items()
     assert all(it.meta["references"] == 3 and it.meta["split"] == "val" for it in items)
     # the keys seed the held-out reference renders: those of the micro suite's reference-bearing (coco) prompts must
-    # not be reused (NB: the micro suite's color_attr keys, 900_000 + k, do collide -- see the report)
+    # not be reused (the micro suite's color_attr keys, 900_000 + k, share the range; they seed no render)
     micro_keys = {it.meta["key"] for it in MicroSuite(MicroSuiteParams(), "micro").items() if it.meta.get("references")}
     assert not {it.meta["key"] for it in items} & micro_keys

@@ -279,7 +279,7 @@ def _render_table(**kw):
 
 
 def test_an_asymmetric_ci_is_shown_as_low_high_and_a_symmetric_one_as_plus_minus():
-    """Kills render.py:27 `if lo == hi` -> `if True` and render.py:30 (ci_low / ci_high swapped in the brackets)."""
+    """A symmetric CI is shown as ±, an asymmetric one as [low, high] in that order."""
     from mubench.report.render import render_latex, render_markdown
 
     md = render_markdown(_render_table(), ci=True)
@@ -290,8 +290,7 @@ def test_an_asymmetric_ci_is_shown_as_low_high_and_a_symmetric_one_as_plus_minus
 
 
 def test_latex_marks_are_math_arrows_in_the_right_direction():
-    """Kills render.py:38 (▲/▼ mapped to the wrong arrow) and render.py:104 (`latex=True` dropped: a raw ▲ in the
-    tabular, which pdflatex cannot typeset)."""
+    """▲ / ▼ become math up / down arrows in LaTeX (a raw ▲ in the tabular is not typeset by pdflatex)."""
     from mubench.report.render import render_latex
 
     out = render_latex(_render_table(bold={0: set()}, marks={(0, 0): "▲", (1, 0): "▼"}))
@@ -301,7 +300,7 @@ def test_latex_marks_are_math_arrows_in_the_right_direction():
 
 
 def test_markdown_escapes_pipes_in_row_and_column_labels():
-    """Kills render.py:68 (`_md_escape` a no-op: a `|` in a label splits the pipe-table row)."""
+    """A `|` in a label is escaped (it would split the pipe-table row)."""
     from mubench.report.render import render_markdown
     from mubench.report.table import Column, Row
 
@@ -313,7 +312,7 @@ def test_markdown_escapes_pipes_in_row_and_column_labels():
 
 
 def test_latex_escapes_underscores_in_labels():
-    """Kills render.py:80 (`_` dropped from the LaTeX escapes: `single_object` breaks pdflatex outside math)."""
+    """`_` in a label is escaped for LaTeX (`single_object` breaks pdflatex outside math)."""
     from mubench.report.render import render_latex
     from mubench.report.table import Column, Row
 
@@ -325,8 +324,8 @@ def test_latex_escapes_underscores_in_labels():
 
 
 def test_csv_mark_column_says_best_under_significance_bold_without_marks_and_sits_after_n():
-    """Kills render.py:145 (`or table.marks` only: significance bold without ▲/▼ loses its "best" column),
-    render.py:149 (mark column placed before `n` with ci) and render.py:155 (the ± note written into the CSV)."""
+    """The CSV's mark column says "best" under significance bold even without ▲/▼, comes after `n` (and the CI),
+    and the ± note is not written into the CSV."""
     import io
 
     import pandas as pd

@@ -28,6 +28,15 @@ COMPOSITIONAL_MIX: dict[str, float] = {"single": 0.6, "two": 0.4}
 REFERENCES_PER_KEY = 64
 
 
+def check_images_per_prompt(n: int) -> None:
+    """A micro suite's ``images_per_prompt``: at least 1, at most :data:`REFERENCES_PER_KEY`."""
+    if n < 1:
+        raise UsageError(f"suite.images_per_prompt must be >= 1, got {n}")
+    if n > REFERENCES_PER_KEY:  # each image has a reference render of its own
+        raise UsageError(f"suite.images_per_prompt must be <= {REFERENCES_PER_KEY} (the held-out reference renders of "
+                         f"one prompt), got {n}")
+
+
 def scene_rng(split: str, index: int, seed: int = 0) -> np.random.Generator:
     """The generator of scene ``index`` of ``split`` in stream ``seed``; splits never share one."""
     if split not in SPLITS:

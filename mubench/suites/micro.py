@@ -130,11 +130,7 @@ class MicroSuite(Suite):
         for task in TASKS:
             if getattr(params, task) < 0:
                 raise UsageError(f"suite.{task} must be >= 0, got {getattr(params, task)}")
-        if params.images_per_prompt < 1:
-            raise UsageError(f"suite.images_per_prompt must be >= 1, got {params.images_per_prompt}")
-        if params.images_per_prompt > D.REFERENCES_PER_KEY:  # each image has a reference render of its own
-            raise UsageError(f"suite.images_per_prompt must be <= {D.REFERENCES_PER_KEY} (the held-out reference "
-                             f"renders of one prompt), got {params.images_per_prompt}")
+        D.check_images_per_prompt(params.images_per_prompt)
 
     def items(self) -> list[PromptItem]:
         p = self.params

@@ -53,11 +53,7 @@ class MicroClassSuite(Suite):
         super().__init__(params, name)
         if params.per_class < 1:
             raise UsageError(f"suite.per_class must be >= 1, got {params.per_class}")
-        if params.images_per_prompt < 1:
-            raise UsageError(f"suite.images_per_prompt must be >= 1, got {params.images_per_prompt}")
-        if params.images_per_prompt > D.REFERENCES_PER_KEY:  # each image has a reference render of its own
-            raise UsageError(f"suite.images_per_prompt must be <= {D.REFERENCES_PER_KEY} (the held-out reference "
-                             f"renders of one prompt), got {params.images_per_prompt}")
+        D.check_images_per_prompt(params.images_per_prompt)
         if params.split not in ("val", "test"):
             raise UsageError(f"suite.split must be val or test, got {params.split!r}")
 
