@@ -28,7 +28,8 @@ def test_grouped_bootstrap_draws_are_image_weighted_like_the_value():
 
 
 def test_bootstrap_mean_ci_is_95_percent_reproducible_and_absent_for_one_value():
-    """(90 % interval), K3 (unseeded), K7 (a single value gets a zero-width CI instead of none)."""
+    """The interval is 95 % (not 90 %), the bootstrap is seeded, and a single value gets no CI (not a zero-width
+    one)."""
     import numpy as np
     import pytest
 
