@@ -323,7 +323,7 @@ def test_power_draws_count_a_prompt_drawn_twice_as_two_clusters():
 
     a, b = _mean_units([0.1, 0.5, 0.3, 0.9]), _mean_units([0.2, 0.4, 0.35, 0.8])  # 4 prompts, drawn 64 at a time
     [pt] = power_table(a, b, ns=[64], effects=[1.0], sims=10, permutations=200)
-    assert pt.power == 1.0 and pt.sims == 10  # (P9: sims is the number of simulations)
+    assert pt.power == 1.0 and pt.sims == 10  # sims: the number of simulations
 
 
 def test_power_counts_p_equal_to_alpha_as_not_significant():
