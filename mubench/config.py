@@ -84,13 +84,17 @@ class Component:
             out["recipe"] = self.recipe
         return out
 
-    def fingerprint(self, trained: bool = False) -> str:
+    def fingerprint(self, trained: bool = False, location_params: tuple[str, ...] = ()) -> str:
         """Hash of the resolved component. ``trained``: a method whose artifact (its weights' sha256, keyed
         separately) stands for how it was trained: its ``train`` settings are left out, so ``train.log_every=`` or
-        a moved ``train.data=`` folder does not make every image again."""
+        a moved ``train.data=`` folder does not make every image again. ``location_params``: dotted paths into the
+        params (list items by index, e.g. ``rewards.0.params.checkpoint``) that say only where a file is whose
+        content is keyed separately: recorded as null, like a :data:`LOCATION_ONLY` field."""
         out = self.as_dict()
         if trained and isinstance(out["params"], dict):
             out["params"] = {k: v for k, v in out["params"].items() if k != "train"}
+        for path in location_params:
+            null_path(out["params"], path)
         return stable_hash(out)
 
 
@@ -132,6 +136,21 @@ def to_plain(obj: Any, results_only: bool = False) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v, results_only) for v in obj]
     return obj
+
+
+def null_path(plain: Any, path: str) -> None:
+    """Set the value at dotted ``path`` (list items by index) of a plain dict to None, where it is present."""
+    *parents, last = path.split(".")
+    node = plain
+    for part in parents:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return
+    if isinstance(node, dict) and last in node:
+        node[last] = None
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -161,7 +161,8 @@ class Runner:
         """Every image of the run with its seed and content key (what decides its pixels)."""
         run = self.cfg.run
         base = {
-            "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(trained=prepared.artifact is not None),
+            "model": bundle.fingerprint, "method": self.cfg.method.fingerprint(trained=prepared.artifact is not None,
+                                                                     location_params=prepared.location_params),
             "artifact": prepared.artifact,
             "sampler": sampler.as_dict(), "dtype": str(self.dtype), "device": self.device.type,
             "batching": "per-image" if sampler.chunk == 1 else "canonical-chunks",

@@ -157,3 +157,14 @@ def test_a_negative_run_seed_is_another_run():
     from mubench.seeding import image_seed
 
     assert image_seed(-1, "micro", "a/1", 0) != image_seed(1, "micro", "a/1", 0)
+
+
+def test_null_path_reaches_into_lists_and_leaves_missing_paths_alone():
+    from mubench.config import null_path
+
+    plain_params = {"rewards": [{"params": {"checkpoint": "/a", "other": 1}}, {"params": {}}], "tau": 1.0}
+    for missing in ("rewards.2.params.checkpoint", "rewards.1.params.checkpoint", "nothing.here", "tau.x"):
+        null_path(plain_params, missing)
+    assert plain_params == {"rewards": [{"params": {"checkpoint": "/a", "other": 1}}, {"params": {}}], "tau": 1.0}
+    null_path(plain_params, "rewards.0.params.checkpoint")
+    assert plain_params["rewards"][0]["params"] == {"checkpoint": None, "other": 1}

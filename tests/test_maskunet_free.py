@@ -146,3 +146,32 @@ def test_the_reward_models_weights_are_in_every_sample_key(regs, tmp_path, monke
     monkeypatch.setattr(MicroClipScorer, "weights_hash", lambda self: "other-weights")
     after, _ = keys()
     assert before != after
+
+
+def test_a_reward_checkpoint_moved_elsewhere_keeps_its_images(regs, tmp_path):
+    """A reward's checkpoint path says where its weights are, not what they are (their hash is in the key): the same
+    file copied elsewhere keeps every sample key, other weights under the same name change them all."""
+    import shutil
+
+    from mubench.micro.clip import zoo_dir
+    from mubench.runner import Runner
+
+    shipped = zoo_dir("micro") / "micro-clip.safetensors"
+    here, there = tmp_path / "a" / "clip.safetensors", tmp_path / "b" / "clip.safetensors"
+    for path in (here, there):
+        path.parent.mkdir()
+        shutil.copyfile(shipped, path)
+
+    def keys(path):
+        args = ["suite=micro", "model=micro", "method=maskunet-free", "limit=2", "device=cpu", f"cache={tmp_path}",
+                f"method.rewards=[{{scorer: micro-clip, weight: 5.0, params: {{weights: {path}}}}}]"]
+        runner = Runner(resolve(args, regs), regs)
+        bundle = runner.load_model()
+        prepared = runner.prepare(bundle)
+        assert prepared.location_params == ("rewards.0.params.weights",)
+        return [p.key for p in runner.plan(bundle, prepared, SamplerConfig(), runner.items())]
+
+    before = keys(here)
+    assert keys(there) == before
+    shutil.copyfile(zoo_dir("micro-art") / "micro-clip.safetensors", there)
+    assert set(keys(there)).isdisjoint(before)

@@ -73,6 +73,9 @@ class Prepared:
         # weights hashes of the models other than the denoiser that decide the images (maskunet-free's reward
         # models), by name: part of every sample key when not empty, so new reward weights never reuse old images
         self.weights_used: dict[str, str] = {}
+        # dotted paths into the method's params that only say where those weights are (a reward's checkpoint=):
+        # recorded as null in every sample key, so the same weights moved elsewhere keep their images
+        self.location_params: tuple[str, ...] = ()
         self.info = dict(info or {})  # recorded in results.json (e.g. mode=faithful, mask sampling)
         self.layers = list(layers or [])  # the layers the method changes (name, kind, shape...), for `inspect`
         # sampler settings the method needs whatever the suite says (e.g. maskunet-free: 15 DPM-Solver++ steps);

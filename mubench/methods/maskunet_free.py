@@ -35,7 +35,8 @@ optimizers use torch's multi-tensor AdamW.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 import torch
@@ -103,6 +104,17 @@ class MaskUNetFreeParams:
         if not self.rewards:
             raise ValueError("rewards must name at least one reward scorer")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+def reward_locations(rewards: list[RewardTerm], regs: Any) -> tuple[str, ...]:
+    """The dotted paths of the rewards' scorer params that are :data:`~mubench.config.LOCATION_ONLY` (a checkpoint's
+    path): their weights hashes are in the key (``weights_used``), so their places are not."""
+    out = []
+    for i, term in enumerate(rewards):
+        cls = regs.scorers.get(term.scorer)
+        out += [f"rewards.{i}.params.{f.name}" for f in fields(cls.Params)
+                if f.metadata.get("location_only") and f.name in term.params]
+    return tuple(out)
 
 
 class StraightThroughMaskedWeight(torch.autograd.Function):
@@ -338,6 +350,7 @@ class MaskUNetFree(Method):
         }
         prepared = MaskUNetFreePrepared(unet, layers, p, bundle, rewards, info)
         prepared.weights_used = {t.scorer: s.weights_hash() for t, s in rewards}
+        prepared.location_params = reward_locations(p.rewards, regs)
         return prepared
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:

@@ -13,13 +13,14 @@ GenEval-style ``correct`` / ``reason`` for the prompt's caption, and, when ``met
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ..config import LOCATION_ONLY
 from ..scorers.base import Scorer, ScorerContext
 from ..scorers.rewards import RewardScorer
 from ..suites.base import PromptItem
@@ -51,7 +52,8 @@ def reference_scenes(caption: str, split: str, key: int, n: int, style: str = "m
 
 @dataclass
 class MicroClipScorerParams:
-    weights: Optional[str] = None  # safetensors file; None = micro-clip.safetensors of zoo entry `world`
+    # safetensors file; None = micro-clip.safetensors of zoo entry `world` (its sha256 is the weights hash)
+    weights: Optional[str] = field(default=None, metadata=LOCATION_ONLY)
     world: str = "micro"  # zoo entry whose micro-CLIP scores: micro (shipped base) or micro-art (both styles)
     random_seed: int = 0  # seed of the random weights used when the run has weights=random
 
