@@ -166,9 +166,11 @@ def get_asset(name: str) -> Asset:
     return table[name]
 
 
-def select(suite: Optional[str] = None, model: Optional[str] = None, scorer: Optional[str] = None) -> list[Asset]:
-    """Assets used by the given suite / model / scorer (all when none is given)."""
-    wanted = [f"{k}:{v}" for k, v in (("suite", suite), ("model", model), ("scorer", scorer)) if v]
+def select(suite: Optional[str] = None, model: Optional[str] = None, scorer: Optional[str] = None,
+           method: Optional[str] = None) -> list[Asset]:
+    """Assets used by the given suite / model / scorer / method kind (all when none is given)."""
+    wanted = [f"{k}:{v}" for k, v in (("suite", suite), ("model", model), ("scorer", scorer), ("method", method))
+              if v]
     if not wanted:
         return list(MANIFEST)
     return [a for a in MANIFEST if any(w in a.used_by for w in wanted)]

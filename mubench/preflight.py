@@ -74,11 +74,13 @@ def scorer_checks(scorer: str, params: dict[str, Any]) -> list[Callable[[], Any]
 
 
 def check_run_assets(suite: Any, suite_name: str, model: str, model_params: Any, weights: str,
-                     scorer_uses: Optional[dict[str, Any]] = None) -> None:
-    """Raise one AssetError listing every missing file of the run (none: return)."""
+                     scorer_uses: Optional[dict[str, Any]] = None, method: Optional[str] = None) -> None:
+    """Raise one AssetError listing every missing file of the run (none: return); ``method``: the kind of a method
+    whose own scorers are among ``scorer_uses``, named in the verify command too."""
     checks: list[Callable[[], Any]] = [suite.check_assets]
     if weights != "random":
         checks += model_checks(model, model_params)
         for use in (scorer_uses or {}).values():
             checks += scorer_checks(use.scorer, dict(use.params))
-    check_all(checks, hint=f"check them all with: mubench assets verify suite={suite_name} model={model}")
+    also = f" method={method}" if method else ""
+    check_all(checks, hint=f"check them all with: mubench assets verify suite={suite_name} model={model}{also}")

@@ -36,7 +36,7 @@ from .sampler import SamplerConfig, compile_refusal, compile_toolchain_missing, 
 from .scorers.base import Scorer, ScorerContext
 from .seeding import image_seed
 from .provenance import git_revision, package_versions
-from .suites.base import MeasureContext, PromptItem, SampleRecord, Suite
+from .suites.base import MeasureContext, PromptItem, SampleRecord, ScorerUse, Suite
 
 @dataclass
 class Shard:
@@ -109,11 +109,15 @@ class Runner:
         return sum(self.cache.has_sample(p.key) for p in self.planned), len(self.planned)
 
     def check_assets(self) -> None:
-        """Every missing file of the suite, the model and the scorers at once, before any work (exit 2)."""
+        """Every missing file of the suite, the model, the scorers and the method's own scorers (maskunet-free's
+        rewards, whose params are checked here too) at once, before any work (exit 2)."""
         from .preflight import check_run_assets
 
+        method = self.regs.methods.get(self.cfg.method.kind)(self.cfg.method.params, self.cfg.method.name)
+        own = {name: ScorerUse(scorer, params) for name, (scorer, params) in method.scorer_params().items()}
         check_run_assets(self.suite, self.cfg.suite.name, self.cfg.model.name, self.cfg.model.params,
-                         self.cfg.run.weights, self.suite.scorers())
+                         self.cfg.run.weights, {**self.suite.scorers(), **own},
+                         method=self.cfg.method.kind if own else None)
 
     def load_model(self) -> ModelBundle:
         model_cls = self.regs.models.get(self.cfg.model.kind)

@@ -55,3 +55,32 @@ def test_the_inception_file_of_the_fid_protocol_is_checked_before_any_work(tmp_p
     assert len(checks) == 1
     with pytest.raises(AssetError, match=asset):
         checks[0]()
+
+
+def test_a_methods_own_reward_files_and_params_are_checked_before_the_model_loads(cli, tmp_path):
+    """maskunet-free runs reward scorers of its own: their missing checkpoints are listed with the suite's files,
+    and a wrong reward param key is refused, before the model loads (it used to surface only in prepare)."""
+    rewards = (f"method.rewards=[{{scorer: hpsv2, params: {{checkpoint: {tmp_path / 'hps.pt'}}}}}, "
+               f"{{scorer: micro-clip, params: {{weights: {tmp_path / 'clip.safetensors'}}}}}]")
+    proc = cli("run", "suite=micro", "method=maskunet-free", "limit=1", rewards,
+               f"cache={tmp_path / 'cache'}", "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "asset 'hpsv2.1'" in proc.stderr and str(tmp_path / "hps.pt") in proc.stderr
+    assert "mubench assets verify suite=micro model=micro method=maskunet-free" in proc.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.png"))
+
+    wrong_key = cli("run", "suite=micro", "method=maskunet-free", "limit=1",
+                    "method.rewards=[{scorer: micro-clip, params: {checkpoint: /x}}]", "--no-progress")
+    assert wrong_key.returncode == 2 and "Traceback" not in wrong_key.stderr
+    assert "unknown key 'method.rewards[micro-clip].params.checkpoint'" in wrong_key.stderr
+    assert "warning" not in wrong_key.stderr  # refused before the suite's size checks, let alone the model
+
+
+def test_assets_filters_by_method_kind(cli):
+    proc = cli("assets", "list", "method=maskunet-free", "--json")
+    import json
+
+    assert proc.returncode == 0
+    assert {row["name"] for row in json.loads(proc.stdout)} == {"hpsv2.1", "imagereward", "imagereward-med-config",
+                                                                 "bert-base-uncased"}
+    assert cli("assets", "list", "method=nosuch").returncode == 2

@@ -1,4 +1,4 @@
-"""``mubench assets [list|verify|where] [suite=S] [model=M] [scorer=X] [assets.NAME=PATH] [--json]``."""
+"""``mubench assets [list|verify|where] [suite=S] [model=M] [scorer=X] [method=K] [assets.NAME=PATH] [--json]``."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,16 @@ from ..config import parse_overrides
 from ..errors import AssetError, UsageError, unknown
 
 ACTIONS = ("list", "verify", "where")
-FILTERS = ("suite", "model", "scorer")
+FILTERS = ("suite", "model", "scorer", "method")
 
 
 def assets_command(
     action: str = typer.Argument("list", help="list: what is needed and whether it is found; verify: also check "
                                               "sha256 (exit 2 on any missing or mismatching asset); where: every "
                                               "place mubench looks, in order"),
-    args: Optional[list[str]] = typer.Argument(None, help="suite=NAME, model=NAME, scorer=NAME filter the manifest; "
+    args: Optional[list[str]] = typer.Argument(None, help="suite=NAME, model=NAME, scorer=NAME, method=KIND filter "
+                                                          "the manifest (method: the files of the scorers a method "
+                                                          "runs itself, e.g. maskunet-free's paper rewards); "
                                                           "assets.NAME=PATH points one asset at a file"),
     json_out: bool = typer.Option(False, "--json", help="print a JSON list on stdout"),
 ) -> None:
@@ -33,7 +35,7 @@ def assets_command(
         elif key.startswith("assets."):
             overrides.append((key, value))
         else:
-            raise UsageError(f"unknown key {key!r}; expected suite=, model=, scorer= or assets.NAME=PATH")
+            raise UsageError(f"unknown key {key!r}; expected suite=, model=, scorer=, method= or assets.NAME=PATH")
     paths = A.parse_asset_overrides(overrides)
     known = _known_names()
     for key, value in filters.items():
@@ -80,7 +82,7 @@ def _known_names() -> dict[str, set[str]]:
 
     regs = load_registries()
     return {"suite": set(spec_names("suites")) | set(regs.suites.names()), "model": set(regs.models.names()),
-            "scorer": set(regs.scorers.names())}
+            "scorer": set(regs.scorers.names()), "method": set(regs.methods.names())}
 
 
 def _print(action: str, rows: list[dict]) -> None:

@@ -134,6 +134,12 @@ class Method(ABC):
         """:attr:`compile_safe` once the model is loaded (what depends on the denoiser's kind). Default: the same."""
         return self.compile_safe
 
+    def scorer_params(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The scorers the method runs itself (maskunet-free's rewards), by name: (registry name, every param as a
+        plain dict). The runner checks their params and files with the suite's before the model loads; a bad
+        scorer or key is a UsageError here. Default: none."""
+        return {}
+
     def for_sampling(self, prepared: Prepared) -> Prepared:
         """The sampling-time form of a prepared or built method (LoRA: factors merged into the weights when
         ``merge`` is on); :meth:`prepare` returns it, and the efficiency suite applies it to a built method so that

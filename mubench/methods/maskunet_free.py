@@ -315,7 +315,6 @@ class MaskUNetFree(Method):
     Params = MaskUNetFreeParams
 
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:
-        from ..config import build_params
         from ..registry import load_registries
         from ..scorers.base import ScorerContext
 
@@ -326,12 +325,7 @@ class MaskUNetFree(Method):
         device = next(unet.parameters()).device
         regs = load_registries()
         rewards = []
-        for term in p.rewards:
-            cls = regs.scorers.get(term.scorer)
-            if not hasattr(cls, "reward"):
-                raise UsageError(f"scorer {term.scorer!r} has no differentiable reward (reward scorers: hpsv2, "
-                                 "imagereward, micro-clip)")
-            scorer_params = build_params(cls.Params, dict(term.params), where=f"method.rewards[{term.scorer}].params.")
+        for term, cls, scorer_params in self.reward_scorers(regs):
             if device.type != "meta":
                 rewards.append((term, cls(scorer_params, ScorerContext(device, torch.float32, ctx.weights),
                                           term.scorer)))
@@ -355,3 +349,25 @@ class MaskUNetFree(Method):
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:
         return self.build(bundle, ctx)
+
+    def reward_scorers(self, regs: Any) -> list[tuple[RewardTerm, type, Any]]:
+        """(term, scorer class, its typed params) of every reward term; UsageError for a scorer without a
+        differentiable reward or an unknown param key."""
+        from ..config import build_params
+
+        out = []
+        for term in self.params.rewards:
+            cls = regs.scorers.get(term.scorer)
+            if not hasattr(cls, "reward"):
+                raise UsageError(f"scorer {term.scorer!r} has no differentiable reward (reward scorers: hpsv2, "
+                                 "imagereward, micro-clip)")
+            out.append((term, cls, build_params(cls.Params, dict(term.params),
+                                                where=f"method.rewards[{term.scorer}].params.")))
+        return out
+
+    def scorer_params(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        from ..config import to_plain
+        from ..registry import load_registries
+
+        return {f"reward {i} ({term.scorer})": (term.scorer, to_plain(params))
+                for i, (term, _, params) in enumerate(self.reward_scorers(load_registries()))}
