@@ -18,7 +18,7 @@ from mubench.scorers.base import ScorerContext
 from mubench.scorers.clip_score import ClipScore, ClipScoreParams
 from mubench.scorers.fid_features import (FidFeaturesParams, InceptionFeatures, TinyFeatureNet, center_crop_resize,
                                           protocol_resize)
-from mubench.suites.base import SampleRecord
+from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.coco import CocoParams, CocoSuite, load_annotations, select_captions
 
 torch.set_num_threads(1)
@@ -207,3 +207,40 @@ def test_import_folder_by_image_id(fake_coco, tmp_path):
     Image.new("RGB", (8, 8)).save(d / "42.png")
     with pytest.raises(UsageError, match="42"):
         import_folder(d, items)
+
+
+def test_reference_all_is_every_annotated_image_not_the_selection(fake_coco):
+    """``reference: all`` (the 30k papers' full-set convention) compares against every image of the annotation
+    file in image-id order, whatever subset of captions was selected; ``selected`` against the selection only."""
+    cap, img_dir = fake_coco
+    everything = make_suite(cap, img_dir, count=5, reference="all").reference_files()
+    assert len(everything) == N
+    assert [p.name for p in everything] == sorted(p.name for p in img_dir.glob("*.jpg"))
+    selected = make_suite(cap, img_dir, count=5, reference="selected").reference_files()
+    assert [p.name for p in selected] == [p.name for p in everything[:5]]
+
+
+def test_protocol_records_the_fid_resize_filter(fake_coco):
+    """The PIL filter of the shared centre-crop resize changes FID, so the run's protocol must name it."""
+    cap, img_dir = fake_coco
+    for resample in ("bicubic", "lanczos"):
+        s = make_suite(cap, img_dir, fid={"resolution": 32, "resample": resample})
+        assert s.protocol()["fid_resample"] == resample
+
+
+def test_clip_keeps_captions_up_to_77_tokens():
+    """CLIP's text side takes 77 tokens: a caption shorter than that is encoded whole (not cut earlier), so its
+    cosine equals the one computed by hand from the full caption."""
+    scorer = ClipScore(ClipScoreParams(), RANDOM, "clip")
+    caption = "a small brown dog sits beside a red bicycle near the old wooden fence"  # 70 byte-level tokens
+    assert 20 < len(scorer.tokenizer(caption).input_ids) <= 77
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = scorer.score(image, [PromptItem("0", caption, {})])[0]["clip_cosine"]
+    with torch.no_grad():
+        arr = [(image[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()]
+        px = scorer.processor(images=arr, return_tensors="pt").pixel_values
+        enc = scorer.tokenizer([caption], return_tensors="pt")
+        a = scorer.model.visual_projection(scorer.model.vision_model(pixel_values=px).pooler_output)
+        b = scorer.model.text_projection(scorer.model.text_model(**enc).pooler_output)
+        want = float(torch.nn.functional.cosine_similarity(a.double(), b.double())[0])
+    assert got == pytest.approx(want, abs=1e-6)

@@ -243,3 +243,13 @@ def test_a_full_reference_folder_imports_under_a_limit(tmp_path):
         s.import_images(tmp_path, items[:1])
     found = checked_images(s, tmp_path, items, items[:1])
     assert [(f.item.id, f.image_index) for f in found] == [("color-000", 0), ("color-000", 1)]
+
+
+def test_compbench_protocol_records_images_per_prompt_and_phrases_asked():
+    """A run with fewer images per prompt or fewer noun phrases than the reference (10, np_num 8) is a different
+    protocol; its record must say so."""
+    s = CompBenchSuite(build_params(CompBenchParams, {"categories": ["color"], "images_per_prompt": 4,
+                                                      "noun_phrases": "rules", "vqa": {"np_num": 2}}), "compbench")
+    proto = s.protocol()
+    assert proto["images_per_prompt"] == 4 and proto["np_num"] == 2
+    assert "42 + 4*run_seed + j" in proto["seeds"]

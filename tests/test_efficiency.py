@@ -241,3 +241,17 @@ def test_every_subpackage_is_shipped():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "mubench").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_flop_ratio_and_base_macs_follow_the_counts(regs, tmp_path):
+    """gflops_ratio = gflops / base_gflops (a method that adds work has a ratio above 1), and base_gmacs is half of
+    base_gflops (one multiply-add = 2 FLOPs), as for the method's own figures."""
+    flops_only = ["suite.latency=false", "suite.forward_repeats=0", "suite.memory=false", "suite.image_flops=false",
+                  "suite.train_step=never", "suite.sampler.steps=2", "device=cpu", "model=tiny-sd"]
+    cfg = resolve(["suite=efficiency", "method=maskunet", *flops_only, f"cache={tmp_path / 'cache'}"], regs)
+    m = Runner(cfg, regs).execute().results["metrics"]
+    assert m["gflops"]["value"] > m["base_gflops"]["value"] > 0
+    assert m["gflops_ratio"]["value"] == pytest.approx(m["gflops"]["value"] / m["base_gflops"]["value"], rel=1e-9)
+    assert m["gflops_ratio"]["value"] > 1
+    assert m["base_gflops"]["value"] == pytest.approx(2 * m["base_gmacs"]["value"], rel=1e-12)
+    assert m["gflops"]["value"] == pytest.approx(2 * m["gmacs"]["value"], rel=1e-12)

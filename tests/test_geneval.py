@@ -318,3 +318,9 @@ def test_position_rule_uses_the_default_position_threshold():
     kept = {"cat": [Detection((0, 0, 10, 10), 0.9)], "dog": [Detection((1, 0, 11, 10), 0.9)]}
     assert not evaluate(meta, kept).correct
     assert evaluate(meta, kept, params=RuleParams(position_threshold=0.0)).correct
+
+
+def test_geneval_protocol_records_images_per_prompt():
+    """GenEval's reference makes 4 images per prompt; a run with another count records its own."""
+    s = GenEvalSuite(build_params(GenEvalParams, {"images_per_prompt": 2}), "geneval")
+    assert s.protocol()["images_per_prompt"] == 2

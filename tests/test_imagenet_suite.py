@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from mubench.config import build_params
+from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.imagenet import (ImageNetParams, ImageNetSuite, fid_label, inception_score, manifold_radii,
                                      precision_recall, uniform_labels)
 
@@ -120,3 +122,25 @@ def test_guidance_channels_are_in_the_sample_key(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         keys[channels] = [json.loads(line)["key"] for line in (out / "samples.jsonl").read_text().splitlines()]
     assert keys[3] and set(keys[3]).isdisjoint(keys[1])
+
+
+def test_imagenet_inception_score_uses_the_configured_split(tmp_path):
+    """``is_split`` sets the Inception Score's split size (ADM: 5000): the reported IS averages the splits of that
+    size, which differs from one split over all samples."""
+    from mubench.suites.imagenet import ImageNetParams, ImageNetSuite, inception_score
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(64, 16))
+    ref = tmp_path / "VIRTUAL_imagenet256_labeled.npz"
+    np.savez(ref, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False))
+    suite = ImageNetSuite(build_params(ImageNetParams, {"count": 12, "reference": str(ref), "is_split": 4,
+                                                        "precision_recall": False, "fid_force": True}), "imagenet")
+    # first half confident, second half uniform: splits of 4 differ from one split of 12
+    probs = np.concatenate([np.eye(4)[np.arange(6) % 4] * 0.97 + 0.0075, np.full((6, 4), 0.25)])
+    records = [SampleRecord(PromptItem(f"{k:06d}", 0, {"label": 0}), 0, k, f"k{k}", "",
+                            {"inception": {"features": rng.normal(size=16).astype(np.float32), "probs": probs[k],
+                                           "extractor": "adm-legacy-tensorflow:random:tiny-feature-net:seed0"}})
+               for k in range(12)]
+    got = suite.aggregate(records)["inception_score"].value
+    assert got == pytest.approx(inception_score(probs, 4), rel=1e-9)
+    assert abs(inception_score(probs, 4) - inception_score(probs, 5000)) > 0.05
