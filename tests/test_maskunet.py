@@ -9,6 +9,7 @@ import torch
 
 from mubench.errors import UsageError
 from mubench.methods.base import MethodContext
+from mubench.methods.hook_args import call_arguments, positional_names
 from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, keep_probability, sample_hard_mask
 from mubench.models.base import ModelBundle
 
@@ -341,3 +342,73 @@ def test_inference_only_options_stay_out_of_the_training_spec():
     for kw in ({"mask_scope": "image"}, {"noise": "counter"}, {"deterministic": True},
                {"noise": "counter", "kernel": "triton"}):
         assert MaskUNetParams(**kw).training_spec() == base, kw
+
+
+def test_tau_is_part_of_the_maskunet_artifact_key(bundle, tmp_path):
+    """The temperature shapes the training gradient, so a different tau is another trained artifact."""
+    base = MaskUNetMethod(MaskUNetParams(), "maskunet")
+    other = MaskUNetMethod(MaskUNetParams(tau=4.0), "maskunet")
+    assert other.params.training_spec()["tau"] == 4.0
+    assert (base.artifact_location(bundle, _ctx(tmp_path))[0]
+            != other.artifact_location(bundle, _ctx(tmp_path))[0])
+
+
+def test_the_models_tau_shapes_its_training_gradient(bundle, tmp_path):
+    """In training (gradients on), the masked UNet's straight-through masks use the method's tau: the same Gumbel
+    draws give the same output but other adapter gradients."""
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(1))
+    results = []
+    for tau in (1.0, 4.0):
+        model = MaskUNetMethod(MaskUNetParams(tau=tau, adapter_bias=0.5), "maskunet").build(
+            bundle, _ctx(tmp_path)).model
+        torch.manual_seed(3)
+        out = model(x, torch.tensor([100, 700]), ctx).sample
+        out.square().sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.adapters.parameters() if p.grad is not None])
+        results.append((out.detach(), grads))
+    (o1, g1), (o2, g2) = results
+    assert torch.equal(o1, o2)
+    assert g1.abs().sum() > 0 and not torch.allclose(g1, g2)
+
+
+def test_up_block_generators_read_the_skip_the_first_resnet_consumes(bundle, tmp_path):
+    """An up block's generator pools its input features concatenated with the last skip connection of the tuple
+    (the one its first resnet concatenates), not another skip."""
+    model = MaskUNetMethod(MaskUNetParams(), "maskunet").build(bundle, _ctx(tmp_path)).model
+    up_keys = [k for k in model.blocks if k.startswith("up_blocks")]
+    assert up_keys
+    captured: dict[str, tuple] = {}
+    fed: dict[str, torch.Tensor] = {}
+    for key in up_keys:
+        block = model.unet.get_submodule(key)
+        block.register_forward_pre_hook(
+            lambda m, a, kw, key=key: captured.__setitem__(key, (a, kw)), with_kwargs=True)
+        model.generators[key.replace(".", "-")].register_forward_pre_hook(
+            lambda m, a, key=key: fed.__setitem__(key, a[0].detach().clone()))
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(x, torch.tensor([300]), ctx)
+    for key in up_keys:
+        args, kwargs = captured[key]
+        bound = call_arguments(positional_names(model.unet.get_submodule(key).forward), args, kwargs)
+        h, skips = bound["hidden_states"], bound["res_hidden_states_tuple"]
+        expected = torch.cat([torch.nn.functional.adaptive_avg_pool2d(h, 1),
+                              torch.nn.functional.adaptive_avg_pool2d(skips[-1], 1)], 1)
+        assert torch.allclose(fed[key], expected), key
+
+
+def test_maskunet_artifact_restores_every_trained_parameter(bundle, tmp_path):
+    """Saving and loading the artifact restores the generators as well as the adapters: every trainable
+    parameter of the loaded model equals the saved one."""
+    method = MaskUNetMethod(MaskUNetParams(), "maskunet")
+    prepared = method.build(bundle, _ctx(tmp_path))
+    with torch.no_grad():
+        for p in prepared.trainable_parameters():
+            p.normal_()
+    method.save(prepared, bundle, _ctx(tmp_path))
+    loaded = method.prepare(bundle, _ctx(tmp_path))
+    saved, back = prepared.model.trainable_parameters(), loaded.model.trainable_parameters()
+    assert len(saved) == len(back) and len(list(prepared.model.generators.parameters())) > 0
+    assert all(torch.equal(a, b) for a, b in zip(saved, back))

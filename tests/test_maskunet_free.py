@@ -175,3 +175,68 @@ def test_a_reward_checkpoint_moved_elsewhere_keeps_its_images(regs, tmp_path):
     assert keys(there) == before
     shutil.copyfile(zoo_dir("micro-art") / "micro-clip.safetensors", there)
     assert set(keys(there)).isdisjoint(before)
+
+
+def test_free_straight_through_gradient_is_the_released_estimators_at_any_tau():
+    """The one-node straight-through mask gives the gradient of ``W ⊙ (hard − sg(s) + s)``,
+    ``s = σ((ℓ − log E)/τ)``, at a temperature other than 1."""
+    from mubench.methods.maskunet_free import StraightThroughMaskedWeight
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 5, generator=g)
+    noise = torch.empty(3, 5).exponential_(generator=g)
+    upstream = torch.randn(3, 5, generator=g)
+    tau = 2.5
+    logits = torch.randn(3, 5, generator=g).requires_grad_(True)
+    masked, hard = StraightThroughMaskedWeight.apply(logits, noise, weight, tau)
+    (masked * upstream).sum().backward()
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    s = torch.sigmoid((ref_logits - noise.log()) / tau)
+    ref = weight * (hard.float() - s.detach() + s)
+    (ref * upstream).sum().backward()
+    assert torch.equal(masked, weight * hard)
+    assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-6)
+
+
+def test_every_step_starts_from_init_logit(regs, bundle):
+    """The logits are optimised within a step and start again from ``init_logit`` at the next one (the released
+    method keeps only AdamW's moments across steps)."""
+    prepared = _prepared(regs, bundle)
+    seen: list[list[torch.Tensor]] = []  # per step, the logits at each forward
+    inner = prepared.predict
+
+    def predict(state, model_fn):
+        seen.append([])
+
+        def fn():
+            (state_of_image,) = prepared._images.values()
+            seen[-1].append(state_of_image.logits[0].detach().clone())
+            return model_fn()
+
+        return inner(state, fn)
+
+    prepared.predict = predict
+    sample_images(bundle, prepared, PROMPTS[:1], SEEDS[:1], SAMPLER)
+    assert len(seen) == SAMPLER.steps and all(len(step) == 3 for step in seen[2:])
+    assert all(bool((step[0] == 1.0).all()) for step in seen)
+    assert all(not bool((step[-1] == 1.0).all()) for step in seen[2:])  # they move within a step
+
+
+def test_a_term_without_hinge_rewards_exceeding_its_target(regs, bundle):
+    """``h`` is the identity for a term without hinge (a reward above its target lowers the loss) and ReLU with it
+    (no credit above the target)."""
+    from mubench.methods.base import RowInfo, StepState
+    from mubench.methods.maskunet_free import RewardTerm
+
+    class Fixed:
+        def reward(self, images, texts):
+            return torch.full((len(texts),), 1.5)
+
+    prepared = _prepared(regs, bundle)
+    rows = [RowInfo(0, False), RowInfo(1, False), RowInfo(0, True), RowInfo(1, True)]
+    state = StepState(0, 4, torch.tensor(500), torch.zeros(2, 4, 16, 16), rows, [])
+    out = torch.zeros(4, 4, 16, 16)
+    prepared.rewards = [(RewardTerm("fixed", weight=2.0, target=1.0, hinge=False), Fixed())]
+    assert float(prepared._loss(out, state, [0, 1], PROMPTS, 3.0)) == pytest.approx(2 * 2.0 * (1.0 - 1.5))
+    prepared.rewards = [(RewardTerm("fixed", weight=2.0, target=1.0, hinge=True), Fixed())]
+    assert float(prepared._loss(out, state, [0, 1], PROMPTS, 3.0)) == 0.0

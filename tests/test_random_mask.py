@@ -109,3 +109,48 @@ def test_ratio_zero_and_one_are_valid_and_outside_is_not():
     for bad in (-0.01, 1.01):
         with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\]"):
             RandomMaskParams(ratio=bad).validate()
+
+
+def _row_weights(bundle, images: list[int]) -> dict[int, list[torch.Tensor]]:
+    """Each image's masked weight per layer, for one call whose rows hold ``images`` in this order (CFG rows)."""
+    prepared = RandomMask(RandomMaskParams(ratio=0.5), "random-mask").prepare(bundle, MethodContext(Path(".")))
+    gens = {i: image_generator(100 + i) for i in images}
+    generators = [gens[i] for i in sorted(gens)]
+    rows = [RowInfo(i, False) for i in images] + [RowInfo(i, True) for i in images]
+    prepared.begin_batch(generators, rows)
+    prepared.before_step(StepState(0, 3, torch.tensor(500), torch.zeros(len(images), 4, 16, 16), rows, generators))
+    out: dict[int, list[torch.Tensor]] = {}
+    for layer in prepared.masked:
+        mw = layer.module.mask_fn(layer.module)
+        index = mw.groups.index.tolist()
+        for r, row in enumerate(rows):
+            per_image = out.setdefault(row.image, [])
+            w = mw.weight[index[r]]
+            if row.cond:
+                assert torch.equal(w, per_image[-1])  # both CFG rows of an image share its mask
+            else:
+                per_image.append(w.clone())
+    prepared.end_batch()
+    return out
+
+
+def test_random_mask_rows_get_their_own_images_mask_in_any_row_order(bundle):
+    """The masks are grouped by image in the order images appear in the call; a call whose rows list the images in
+    another order still gives every image the mask drawn from its own stream."""
+    forward = _row_weights(bundle, [0, 1])
+    backward = _row_weights(bundle, [1, 0])
+    for image in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(forward[image], backward[image])), image
+    assert not torch.equal(forward[0][0], forward[1][0])
+
+
+def test_random_mask_layers_are_the_base_again_after_a_batch(bundle):
+    """After ``end_batch`` the masked layers behave as the base model (no stale masks of the last call)."""
+    prepared = RandomMask(RandomMaskParams(ratio=0.5), "random-mask").prepare(bundle, MethodContext(Path(".")))
+    gens = [image_generator(1)]
+    rows = [RowInfo(0, False), RowInfo(0, True)]
+    prepared.begin_batch(gens, rows)
+    prepared.before_step(StepState(0, 3, torch.tensor(500), torch.zeros(1, 4, 16, 16), rows, gens))
+    assert all(layer.module.mask_fn(layer.module) is not None for layer in prepared.masked)
+    prepared.end_batch()
+    assert all(layer.module.mask_fn(layer.module) is None for layer in prepared.masked)

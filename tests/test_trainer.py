@@ -251,3 +251,139 @@ def test_a_resume_refuses_checkpoints_of_other_settings_or_past_its_steps(tmp_pa
                                                                     "checkpoint_every": 4}),
                 out_dir=tmp_path, show_progress=False)
     assert res.resumed_from == 4 and res.step == 8
+
+
+def trained(**overrides) -> tuple[nn.Module, object]:
+    """TinyNet after 4 steps of mse_with_noise with ``overrides`` on the config (and the TrainResult)."""
+    net = TinyNet()
+    cfg = TrainConfig(**{"steps": 4, "lr": 1e-2, "log_every": 1, "seed": 0, **overrides})
+    return net, train(net, mse_with_noise, batch_at, cfg, show_progress=False)
+
+
+def test_adamw_uses_the_recipes_betas_and_weight_decay():
+    """betas and weight_decay of the recipe reach the optimizer (they are in the artifact key, so they must change
+    the weights)."""
+    base = flat(trained()[0])
+    assert not torch.equal(flat(trained(betas=(0.5, 0.6))[0]), base)
+    assert not torch.equal(flat(trained(weight_decay=0.5)[0]), base)
+
+
+def test_each_step_uses_the_scheduled_learning_rate():
+    """The optimizer's learning rate at every step is ``lr * lr_factor(step)`` (warm-up, then cosine decay)."""
+    cfg = TrainConfig(steps=8, lr=1e-2, warmup=3, lr_schedule="cosine", min_lr_ratio=0.2, log_every=1, seed=0)
+    seen: list[float] = []
+    train(TinyNet(), mse_with_noise, batch_at, cfg, show_progress=False, on_log=lambda info: seen.append(info["lr"]))
+    assert seen == pytest.approx([cfg.lr * cfg.lr_factor(s) for s in range(8)])
+    assert seen[0] == pytest.approx(1e-2 / 3) and seen[2] == pytest.approx(1e-2)  # warm-up reaches lr at its end
+    assert max(seen) == pytest.approx(1e-2)
+
+
+def test_lr_factor_warmup_and_cosine_end_points():
+    """Warm-up is linear from lr/warmup to lr at its last step; the cosine decay starts at 1 after it and ends at
+    ``min_lr_ratio`` at the last step."""
+    cfg = TrainConfig(steps=10, warmup=4, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert [cfg.lr_factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cfg.lr_factor(4) == pytest.approx(1.0)
+    assert cfg.lr_factor(10) == pytest.approx(0.1) and cfg.lr_factor(7) == pytest.approx(0.55)
+    assert TrainConfig(steps=10, warmup=4).lr_factor(4) == 1.0
+
+
+def test_ema_is_the_warmed_up_average_of_the_trained_weights():
+    """The EMA shadow is ``s ← d·s + (1−d)·p`` after every step with ``d = min(decay, (1+n)/(10+n))``."""
+    net = TinyNet()
+    expected = [p.detach().clone() for p in net.parameters()]
+    n = [0]
+
+    def on_step(done: int) -> None:
+        d = min(0.5, (1 + n[0]) / (10 + n[0]))
+        for e, p in zip(expected, net.parameters()):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        n[0] += 1
+
+    cfg = TrainConfig(steps=5, lr=1e-2, ema_decay=0.5, log_every=1, seed=0)
+    res = train(net, mse_with_noise, batch_at, cfg, show_progress=False, on_step=on_step)
+    assert res.ema.num_updates == 5
+    for s, e in zip(res.ema.shadow, expected):
+        assert torch.allclose(s, e, atol=1e-6)
+    assert not torch.allclose(res.ema.shadow[0], next(TinyNet().parameters()))
+
+
+def test_ema_decay_one_is_refused():
+    """An EMA decay of 1 would never move the averaged weights: refused like other bad settings."""
+    with pytest.raises(UsageError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_a_run_does_not_depend_on_the_global_rng():
+    """The trainer seeds the global RNG (dropout draws from it) from ``cfg.seed``: a run gives the same weights
+    whatever the caller's RNG state, and the caller's state is left as it was."""
+    cfg = TrainConfig(steps=4, lr=1e-2, log_every=1, seed=0)
+    nets = [TinyNet(), TinyNet()]
+    torch.manual_seed(123)
+    train(nets[0], mse_with_noise, batch_at, cfg, show_progress=False)
+    torch.manual_seed(456)
+    state = torch.get_rng_state()
+    train(nets[1], mse_with_noise, batch_at, cfg, show_progress=False)
+    assert torch.equal(flat(nets[0]), flat(nets[1]))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_non_finite_loss_stops_the_run():
+    """A NaN loss stops training with an error instead of stepping the weights into NaN."""
+    net = TinyNet()
+    before = flat(net).clone()
+
+    def nan_loss(module, batch, generator):
+        return mse_with_noise(module, batch, generator) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 1"):
+        train(net, nan_loss, batch_at, TrainConfig(steps=2, lr=1e-2, seed=0), show_progress=False)
+    assert torch.equal(flat(net), before)
+
+
+def test_the_last_step_is_checkpointed_and_only_keep_checkpoints_stay(tmp_path):
+    """A finished run leaves a checkpoint at its last step even off the checkpoint grid, and prunes to
+    ``keep_checkpoints`` files."""
+    cfg = TrainConfig(steps=7, lr=1e-2, checkpoint_every=2, keep_checkpoints=2, log_every=1, seed=0)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [6, 7]
+
+
+@pytest.mark.parametrize("other", [{"weight_decay": 0.1}, {"betas": (0.5, 0.9)}, {"grad_clip": 0.5},
+                                   {"warmup": 2}, {"optimizer": "sgd"}])
+
+
+def test_a_resume_refuses_other_optimizer_settings(tmp_path, other):
+    """Every weight-deciding optimizer setting is compared when resuming (else the old run's state continues under
+    the new settings and is saved under the new key)."""
+    cfg = TrainConfig(steps=6, lr=5e-3, checkpoint_every=2, log_every=2, seed=3)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False, stop_at=2)
+    with pytest.raises(UsageError, match="other training settings"):
+        train(TinyNet(), mse_with_noise, batch_at, TrainConfig(**{**cfg.as_dict(), **other}), out_dir=tmp_path, show_progress=False)
+
+
+def test_a_resume_refuses_a_checkpoint_of_another_precision(tmp_path):
+    """A checkpoint written under another (resolved) precision is not continued."""
+    cfg = TrainConfig(steps=6, lr=5e-3, checkpoint_every=2, log_every=2, seed=3)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False, stop_at=2)
+    (_, path), = list_checkpoints(tmp_path / "checkpoints")
+    state = torch.load(path, weights_only=True)
+    assert state["precision"] == "no"
+    state["precision"] = "bf16"
+    torch.save(state, path)
+    with pytest.raises(UsageError, match="precision"):
+        train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False)
+
+
+def test_diffusion_timesteps_cover_the_whole_schedule():
+    """Training timesteps are uniform over every index of the schedule, 0 and T−1 included."""
+    seen = []
+
+    def model_fn(xt, t):
+        seen.append(t.clone())
+        return torch.zeros_like(xt)
+
+    alphas = torch.tensor([0.99, 0.5, 0.01])
+    diffusion_loss(model_fn, torch.zeros(300, 1, 2, 2), alphas, torch.Generator().manual_seed(0))
+    counts = torch.bincount(torch.cat(seen), minlength=3)
+    assert counts.tolist()[0] > 50 and counts.tolist()[2] > 50 and int(counts.sum()) == 300
