@@ -131,7 +131,7 @@ class DiT(Model):
         transformer.to(ctx.device)
         vae.to(ctx.device)
         return class_bundle("dit", transformer, vae, int(transformer.config.num_embeds_ada_norm), params.resolution,
-                            "dit:" + stable_hash({**digests, "vae": params.vae}), DIT_SCHEDULER_CONFIG, DIT_SAMPLER,
+                            "dit:" + stable_hash(digests), DIT_SCHEDULER_CONFIG, DIT_SAMPLER,
                             params.cfg_channels, {"path": str(folder), "vae_path": str(vae_folder),
                                                   "weights_sha256": digests})
 
