@@ -195,3 +195,17 @@ def test_dit_fingerprint_changes_with_the_vae_weights(tmp_path):
     prints = {DiT.load(DiTParams(path=str(tmp_path / "DiT"), vae_path=str(tmp_path / name), resolution=16),
                        CPU).fingerprint for name in ("vae-a", "vae-b")}
     assert len(prints) == 2
+
+
+def test_loading_tiny_sd_leaves_the_callers_rng_alone():
+    """The tiny model seeds its own weights: loading it neither resets the caller's global RNG stream nor depends
+    on it."""
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = TinySD.load(TinySDParams(), CPU)
+    assert torch.equal(torch.rand(3), expected)
+    second = TinySD.load(TinySDParams(), CPU)
+    assert all(torch.equal(a, b) for a, b in zip(first.denoiser.parameters(), second.denoiser.parameters()))

@@ -45,15 +45,17 @@ class TinySD(Model):
 
     @classmethod
     def load(cls, params: TinySDParams, ctx: LoadContext) -> ModelBundle:
-        torch.manual_seed(params.seed)
-        unet = UNet2DConditionModel(**tiny_unet_config(params.cross_attention_dim, params.resolution // 2))
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            layers_per_block=1, norm_num_groups=8, sample_size=params.resolution)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=514, hidden_size=params.cross_attention_dim,
-                                            intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                            max_position_embeddings=params.max_length, bos_token_id=512,
-                                            eos_token_id=513, pad_token_id=513))
+        with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's RNG state is left as it was
+            torch.manual_seed(params.seed)
+            unet = UNet2DConditionModel(**tiny_unet_config(params.cross_attention_dim, params.resolution // 2))
+            vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+                                down_block_types=("DownEncoderBlock2D",) * 2,
+                                up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=8,
+                                sample_size=params.resolution)
+            text = CLIPTextModel(CLIPTextConfig(vocab_size=514, hidden_size=params.cross_attention_dim,
+                                                intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                max_position_embeddings=params.max_length, bos_token_id=512,
+                                                eos_token_id=513, pad_token_id=513))
         for m in (unet, vae, text):
             m.eval().requires_grad_(False).to(ctx.device, ctx.dtype)
         tokenizer = byte_level_clip_tokenizer(params.max_length)
