@@ -146,3 +146,29 @@ def test_gallery_says_rows_and_each_columns_image_count(tmp_path, cli):
     assert "images per column;" not in html and "6 images" not in html
     assert re.search(r"6 rows, one per \(prompt, image index\)", html)
     assert re.findall(r'<span class="col-count">([^<]*)</span>', html) == ["sd: 6", "random-mask: 4"]
+
+
+EVIL = 'x</script><script>alert("p")</script><b>bold</b>'
+
+
+def test_prompts_are_escaped_in_the_page_and_the_gallery_script(tmp_path, cli):
+    """Prompts are user text: no markup from one reaches index.html or gallery-data.js as live HTML."""
+    path = tmp_path / "store.sqlite"
+    with Store(path) as st:
+        for k, method in enumerate(("sd", "random-mask")):
+            samples = []
+            for p in range(3):
+                img = tmp_path / f"{method}-{p}.png"
+                Image.new("RGB", (4, 4), (p, k, 0)).save(img)
+                samples.append({"prompt_id": f"color/{p:04d}", "image_index": 0, "seed": p, "prompt": EVIL,
+                                "key": f"{method}-{p}", "path": str(img), "sha256": f"{method}{p}".ljust(64, "0"),
+                                "scores": {"clip": {"clip": 0.1 * p + k}}})
+            st.record_run(fake_results(method, {"clip": 0.5}, ci=0.05), samples)
+    out = tmp_path / "report"
+    proc = cli("report", "--html", f"out={out}", f"store={path}", "baseline=sd", "differ_by=clip.clip")
+    assert proc.returncode == 0, proc.stderr
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert '<script>alert("p")' not in html and "<b>bold</b>" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    data = (out / "gallery-data.js").read_text(encoding="utf-8")
+    assert "</script>" not in data and "alert" in data
