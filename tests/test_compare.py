@@ -368,3 +368,32 @@ def test_baseline_marks_are_holm_corrected_over_the_rows_compared_with_the_basel
     d = np.array([-1.0, 3.0, 2.0, 3.0, 1.0, 2.0, 3.0, 2.0])
     assert _marked_table(base, [base + d, base + d]).marks == {(1, 0): "▲", (2, 0): "▲"}
     assert _marked_table(base, [base - d, base + d]).marks == {(1, 0): "▼", (2, 0): "▲"}
+
+
+def test_the_reports_marks_use_the_given_alpha_and_permutations(tmp_path, capsys):
+    """report's alpha= and permutations= reach the marks: a clear difference is marked at the defaults, not at an
+    alpha below the smallest p-value the relabellings can give, nor with too few relabellings to reach 0.05."""
+    base = np.linspace(0.2, 0.4, N)
+    path = _table_store(tmp_path / "a.sqlite", [("sd", "micro", base), ("lora", "micro", base + 0.05)])
+
+    def lora_row(*extra):
+        code, out, err = call(capsys, "report", f"store={path}", "baseline=sd", *extra)
+        assert code == 0, err
+        return next(line for line in out.splitlines() if line.startswith("| lora"))
+
+    assert "▲" in lora_row()
+    assert "▲" not in lora_row("alpha=0.0001", "permutations=200")
+    assert "▲" not in lora_row("permutations=10")  # p >= 1/11 > 0.05
+
+
+def test_compare_records_the_resampling_seed_it_used(store, capsys):
+    """The JSON names the seed of the bootstrap and the relabellings (seed=), which decides the CIs' last digits:
+    with it a reader gets the same numbers again."""
+    results = {}
+    for seed in (0, 7):
+        code, out, err = call(capsys, "compare", "sd", "maskunet", f"store={store}", f"seed={seed}", "--json")
+        assert code == 0, err
+        results[seed] = json.loads(out)
+        assert results[seed]["test"]["seed"] == seed
+    ci = {seed: [(m["ci_low"], m["ci_high"]) for m in r["metrics"]] for seed, r in results.items()}
+    assert ci[0] != ci[7]

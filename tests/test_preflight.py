@@ -1,10 +1,12 @@
 """A run lists every missing file at once (suite data, model weights, scorer weights) before any work starts."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from mubench.errors import AssetError
-from mubench.preflight import MissingAssets, check_all, collect
+from mubench.preflight import MissingAssets, check_all, check_run_assets, collect
 
 
 def test_every_missing_file_is_listed_with_the_verify_command(cli, tmp_path):
@@ -84,3 +86,13 @@ def test_assets_filters_by_method_kind(cli):
     assert {row["name"] for row in json.loads(proc.stdout)} == {"hpsv2.1", "imagereward", "imagereward-med-config",
                                                                  "bert-base-uncased"}
     assert cli("assets", "list", "method=nosuch").returncode == 2
+
+
+def test_random_weights_need_only_the_suites_data(tmp_path):
+    """weights=random builds the model and scorers without their files: missing weights do not stop the run, while
+    with pretrained weights the same missing file is named."""
+    suite = SimpleNamespace(check_assets=lambda: None)
+    params = SimpleNamespace(path=str(tmp_path / "sd"))
+    check_run_assets(suite, "micro", "sd15", params, "random")
+    with pytest.raises(AssetError, match="sd15"):
+        check_run_assets(suite, "micro", "sd15", params, "pretrained")

@@ -1,14 +1,18 @@
 """The SQLite results store: round trip, latest-per-key, concurrent writers, unreadable files."""
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import sqlite3
 
+import numpy as np
 import pytest
 
 from mubench.errors import UsageError
+from mubench.outputs import RunOutput, record_in_store, sample_row
 from mubench.store import SCHEMA_VERSION, Store, default_store_path
-from results_fakes import fake_results, fake_samples
+from mubench.suites.base import PromptItem, SampleRecord
+from results_fakes import fake_results, fake_samples, fake_units
 
 
 def test_round_trip_keeps_results_samples_and_scores(tmp_path):
@@ -212,3 +216,130 @@ def test_a_store_nobody_here_may_write_is_read_as_it_is(tmp_path, monkeypatch):
     conn.close()
     with pytest.raises(UsageError, match="cannot be upgraded where it is"):
         Store(path, create=False)
+
+
+def test_latest_of_two_runs_in_the_same_second_is_the_one_recorded_last(tmp_path):
+    """Run times have one-second resolution: of two runs of one key made in the same second, the later recorded is
+    the newest (reports and baselines show it), and keys come oldest first."""
+    store = Store(tmp_path / "s.sqlite")
+    first = fake_results("sd", {"clip": 0.1}, created="2026-01-02T00:00:00+00:00")
+    second = fake_results("sd", {"clip": 0.2}, created="2026-01-02T00:00:00+00:00")
+    early = fake_results("lora", {"clip": 0.3}, created="2026-01-01T00:00:00+00:00")
+    for r in (first, second, early):
+        store.record_run(r)
+    assert [r["run_id"] for r in store.latest_results()] == [early["run_id"], second["run_id"]]
+    later = fake_results("lora", {"clip": 0.4}, created="2026-01-03T00:00:00+00:00", protocol_hash="proto-b")
+    store.record_run(later)
+    assert [r["run_id"] for r in store.latest_results(methods=["lora"])] == [early["run_id"], later["run_id"]]
+
+
+def test_an_ambiguous_run_id_prefix_is_refused_and_an_exact_id_wins(tmp_path):
+    """A prefix two runs share names no run (rather than an arbitrary one); a full id that is also a prefix of
+    another id is that run."""
+    store = Store(tmp_path / "s.sqlite")
+    a, b, c = (fake_results("sd", {"clip": v}) for v in (0.1, 0.2, 0.3))
+    a["run_id"], b["run_id"], c["run_id"] = "abc111", "abc222", "abc2229"
+    for r in (a, b, c):
+        store.record_run(r)
+    with pytest.raises(UsageError, match="ambiguous"):
+        store.get_results("abc")
+    assert store.get_results("abc1")["run_id"] == "abc111"
+    assert store.get_results("abc222")["run_id"] == "abc222"
+    with pytest.raises(UsageError, match="ambiguous"):
+        store.get_results("abc22")
+
+
+def test_a_failed_write_changes_nothing_and_the_store_stays_writable(tmp_path):
+    """A run whose rows cannot be written (two samples with one prompt id and image index) leaves the run it would
+    have replaced in place, and the same open store records the next run."""
+    store = Store(tmp_path / "s.sqlite")
+    results = fake_results("sd", {"clip": 0.5})
+    store.record_run(results, fake_samples(2, 1))
+    dup = fake_samples(2, 1)
+    dup.append(dict(dup[0]))
+    changed = dict(results, metrics={"clip": dict(results["metrics"]["clip"], value=0.9)})
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_run(changed, dup)
+    assert store.get_results(results["run_id"])["metrics"]["clip"]["value"] == 0.5
+    assert store.count("samples") == 2
+    other = fake_results("lora", {"clip": 0.7})
+    store.record_run(other)
+    store.close()
+    with Store(tmp_path / "s.sqlite", create=False) as again:
+        assert again.count("runs") == 2 and again.get_results(results["run_id"])["metrics"]["clip"]["value"] == 0.5
+
+
+def test_a_version_1_store_is_upgraded_on_open_and_takes_unit_data(tmp_path):
+    """A store written before unit data existed is upgraded in place (its runs kept) and can record per-unit data."""
+    path = tmp_path / "old.sqlite"
+    old = fake_results("sd", {"clip": 0.5})
+    with Store(path) as st:
+        st.record_run(old)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE unit_data")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Store(path) as st:
+        assert st.schema_version() == SCHEMA_VERSION
+        assert st.get_results(old["run_id"]) == old
+        new = fake_results("sd", {"clip": 0.6})
+        st.record_run(new, units={"clip": fake_units([0.5, 0.7])})
+        assert set(st.unit_blobs(new["run_id"])) == {"clip"}
+
+
+def test_a_store_copied_without_wal_mode_is_switched_back_to_wal(tmp_path):
+    """Concurrent writers rely on WAL mode: a store file found in another journal mode is put back in WAL."""
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0].lower() == "delete"
+    conn.close()
+    with Store(path) as st:
+        assert st.journal_mode == "wal"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    conn.close()
+
+
+def test_numpy_scalar_scores_are_stored_as_numbers(tmp_path):
+    """Scorers return numpy scalars: the store keeps their numbers (arrays are left out, marked by their shape)."""
+    store = Store(tmp_path / "s.sqlite")
+    results = fake_results("sd", {"clip": 0.5})
+    samples = fake_samples(1, 1)
+    samples[0]["scores"] = {"micro-clip": {"cos": np.float32(0.25), "n": np.int64(3), "feat": np.zeros((2, 3))}}
+    store.record_run(results, samples)
+    [got] = store.samples(results["run_id"])
+    assert got["scores"]["micro-clip"] == {"cos": 0.25, "n": 3, "feat": {"__array__": [2, 3]}}
+
+
+def test_deleting_a_run_says_whether_there_was_one(tmp_path):
+    """delete_run removes a run with its rows and reports False for an id that is not stored."""
+    store = Store(tmp_path / "s.sqlite")
+    results = fake_results("sd", {"clip": 0.5})
+    store.record_run(results, fake_samples(2, 1))
+    assert store.delete_run("nope") is False
+    assert store.delete_run(results["run_id"]) is True
+    assert store.count("runs") == 0 and store.count("samples") == 0 and store.count("scores") == 0
+
+
+def test_a_recorded_run_keeps_its_unit_data_in_the_store(tmp_path):
+    """The per-unit data behind a run's metrics (what compare and the report's marks test) reaches the store."""
+    results = fake_results("sd", {"clip": 0.5})
+    path = record_in_store(str(tmp_path / "s.sqlite"), RunOutput(results, fake_samples(2, 1),
+                                                                 {"clip": fake_units([0.4, 0.6])}))
+    with Store(path, create=False) as st:
+        assert set(st.unit_blobs(results["run_id"])) == {"clip"}
+        assert st.count("samples") == 2
+
+
+def test_a_sample_row_carries_the_sha256_of_its_image_file(tmp_path):
+    """samples.jsonl names each image by path and by the sha256 of its bytes, and keeps only scalar scores."""
+    img = tmp_path / "a.png"
+    img.write_bytes(b"not really a png")
+    rec = SampleRecord(PromptItem("p0", "a red cube"), 1, 42, "key-a", str(img),
+                       {"clip": {"clip": 0.3, "features": np.zeros(4)}})
+    row = sample_row(rec)
+    assert row["sha256"] == hashlib.sha256(b"not really a png").hexdigest()
+    assert (row["prompt_id"], row["image_index"], row["seed"], row["key"]) == ("p0", 1, 42, "key-a")
+    assert row["scores"] == {"clip": {"clip": 0.3}}
