@@ -6,16 +6,9 @@ import json
 
 import pytest
 
-from mubench.cli import main
 from mubench.store import Store
 from results_fakes import fake_results
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from test_report import call
 
 
 @pytest.fixture
