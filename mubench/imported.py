@@ -30,6 +30,7 @@ def checked_images(suite: Any, folder: Path, items: list[PromptItem], limited: l
             raise UsageError(f"{seen[key]} and {img.path} are both image {img.image_index} of prompt "
                              f"{img.item.id}: keep one")
         seen[key] = img.path
+    check_one_size(folder, found)
     with_images = {prompt for prompt, _ in seen}
     missing = [it.id for it in limited if it.id not in with_images]
     if found and missing:
@@ -40,6 +41,21 @@ def checked_images(suite: Any, folder: Path, items: list[PromptItem], limited: l
         warnings.warn(f"{len(stray)} PNG file(s) in {folder} match no prompt and image of this suite (e.g. "
                       f"{', '.join(str(p.relative_to(folder)) for p in stray[:3])}): not scored", stacklevel=2)
     return found
+
+
+def check_one_size(folder: Path, found: list[ImportedImage]) -> None:
+    """Refuse a folder whose images differ in size before anything is scored (the scorers take a chunk of images as
+    one tensor; each suite resizes by its own protocol, so mubench does not pick a size for the folder)."""
+    from PIL import Image
+
+    sizes: dict[tuple[int, int], Path] = {}
+    for img in found:
+        with Image.open(img.path) as im:  # reads the header only
+            sizes.setdefault(im.size, img.path)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}x{h} (e.g. {p.relative_to(folder)})" for (w, h), p in sorted(sizes.items()))
+        raise UsageError(f"the images in {folder} have {len(sizes)} sizes: {listed}; the scorers take a folder of "
+                         "one size: resize them to one first")
 
 
 def stray_images(folder: Path, found: list[ImportedImage], suite: Any) -> list[Path]:
@@ -62,4 +78,4 @@ def images_per_prompt(found: list[ImportedImage]) -> Union[int, str]:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
-__all__ = ["checked_images", "images_per_prompt", "stray_images"]
+__all__ = ["check_one_size", "checked_images", "images_per_prompt", "stray_images"]

@@ -55,6 +55,19 @@ def test_an_index_the_suite_does_not_make_is_refused(folder, tmp_path):
     assert proc.returncode == 2 and "image index 2 of prompt toy-000 is outside 0..1" in proc.stderr, proc.stderr
 
 
+def test_a_folder_of_mixed_image_sizes_is_refused_before_scoring(folder, tmp_path):
+    """The scorers take a chunk as one tensor: images of two sizes are refused with their sizes named (it was a
+    traceback from the scoring loop)."""
+    from PIL import Image
+
+    images = _copy(folder, tmp_path)
+    Image.open(images / "toy-001" / "0.png").resize((16, 8)).save(images / "toy-001" / "0.png")
+    proc, out = _score(images, tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "have 2 sizes" in proc.stderr and "16x8 (e.g. toy-001/0.png)" in proc.stderr
+    assert not out.exists() and not (tmp_path / "store.sqlite").exists()
+
+
 def test_the_protocol_and_warnings_say_what_the_folder_held(folder, tmp_path):
     full, _ = _score(folder, tmp_path)
     assert full.returncode == 0, full.stderr
