@@ -209,3 +209,23 @@ def test_loading_tiny_sd_leaves_the_callers_rng_alone():
     assert torch.equal(torch.rand(3), expected)
     second = TinySD.load(TinySDParams(), CPU)
     assert all(torch.equal(a, b) for a, b in zip(first.denoiser.parameters(), second.denoiser.parameters()))
+
+
+def test_decoders_clamp_images_to_the_unit_range():
+    """Latents past the data range decode to images clipped to [0, 1], by both the VAE and the pixel codec."""
+    from mubench.models.codecs import PixelCodec, VaeCodec
+
+    wild = torch.tensor([-4.0, -1.5, 0.0, 1.5, 4.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    for out in (PixelCodec().decode(wild), VaeCodec(_FakeVae()).decode(wild)):
+        assert out.min() >= 0 and out.max() <= 1
+        assert out.min() == 0 and out.max() == 1
+
+
+def test_a_long_prompt_is_truncated_to_max_length():
+    """A prompt longer than ``max_length`` tokens is cut to it (with its end token), not passed on longer."""
+    from mubench.models.text import TextEncoderConditioner, byte_level_clip_tokenizer
+
+    cond = TextEncoderConditioner(byte_level_clip_tokenizer(8), _FakeTextEncoder(), 8, use_attention_mask=True)
+    c = cond.encode(["a very long prompt about many red circles", "ab"])
+    assert c.hidden_states.shape == (2, 8, 1) and c.attention_mask.shape == (2, 8)
+    assert int(c.attention_mask[0].sum()) == 8
