@@ -11,24 +11,11 @@ import torch
 from mubench.errors import AssetError, UsageError
 from mubench.micro import zoo as Z
 from mubench.micro.assets import verified_path, verify_all
-
-TINY = {"batch_size": 2, "steps": 2, "clip_steps": 2, "checkpoint_every": 1}
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()  # a build sets its own (BuildParams.threads)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _build(out, **over):
-    return Z.build_micro(out, Z.BuildParams(**{**TINY, **over}), show_progress=False, echo=False, evaluate=False)
-
+from test_zoo_build import _keep_threads, build  # noqa: F401 (_keep_threads: an autouse fixture)
 
 def test_a_time_boxed_build_records_the_step_it_stopped_at(tmp_path):
     """A build whose time budget runs out records the steps it really trained, not the recipe's target."""
-    manifest = _build(tmp_path, steps=4, max_train_minutes=1e-9)  # the budget is spent after the first chunk
+    manifest = build(tmp_path, steps=4, max_train_minutes=1e-9)  # the budget is spent after the first chunk
     recipe = manifest["recipe"]
     assert recipe["steps"] == 4
     assert recipe["steps_done"] == recipe["stopped_early_at"] == 1
@@ -37,8 +24,8 @@ def test_a_time_boxed_build_records_the_step_it_stopped_at(tmp_path):
 
 def test_the_written_unet_holds_the_ema_weights(tmp_path):
     """The saved UNet is the EMA of training: a build with another EMA decay writes other weights."""
-    raw = _build(tmp_path / "raw", ema_decay=0.0)  # decay 0: the EMA is the last raw weights
-    ema = _build(tmp_path / "ema", ema_decay=0.999)
+    raw = build(tmp_path / "raw", ema_decay=0.0)  # decay 0: the EMA is the last raw weights
+    ema = build(tmp_path / "ema", ema_decay=0.999)
     assert raw["files"]["unet.safetensors"]["sha256"] != ema["files"]["unet.safetensors"]["sha256"]
 
 
