@@ -35,7 +35,6 @@ optimizers use torch's multi-tensor AdamW.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
@@ -106,15 +105,12 @@ class MaskUNetFreeParams:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
-def reward_locations(rewards: list[RewardTerm], regs: Any) -> tuple[str, ...]:
+def reward_locations(resolved: list[tuple[RewardTerm, type, Any]]) -> tuple[str, ...]:
     """The dotted paths of the rewards' scorer params that are :data:`~mubench.config.LOCATION_ONLY` (a checkpoint's
-    path): their weights hashes are in the key (``weights_used``), so their places are not."""
-    out = []
-    for i, term in enumerate(rewards):
-        cls = regs.scorers.get(term.scorer)
-        out += [f"rewards.{i}.params.{f.name}" for f in fields(cls.Params)
-                if f.metadata.get("location_only") and f.name in term.params]
-    return tuple(out)
+    path), from :meth:`MaskUNetFree.reward_scorers`: their weights hashes are in the key (``weights_used``), so their
+    places are not."""
+    return tuple(f"rewards.{i}.params.{f.name}" for i, (term, cls, _) in enumerate(resolved)
+                 for f in fields(cls.Params) if f.metadata.get("location_only") and f.name in term.params)
 
 
 class StraightThroughMaskedWeight(torch.autograd.Function):
@@ -325,7 +321,8 @@ class MaskUNetFree(Method):
         device = next(unet.parameters()).device
         regs = load_registries()
         rewards = []
-        for term, cls, scorer_params in self.reward_scorers(regs):
+        resolved = self.reward_scorers(regs)
+        for term, cls, scorer_params in resolved:
             if device.type != "meta":
                 rewards.append((term, cls(scorer_params, ScorerContext(device, torch.float32, ctx.weights),
                                           term.scorer)))
@@ -344,7 +341,7 @@ class MaskUNetFree(Method):
         }
         prepared = MaskUNetFreePrepared(unet, layers, p, bundle, rewards, info)
         prepared.weights_used = {t.scorer: s.weights_hash() for t, s in rewards}
-        prepared.location_params = reward_locations(p.rewards, regs)
+        prepared.location_params = reward_locations(resolved)
         return prepared
 
     def prepare(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetFreePrepared:
