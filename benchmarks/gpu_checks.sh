@@ -13,11 +13,12 @@
 #      maskunet-free (issue 16 targets: fused <= 1.15, lora <= 1.03, free <= 8)                         ~11 min
 #   4. compile=default / reduce-overhead (CUDA graphs) against eager for SD 1.5's base denoiser (issue 16 item 4)
 #   5. SD 1.5 efficiency at the GPU default chunk (32 images per call, 10 steps): maskunet, fused, lora
-#   6. maskunet under compile=reduce-overhead, base compiled too, 20 steps: stream noise (drawn before each call) and
-#      counter noise with inductor's own Triton for the whole mask path (kernel: torch) (items 1, 4; the hand-written
-#      kernel is left out: dynamo cannot trace its launcher, so it would measure 72 graph breaks per forward)
+#   6. counter-noise maskunet under compile=reduce-overhead, base compiled too, 20 steps: inductor's own Triton for
+#      the whole mask path (kernel: torch) against the hand-written kernel inside the graph (kernel: triton, one
+#      mubench::masked_group_weights operator per group) -- issue 16 item 1's "whichever measures faster", and item 4
 #   7. where the default (torch) mask path's time goes on SD 1.5, stage by stage, fp16, one CFG call
 #      (benchmarks/mask_stages.py: adapter GEMMs, uniform draws, E, threshold and W * M, against the base call)
+#   8. the default maskunet (stream noise, drawn before each call) under compile=reduce-overhead, as step 6
 # The machine's image has torch, triton, transformers, peft and accelerate but not diffusers, omegaconf, open_clip and
 # a few small ones: run `bash benchmarks/gpu_wheels.sh` here first (it downloads them into .whl/), name `.whl` in the
 # device call's `carry`, and this script installs them into /tmp/site. Pass MUBENCH_GIT=$(git rev-parse HEAD) so the
@@ -35,7 +36,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MUBENCH_HOME="${MUBENCH_HOME:-/tmp/mubench-home}"
-steps="${*:-1 0 2 3 4 5 6 7}"
+steps="${*:-1 0 2 3 4 5 6 7 8}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.txt" 2>&1
 "$py" -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)" >>"$out/device.txt" 2>&1
 "$py" -c "import diffusers, transformers, peft, open_clip; print('diffusers', diffusers.__version__, 'transformers',
@@ -68,10 +69,12 @@ for step in $steps; do
            --extra suite.image_flops=false suite.train_step=never ;;
     6) counter="maskunet-counter=maskunet:noise=counter"
        bench efficiency_sd15_compiled 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 --steps 20 \
-           --methods "maskunet,$counter" \
+           --methods "$counter,maskunet-fused=maskunet:noise=counter;kernel=triton" \
            --extra compile=reduce-overhead suite.image_flops=false suite.train_step=never ;;
     7) bench mask_stages 200 benchmarks/mask_stages.py --model sd15 --weights random --device cuda --dtype float16 \
            --repeats 10 ;;
-    *) echo "unknown step $step (0-7)" | tee -a "$out/summary.txt" ;;
+    8) bench efficiency_sd15_compiled_stream 590 benchmarks/efficiency_sd15.py --repeats 3 --warmup 1 --steps 20 \
+           --methods maskunet --extra compile=reduce-overhead suite.image_flops=false suite.train_step=never ;;
+    *) echo "unknown step $step (0-8)" | tee -a "$out/summary.txt" ;;
     esac
 done

@@ -15,6 +15,12 @@ the kernel, so a mask bit can differ where the noise falls within that rounding 
 products and sums are exact in fp32 the masks agree bit for bit.
 
 The kernel is built on first use, so importing this module needs no Triton and no GPU.
+
+:func:`masked_group_weights` runs the kernel for every layer of a group (layers of one shape) behind one PyTorch
+operator, ``mubench::masked_group_weights`` (``torch.library.custom_op`` with a fake implementation that gives the
+output's shape; :func:`register_group_operator`): ``torch.compile`` keeps the operator in its graph as one opaque
+call instead of breaking the graph at Triton's Python launcher, so ``kernel: triton`` and ``compile=`` (CUDA graphs
+included) go together.
 """
 from __future__ import annotations
 
@@ -149,3 +155,48 @@ def masked_weights_triton(h: torch.Tensor, a_in: torch.Tensor, b_in: torch.Tenso
     return _kernel(interpreter_on())(h.contiguous(), a_in.contiguous(), b_in.contiguous(), weight.contiguous(),
                                      keys.to(torch.int64).contiguous(), slots.to(torch.int64).contiguous(),
                                      int(layer), bool(deterministic), out)
+
+
+GROUP_SCHEMA = ("(Tensor h, Tensor a_in, Tensor b_in, Tensor weight, Tensor? keys, Tensor? slots, int[] layers, "
+                "bool deterministic) -> Tensor")
+
+
+def _group_weights(h: torch.Tensor, a_in: torch.Tensor, b_in: torch.Tensor, weight: torch.Tensor,
+                   keys: Optional[torch.Tensor], slots: Optional[torch.Tensor], layers: list[int],
+                   deterministic: bool) -> torch.Tensor:
+    """The operator's implementation: each layer's kernel writes its slice of one ``[L, G, out, in]`` tensor."""
+    out = torch.empty((len(layers), h.shape[1], *weight.shape[1:]), dtype=weight.dtype, device=weight.device)
+    for k, layer in enumerate(layers):
+        masked_weights_triton(h[k], a_in[k], b_in[k], weight[k], keys, slots, layer, deterministic, out=out[k])
+    return out
+
+
+def _group_weights_shape(h: torch.Tensor, a_in: torch.Tensor, b_in: torch.Tensor, weight: torch.Tensor,
+                         keys: Optional[torch.Tensor], slots: Optional[torch.Tensor], layers: list[int],
+                         deterministic: bool) -> torch.Tensor:
+    """The operator's fake implementation (what ``torch.compile`` traces with): the output's shape and dtype."""
+    return weight.new_empty((len(layers), h.shape[1], *weight.shape[1:]))
+
+
+@functools.lru_cache(maxsize=1)
+def register_group_operator() -> None:
+    """Registers ``mubench::masked_group_weights`` with PyTorch's dispatcher (once per process). ``torch.compile``
+    cannot trace a registration, so it must happen before a compiled call: maskunet does it when it builds a
+    ``kernel: triton`` model; eager calls register on first use."""
+    op = torch.library.custom_op("mubench::masked_group_weights", _group_weights, mutates_args=(),
+                                 schema=GROUP_SCHEMA)
+    op.register_fake(_group_weights_shape)
+
+
+def masked_group_weights(h: torch.Tensor, a_in: torch.Tensor, b_in: torch.Tensor, weight: torch.Tensor,
+                         keys: Optional[torch.Tensor], slots: Optional[torch.Tensor], layers: list[int],
+                         deterministic: bool = False) -> torch.Tensor:
+    """``[L, G, out, in]`` masked weights of a group of ``L`` layers of one shape, through the fused kernel:
+    ``h`` ``[L, G, out, gi]``, ``a_in`` ``[L, in, gi]``, ``b_in`` ``[L, in]``, ``weight`` ``[L, out, in]``; layer
+    ``k``'s noise is keyed by ``layers[k]`` (its index among the model's masked layers), row ``g``'s by ``keys[g]``
+    and ``slots[g]``. Slice ``k`` equals :func:`masked_weights_triton` of layer ``k``'s tensors (which raises where
+    the kernel cannot run; maskunet checks that when it is built)."""
+    if not torch.compiler.is_compiling():
+        register_group_operator()
+    return torch.ops.mubench.masked_group_weights.default(h, a_in, b_in, weight, keys, slots,
+                                                          [int(i) for i in layers], bool(deterministic))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from ..kernels.masked_weights import triton_unavailable
+from ..kernels.masked_weights import register_group_operator, triton_unavailable
 from ..kernels.philox import counter_exponential
 from ..models.base import ModelBundle
 from .artifacts import copy_matching_state
@@ -340,6 +340,7 @@ class MaskUNetMethod(TrainableMethod):
             why = triton_unavailable(device) if device.type != "meta" else None
             if why is not None:
                 raise UsageError(f"kernel=triton: {why}")
+            register_group_operator()  # before any call: a compiled denoiser cannot register it while tracing
         model.generators.to(device)
         model.adapters.to(device)
         added = sum(t.numel() for t in model.trainable_parameters())

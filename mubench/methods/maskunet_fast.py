@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..kernels.masked_weights import masked_weights_triton
+from ..kernels.masked_weights import masked_group_weights
 from ..kernels.philox import counter_exponential
 from .masking import MaskedLayer, MaskedWeights, keep_mask, masked_product, thresholded_product
 
@@ -271,13 +271,10 @@ class FusedMasks:
         # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
         h = torch.baddbmm(b_out, a_out, grid.to(a_out.dtype)[None].expand(L, B, go, gi).reshape(L * B, go, gi))
         self._left[g] = L
-        if model.kernel == "triton" and model.on_mask is None:
-            h = h.view(L, B, out_f, gi)
-            out = torch.empty((L, B, out_f, in_f), dtype=weight.dtype, device=weight.device)
-            for k, i in enumerate(group.layers):  # each layer's kernel writes its slice of the group's weights
-                masked_weights_triton(h[k], a_in_t[k * B].t(), b_in[k * B, 0], weight[k, 0], keys, slots, i,
-                                      model.deterministic, out=out[k])
-            self._weights[g] = out
+        if model.kernel == "triton" and model.on_mask is None:  # one operator call: one opaque node when compiled
+            self._weights[g] = masked_group_weights(
+                h.view(L, B, out_f, gi), a_in_t.view(L, B, gi, in_f)[:, 0].transpose(1, 2),
+                b_in.view(L, B, in_f)[:, 0], weight[:, 0], keys, slots, list(group.layers), model.deterministic)
             return
         logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
         noise = None if model.deterministic else self._group_noise(g, keys, slots, logits)
