@@ -72,3 +72,30 @@ def prepared_case(regs, bundle, artifacts, name: str) -> tuple[Any, Prepared]:
     return method, method.prepare(bundle, context(artifacts))
 
 
+
+
+def traced_like_eager(bundle, prepared: Prepared, sampler: SamplerConfig, monkeypatch, backend: str = "eager") -> None:
+    """Samples three images eagerly, then through ``torch.compile`` with dynamo's ``backend`` (the run's
+    ``compile=default`` rerouted, so no C++ compiler is needed), then compiled again with the images in reverse
+    order; asserts one graph, no graph break, and the eager images bit for bit both times (other keys in the same
+    graph: each image its own masks still) and eagerly once more after it."""
+    from dataclasses import replace
+
+    from torch._dynamo.utils import counters
+
+    from mubench.sampler import sample_latents
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
+                        real_compile(model, backend=backend, dynamic=dynamic))
+    prompts, seeds = ["a red circle", "a blue square", "two green dots"], [0, 1, 2]
+    eager = sample_latents(bundle, prepared, prompts, seeds, sampler)
+    torch._dynamo.reset()
+    counters.clear()
+    traced = sample_latents(bundle, prepared, prompts, seeds, replace(sampler, compile="default"))
+    flipped = sample_latents(bundle, prepared, prompts[::-1], seeds[::-1], replace(sampler, compile="default"))
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert torch.equal(traced, eager)
+    assert torch.equal(flipped.flip(0), eager)
+    assert torch.equal(sample_latents(bundle, prepared, prompts, seeds, sampler), eager)

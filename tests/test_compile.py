@@ -12,7 +12,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from method_cases import CASES, SAMPLER, Case, context, fake_training, method_of, prepared_case
+from method_cases import (CASES, SAMPLER, Case, context, fake_training, method_of, prepared_case,
+                          traced_like_eager)
 from mubench.config import resolve
 from mubench.errors import UsageError
 from mubench.methods.base import Prepared
@@ -89,30 +90,13 @@ def test_masked_methods_trace_into_one_graph_and_make_the_eager_images(name, reg
     the same order — so dynamo takes the whole call as one graph: no graph break, no recompilation when the keys,
     the images or the step change. Run through dynamo's ``eager`` backend, the graph makes the eager images bit for
     bit (inductor's rounding is the next test's business)."""
-    from torch._dynamo.utils import counters
-
     case = CASES.get(name) or Case("maskunet", {"noise": "counter", "mask_scope": "image"})
     method = method_of(regs, case)
     if method.trainable:
         built = method.build(bundle, context(artifacts))
         fake_training(built)
         method.save(built, bundle, context(artifacts))
-    prepared = method.prepare(bundle, context(artifacts))
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
-                        real_compile(model, backend="eager", dynamic=dynamic))
-    sampler = replace(SAMPLER, chunk=2)
-    prompts, seeds = ["a red circle", "a blue square", "two green dots"], [0, 1, 2]
-    eager = sample_latents(bundle, prepared, prompts, seeds, sampler)
-    torch._dynamo.reset()
-    counters.clear()
-    traced = sample_latents(bundle, prepared, prompts, seeds, replace(sampler, compile="default"))
-    flipped = sample_latents(bundle, prepared, prompts[::-1], seeds[::-1], replace(sampler, compile="default"))
-    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert torch.equal(traced, eager)
-    assert torch.equal(flipped.flip(0), eager)  # other keys in the same graph: each image its own masks still
-    assert torch.equal(sample_latents(bundle, prepared, prompts, seeds, sampler), eager)  # eager again after it
+    traced_like_eager(bundle, method.prepare(bundle, context(artifacts)), replace(SAMPLER, chunk=2), monkeypatch)
 
 
 @needs_compiler

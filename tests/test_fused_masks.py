@@ -287,25 +287,11 @@ def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
 def test_the_kernel_stays_inside_one_compiled_graph(tiny_bundle, tmp_path, interpret, monkeypatch, backend):
     """``kernel: triton`` under ``compile=``: each group's kernel calls are one ``mubench::masked_group_weights``
     operator, which dynamo keeps in its graph (traced through its fake implementation) instead of breaking the graph
-    at Triton's Python launcher: one graph, no break, no recompilation for other keys, and the eager images bit for
-    bit (``aot_eager`` adds AOT autograd's functional trace of the operator)."""
-    from dataclasses import replace
-
-    from torch._dynamo.utils import counters
-
-    from mubench.sampler import SamplerConfig, sample_latents
+    at Triton's Python launcher (20 graphs per call before): one graph, no break, no recompilation for other keys,
+    and the eager images bit for bit (``aot_eager`` adds AOT autograd's functional trace of the operator)."""
+    from method_cases import traced_like_eager
+    from mubench.sampler import SamplerConfig
 
     prepared = _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton")
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
-                        real_compile(model, backend=backend, dynamic=dynamic))
     cfg = SamplerConfig(scheduler="ddim", steps=2, guidance=3.0, resolution=32, chunk=2)
-    prompts, seeds = ["a red circle", "two stars"], [5, 6]
-    eager = sample_latents(tiny_bundle, prepared, prompts, seeds, cfg)
-    torch._dynamo.reset()
-    counters.clear()
-    traced = sample_latents(tiny_bundle, prepared, prompts, seeds, replace(cfg, compile="default"))
-    flipped = sample_latents(tiny_bundle, prepared, prompts[::-1], seeds[::-1], replace(cfg, compile="default"))
-    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
-    assert not counters["graph_break"], dict(counters["graph_break"])
-    assert torch.equal(traced, eager) and torch.equal(flipped.flip(0), eager)
+    traced_like_eager(tiny_bundle, prepared, cfg, monkeypatch, backend)
