@@ -165,13 +165,14 @@ def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
     for key, value in data.items():
         if key not in fields:
             msg = f"unknown key {where + str(key)!r}{did_you_mean(where + h for h in close_matches(key, fields))}"
-            msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
+            if fields:
+                msg += f"\n  valid keys: {', '.join(where + k for k in sorted(fields))}"
+            else:  # e.g. method.ratio=... for method=sd
+                msg += f"\n  this {where.rstrip('.') or 'component'} has no options: no {where}KEY=VALUE applies"
             raise UsageError(msg)
-        ftype = fields[key].type
         sub = dataclass_type(cls, key)
         if sub is not None and isinstance(value, dict):
             _check_keys(sub, value, f"{where}{key}.")
-        del ftype
 
 
 def nest_overrides(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -168,3 +168,13 @@ def test_null_path_reaches_into_lists_and_leaves_missing_paths_alone():
     assert plain_params == {"rewards": [{"params": {"checkpoint": "/a", "other": 1}}, {"params": {}}], "tau": 1.0}
     null_path(plain_params, "rewards.0.params.checkpoint")
     assert plain_params["rewards"][0]["params"] == {"checkpoint": None, "other": 1}
+
+
+def test_an_option_for_a_component_without_options_says_it_has_none(regs):
+    """``method.ratio=...`` with ``method=sd`` (a method without options) says that the method takes no options,
+    instead of listing an empty set of valid keys; a method with options lists them."""
+    with pytest.raises(UsageError, match="unknown key 'method.ratio'\n  this method has no options") as err:
+        resolve(["suite=toy", "model=tiny-sd", "method=sd", "method.ratio=0.5"], regs)
+    assert "valid keys" not in str(err.value)
+    with pytest.raises(UsageError, match="valid keys: .*method.ratio"):
+        resolve(["suite=toy", "model=tiny-sd", "method=random-mask", "method.ratoi=0.5"], regs)
