@@ -122,6 +122,26 @@ def test_fused_kernel_equals_the_reference_bit_for_bit(interpret, deterministic,
         assert not torch.equal(ref[0] != 0, ref[1] != 0) and not torch.equal(ref[0] != 0, ref[2] != 0)
 
 
+
+def test_a_groups_kernel_calls_key_each_layer_by_its_model_index(interpret):
+    """``masked_group_weights`` (the one call per group the model makes, an operator under ``compile=``): slice ``k``
+    is layer ``layers[k]``'s masked weights, its noise keyed by that layer's index among the model's masked layers,
+    not by its place in the group (on SD 1.5 most groups hold one layer, so a place would key every one as 0)."""
+    from mubench.kernels.masked_weights import masked_group_weights
+
+    g = torch.Generator().manual_seed(1)
+    L, G, OUT, IN, GI = 2, 2, 24, 40, 10
+    h = torch.randint(-4, 5, (L, G, OUT, GI), generator=g).float() / 8  # exact in fp32, as above
+    a_in = torch.randint(-4, 5, (L, IN, GI), generator=g).float() / 8
+    b_in = torch.randint(-4, 5, (L, IN), generator=g).float() / 8
+    weight = torch.randn(L, OUT, IN, generator=g)
+    keys, slots = torch.randint(0, 2**62, (G,), generator=g), torch.tensor([0, 1])
+    out = masked_group_weights(h, a_in, b_in, weight, keys, slots, [7, 3])
+    assert out.shape == (L, G, OUT, IN)
+    for k, layer in enumerate([7, 3]):
+        assert torch.equal(out[k], masked_weights_reference(h[k], a_in[k], b_in[k], weight[k], keys, slots, layer))
+    assert not torch.equal(out[1], masked_weights_reference(h[1], a_in[1], b_in[1], weight[1], keys, slots, 1))
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with TRITON_INTERPRET=0)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_compiled_kernel_on_cuda_equals_the_reference(dtype):
