@@ -72,8 +72,6 @@ def prepared_case(regs, bundle, artifacts, name: str) -> tuple[Any, Prepared]:
     return method, method.prepare(bundle, context(artifacts))
 
 
-
-
 def traced_like_eager(bundle, prepared: Prepared, sampler: SamplerConfig, monkeypatch, backend: str = "eager") -> None:
     """Samples three images eagerly, then through ``torch.compile`` with dynamo's ``backend`` (the run's
     ``compile=default`` rerouted, so no C++ compiler is needed), then compiled again with the images in reverse

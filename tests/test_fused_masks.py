@@ -122,7 +122,6 @@ def test_fused_kernel_equals_the_reference_bit_for_bit(interpret, deterministic,
         assert not torch.equal(ref[0] != 0, ref[1] != 0) and not torch.equal(ref[0] != 0, ref[2] != 0)
 
 
-
 def test_a_groups_kernel_calls_key_each_layer_by_its_model_index(interpret):
     """``masked_group_weights`` (the one call per group the model makes, an operator under ``compile=``): slice ``k``
     is layer ``layers[k]``'s masked weights, its noise keyed by that layer's index among the model's masked layers,
@@ -141,6 +140,7 @@ def test_a_groups_kernel_calls_key_each_layer_by_its_model_index(interpret):
     for k, layer in enumerate([7, 3]):
         assert torch.equal(out[k], masked_weights_reference(h[k], a_in[k], b_in[k], weight[k], keys, slots, layer))
     assert not torch.equal(out[1], masked_weights_reference(h[1], a_in[1], b_in[1], weight[1], keys, slots, 1))
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with TRITON_INTERPRET=0)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -307,8 +307,8 @@ def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
 def test_the_kernel_stays_inside_one_compiled_graph(tiny_bundle, tmp_path, interpret, monkeypatch, backend):
     """``kernel: triton`` under ``compile=``: each group's kernel calls are one ``mubench::masked_group_weights``
     operator, which dynamo keeps in its graph (traced through its fake implementation) instead of breaking the graph
-    at Triton's Python launcher (20 graphs per call before): one graph, no break, no recompilation for other keys,
-    and the eager images bit for bit (``aot_eager`` adds AOT autograd's functional trace of the operator)."""
+    at Triton's Python launcher (20 graphs for this sampling before): one graph, no break, no recompilation for other
+    keys, and the eager images bit for bit (``aot_eager`` adds AOT autograd's functional trace of the operator)."""
     from method_cases import traced_like_eager
     from mubench.sampler import SamplerConfig
 

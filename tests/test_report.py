@@ -130,7 +130,6 @@ def test_paper_table_spec_fixes_rows_columns_and_caption(tmp_path, capsys):
     assert "| Random Mask | – | – |" in out and "no stored results for: Random Mask" in out
 
 
-
 def test_methods_filter_keeps_only_those_rows_of_a_table_spec(store, capsys):
     """``table=SPEC methods=a,b`` shows the spec's rows for those methods only, in the spec's order and names; the
     spec's other rows do not appear, not even as empty rows with a "no stored results" note."""
@@ -139,6 +138,7 @@ def test_methods_filter_keeps_only_those_rows_of_a_table_spec(store, capsys):
     rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == ["SD (base)", "MaskUNet"]  # rows[0]: the header
     assert "LoRA" not in out and "no stored results" not in out
+
 
 def test_micro_spec_lists_all_micro_metrics():
     spec = load_table_spec("micro")

@@ -13,6 +13,7 @@ from mubench.micro import zoo as Z
 from mubench.micro.assets import verified_path, verify_all
 from test_zoo_build import _keep_threads, build  # noqa: F401 (_keep_threads: an autouse fixture)
 
+
 def test_a_time_boxed_build_records_the_step_it_stopped_at(tmp_path):
     """A build whose time budget runs out records the steps it really trained, not the recipe's target."""
     manifest = build(tmp_path, steps=4, max_train_minutes=1e-9)  # the budget is spent after the first chunk
