@@ -180,7 +180,8 @@ def test_a_lone_layer_is_packed_without_a_copy_and_outputs_stay_bitwise(tiny_bun
     weight = model.masked[model._fused.groups[0].layers[0]].module.weight
 
     def packed_is_the_weight() -> bool:
-        return model._fused._stacked[(0, 2)][1][4].untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+        packed = model._fused._stacked[(0, 2, False)][1]
+        return packed.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
 
     assert packed_is_the_weight()  # a view of the layer's weight, no copy
     monkeypatch.setattr(maskunet_fast, "_stack", lambda tensors: torch.stack(list(tensors)))  # as before

@@ -275,6 +275,33 @@ def test_the_triton_path_gives_the_torch_paths_denoiser_output(tiny_bundle, tmp_
     assert (stream - outs["torch"]).abs().max() > 1e-4  # another noise gives other masks (the switch matters)
 
 
+def test_the_kernel_path_holds_one_copy_of_each_layers_input_factors(tiny_bundle, tmp_path, interpret, monkeypatch):
+    """kernel: triton caches each layer's A_in and b_in once, whatever the row count (the torch path's batched GEMM
+    needs them copied per row; the kernel reads them tile by tile for every row), and hands the kernel A_in as it is
+    stacked, contiguous, so that no call copies it again; the next call finds them in the cache."""
+    from mubench.kernels import masked_weights
+
+    seen = []
+    launch = masked_weights.masked_weights_triton
+
+    def recording(h, a_in, *rest, **kw):
+        seen.append(a_in)
+        return launch(h, a_in, *rest, **kw)
+
+    monkeypatch.setattr(masked_weights, "masked_weights_triton", recording)
+    model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton").model
+    _forward(model, 3)
+    fused = model._fused
+    assert sorted(fused._stacked) == [(g, 3, True) for g in range(len(fused.groups))]
+    for (g, _, _), (_, packed) in fused._stacked.items():
+        L, (_, in_f), gi = len(fused.groups[g].layers), fused.groups[g].shape, packed.a_in.shape[-1]
+        assert packed.a_in.shape == (L, in_f, gi) and packed.b_in.shape == (L, in_f)
+    assert len(seen) == len(model.masked) and all(a.is_contiguous() for a in seen)
+    first = {key: packed for key, (_, packed) in fused._stacked.items()}
+    _forward(model, 3, seed=4)
+    assert all(fused._stacked[key][1] is packed for key, packed in first.items())  # cached, not packed again
+
+
 def test_sampling_with_the_kernel_matches_the_torch_path(tiny_bundle, tmp_path, interpret):
     from mubench.sampler import SamplerConfig, sample_images
 

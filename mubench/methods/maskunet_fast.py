@@ -28,7 +28,7 @@ Used by :class:`~mubench.methods.maskunet.MaskUNet` for its linears when gradien
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
@@ -115,21 +115,34 @@ def draw_group_noise(shape: tuple[int, ...], streams, device: torch.device) -> t
     return _to_exponential(noise)
 
 
+class Packed(NamedTuple):
+    """A group's stacked adapter factors and biases and its layer weights (``L`` layers, ``B`` rows)."""
+
+    b_out: torch.Tensor  # [L·B, out, 1]
+    a_out: torch.Tensor  # [L·B, out, go]
+    b_in: torch.Tensor  # [L·B, 1, in]; fused: [L, in]
+    a_in: torch.Tensor  # [L·B, gi, in] (A_inᵀ); fused: [L, in, gi] (A_in)
+    weight: torch.Tensor  # [L, 1, out, in]
+
+
 def _pack(shape: tuple[int, int], adapters: Sequence[nn.Module], weights: Sequence[torch.Tensor],
-          rows: int) -> tuple[torch.Tensor, ...]:
-    """A group's adapter factors and biases stacked over its ``L`` layers and expanded to ``rows`` for the two batched
-    logit GEMMs, and its layer weights ``[L, 1, out, in]``."""
+          rows: int, fused: bool = False) -> Packed:
+    """A group's adapter factors and biases stacked over its ``L`` layers and expanded to ``rows`` for the batched
+    logit GEMMs, and its layer weights. ``fused``: the second GEMM runs in the Triton kernel, which reads each layer's
+    ``A_in`` and ``b_in`` once for all rows: those two are stacked only, not copied ``rows`` times."""
     L, B = len(adapters), rows
     (out_f, in_f), go, gi = shape, adapters[0].rows.in_features, adapters[0].cols.in_features
     a_out = _stack([a.rows.weight for a in adapters])  # [L, out, go]
     b_out = _stack([a.rows.bias for a in adapters])  # [L, out]
     a_in = _stack([a.cols.weight for a in adapters])  # [L, in, gi]
     b_in = _stack([a.cols.bias for a in adapters])  # [L, in]
-    return (
+    if not fused:
+        b_in = b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f)
+        a_in = a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f)
+    return Packed(
         b_out[:, None, :, None].expand(L, B, out_f, 1).reshape(L * B, out_f, 1),
         a_out[:, None].expand(L, B, out_f, go).reshape(L * B, out_f, go),
-        b_in[:, None, None, :].expand(L, B, 1, in_f).reshape(L * B, 1, in_f),
-        a_in.transpose(1, 2)[:, None].expand(L, B, gi, in_f).reshape(L * B, gi, in_f),
+        b_in, a_in,
         _stack(list(weights))[:, None],  # [L, 1, out, in]
     )
 
@@ -158,7 +171,7 @@ class FusedMasks:
         self._weights: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] masked weights of this call
         self._masks: dict[int, torch.Tensor] = {}  # group → [L, B, out, in] bool masks (only when on_mask is set)
         self._left: dict[int, int] = {}  # group → layers not yet served
-        self._stacked: dict[tuple[int, int], tuple[tuple, tuple[torch.Tensor, ...]]] = {}  # (group, B) → cache
+        self._stacked: dict[tuple[int, int, bool], tuple[tuple, Packed]] = {}  # (group, B, fused) → cache
         # stream noise of the current call drawn before it (:meth:`predraw`), one tensor per group; None: drawn as
         # each group is computed
         self.predrawn: Optional[list[torch.Tensor]] = None
@@ -237,21 +250,22 @@ class FusedMasks:
         share = self.model.share
         return MaskedWeights(wm, share[1] if share is not None else None)
 
-    def _stacked_params(self, g: int, rows: int) -> tuple[torch.Tensor, ...]:
-        """The group's adapter and layer weights, stacked and expanded to ``rows`` (cached until one changes; under
-        ``torch.compile`` stacked in the graph, where inductor folds the stacking into the kernels that read it)."""
+    def _stacked_params(self, g: int, rows: int, fused: bool = False) -> Packed:
+        """The group's adapter and layer weights, stacked and expanded to ``rows`` (:func:`_pack`; cached until one
+        changes; under ``torch.compile`` stacked in the graph, where inductor folds the stacking into the kernels
+        that read it)."""
         group = self.groups[g]
         adapters = [self.model.adapters[i] for i in group.layers]
         weights = [self.model.masked[i].module.weight for i in group.layers]
         if torch.compiler.is_compiling():  # dynamo cannot trace the data-pointer stamp
-            return _pack(group.shape, adapters, weights, rows)
+            return _pack(group.shape, adapters, weights, rows, fused)
         tensors = [t for a in adapters for t in (a.rows.weight, a.rows.bias, a.cols.weight, a.cols.bias)] + weights
         stamp = tuple((t.data_ptr(), t._version) for t in tensors)
-        hit = self._stacked.get((g, rows))
+        hit = self._stacked.get((g, rows, fused))
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        packed = _pack(group.shape, adapters, weights, rows)
-        self._stacked[(g, rows)] = (stamp, packed)
+        packed = _pack(group.shape, adapters, weights, rows, fused)
+        self._stacked[(g, rows, fused)] = (stamp, packed)
         return packed
 
     @torch.no_grad()
@@ -267,16 +281,16 @@ class FusedMasks:
             grid = grid[rows]
             keys, slots = (None, None) if keys is None else (keys[rows], slots[rows])
         L, (B, go, gi), (out_f, in_f) = len(group.layers), grid.shape, group.shape
-        b_out, a_out, b_in, a_in_t, weight = self._stacked_params(g, B)
+        fused = model.kernel == "triton" and model.on_mask is None  # one operator call: one opaque node when compiled
+        b_out, a_out, b_in, a_in, weight = self._stacked_params(g, B, fused)
         # h[l, b] = A_out[l] @ grid[b] + b_out[l];  logits[l, b] = h[l, b] @ A_in[l]^T + b_in[l]  (biases folded)
         h = torch.baddbmm(b_out, a_out, grid.to(a_out.dtype)[None].expand(L, B, go, gi).reshape(L * B, go, gi))
         self._left[g] = L
-        if model.kernel == "triton" and model.on_mask is None:  # one operator call: one opaque node when compiled
-            self._weights[g] = masked_group_weights(
-                h.view(L, B, out_f, gi), a_in_t.view(L, B, gi, in_f)[:, 0].transpose(1, 2),
-                b_in.view(L, B, in_f)[:, 0], weight[:, 0], keys, slots, list(group.layers), model.deterministic)
+        if fused:
+            self._weights[g] = masked_group_weights(h.view(L, B, out_f, gi), a_in, b_in, weight[:, 0], keys, slots,
+                                                    list(group.layers), model.deterministic)
             return
-        logits = torch.baddbmm(b_in, h, a_in_t).view(L, B, out_f, in_f).float()
+        logits = torch.baddbmm(b_in, h, a_in).view(L, B, out_f, in_f).float()
         noise = None if model.deterministic else self._group_noise(g, keys, slots, logits)
         if model.on_mask is None:
             self._weights[g] = thresholded_product(weight, logits, noise)
