@@ -324,3 +324,109 @@ def test_geneval_protocol_records_images_per_prompt():
     """GenEval's reference makes 4 images per prompt; a run with another count records its own."""
     s = GenEvalSuite(build_params(GenEvalParams, {"images_per_prompt": 2}), "geneval")
     assert s.protocol()["images_per_prompt"] == 2
+
+
+def test_iou_of_boxes_apart_on_both_axes_is_zero():
+    """Boxes separated both horizontally and vertically share no pixel: the intersection's negative width and
+    height are each clamped to 0 (not multiplied into a positive area), so IoU is 0. Two empty boxes (union 0)
+    also have IoU 0, as in GenEval's compute_iou."""
+    assert compute_iou((0, 0, 9, 9), (20, 20, 29, 29)) == 0.0
+    assert compute_iou((20, 20, 29, 29), (0, 0, 9, 9)) == 0.0
+    assert compute_iou((5, 5, 3, 3), (5, 5, 3, 3)) == 0.0  # x2 < x1 - 1: zero area each, union 0
+
+
+def test_identical_boxes_are_all_kept_when_nms_is_off():
+    """With the default max_overlap 1.0 NMS is off entirely, so even two identical boxes (IoU exactly 1) both stay;
+    GenEval counts them as two objects."""
+    dets = {"clock": [D(0, 0, 9, 9, 0.95), D(0, 0, 9, 9, 0.93)]}
+    assert compute_iou(dets["clock"][0].box, dets["clock"][1].box) == 1.0
+    assert [d.score for d in keep_detections(dets, "counting")["clock"]] == [0.95, 0.93]
+    meta = _meta("counting", [{"class": "clock", "count": 2}], [{"class": "clock", "count": 3}])
+    assert judge(meta, dets).correct
+
+
+def test_nms_is_greedy_against_each_kept_box():
+    """Greedy NMS compares the remaining boxes with the box just kept. In a chain A-B-C where A overlaps B and B
+    overlaps C but A and C are apart, A suppresses B, and C (no longer facing B) is kept; boxes that overlap
+    nothing are never removed."""
+    a, b, c = D(0, 0, 9, 9, 0.9), D(5, 0, 14, 9, 0.8), D(10, 0, 19, 9, 0.7)
+    assert compute_iou(a.box, b.box) == compute_iou(b.box, c.box) == pytest.approx(50 / 150)
+    assert compute_iou(a.box, c.box) == 0.0
+    kept = keep_detections({"car": [c, a, b]}, "two_object", RuleParams(max_overlap=0.3))
+    assert [d.score for d in kept["car"]] == [0.9, 0.7]
+    apart = {"car": [D(0, 0, 9, 9, 0.9), D(40, 0, 49, 9, 0.8), D(80, 0, 89, 9, 0.7)]}
+    assert len(keep_detections(apart, "two_object", RuleParams(max_overlap=0.3))["car"]) == 3
+
+
+def test_judge_applies_the_given_thresholds():
+    """judge's RuleParams govern which detections are kept, not only the position rule: a 0.4-confidence object
+    passes the default 0.3 threshold but not a 0.5 one."""
+    meta = _meta("single_object", [{"class": "bench", "count": 1}])
+    dets = {"bench": [D(0, 0, 5, 5, 0.4)]}
+    assert judge(meta, dets).correct
+    v = judge(meta, dets, params=RuleParams(threshold=0.5))
+    assert not v.correct and v.reason == "expected bench>=1, found 0"
+    many = {"bench": [D(i * 10, 0, i * 10 + 5, 5, 0.9) for i in range(3)]}
+    excl = _meta("single_object", [{"class": "bench", "count": 1}], [{"class": "bench", "count": 3}])
+    assert not judge(excl, many).correct
+    assert judge(excl, many, params=RuleParams(max_objects=2)).correct  # the cap keeps only 2 benches
+
+
+def test_position_rule_checks_every_object_against_every_target():
+    """Each of the clause's top-count objects must stand in the relation to each object of the target group; one
+    failing pair fails the image, and the first failing pair of an object ends that object's check (one reason)."""
+    bears = [D(0, 0, 10, 10), D(0, 100, 10, 110)]
+    meta = _meta("position", [{"class": "teddy bear", "count": 2},
+                              {"class": "dog", "count": 1, "position": ["right of", 0]}])
+    # right of bear 1, but relative to bear 2 the offset (50, -100) shrinks to (48, -98) / 111.8 = (0.43, -0.88)
+    assert relative_position(D(50, 0, 60, 10), bears[0]) == {"right of"}
+    assert relative_position(D(50, 0, 60, 10), bears[1]) == {"above"}
+    assert evaluate(meta, {"teddy bear": bears, "dog": [D(50, 0, 60, 10)]}).correct is False
+    assert evaluate(meta, {"teddy bear": bears, "dog": [D(200, 50, 210, 60)]}).correct
+    # the dog is left of both bears: the object stops at its first failing target, so only one reason
+    v = evaluate(meta, {"teddy bear": bears, "dog": [D(-100, 50, -90, 60)]})
+    assert not v.correct and v.reason == "expected dog right of target, found left of target"
+    # two dogs: the second, left of the bear, fails the clause although the first is right of it
+    meta2 = _meta("position", [{"class": "teddy bear", "count": 1},
+                               {"class": "dog", "count": 2, "position": ["right of", 0]}])
+    dogs = [D(50, 0, 60, 10, 0.9), D(-60, 0, -50, 10, 0.8)]
+    v = evaluate(meta2, {"teddy bear": bears[:1], "dog": dogs})
+    assert not v.correct and v.reason == "expected dog right of target, found left of target"
+    assert evaluate(meta2, {"teddy bear": bears[:1], "dog": [dogs[0], D(80, 0, 90, 10, 0.8)]}).correct
+
+
+def test_a_failed_colour_clause_skips_its_position_check():
+    """The position check runs only while the clause is still matched: after a colour failure only the colour
+    reason is reported, not a position one."""
+    meta = _meta("position", [{"class": "cat", "count": 1},
+                              {"class": "dog", "count": 1, "color": "red", "position": ["right of", 0]}])
+    kept = {"cat": [D(0, 0, 10, 10)], "dog": [D(-60, 0, -50, 10)]}  # a blue dog, left of the cat
+    v = evaluate(meta, kept, lambda objs, cls: ["blue"] * len(objs))
+    assert not v.correct and v.reason == "expected red dog>=1, found 0 red; and 1 blue"
+
+
+def test_colour_reason_lists_colours_in_geneval_order():
+    """The colour-failure reason counts the classified colours in GenEval's COLORS order (red before blue), not
+    alphabetically or in detection order."""
+    meta = _meta("colors", [{"class": "car", "count": 3, "color": "green"}])
+    kept = {"car": [D(0, 0, 1, 1), D(2, 2, 3, 3), D(4, 4, 5, 5)]}
+    v = evaluate(meta, kept, lambda objs, cls: ["white", "blue", "red"])
+    assert not v.correct and v.reason == "expected green car>=3, found 0 green; and 1 red, 1 blue, 1 white"
+
+
+def test_every_violated_exclude_clause_is_reported():
+    """All exclude clauses are checked: two violated ones give two reasons, one per line."""
+    meta = _meta("single_object", [{"class": "cat", "count": 1}],
+                 [{"class": "cat", "count": 2}, {"class": "dog", "count": 1}])
+    v = evaluate(meta, {"cat": [D(0, 0, 1, 1), D(5, 5, 6, 6)], "dog": [D(9, 9, 10, 10)]})
+    assert not v.correct and v.reason == "expected cat<2, found 2\nexpected dog<1, found 1"
+
+
+def test_summary_keeps_tags_outside_geneval_s_six_tasks():
+    """A tag outside TASKS still gets its own mean, listed after the known tasks (which keep GenEval's order), and
+    ``overall`` is the unweighted mean of every task mean present."""
+    rows = [{"tag": "zzz_custom", "correct": c} for c in (True, False, False, False)]
+    rows += [{"tag": "counting", "correct": True}, {"tag": "single_object", "correct": False}]
+    s = summarize(rows)
+    assert list(s) == ["single_object", "counting", "zzz_custom", "overall"]
+    assert s["zzz_custom"] == 0.25 and s["overall"] == pytest.approx((0.0 + 1.0 + 0.25) / 3)

@@ -17,6 +17,7 @@ from mubench.micro.dit import DiTBuildParams, MicroDiTModel, MicroDiTParams, bui
 from mubench.micro.oracle import Oracle
 from mubench.models.base import LoadContext
 from mubench.suites.base import PromptItem, SampleRecord
+from mubench.suites.micro import MicroFidParams
 from mubench.suites.micro_class import MicroClassParams, MicroClassSuite
 
 CPU = LoadContext(torch.device("cpu"), torch.float32, "random")
@@ -192,3 +193,82 @@ def test_reference_settings_reach_the_prompts():
     # not be reused (the micro suite's color_attr keys, 900_000 + k, share the range; they seed no render)
     micro_keys = {it.meta["key"] for it in MicroSuite(MicroSuiteParams(), "micro").items() if it.meta.get("references")}
     assert not {it.meta["key"] for it in items} & micro_keys
+
+
+def _class_records(suite, n, dim=4, seed=0, ref_dim=None):
+    """n single-image records of the suite's first n prompts, each largest object right, random CLIP features."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for k, item in enumerate(suite.items()[:n]):
+        objs = [{"color": item.meta["color"], "shape": item.meta["shape"]}]
+        clip = {"clip": 0.25, "features": rng.normal(size=dim), "ref_features": rng.normal(size=(1, ref_dim or dim))}
+        recs.append(SampleRecord(item, 0, k, str(k), "", {"oracle": {"objects": objs, "correct": True}, "clip": clip}))
+    return recs
+
+
+def test_prompt_ids_number_each_class_s_prompts():
+    """Prompt k is ``class-<k mod 15>/<k // 15>``: every id is unique and the number after the slash counts that
+    class's prompts 0, 1, 2, ... (with per_class=3, prompt 30 is class 0's third prompt)."""
+    items = MicroClassSuite(MicroClassParams(per_class=3), "micro-class").items()
+    assert len({it.id for it in items}) == len(items) == 45
+    assert items[30].id == "class-00/0002" and items[44].id == "class-14/0002" and items[16].id == "class-01/0001"
+    for k, it in enumerate(items):
+        assert it.id == f"class-{k % 15:02d}/{k // 15:04d}" and it.meta["label"] == k % 15
+
+
+def test_reference_keys_and_style_are_the_pinned_protocol():
+    """The held-out references are seeded by keys 900000 + k (fixed: another offset would change every reference and
+    FID) and rendered in the class style (fills as the class scenes draw them), which the micro scorer accepts."""
+    from mubench.micro.scorers import reference_scenes
+
+    items = MicroClassSuite(MicroClassParams(per_class=1), "micro-class").items()
+    assert [it.meta["key"] for it in items] == list(range(900_000, 900_015))
+    assert {it.meta["style"] for it in items} == {"class"}
+    scene = reference_scenes(items[0].prompt, items[0].meta["split"], items[0].meta["key"], 1,
+                             style=items[0].meta["style"])[0]
+    assert (scene.objects[0].color, scene.objects[0].shape) == C.class_pairs()[0]
+
+
+def test_protocol_records_split_and_forced_fid():
+    """The protocol names the reference split actually used (its class-data fingerprint too) and whether FID was
+    forced."""
+    p = MicroClassSuite(MicroClassParams(split="val", fid=MicroFidParams(force=True)), "micro-class").protocol()
+    assert p["fid_forced"] is True and "(val split)" in p["fid_reference"]
+    assert p["class_data"] == C.class_fingerprint("val") != C.class_fingerprint("test")
+    assert MicroClassSuite(MicroClassParams(), "micro-class").protocol()["fid_forced"] is False
+
+
+def test_bootstrap_resamples_set_every_metric_s_ci_and_directions_are_right():
+    """suite.bootstrap_resamples governs all CIs (0 = none at all); accuracy-type metrics and the CLIP score are
+    higher-is-better, FID lower-is-better."""
+    params = MicroClassParams(per_class=1, bootstrap_resamples=0, fid=MicroFidParams(force=True))
+    suite = MicroClassSuite(params, "micro-class")
+    m = suite.aggregate(_class_records(suite, 6))
+    assert set(m) == {"accuracy", "color_accuracy", "shape_accuracy", "single_object", "clip", "fid"}
+    assert all(v.ci_low is None and v.ci_high is None for v in m.values())
+    assert all(m[k].higher_is_better is True for k in m if k != "fid") and m["fid"].higher_is_better is False
+    suite = MicroClassSuite(MicroClassParams(per_class=1, bootstrap_resamples=50), "micro-class")
+    m = suite.aggregate(_class_records(suite, 6))  # 6 images >= 4 feature dimensions: FID without forcing
+    assert "fid" in m and all(v.ci_low is not None for v in m.values())
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # forced FID of 2 images in 4 dimensions
+def test_fid_needs_two_images_and_is_computed_from_two_when_forced():
+    """FID's unit data exist from two images on (forced FID is then reported); one image has no FID and no error."""
+    from mubench.metrics.fid import fid_from_features
+
+    params = MicroClassParams(per_class=1, bootstrap_resamples=0, fid=MicroFidParams(force=True))
+    suite = MicroClassSuite(params, "micro-class")
+    one = _class_records(suite, 1)
+    assert "fid" not in suite.units(one) and "fid" not in suite.aggregate(one)
+    two = _class_records(suite, 2)
+    m = suite.aggregate(two)
+    gen = np.stack([r.scores["clip"]["features"] for r in two])
+    ref = np.stack([r.scores["clip"]["ref_features"][0] for r in two])
+    assert m["fid"].value == pytest.approx(fid_from_features(gen, ref, force=True), rel=1e-9) and m["fid"].n == 2
+
+
+def test_no_records_no_metrics():
+    """An empty record list gives no unit data and no metrics."""
+    suite = MicroClassSuite(MicroClassParams(per_class=1), "micro-class")
+    assert suite.units([]) == {} and suite.aggregate([]) == {}

@@ -102,3 +102,103 @@ def test_spacy_backend_missing_is_a_usage_error(monkeypatch):
         NP.noun_phrases("a cat", backend="spacy")
     with pytest.raises(UsageError):
         NP.noun_phrases("a cat", backend="nltk")
+
+
+def test_drop_list_removes_exactly_the_four_reference_chunks():
+    """T2I-CompBench drops a chunk only when its text is exactly "top", "the side", "the left" or "the right"
+    (case-sensitive, as its BLIP-VQA script compares strings), so "The left" at the start of a sentence is kept."""
+    assert rules("a cup on top of a table") == ["a cup", "a table"]
+    assert rules("a cat on the right of a dog") == ["a cat", "a dog"]
+    assert rules("a cat at the side of a dog") == ["a cat", "a dog"]
+    assert rules("The left and the right") == ["The left"]
+
+
+def test_tokenizer_keeps_clock_times_whole_and_splits_hyphenated_compounds():
+    """Rule 1: a clock time like 11:44 is one number token; a hyphenated compound is three tokens. A number token
+    followed by a noun starts a phrase ("11:44 pm")."""
+    assert [t.text for t in NP.tokenize("at 11:44, a diamond-studded ring.")] == [
+        "at", "11:44", ",", "a", "diamond", "-", "studded", "ring", "."]
+    assert rules("the clock reads 11:44 pm") == ["the clock", "11:44 pm"]
+
+
+def test_numbers_and_number_led_phrases():
+    """A number may sit among a phrase's modifiers ("a size 10 shoe" is one phrase), and a verb-list word right
+    after a number is a noun modifier ("two can openers")."""
+    assert rules("a size 10 shoe") == ["a size 10 shoe"]
+    assert rules("two can openers") == ["two can openers"]
+
+
+def test_hyphen_joins_only_words():
+    """Rule 3a: word-hyphen-word is one modifier and the word after the hyphen keeps its own class when it is a noun
+    ("mid-air" stays a phrase); a hyphen next to punctuation joins nothing, so the noun before it still heads its
+    phrase."""
+    assert rules("a yellow cone suspended in mid-air") == ["a yellow cone", "mid-air"]
+    assert rules("a red ball -, a blue cube") == ["a red ball", "a blue cube"]
+
+
+def test_only_can_turns_from_auxiliary_to_noun():
+    """After a determiner or adjective, "can" is the noun ("a cylindrical can"), but other auxiliaries stay verbs
+    and end the phrase ("The rough square was ...")."""
+    assert rules("a cylindrical can and a round box") == ["a cylindrical can", "a round box"]
+    assert rules("The rough square was nestled between the smooth rectangle and the bumpy sphere.") == [
+        "The rough square", "the smooth rectangle", "the bumpy sphere"]
+
+
+def test_participle_before_a_verb_list_noun_is_an_adjective():
+    """Rule 3c: a participle after a determiner that is followed by a base-form verb-list word is an adjective, and
+    that word then the phrase's noun ("a matching set")."""
+    assert rules("a matching set") == ["a matching set"]
+
+
+def test_base_verb_after_a_plural_noun_stays_a_verb():
+    """Rule 3d makes a clause-final base verb a compound noun's head only after a singular noun; after a plural noun
+    it is the predicate ("two dogs sit.")."""
+    assert rules("a spherical trophy stand") == ["a spherical trophy stand"]
+    assert rules("two dogs sit.") == ["two dogs"]
+
+
+def test_that_is_a_relative_pronoun_only_after_a_noun():
+    """Rule 3e: "that" right after a noun is a relative pronoun (its own chunk); elsewhere it is a determiner
+    ("near that cat")."""
+    assert rules("a dog near that cat") == ["a dog", "that cat"]
+
+
+def test_participles_after_a_conjunction_or_a_preposition_and_noun():
+    """Rule 3b: a participle between a conjunction and a noun modifies that noun ("and matching white sink", "and
+    cut apples"), as does one after preposition + noun ("on snow covered grass")."""
+    assert rules("a white commode and matching white sink") == ["a white commode", "matching white sink"]
+    assert rules("a whole pie and cut apples") == ["a whole pie", "cut apples"]
+    assert rules("a cat on snow covered grass") == ["a cat", "snow covered grass"]
+
+
+def test_a_comma_coordinates_adjectives_only_before_more_adjectives():
+    """Rule 3 coordination: "," / "and" between two adjectives that precede a noun joins them into one phrase; a
+    comma after a predicate adjective followed directly by a noun joins nothing."""
+    assert rules("The car is red, trees are green.") == ["The car", "trees"]
+
+
+def test_otherwise_is_an_adverb_outside_noun_phrases():
+    """"otherwise" is an adverb: inside a phrase before an adjective it stays ("the otherwise blank wall"), and as a
+    predicate adverb it is no chunk of its own."""
+    assert rules("The room is otherwise empty.") == ["The room"]
+
+
+def test_rules_backend_never_uses_spacy(monkeypatch):
+    """backend="rules" resolves to the rules even when a spaCy model loads, and its chunks are the rules' own."""
+    class Doc:
+        noun_chunks = []
+
+    class FakeNlp:
+        meta = {"version": "3.5.0"}
+
+        def __call__(self, text):
+            return Doc()
+
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(__version__="3.5.3"))
+    monkeypatch.setattr(NP, "_spacy_model", lambda name: FakeNlp())
+    assert NP.resolve_backend("rules") == "rules"
+    assert NP.noun_phrases("a green bench", backend="rules") == ["a green bench"]
+    assert NP.noun_phrases("a green bench", backend="auto") == []

@@ -10,7 +10,7 @@ import pytest
 
 from mubench.metrics.fid import fid_from_features
 from mubench.stats.paired import compare_units, unit_ci
-from mubench.stats.resample import Clusters, bootstrap_weights, holm, permutation_p, swap_patterns
+from mubench.stats.resample import Clusters, bootstrap_weights, holm, percentile_ci, permutation_p, swap_patterns
 from mubench.stats.units import UnitData, pool
 
 
@@ -369,3 +369,67 @@ def test_fid_units_note_only_below_the_feature_dimension():
     recs = [SampleRecord(PromptItem(f"p{k}", "x"), 0, k, f"k{k}", "") for k in range(4)]
     assert fid_units(recs, np.zeros((4, 4)), ref=np.zeros((4, 4))).note == ""
     assert "biased" in fid_units(recs[:3], np.zeros((3, 4)), ref=np.zeros((3, 4))).note
+
+
+def test_replicates_are_redrawn_independently_for_each_prompt():
+    """Second stage of the pooled bootstrap: each drawn prompt gets its own draw of the replicate runs, so two prompts'
+    replicate splits in one resample are independent: with two replicates a prompt's split is (2, 0), (1, 1) or (0, 2)
+    with probabilities 1/4, 1/2, 1/4, so two prompts' splits agree with probability 1/16 + 1/4 + 1/16 = 0.375."""
+    prompts = np.array(["p0", "p1", "p0", "p1"])
+    cl = Clusters.of(prompts, replicate=np.array([0, 0, 1, 1]))
+    w = bootstrap_weights(cl, 4000, seed=7)
+    both = (w[:, 0] + w[:, 2] > 0) & (w[:, 1] + w[:, 3] > 0)  # both prompts drawn (once each: 2 prompts, 2 draws)
+    share0 = w[both, 0] / (w[both, 0] + w[both, 2])  # replicate 0's share of prompt p0's weight
+    share1 = w[both, 1] / (w[both, 1] + w[both, 3])
+    agree = np.mean(share0 == share1)
+    assert both.sum() > 1000 and abs(agree - 0.375) < 0.05
+
+
+def test_swap_patterns_enumerate_when_two_to_the_clusters_equals_the_budget():
+    """Every relabelling is enumerated when 2**C is at most the number of permutations, equality included."""
+    cl = Clusters.of(np.array(["a", "b", "c"]))
+    s, exact = swap_patterns(cl, 8, seed=0)
+    assert exact and len({tuple(r) for r in s}) == 8
+    s, exact = swap_patterns(cl, 7, seed=0)
+    assert not exact and s.shape == (7, 3)
+
+
+def test_random_swap_patterns_follow_the_seed():
+    """Random relabellings are reproducible for one seed and differ between seeds."""
+    cl = Clusters.of(np.array([f"p{i}" for i in range(30)]))
+    a, _ = swap_patterns(cl, 50, seed=1)
+    assert np.array_equal(a, swap_patterns(cl, 50, seed=1)[0])
+    assert not np.array_equal(a, swap_patterns(cl, 50, seed=2)[0])
+
+
+def test_percentile_ci_ignores_non_finite_draws_and_needs_two():
+    """Draws that are NaN or infinite (a failed resample) are left out, not counted as zeros; with fewer than two
+    finite draws there is no interval."""
+    draws = np.concatenate([np.arange(1.0, 101.0), [np.nan, np.inf, -np.inf]])
+    assert percentile_ci(draws, 50.0) == pytest.approx(tuple(np.percentile(np.arange(1.0, 101.0), [2.5, 97.5])))
+    assert percentile_ci(np.array([3.0, np.nan]), 3.0) == (None, None)
+    assert percentile_ci(np.array([3.0, 4.0]), 3.5) == pytest.approx((3.025, 3.975))
+
+
+def test_fid_recentring_moves_the_draws_mean_not_their_median():
+    """The shift subtracts the bias of the draws' mean from the estimate: for skewed draws the recentred interval is
+    the plain one moved by (mean - estimate), whatever the median."""
+    draws = np.array([0.0] * 90 + [100.0] * 10)  # mean 10, median 0
+    lo, hi = percentile_ci(draws, 4.0, shift=True)
+    plain = np.percentile(draws, [2.5, 97.5])
+    assert (lo, hi) == pytest.approx((plain[0] - 6.0, plain[1] - 6.0))
+
+
+def test_permutation_p_treats_float_ties_as_ties_but_no_more():
+    """A null statistic equal to the observed one up to rounding (0.1 + 0.2 vs 0.3) counts as at least as extreme;
+    one smaller by a real margin (1e-4 relative) does not."""
+    assert 0.1 + 0.2 != 0.3
+    assert permutation_p(0.1 + 0.2, np.array([0.3, 0.0, 0.0, 0.0]), exact=True) == pytest.approx(1 / 4)
+    assert permutation_p(-(0.1 + 0.2), np.array([0.3, 0.0, 0.0, 0.0]), exact=True) == pytest.approx(1 / 4)  # two-sided
+    assert permutation_p(1.0, np.array([0.9999, 0.0, 0.0, 0.0]), exact=True) == 0.0
+
+
+def test_holm_leaves_non_finite_p_values_out_of_the_family():
+    """A NaN p-value (an untestable metric) is not adjusted (None) and does not enlarge the family."""
+    out = holm([0.01, float("nan"), 0.02])
+    assert out[1] is None and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
