@@ -56,7 +56,7 @@ def test_suite_items_seeds_and_assets():
     assert [s.image_seed(items[5], j, 0) for j in range(10)] == list(range(42, 52))
     assert s.image_seed(items[5], 3, 1) == 55
     proto = s.protocol()
-    assert proto["noun_phrases"] in ("rules",) or proto["noun_phrases"].startswith("spacy")
+    assert proto["noun_phrases"] in ("rules 2",) or proto["noun_phrases"].startswith("spacy")
     assert proto["prompt_files_sha256"]["color_val.txt"].startswith("16342597")
 
 

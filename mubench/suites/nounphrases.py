@@ -12,8 +12,9 @@ leftmost dependent to the noun itself. In the val prompts that is: an optional d
 or number, then adjectives, participles, coordinated adjectives ("black and white") and nouns used as
 modifiers, ending at the head noun. The rules below find those spans with a small lexicon:
 
-1. Tokenise like spaCy's English tokenizer for these prompts: words, numbers (``11:44``), ``'s`` and
-   single punctuation marks; hyphenated compounds (``diamond-studded``) are three tokens.
+1. Tokenise like spaCy's English tokenizer for these prompts: words, numbers (``11:44``), clitics (``'s``,
+   ``n't``, ``'re``...: "doesn't" is "does" "n't") and single punctuation marks; hyphenated compounds
+   (``diamond-studded``) are three tokens.
 2. Tag each token from closed word classes (determiners, possessives, numbers, pronouns, prepositions,
    conjunctions, auxiliaries, adverbs), an adjective list (colours, shapes, materials, sizes...), and
    a verb list; any other word is a noun.
@@ -39,6 +40,9 @@ from functools import lru_cache
 from typing import Optional
 
 DROPPED_CHUNKS = frozenset({"top", "the side", "the left", "the right"})
+# the rule chunker's version as the protocol records it: a change of the rules that changes a chunk of some prompt
+# changes it ("rules" was version 1, before clitics were split and "the defining features" kept whole)
+RULES = "rules 2"
 
 DETERMINERS = frozenset("a an the this that these those each every some any no another both all many several "
                         "few".split())
@@ -49,7 +53,7 @@ PREPOSITIONS = frozenset("on of in with for by to near through between above bel
                          "at under over behind beside across around along inside outside onto atop beneath "
                          "without within like as".split())
 CONJUNCTIONS = frozenset("and or but nor".split())
-SUBORDINATORS = frozenset("while when where because if although though whereas than".split())
+SUBORDINATORS = frozenset("while when where because if although though whereas than until".split())
 AUXILIARIES = frozenset("is are was were be been being am can could will would shall should may might must "
                         "do does did has have had".split())
 ADVERBS = frozenset("next nearby back neatly otherwise very really too also just still together there here "
@@ -80,7 +84,7 @@ glass diamond square crescent rubber leather plastic fabric wool velvet steel go
 cream orange remote tan ivory olive khaki navy
 """.split())
 
-# verbs seen in the prompt sets (anything ending in -ed/-ing is also treated as a verb form)
+# verbs seen in the prompt sets (an unlisted word ending in -ed is also taken as a verb form; -ing: rule 3c)
 VERBS = frozenset("""
 sit sits sat sitting stand stands stood standing hold holds held holding hang hangs hung hanging
 display displays displayed provide provides provided feature features featured has have had mix mixes
@@ -92,7 +96,11 @@ release rest rests illuminate illuminates measure stir bake baking cook pound be
 lay rise rises rose cover covers covered match matching left arrange arranged attach attached
 """.split())
 
-_TOKEN = re.compile(r"\d+(?::\d+)+|\d+(?:\.\d+)?|'s\b|[A-Za-z]+(?:'[A-Za-z]+)?|[^\sA-Za-z\d]")
+# clitics are tokens of their own, as spaCy splits them: "doesn't" → "does" "n't", "it's" → "it" "'s", "dog's" →
+# "dog" "'s"; other apostrophes stay inside the word ("o'clock")
+_CLITIC = r"n't\b|'(?:s|m|re|ve|ll|d)\b"
+_TOKEN = re.compile(rf"\d+(?::\d+)+|\d+(?:\.\d+)?|[A-Za-z]+(?=n't\b)|{_CLITIC}|[A-Za-z]+(?:'(?!(?:s|m|re|ve|ll|d)\b)[A-Za-z]+)?"
+                    r"|[^\sA-Za-z\d]")
 
 
 @dataclass
@@ -115,10 +123,12 @@ def _base_tag(word: str) -> str:
     w = word.lower()
     if w == "-":
         return "HYPH"
-    if not w[0].isalnum() and w != "'s":
-        return "PUNCT"
     if w in PARTICLES:
         return "PART"
+    if w in ("'m", "'re", "'ve", "'ll", "'d"):
+        return "AUX"
+    if not w[0].isalnum():
+        return "PUNCT"
     if w[0].isdigit():
         return "NUM"
     for tag, words in (("DET", DETERMINERS), ("POSS", POSSESSIVES), ("NUM", NUMBERS), ("PRON", PRONOUNS),
@@ -155,10 +165,13 @@ class RuleChunker:
             t, prev = toks[i], toks[i - 1].tag
             if prev not in ("DET", "POSS", "NUM", "ADJ"):
                 continue
+            nxt = toks[i + 1] if i + 1 < n else None
             if t.tag == "AUX" and t.low == "can":
                 t.tag = "NOUN"
+            elif (t.tag == "NOUN" and t.low.endswith("ing") and nxt is not None and nxt.tag == "VERB"
+                  and not nxt.low.endswith(("ed", "ing"))):
+                t.tag = "ADJ"  # an unlisted participle before a verb-list noun ("the defining features")
             elif t.tag == "VERB":
-                nxt = toks[i + 1] if i + 1 < n else None
                 if (t.low.endswith(("ed", "ing")) and nxt is not None
                         and (nxt.tag in ("NOUN", "ADJ") or nxt.tag == "VERB" and not nxt.low.endswith(("ed", "ing")))):
                     t.tag = "ADJ"
@@ -296,7 +309,7 @@ def resolve_backend(backend: str = "auto", spacy_model: str = "en_core_web_sm") 
 
         raise UsageError(f"unknown noun-phrase backend {backend!r} (auto | spacy | rules)")
     if backend == "rules":
-        return "rules"
+        return RULES
     if _spacy_model(spacy_model) is not None:
         import spacy
 
@@ -306,12 +319,12 @@ def resolve_backend(backend: str = "auto", spacy_model: str = "en_core_web_sm") 
         from ..errors import UsageError
 
         raise UsageError(f"noun_phrases=spacy but spaCy or its model {spacy_model!r} is not installed")
-    return "rules"
+    return RULES
 
 
 def _chunks(prompt: str, backend: str, spacy_model: str) -> list[str]:
     resolved = resolve_backend(backend, spacy_model)
-    if resolved != "rules":
+    if resolved != RULES:
         return [c.text for c in _spacy_model(spacy_model)(prompt).noun_chunks]
     return [prompt[a:b] for a, b in RuleChunker().chunks(prompt)]
 
@@ -320,4 +333,4 @@ def _rule_spans(prompt: str) -> list[tuple[int, int]]:  # for tests
     return RuleChunker().chunks(prompt)
 
 
-__all__ = ["noun_phrases", "RuleChunker", "DROPPED_CHUNKS", "resolve_backend", "spacy_available", "Optional"]
+__all__ = ["noun_phrases", "RuleChunker", "DROPPED_CHUNKS", "RULES", "resolve_backend", "spacy_available", "Optional"]
