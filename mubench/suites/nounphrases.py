@@ -41,7 +41,8 @@ from typing import Optional
 
 DROPPED_CHUNKS = frozenset({"top", "the side", "the left", "the right"})
 # the rule chunker's version as the protocol records it: a change of the rules that changes a chunk of some prompt
-# changes it ("rules" was version 1, before clitics were split and "the defining features" kept whole)
+# changes it ("rules" was version 1, before clitics were split, "the defining features" kept whole and a
+# noun-capable modifier alone at a phrase's start made its head)
 RULES = "rules 2"
 
 DETERMINERS = frozenset("a an the this that these those each every some any no another both all many several "
@@ -227,7 +228,7 @@ class RuleChunker:
             while j < n:
                 tg = toks[j].tag
                 if tg in _MODIFIER or tg == "HYPH":
-                    if tg == "NOUN" or (tg == "ADJ" and toks[j].low in NOUN_CAPABLE and j > i
+                    if tg == "NOUN" or (tg == "ADJ" and toks[j].low in NOUN_CAPABLE
                                         and not self._modifies_next(toks, j)):
                         last_noun = j
                     j += 1
