@@ -161,3 +161,14 @@ def test_unlisted_device_types_default_to_chunks_of_8():
     from mubench.chunking import default_chunk
 
     assert default_chunk(torch.device("mps")) == 8
+
+
+def test_chunk_sizes_below_one_are_refused_and_any_sequence_gives_lists():
+    """``chunks`` refuses a size below 1 with its own message (0 and negative sizes alike) and, like ``pad``, hands
+    back lists whatever sequence it is given (a range, a tuple)."""
+    for size in (0, -1, -4):
+        with pytest.raises(ValueError, match="chunk size must be >= 1"):
+            chunks([1, 2, 3], size)
+    assert chunks(range(5), 2) == [[0, 1], [2, 3], [4]]
+    assert chunks(("a", "b", "c"), 2) == [["a", "b"], ["c"]]
+    assert pad(("a", "b", "c"), 2) == ["a", "b", "c", "c"] and pad((), 2) == []

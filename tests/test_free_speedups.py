@@ -122,3 +122,64 @@ def test_hpsv2_reuses_the_prompts_text_features(tmp_path):
     assert torch.equal(first, again) and not torch.equal(first, other)
     again.sum().backward()  # still differentiable w.r.t. the images
     assert images.grad.abs().sum() > 0
+
+
+class _Counting(torch.nn.Linear):
+    """A linear that counts the times its own forward runs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.runs = 0
+
+    def forward(self, x):
+        self.runs += 1
+        return super().forward(x)
+
+
+class _Front(torch.nn.Module):
+    """A toy denoiser: a module used twice, a ModuleDict, a parameter-free activation, then the masked layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = _Counting(4, 4)
+        self.parts = torch.nn.ModuleDict({"a": _Counting(4, 4), "b": _Counting(4, 4)})
+        self.act = torch.nn.SiLU()
+        self.masked = torch.nn.Linear(4, 4)
+        self.after = _Counting(4, 4)
+
+    def forward(self, x):
+        first = self.shared(x)
+        twice = self.shared(first)  # a second call on another input: its output differs from the first
+        h = self.act(self.parts["a"](x)) + first + twice
+        return self.after(self.parts["b"](self.masked(h)))
+
+
+def test_prefix_cache_replays_only_modules_that_ran_once_before_the_masked_layer():
+    """Candidates are the parameter-holding submodules without a masked layer, the children of a ModuleDict taken one
+    by one (parameter-free modules are left to run). Recording keeps the outputs of the candidates that ran exactly
+    once before the first masked layer (a module called twice is not replayed: one recorded output cannot stand for
+    two calls), and leaves no hooks behind; a replay gives the plain output without running the recorded modules;
+    after ``clear`` a replay runs everything."""
+    torch.manual_seed(0)
+    net = _Front()
+    names = [n for n, _ in unmasked_candidates(net, [net.masked])]
+    assert names == ["shared", "parts.a", "parts.b", "after"]
+    cache = PrefixCache(net, [net.masked])
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        plain = net(x)
+        with cache.record():
+            recorded = net(x)
+        assert torch.equal(recorded, plain)
+        assert set(cache.outputs) == {"parts.a"}
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+        runs = {name: m.runs for name, m in net.named_modules() if isinstance(m, _Counting)}
+        with cache.replay():
+            replayed = net(x)
+        assert torch.equal(replayed, plain)
+        assert net.parts["a"].runs == runs["parts.a"] and net.shared.runs == runs["shared"] + 2
+        cache.clear()
+        assert cache.outputs == {}
+        with cache.replay():
+            assert torch.equal(net(x), plain)
+        assert net.parts["a"].runs == runs["parts.a"] + 1

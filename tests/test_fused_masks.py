@@ -342,3 +342,124 @@ def test_the_kernel_stays_inside_one_compiled_graph(tiny_bundle, tmp_path, inter
     prepared = _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton")
     cfg = SamplerConfig(scheduler="ddim", steps=2, guidance=3.0, resolution=32, chunk=2)
     traced_like_eager(tiny_bundle, prepared, cfg, monkeypatch, backend)
+
+
+def test_counter_uniforms_are_the_first_philox_word_of_element_layer_slot_under_the_key():
+    """The documented keying, pinned: row ``r``'s element ``n`` of layer ``l`` is the first output word of
+    Philox-4x32-10 at counter ``(n, l, slots[r], 0)`` under key ``(low, high 32 bits of keys[r])``, its top 24 bits
+    times 2⁻²⁴ (golden: key 0 and counter 0 give Random123's first known answer, word 0x6627E8D5)."""
+    assert counter_uniform(torch.tensor([0]), torch.tensor([0]), 0, 1).item() == 0x6627E8 / 2**24
+    keys, slots, layer, numel = torch.tensor([5 + (9 << 32), 2**62 + 12345]), torch.tensor([1, 3]), 7, 50
+    u = counter_uniform(keys, slots, layer, numel)
+    n = torch.arange(numel)
+    for r in range(2):
+        key = int(keys[r])
+        word = philox4x32(n, _u32(layer), _u32(int(slots[r])), _u32(0), _u32(key & 0xFFFFFFFF), _u32(key >> 32))[0]
+        assert torch.equal(u[r], (word >> 8).float() / 2**24)
+    e = counter_exponential(keys, slots, layer, (5, 10))
+    assert torch.equal(e, -torch.log(1.0 - u).view(2, 5, 10))
+
+
+def test_kernel_on_a_cuda_device_needs_no_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert triton_unavailable(torch.device("cuda")) is None
+    assert "TRITON_INTERPRET=1" in triton_unavailable(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_kernel_takes_strided_inputs_and_a_last_k_step_of_one(interpret, deterministic):
+    """The kernel's result does not depend on how its inputs lie in memory (``b_in``, ``keys`` and ``slots`` given
+    as strided views) nor on a reduction width one past the 16-wide K step (``gi = 17``)."""
+    g = torch.Generator().manual_seed(2)
+    G, OUT, IN, GI = 2, 24, 40, 17
+    h = torch.randint(-4, 5, (G, OUT, GI), generator=g).float() / 8  # exact in fp32 in any order, as above
+    a_in = torch.randint(-4, 5, (IN, GI), generator=g).float() / 8
+    b_in = (torch.randint(-4, 5, (2 * IN,), generator=g).float() / 8)[::2]
+    weight = torch.randn(OUT, IN, generator=g)
+    keys = torch.randint(0, 2**62, (2 * G,), generator=g)[::2]
+    slots = torch.tensor([1, 0, 0, 0])[::2]
+    assert not (b_in.is_contiguous() or keys.is_contiguous() or slots.is_contiguous())
+    ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 4, deterministic)
+    out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 4, deterministic)
+    assert torch.equal(out, ref)
+    assert 0.2 < (ref != 0).float().mean().item() < 0.9
+    # the last K column matters: without it the logits (and so the masks) would differ
+    short = masked_weights_reference(h[..., :16], a_in[:, :16], b_in, weight, keys, slots, 4, deterministic)
+    assert not torch.equal(short, ref)
+
+
+def test_noise_on_the_threshold_drops_the_weight_in_the_reference_and_the_kernel(interpret):
+    """Keep only where ``E < e^ℓ``, strictly (as the torch paths do): logits set so that ``e^ℓ`` equals the noise
+    exactly drop every such weight."""
+    import numpy as np
+
+    keys, slots = torch.tensor([99]), torch.tensor([0])
+    OUT, IN, GI = 1, 64, 16
+    noise = counter_exponential(keys, slots, 2, (OUT, IN))[0, 0]
+    b_in = torch.log(noise)
+    tie = torch.exp(b_in) == noise  # where exp(log E) gives E back exactly
+    assert tie.sum() > 8
+    h, a_in = torch.zeros(1, OUT, GI), torch.zeros(IN, GI)
+    weight = torch.ones(OUT, IN)
+    ref = masked_weights_reference(h, a_in, b_in, weight, keys, slots, 2)
+    assert (ref[0, 0][tie] == 0).all()
+    out = masked_weights_triton(h, a_in, b_in, weight, keys, slots, 2)
+    # the kernel draws its own noise in numpy (the interpreter): its ties are where numpy's exp and log agree too
+    u = counter_uniform(keys, slots, 2, IN)[0].numpy()
+    kernel_noise = -np.log(np.float32(1.0) - u)
+    kernel_tie = tie & torch.from_numpy(np.exp(b_in.numpy()) == kernel_noise)
+    assert kernel_tie.sum() > 8 and (out[0, 0][kernel_tie] == 0).all()
+
+
+def test_the_triton_path_serves_deterministic_masks_and_mask_observers(tiny_bundle, tmp_path, interpret):
+    """``kernel: triton`` with ``deterministic`` gives the torch path's output (masks ``ℓ > 0``, no noise); with an
+    observer of the masks (``on_mask``) the model computes bool masks with tensor operations instead of the kernel,
+    and reports the torch path's masks and output."""
+    outs, masks = {}, {}
+    for kernel in ("torch", "triton"):
+        model = _prepared(tiny_bundle, tmp_path, deterministic=True, kernel=kernel).model
+        with torch.no_grad():
+            outs[kernel] = model(*_inputs(2)).sample
+    assert torch.equal(outs["triton"], outs["torch"])
+    for kernel in ("torch", "triton"):
+        model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel).model
+        seen = []
+        model.on_mask = lambda i, m: seen.append((i, m))
+        outs[kernel] = _forward(model, 2)
+        masks[kernel] = seen
+    assert [i for i, _ in masks["triton"]] == list(range(len(masks["torch"])))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks["triton"], masks["torch"]))
+    assert torch.equal(outs["triton"], outs["torch"])
+
+
+def test_counter_noise_keys_each_grouped_layer_by_its_model_index(tmp_path):
+    """On a UNet whose masked block has two weight shapes (two groups: its square linears, then its cross-attention
+    k/v), a grouped layer's counter noise is keyed by its index among the model's masked layers, not by its place in
+    its group: the grouped path gives the per-layer path's masks."""
+    from mubench.models.base import LoadContext
+    from mubench.models.tiny import TinySD, TinySDParams
+
+    bundle = TinySD.load(TinySDParams(cross_attention_dim=48), LoadContext(torch.device("cpu"), torch.float32))
+    model = _prepared(bundle, tmp_path, noise="counter").model
+    assert len(model._fused.groups) == 2 and model._fused.groups[1].layers[0] > 0
+    rows = 2
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400])
+    ctx = torch.randn(rows, 16, 48, generator=g)
+    model.row_keys = torch.tensor([12345, 2**61 + 7])
+    model.row_slots = torch.tensor([0, 1])
+    masks = {}
+    for path in ("grouped", "per-layer"):
+        fused = model._fused
+        if path == "per-layer":
+            model._fused = None
+        seen = []
+        model.on_mask = lambda i, m: seen.append((i, m))
+        try:
+            with torch.no_grad():
+                model(x, t, ctx)
+        finally:
+            model._fused = fused
+        masks[path] = seen
+    assert [i for i, _ in masks["grouped"]] == [i for i, _ in masks["per-layer"]] == list(range(len(model.masked)))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks["grouped"], masks["per-layer"]))
