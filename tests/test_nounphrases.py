@@ -69,13 +69,17 @@ def test_unit_rules():
     assert NP.RuleChunker().chunks("a cat on the left")[-1] == (9, 17)  # the chunk exists, then is dropped
 
 
-def test_spacy_backend_is_used_when_installed(monkeypatch):
+def _fake_spacy(monkeypatch, chunks):
+    """spaCy 3.5.3 with an ``en_core_web_sm`` 3.5.0 that parses any text into the noun chunks ``chunks``."""
+    import sys
+    import types
+
     class Chunk:
         def __init__(self, text):
             self.text = text
 
     class Doc:
-        noun_chunks = [Chunk("a red cube"), Chunk("the side"), Chunk("a blue cone")]
+        noun_chunks = [Chunk(c) for c in chunks]
 
     class FakeNlp:
         meta = {"version": "3.5.0"}
@@ -83,11 +87,12 @@ def test_spacy_backend_is_used_when_installed(monkeypatch):
         def __call__(self, text):
             return Doc()
 
-    import sys
-    import types
-
     monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(__version__="3.5.3"))
     monkeypatch.setattr(NP, "_spacy_model", lambda name: FakeNlp())
+
+
+def test_spacy_backend_is_used_when_installed(monkeypatch):
+    _fake_spacy(monkeypatch, ["a red cube", "the side", "a blue cone"])
     assert NP.noun_phrases("whatever", backend="auto") == ["a red cube", "a blue cone"]
     assert NP.resolve_backend("auto") == "spacy 3.5.3 / en_core_web_sm 3.5.0"
     assert NP.noun_phrases("a red cube and a blue cone", backend="rules") == ["a red cube", "a blue cone"]
@@ -185,20 +190,7 @@ def test_otherwise_is_an_adverb_outside_noun_phrases():
 
 def test_rules_backend_never_uses_spacy(monkeypatch):
     """backend="rules" resolves to the rules even when a spaCy model loads, and its chunks are the rules' own."""
-    class Doc:
-        noun_chunks = []
-
-    class FakeNlp:
-        meta = {"version": "3.5.0"}
-
-        def __call__(self, text):
-            return Doc()
-
-    import sys
-    import types
-
-    monkeypatch.setitem(sys.modules, "spacy", types.SimpleNamespace(__version__="3.5.3"))
-    monkeypatch.setattr(NP, "_spacy_model", lambda name: FakeNlp())
+    _fake_spacy(monkeypatch, [])
     assert NP.resolve_backend("rules") == NP.RULES
     assert NP.noun_phrases("a green bench", backend="rules") == ["a green bench"]
     assert NP.noun_phrases("a green bench", backend="auto") == []
