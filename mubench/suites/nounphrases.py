@@ -99,9 +99,9 @@ lay rise rises rose cover covers covered match matching left arrange arranged at
 
 # clitics are tokens of their own, as spaCy splits them: "doesn't" → "does" "n't", "it's" → "it" "'s", "dog's" →
 # "dog" "'s"; other apostrophes stay inside the word ("o'clock")
-_CLITIC = r"n't\b|'(?:s|m|re|ve|ll|d)\b"
-_TOKEN = re.compile(rf"\d+(?::\d+)+|\d+(?:\.\d+)?|[A-Za-z]+(?=n't\b)|{_CLITIC}|[A-Za-z]+(?:'(?!(?:s|m|re|ve|ll|d)\b)[A-Za-z]+)?"
-                    r"|[^\sA-Za-z\d]")
+_CONTRACTED = "s|m|re|ve|ll|d"  # what follows the apostrophe of a clitic: 's 'm 're 've 'll 'd
+_TOKEN = re.compile(rf"\d+(?::\d+)+|\d+(?:\.\d+)?|[A-Za-z]+(?=n't\b)|n't\b|'(?:{_CONTRACTED})\b"
+                    rf"|[A-Za-z]+(?:'(?!(?:{_CONTRACTED})\b)[A-Za-z]+)?|[^\sA-Za-z\d]")
 
 
 @dataclass
