@@ -412,3 +412,87 @@ def test_maskunet_artifact_restores_every_trained_parameter(bundle, tmp_path):
     saved, back = prepared.model.trainable_parameters(), loaded.model.trainable_parameters()
     assert len(saved) == len(back) and len(list(prepared.model.generators.parameters())) > 0
     assert all(torch.equal(a, b) for a, b in zip(saved, back))
+
+
+def test_generator_refuses_channels_not_divisible_by_the_factor():
+    """Both block channel counts must divide by the grid factor (grid = out/factor × in/factor)."""
+    from mubench.methods.mask_generator import MaskGenerator
+
+    for in_ch, out_ch in ((6, 8), (8, 6)):
+        with pytest.raises(UsageError, match="not divisible"):
+            MaskGenerator(in_ch, out_ch, 6, 16, 4, mode="conditional", init_std=0.1)
+    MaskGenerator(8, 12, 6, 16, 4, mode="conditional", init_std=0.1)  # both divisible: fine
+
+
+def test_kernel_sized_grids_are_computed_per_position():
+    """For conv layers the generator and the adapter run on a k×k pooled map: both are 1×1 convs, so every
+    kernel position (i, j) of the result is what the 1×1 case gives for that position's features alone."""
+    from mubench.methods.mask_generator import FactorisedAdapter, MaskGenerator
+
+    torch.manual_seed(0)
+    gen = MaskGenerator(8, 12, 6, 16, 4, mode="conditional", init_std=0.5)
+    adapter = FactorisedAdapter(gen.go, gen.gi, 5, 7, bias=0.0)
+    with torch.no_grad():
+        for lin in (adapter.rows, adapter.cols):
+            lin.weight.normal_()
+            lin.bias.normal_()
+        pooled, temb = torch.randn(2, 8, 3, 3), torch.randn(2, 6)
+        grid = gen(pooled, temb)
+        logits = adapter(grid)
+        assert grid.shape == (2, 3, 2, 3, 3) and logits.shape == (2, 5, 7, 3, 3)
+        for i in range(3):
+            for j in range(2):  # (0, 1) and (1, 0) differ: the spatial axes are not swapped
+                one = gen(pooled[:, :, i:i + 1, j:j + 1], temb)
+                assert torch.allclose(grid[..., i, j], one, atol=1e-6)
+                assert torch.allclose(logits[..., i, j], adapter(one), atol=1e-5)
+
+
+def test_straight_through_gradient_is_the_tempered_sigmoids():
+    """The straight-through mask's gradient is that of s = σ((ℓ + g)/τ), g = −log E: σ'((ℓ + g)/τ) / τ."""
+    from mubench.methods.mask_generator import sample_hard_mask
+
+    noise = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    for tau in (1.0, 4.0):
+        logits = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64, requires_grad=True)
+        sample_hard_mask(logits, noise, tau, straight_through=True).sum().backward()
+        s = torch.sigmoid((logits.detach() - torch.log(noise)) / tau)
+        assert torch.allclose(logits.grad, s * (1 - s) / tau)
+
+
+def test_straight_through_default_follows_gradient_recording():
+    """By default the straight-through float mask is used only while gradients are recorded for the logits;
+    otherwise (no_grad, or logits without requires_grad) the bool event comes back."""
+    from mubench.methods.mask_generator import sample_hard_mask
+
+    noise = torch.tensor([0.5, 1.0, 2.0])
+    logits = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
+    assert sample_hard_mask(logits, noise).dtype == torch.float32
+    assert sample_hard_mask(logits.detach(), noise).dtype == torch.bool
+    with torch.no_grad():
+        assert sample_hard_mask(logits, noise).dtype == torch.bool
+
+
+def test_generator_has_a_hidden_nonlinearity():
+    """The two 1×1 convs have a ReLU between them: the conditional grid is not an affine function of the pooled
+    features (an affine map h gives h(a) + h(b) − h(0) = h(a + b))."""
+    from mubench.methods.mask_generator import MaskGenerator
+
+    torch.manual_seed(0)
+    gen = MaskGenerator(8, 8, 6, 16, 4, mode="conditional", init_std=0.5)
+    a, b, temb = torch.randn(4, 8, 1, 1), torch.randn(4, 8, 1, 1), torch.randn(4, 6)
+    with torch.no_grad():
+        affine_guess = gen(a, temb) + gen(b, temb) - gen(torch.zeros_like(a), temb)
+        assert not torch.allclose(affine_guess, gen(a + b, temb), atol=1e-4)
+
+
+def test_conditional_generator_starts_from_init_std():
+    """The conditional generator's output conv starts from N(0, init_std²) weights and zero biases (the faithful one
+    from zeros), so ``init_std`` sets how far the first masks are from the adapters' bias alone."""
+    from mubench.methods.mask_generator import MaskGenerator
+
+    torch.manual_seed(0)
+    for std in (0.02, 0.5):
+        gen = MaskGenerator(64, 64, 6, 64, 4, mode="conditional", init_std=std)
+        assert abs(gen.conv2.weight.std().item() - std) < 0.05 * std  # 16,384 draws
+        assert not gen.conv2.bias.any()
+    assert not MaskGenerator(64, 64, 6, 64, 4, mode="faithful", init_std=0.5).conv2.weight.any()

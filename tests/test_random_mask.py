@@ -154,3 +154,50 @@ def test_random_mask_layers_are_the_base_again_after_a_batch(bundle):
     assert all(layer.module.mask_fn(layer.module) is not None for layer in prepared.masked)
     prepared.end_batch()
     assert all(layer.module.mask_fn(layer.module) is None for layer in prepared.masked)
+
+
+def test_random_mask_defaults_are_the_documented_negative_control():
+    """`method=random-mask` with no overrides is the documented negative control: half the weights zeroed, a fresh
+    mask every step, over the decoder attention layers."""
+    p = RandomMaskParams()
+    assert (p.ratio, p.resample, p.layers) == (0.5, "step", "decoder-attn")
+
+
+def test_each_layer_gets_its_own_mask(bundle):
+    """Every masked layer draws its own Bernoulli mask: two layers of the same shape do not share a zero pattern."""
+    prepared = _prepare(bundle, ratio=0.5)
+    gens = [image_generator(3)]
+    prepared.begin_batch(gens, [])
+    mws = _masked_weights(prepared, [0], 0, gens)
+    by_shape: dict = {}
+    for layer, mw in zip(prepared.masked, mws):
+        by_shape.setdefault(tuple(layer.shape), []).append(mw.weight[0] == 0)
+    pairs = [zs for zs in by_shape.values() if len(zs) > 1]
+    assert pairs, "the tiny model has no two masked layers of one shape"
+    for zs in pairs:
+        assert not torch.equal(zs[0], zs[1])
+
+
+def test_per_image_masks_without_classifier_free_guidance(bundle):
+    """Without CFG a call holds only the conditional rows; `resample: image` still gives each image one mask that
+    stays the same across steps."""
+    prepared = _prepare(bundle, ratio=0.5, resample="image")
+    gens = [image_generator(11), image_generator(12)]
+    rows = [RowInfo(0, True), RowInfo(1, True)]
+    prepared.begin_batch(gens, rows)
+    weights = []
+    for step in (0, 1):
+        prepared.before_step(StepState(step, 3, torch.tensor(500), torch.zeros(2, 4, 16, 16), rows, gens))
+        mws = [layer.module.mask_fn(layer.module) for layer in prepared.masked]
+        assert all(mw.groups.index.tolist() == [0, 1] for mw in mws)
+        weights.append([mw.weight.clone() for mw in mws])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    assert not torch.equal(weights[0][0][0] == 0, weights[0][0][1] == 0)
+    prepared.end_batch()
+
+
+def test_info_counts_every_masked_weight(bundle):
+    """`masked_weights` in the info is the number of weights in all the masked layers."""
+    prepared = _prepare(bundle)
+    assert prepared.info["masked_weights"] == sum(layer.module.weight.numel() for layer in prepared.masked)
+    assert prepared.info["masked_layers"] == len(prepared.masked)
