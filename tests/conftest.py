@@ -68,6 +68,18 @@ def bundle(regs):
     return cls.load(cls.Params(), LoadContext(torch.device("cpu"), torch.float32))
 
 
+@pytest.fixture(scope="module")
+def two_group_bundle(regs):
+    """``tiny-sd`` with a 48-wide text context: its masked block then has two weight shapes, so MaskUNet's grouped
+    mask path makes two groups (its square linears, then the cross-attention k/v; the plain model makes one)."""
+    import torch
+
+    from mubench.models.base import LoadContext
+
+    cls = regs.models.get("tiny-sd")
+    return cls.load(cls.Params(cross_attention_dim=48), LoadContext(torch.device("cpu"), torch.float32))
+
+
 MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
 
 

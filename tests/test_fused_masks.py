@@ -224,31 +224,38 @@ def test_kernel_with_real_valued_inputs_agrees_within_rounding(interpret):
     assert (out != ref).float().mean().item() <= 1e-3
 
 
-def _inputs(rows: int, seed: int = 3):
+def _inputs(rows: int, seed: int = 3, context: int = 32):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400, 20, 7][:rows]), \
-        torch.randn(rows, 16, 32, generator=g)
+        torch.randn(rows, 16, context, generator=g)
 
 
-def _forward(model, rows: int, seed: int = 3):
+def _forward(model, rows: int, seed: int = 3, context: int = 32):
     """One denoiser call with counter noise: every row its own key, slots as for CFG pairs."""
     model.row_keys = torch.randint(0, 2**62, (rows,), generator=torch.Generator().manual_seed(seed + 1))
     model.row_slots = torch.arange(rows) % 2
     with torch.no_grad():
-        return model(*_inputs(rows, seed)).sample
+        return model(*_inputs(rows, seed, context)).sample
 
 
-@pytest.mark.parametrize("rows", [1, 3])
-def test_counter_noise_masks_are_the_same_on_the_grouped_and_per_layer_paths(tiny_bundle, tmp_path, rows):
-    model = _prepared(tiny_bundle, tmp_path, noise="counter").model
+@pytest.mark.parametrize("rows,two_groups", [(1, False), (3, False), (2, True)])
+def test_counter_noise_masks_are_the_same_on_the_grouped_and_per_layer_paths(request, tmp_path, rows, two_groups):
+    """The grouped path gives the per-layer path's masks and outputs. With two groups (a block with two weight
+    shapes: its square linears, then its cross-attention k/v) a grouped layer's counter noise is keyed by its index
+    among the model's masked layers, not by its place in its group."""
+    bundle = request.getfixturevalue("two_group_bundle" if two_groups else "tiny_bundle")
+    context = 48 if two_groups else 32
+    model = _prepared(bundle, tmp_path, noise="counter").model
+    if two_groups:
+        assert len(model._fused.groups) == 2 and model._fused.groups[1].layers[0] > 0
     grouped = []
     model.on_mask = lambda i, m: grouped.append((i, m))
-    fast = _forward(model, rows)
+    fast = _forward(model, rows, context=context)
     fused, model._fused = model._fused, None  # the plain per-layer computation
     try:
         plain = []
         model.on_mask = lambda i, m: plain.append((i, m))
-        ref = _forward(model, rows)
+        ref = _forward(model, rows, context=context)
     finally:
         model._fused = fused
     assert [i for i, _ in grouped] == [i for i, _ in plain] == list(range(len(model.masked)))
@@ -430,36 +437,3 @@ def test_the_triton_path_serves_deterministic_masks_and_mask_observers(tiny_bund
     assert [i for i, _ in masks["triton"]] == list(range(len(masks["torch"])))
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks["triton"], masks["torch"]))
     assert torch.equal(outs["triton"], outs["torch"])
-
-
-def test_counter_noise_keys_each_grouped_layer_by_its_model_index(tmp_path):
-    """On a UNet whose masked block has two weight shapes (two groups: its square linears, then its cross-attention
-    k/v), a grouped layer's counter noise is keyed by its index among the model's masked layers, not by its place in
-    its group: the grouped path gives the per-layer path's masks."""
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    bundle = TinySD.load(TinySDParams(cross_attention_dim=48), LoadContext(torch.device("cpu"), torch.float32))
-    model = _prepared(bundle, tmp_path, noise="counter").model
-    assert len(model._fused.groups) == 2 and model._fused.groups[1].layers[0] > 0
-    rows = 2
-    g = torch.Generator().manual_seed(3)
-    x, t = torch.randn(rows, 4, 16, 16, generator=g), torch.tensor([900, 400])
-    ctx = torch.randn(rows, 16, 48, generator=g)
-    model.row_keys = torch.tensor([12345, 2**61 + 7])
-    model.row_slots = torch.tensor([0, 1])
-    masks = {}
-    for path in ("grouped", "per-layer"):
-        fused = model._fused
-        if path == "per-layer":
-            model._fused = None
-        seen = []
-        model.on_mask = lambda i, m: seen.append((i, m))
-        try:
-            with torch.no_grad():
-                model(x, t, ctx)
-        finally:
-            model._fused = fused
-        masks[path] = seen
-    assert [i for i, _ in masks["grouped"]] == [i for i, _ in masks["per-layer"]] == list(range(len(model.masked)))
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks["grouped"], masks["per-layer"]))

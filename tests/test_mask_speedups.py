@@ -481,16 +481,12 @@ def test_a_call_interrupted_midway_does_not_leak_into_the_next(tiny_bundle, tmp_
     assert torch.equal(out, _fresh_output(tiny_bundle, tmp_path, x2, t2, ctx2))
 
 
-def test_noise_drawn_before_the_call_is_the_noise_drawn_during_it(tmp_path):
+def test_noise_drawn_before_the_call_is_the_noise_drawn_during_it(two_group_bundle, tmp_path):
     """``predraw`` (what a compiled call reads instead of generators) draws every group's noise in the order the
     call would, so a call on the predrawn noise gives the eager call's output bit for bit; here on a UNet whose
     masked block has two weight shapes (two groups: its square linears and its cross-attention k/v). Predrawn noise
     of the wrong shape for a group is refused."""
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    bundle = TinySD.load(TinySDParams(cross_attention_dim=48), LoadContext(torch.device("cpu"), torch.float32))
-    model = _prepared(bundle, tmp_path).model
+    model = _prepared(two_group_bundle, tmp_path).model
     fused = model._fused
     assert len(fused.groups) == 2 and fused.covers_every_layer
     g = torch.Generator().manual_seed(4)
@@ -512,7 +508,7 @@ def test_noise_drawn_before_the_call_is_the_noise_drawn_during_it(tmp_path):
     finally:
         fused.predrawn = None
     # conv layers are masked one at a time: the grouped path then does not cover every layer
-    assert not _prepared(bundle, tmp_path, layers="decoder-attn+conv").model._fused.covers_every_layer
+    assert not _prepared(two_group_bundle, tmp_path, layers="decoder-attn+conv").model._fused.covers_every_layer
 
 
 def test_the_same_generator_gives_the_same_exponential_noise():
