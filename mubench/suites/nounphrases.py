@@ -56,7 +56,7 @@ PREPOSITIONS = frozenset("on of in with for by to near through between above bel
 CONJUNCTIONS = frozenset("and or but nor".split())
 SUBORDINATORS = frozenset("while when where because if although though whereas than until".split())
 AUXILIARIES = frozenset("is are was were be been being am can could will would shall should may might must "
-                        "do does did has have had".split())
+                        "do does did has have had 'm 're 've 'll 'd".split())
 ADVERBS = frozenset("next nearby back neatly otherwise very really too also just still together there here "
                     "whitish".split())
 # adverbs that stay inside a noun phrase when an adjective follows ("the otherwise blank wall")
@@ -126,9 +126,7 @@ def _base_tag(word: str) -> str:
         return "HYPH"
     if w in PARTICLES:
         return "PART"
-    if w in ("'m", "'re", "'ve", "'ll", "'d"):
-        return "AUX"
-    if not w[0].isalnum():
+    if not w[0].isalnum() and w not in AUXILIARIES:
         return "PUNCT"
     if w[0].isdigit():
         return "NUM"
@@ -167,14 +165,13 @@ class RuleChunker:
             if prev not in ("DET", "POSS", "NUM", "ADJ"):
                 continue
             nxt = toks[i + 1] if i + 1 < n else None
+            base_verb_next = nxt is not None and nxt.tag == "VERB" and not nxt.low.endswith(("ed", "ing"))
             if t.tag == "AUX" and t.low == "can":
                 t.tag = "NOUN"
-            elif (t.tag == "NOUN" and t.low.endswith("ing") and nxt is not None and nxt.tag == "VERB"
-                  and not nxt.low.endswith(("ed", "ing"))):
+            elif t.tag == "NOUN" and t.low.endswith("ing") and base_verb_next:
                 t.tag = "ADJ"  # an unlisted participle before a verb-list noun ("the defining features")
             elif t.tag == "VERB":
-                if (t.low.endswith(("ed", "ing")) and nxt is not None
-                        and (nxt.tag in ("NOUN", "ADJ") or nxt.tag == "VERB" and not nxt.low.endswith(("ed", "ing")))):
+                if t.low.endswith(("ed", "ing")) and (base_verb_next or nxt is not None and nxt.tag in ("NOUN", "ADJ")):
                     t.tag = "ADJ"
                 elif not t.low.endswith(("ed", "ing")):
                     t.tag = "NOUN"
