@@ -131,6 +131,25 @@ def _streams(n: int, seed: int):
     return [torch.Generator().manual_seed(seed + r) for r in range(n)]
 
 
+def _fast_and_plain(model, x, t, ctx, streams):
+    """One call through the grouped path and one through :class:`PlainMasks`, each with fresh generators from
+    ``streams()``: (grouped output, its masks, plain output, plain masks)."""
+    fast_masks = []
+    model.on_mask = lambda i, m: fast_masks.append(m)
+    with torch.no_grad():
+        model.row_generators = streams()
+        fast = model(x, t, ctx).sample
+        plain = PlainMasks(model)
+        plain.install()
+        try:
+            model.row_generators = streams()
+            model.on_mask = None
+            ref = model(x, t, ctx).sample
+        finally:
+            plain.remove()
+    return fast, fast_masks, ref, plain.masks
+
+
 def test_exponential_noise_has_the_exponential_law():
     n = 400_000
     e = exponential_noise(torch.empty(n), torch.Generator().manual_seed(0))
@@ -152,21 +171,9 @@ def test_fast_masks_equal_the_plain_computation(tiny_bundle, tmp_path, rows):
     x = torch.randn(rows, 4, 16, 16, generator=g)
     t = torch.tensor([900, 400, 20][:rows])
     ctx = torch.randn(rows, 16, 32, generator=g)
-    fast_masks = []
-    model.on_mask = lambda i, m: fast_masks.append(m)
-    with torch.no_grad():
-        model.row_generators = _streams(rows, 11)
-        fast = model(x, t, ctx).sample
-        plain = PlainMasks(model)
-        plain.install()
-        try:
-            model.row_generators = _streams(rows, 11)
-            model.on_mask = None
-            ref = model(x, t, ctx).sample
-        finally:
-            plain.remove()
-    assert len(fast_masks) == len(plain.masks) == len(model.masked)
-    for a, b in zip(fast_masks, plain.masks):
+    fast, fast_masks, ref, plain_masks = _fast_and_plain(model, x, t, ctx, lambda: _streams(rows, 11))
+    assert len(fast_masks) == len(plain_masks) == len(model.masked)
+    for a, b in zip(fast_masks, plain_masks):
         assert a.dtype == torch.bool and torch.equal(a, b)
     kept = torch.cat([m.flatten().float() for m in fast_masks]).mean().item()
     assert 0.2 < kept < 0.95  # the masks are far from trivial, so the comparison means something
@@ -534,19 +541,7 @@ def test_images_sharing_a_call_draw_their_noise_in_the_documented_layout(tiny_bu
         a, b = torch.Generator().manual_seed(21), torch.Generator().manual_seed(22)
         return [a, b, a, b]
 
-    fast_masks = []
-    model.on_mask = lambda i, m: fast_masks.append(m)
-    with torch.no_grad():
-        model.row_generators = streams()
-        fast = model(x, t, ctx).sample
-        plain = PlainMasks(model)
-        plain.install()
-        try:
-            model.row_generators = streams()
-            model.on_mask = None
-            ref = model(x, t, ctx).sample
-        finally:
-            plain.remove()
-    assert len(fast_masks) == len(plain.masks) == len(model.masked)
-    assert all(torch.equal(a, b) for a, b in zip(fast_masks, plain.masks))
+    fast, fast_masks, ref, plain_masks = _fast_and_plain(model, x, t, ctx, streams)
+    assert len(fast_masks) == len(plain_masks) == len(model.masked)
+    assert all(torch.equal(a, b) for a, b in zip(fast_masks, plain_masks))
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
