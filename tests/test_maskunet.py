@@ -10,7 +10,7 @@ import torch
 from mubench.errors import UsageError
 from mubench.methods.base import MethodContext
 from mubench.methods.hook_args import call_arguments, positional_names
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, keep_probability, sample_hard_mask
+from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
 from mubench.models.base import ModelBundle
 
 
@@ -29,36 +29,6 @@ def _ctx(tmp_path: Path, train: str = "never") -> MethodContext:
 def _build(bundle, tmp_path, **kw):
     method = MaskUNetMethod(MaskUNetParams(**kw), "maskunet")
     return method, method.build(bundle, _ctx(tmp_path))
-
-
-def test_sampler_keep_probability_is_one_minus_exp_minus_exp_logit():
-    gen = torch.Generator().manual_seed(0)
-    values = torch.tensor([-3.0, -1.5, -0.5, 0.0, 0.5, 1.0, 2.0])
-    n = 200_000
-    logits = values[:, None].expand(-1, n)
-    noise = torch.empty(logits.shape).exponential_(generator=gen)
-    fast = sample_hard_mask(logits, noise, straight_through=False)
-    assert fast.dtype == torch.bool
-    freq = fast.float().mean(1)
-    p = keep_probability(values)
-    sigma = torch.sqrt(p * (1 - p) / n)
-    assert torch.all((freq - p).abs() < 5 * sigma), (freq, p)
-    # not the logistic (two-Gumbel) sampler: at logit 0 that would keep half the weights
-    assert abs(freq[3].item() - (1 - math.exp(-1))) < 0.005 and abs(freq[3].item() - 0.5) > 0.1
-    # the released formulation on the same noise: hard = 1[sigmoid((l - log E)/tau) > 0.5], straight-through
-    released = (torch.sigmoid(logits - torch.log(noise)) > 0.5)
-    assert (released == fast).float().mean().item() > 0.99999
-    st_logits = logits.clone().requires_grad_(True)
-    st = sample_hard_mask(st_logits, noise, straight_through=True)
-    assert torch.equal(st.detach() > 0.5, released)
-    st.sum().backward()
-    assert st_logits.grad is not None and st_logits.grad.abs().sum() > 0
-
-
-def test_paper_initial_logits():
-    # logit 5 (training init): P(zero) ~ 3.5e-65; logit 1 (training-free init): P(zero) = e^-e ~ 6.60%
-    assert 1 - keep_probability(torch.tensor(5.0, dtype=torch.float64)).item() < 1e-60
-    assert abs(1 - keep_probability(torch.tensor(1.0)).item() - 0.0660) < 1e-4
 
 
 def test_layer_masks_follow_the_logits_in_the_model(tiny_bundle, tmp_path):
@@ -256,58 +226,6 @@ def test_artifact_round_trip_and_key(tiny_bundle, tmp_path):
         faithful.prepare(tiny_bundle, _ctx(tmp_path))
 
 
-def test_conditional_generator_grid_depends_on_both_the_timestep_and_the_sample():
-    """The conditional generator's grid depends on the timestep embedding and on the sample
-    (test_conditional_generator_learns checks that weights move, not what they condition on)."""
-    import torch
-
-    from mubench.methods.mask_generator import MaskGenerator
-
-    torch.manual_seed(0)
-    gen = MaskGenerator(in_ch=8, out_ch=8, temb_dim=6, hidden=16, factor=4, mode="conditional", init_std=0.1)
-    pooled, temb = torch.randn(1, 8, 1, 1), torch.randn(1, 6)
-    with torch.no_grad():
-        base = gen(pooled, temb)
-        assert base.shape == (1, 2, 2)
-        assert not torch.allclose(base, gen(pooled, temb + 1.0))  # another timestep embedding
-        assert not torch.allclose(base, gen(pooled + 1.0, temb))  # another sample
-
-
-def test_conditional_generator_has_no_final_relu_and_faithful_has_one():
-    """Only the faithful generator ends in a ReLU: the conditional one's grid takes both signs, so its logits can
-    move either way from the bias."""
-    import torch
-
-    from mubench.methods.mask_generator import MaskGenerator
-
-    torch.manual_seed(0)
-    cond = MaskGenerator(8, 8, 6, 16, 4, mode="conditional", init_std=0.5)
-    faithful = MaskGenerator(8, 8, 6, 16, 4, mode="faithful", init_std=0.5)
-    assert not cond.final_relu and faithful.final_relu
-    with torch.no_grad():
-        grid = cond(torch.randn(16, 8, 1, 1), torch.randn(16, 6))
-    assert (grid < 0).any() and (grid > 0).any()
-
-
-def test_tau_shapes_the_straight_through_gradient():
-    """tau changes the straight-through gradient, not the forward mask."""
-    import torch
-
-    from mubench.methods.mask_generator import sample_hard_mask
-
-    noise = torch.tensor([0.5, 1.0, 2.0])
-
-    def grad(tau):
-        logits = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
-        mask = sample_hard_mask(logits, noise, tau, straight_through=True)
-        mask.sum().backward()
-        return mask.detach(), logits.grad
-
-    (m1, g1), (m2, g2) = grad(1.0), grad(4.0)
-    assert torch.equal(m1, m2)
-    assert not torch.allclose(g1, g2)
-
-
 def test_each_block_generator_sees_the_rows_own_timestep_embedding():
     """Each block's generator gets each row's own time embedding (a zeroed one would pass
     test_conditional_generator_learns: a new timestep also changes the pooled block features)."""
@@ -413,86 +331,3 @@ def test_maskunet_artifact_restores_every_trained_parameter(bundle, tmp_path):
     assert len(saved) == len(back) and len(list(prepared.model.generators.parameters())) > 0
     assert all(torch.equal(a, b) for a, b in zip(saved, back))
 
-
-def test_generator_refuses_channels_not_divisible_by_the_factor():
-    """Both block channel counts must divide by the grid factor (grid = out/factor × in/factor)."""
-    from mubench.methods.mask_generator import MaskGenerator
-
-    for in_ch, out_ch in ((6, 8), (8, 6)):
-        with pytest.raises(UsageError, match="not divisible"):
-            MaskGenerator(in_ch, out_ch, 6, 16, 4, mode="conditional", init_std=0.1)
-    MaskGenerator(8, 12, 6, 16, 4, mode="conditional", init_std=0.1)  # both divisible: fine
-
-
-def test_kernel_sized_grids_are_computed_per_position():
-    """For conv layers the generator and the adapter run on a k×k pooled map: both are 1×1 convs, so every
-    kernel position (i, j) of the result is what the 1×1 case gives for that position's features alone."""
-    from mubench.methods.mask_generator import FactorisedAdapter, MaskGenerator
-
-    torch.manual_seed(0)
-    gen = MaskGenerator(8, 12, 6, 16, 4, mode="conditional", init_std=0.5)
-    adapter = FactorisedAdapter(gen.go, gen.gi, 5, 7, bias=0.0)
-    with torch.no_grad():
-        for lin in (adapter.rows, adapter.cols):
-            lin.weight.normal_()
-            lin.bias.normal_()
-        pooled, temb = torch.randn(2, 8, 3, 3), torch.randn(2, 6)
-        grid = gen(pooled, temb)
-        logits = adapter(grid)
-        assert grid.shape == (2, 3, 2, 3, 3) and logits.shape == (2, 5, 7, 3, 3)
-        for i in range(3):
-            for j in range(2):  # (0, 1) and (1, 0) differ: the spatial axes are not swapped
-                one = gen(pooled[:, :, i:i + 1, j:j + 1], temb)
-                assert torch.allclose(grid[..., i, j], one, atol=1e-6)
-                assert torch.allclose(logits[..., i, j], adapter(one), atol=1e-5)
-
-
-def test_straight_through_gradient_is_the_tempered_sigmoids():
-    """The straight-through mask's gradient is that of s = σ((ℓ + g)/τ), g = −log E: σ'((ℓ + g)/τ) / τ."""
-    from mubench.methods.mask_generator import sample_hard_mask
-
-    noise = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    for tau in (1.0, 4.0):
-        logits = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64, requires_grad=True)
-        sample_hard_mask(logits, noise, tau, straight_through=True).sum().backward()
-        s = torch.sigmoid((logits.detach() - torch.log(noise)) / tau)
-        assert torch.allclose(logits.grad, s * (1 - s) / tau)
-
-
-def test_straight_through_default_follows_gradient_recording():
-    """By default the straight-through float mask is used only while gradients are recorded for the logits;
-    otherwise (no_grad, or logits without requires_grad) the bool event comes back."""
-    from mubench.methods.mask_generator import sample_hard_mask
-
-    noise = torch.tensor([0.5, 1.0, 2.0])
-    logits = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
-    assert sample_hard_mask(logits, noise).dtype == torch.float32
-    assert sample_hard_mask(logits.detach(), noise).dtype == torch.bool
-    with torch.no_grad():
-        assert sample_hard_mask(logits, noise).dtype == torch.bool
-
-
-def test_generator_has_a_hidden_nonlinearity():
-    """The two 1×1 convs have a ReLU between them: the conditional grid is not an affine function of the pooled
-    features (an affine map h gives h(a) + h(b) − h(0) = h(a + b))."""
-    from mubench.methods.mask_generator import MaskGenerator
-
-    torch.manual_seed(0)
-    gen = MaskGenerator(8, 8, 6, 16, 4, mode="conditional", init_std=0.5)
-    a, b, temb = torch.randn(4, 8, 1, 1), torch.randn(4, 8, 1, 1), torch.randn(4, 6)
-    with torch.no_grad():
-        affine_guess = gen(a, temb) + gen(b, temb) - gen(torch.zeros_like(a), temb)
-        assert not torch.allclose(affine_guess, gen(a + b, temb), atol=1e-4)
-
-
-def test_conditional_generator_starts_from_init_std():
-    """The conditional generator's output conv starts from N(0, init_std²) weights and zero biases (the faithful one
-    from zeros), so ``init_std`` sets how far the first masks are from the adapters' bias alone."""
-    from mubench.methods.mask_generator import MaskGenerator
-
-    torch.manual_seed(0)
-    for std in (0.02, 0.5):
-        gen = MaskGenerator(64, 64, 6, 64, 4, mode="conditional", init_std=std)
-        assert abs(gen.conv2.weight.std().item() - std) < 0.05 * std  # 16,384 draws
-        assert not gen.conv2.bias.any()
-    assert not MaskGenerator(64, 64, 6, 64, 4, mode="faithful", init_std=0.5).conv2.weight.any()
