@@ -23,14 +23,6 @@ def _run(regs, tmp_path, *args):
     return Runner(cfg, regs).execute().results
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle():
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
-
-
 # ---- FLOPs
 
 
@@ -89,7 +81,7 @@ def test_maskunet_peak_memory_does_not_depend_on_what_ran_before(regs, tmp_path)
     assert w["peak_bytes"] == c["peak_bytes"], (c, w)
 
 
-def test_reward_models_of_a_training_free_method_are_resident(regs, tiny_bundle, tmp_path):
+def test_reward_models_of_a_training_free_method_are_resident(regs, bundle, tmp_path):
     from mubench.config import build_params
     from mubench.methods.maskunet_free import MaskUNetFree, MaskUNetFreeParams
     from mubench.suites.efficiency import _pipeline_modules
@@ -97,13 +89,13 @@ def test_reward_models_of_a_training_free_method_are_resident(regs, tiny_bundle,
     params = build_params(MaskUNetFreeParams, {"rewards": [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]},
                           where="")
     prepared = MaskUNetFree(params, "maskunet-free").build(
-        tiny_bundle, MethodContext(artifacts_dir=tmp_path, train="never", weights="random"))
+        bundle, MethodContext(artifacts_dir=tmp_path, train="never", weights="random"))
     scorer = prepared.rewards[0][1]
     reward = getattr(scorer, "model", None) or scorer.encoder.model
     assert isinstance(reward, torch.nn.Module) and memory_mod.tensor_bytes([reward]) > 0
-    modules = _pipeline_modules(tiny_bundle, prepared)
+    modules = _pipeline_modules(bundle, prepared)
     assert any(m is reward for m in modules)
-    base = memory_mod.tensor_bytes(_pipeline_modules(tiny_bundle, Prepared(tiny_bundle.denoiser)))
+    base = memory_mod.tensor_bytes(_pipeline_modules(bundle, Prepared(bundle.denoiser)))
     assert memory_mod.tensor_bytes(modules) >= base + memory_mod.tensor_bytes([reward])
 
 
@@ -151,12 +143,12 @@ def test_tensor_bytes_on_one_device():
 # ---- the grouped mask path's packing
 
 
-def test_a_lone_layer_is_packed_without_a_copy_and_outputs_stay_bitwise(tiny_bundle, tmp_path, monkeypatch):
+def test_a_lone_layer_is_packed_without_a_copy_and_outputs_stay_bitwise(bundle, tmp_path, monkeypatch):
     from mubench.methods import maskunet_fast
     from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
 
     prepared = MaskUNetMethod(MaskUNetParams(), "maskunet").build(
-        tiny_bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
+        bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
     model = prepared.model
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():  # logits spread around 0, so masks really vary

@@ -6,16 +6,14 @@ is measured only on a GPU (``benchmarks/efficiency_sd15.py``).
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from mubench.errors import UsageError
 from mubench.kernels.masked_weights import masked_weights_reference, masked_weights_triton, triton_unavailable
-from mubench.kernels.philox import counter_exponential, counter_uniform, philox4x32
+from mubench.kernels.philox import counter_exponential, counter_uniform
 from mubench.methods.base import MethodContext
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, keep_probability
+from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
 
 triton = pytest.importorskip("triton", reason="the Triton kernel tests need the triton package")
 
@@ -29,14 +27,6 @@ def interpret():
                     "must be set before triton is imported")
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle():
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
-
-
 def _prepared(bundle, tmp_path, **kw):
     method = MaskUNetMethod(MaskUNetParams(**kw), "maskunet")
     prepared = method.build(bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
@@ -44,60 +34,6 @@ def _prepared(bundle, tmp_path, **kw):
         for adapter in prepared.model.adapters:
             adapter.cols.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(7))
     return prepared
-
-
-def _u32(v: int) -> torch.Tensor:
-    return torch.tensor(v, dtype=torch.int64)
-
-
-@pytest.mark.parametrize("counter,key,expected", [
-    # Random123's known-answer vectors for Philox-4x32-10
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-])
-def test_philox_known_answers(counter, key, expected):
-    out = philox4x32(*map(_u32, counter), *map(_u32, key))
-    assert tuple(int(w) for w in out) == expected
-
-
-def test_counter_noise_does_not_depend_on_the_cpu_block_size(monkeypatch):
-    # the CPU computes rows in blocks of BLOCK elements; element n's number is n's whatever the blocks
-    from mubench.kernels import philox
-
-    keys, slots = torch.tensor([7, 2**61 + 3], dtype=torch.int64), torch.tensor([0, 1])
-    whole = counter_uniform(keys, slots, 5, 1000)
-    monkeypatch.setattr(philox, "BLOCK", 37)
-    assert torch.equal(counter_uniform(keys, slots, 5, 1000), whole)
-    # ... and the products above 2^63 (int64 wraps) give the exact high words: every word against Python integers
-    c0 = torch.tensor([0xFFFFFFFF, 0x80000001, 12345], dtype=torch.int64)
-    hi = ((c0 * philox.ROUND_A) >> 32) & philox.MASK32
-    assert [int(h) for h in hi] == [(int(c) * philox.ROUND_A) >> 32 for c in c0]
-
-
-def test_counter_noise_is_uniform_exponential_and_keyed():
-    keys = torch.tensor([12345, 2**62 + 17], dtype=torch.int64)
-    slots = torch.tensor([0, 1])
-    u = counter_uniform(keys, slots, layer=3, numel=200_000)
-    assert u.dtype == torch.float32 and (u >= 0).all() and (u < 1).all()
-    assert torch.equal(u, u * 2**24 // 1 / 2**24)  # multiples of 2^-24
-    n = u.shape[1]
-    for row in u:
-        assert abs(row.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / n)
-    assert torch.corrcoef(u)[0, 1].abs() < 5 / math.sqrt(n)
-    # every part of the key and counter changes the numbers; the same ones give the same numbers
-    base = counter_uniform(keys[:1], slots[:1], 3, 64)
-    assert torch.equal(base, counter_uniform(keys[:1], slots[:1], 3, 64))
-    assert torch.equal(base[:, :10], counter_uniform(keys[:1], slots[:1], 3, 10))  # element n is n's, any size
-    for other in (counter_uniform(keys[:1] + 1, slots[:1], 3, 64), counter_uniform(keys[:1], slots[:1] + 1, 3, 64),
-                  counter_uniform(keys[:1], slots[:1], 4, 64)):
-        assert (other != base).float().mean() > 0.9
-    # the event E < e^l keeps with probability 1 - exp(-e^l), as the stream noise does
-    e = counter_exponential(keys[:1], slots[:1], 0, (3, 100_000))[0]
-    logits = torch.tensor([-2.0, 0.0, 1.0])[:, None]
-    keep = (e < logits.exp()).float().mean(1)
-    torch.testing.assert_close(keep, keep_probability(logits[:, 0]), atol=5e-3, rtol=0)
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
@@ -243,7 +179,7 @@ def test_counter_noise_masks_are_the_same_on_the_grouped_and_per_layer_paths(req
     """The grouped path gives the per-layer path's masks and outputs. With two groups (a block with two weight
     shapes: its square linears, then its cross-attention k/v) a grouped layer's counter noise is keyed by its index
     among the model's masked layers, not by its place in its group."""
-    bundle = request.getfixturevalue("two_group_bundle" if two_groups else "tiny_bundle")
+    bundle = request.getfixturevalue("two_group_bundle" if two_groups else "bundle")
     context = 48 if two_groups else 32
     model = _prepared(bundle, tmp_path, noise="counter").model
     if two_groups:
@@ -265,24 +201,24 @@ def test_counter_noise_masks_are_the_same_on_the_grouped_and_per_layer_paths(req
 
 
 @pytest.mark.parametrize("scope", ["row", "image"])
-def test_the_triton_path_gives_the_torch_paths_denoiser_output(tiny_bundle, tmp_path, interpret, scope):
+def test_the_triton_path_gives_the_torch_paths_denoiser_output(bundle, tmp_path, interpret, scope):
     from mubench.methods.masking import RowGroups
 
     outs = {}
     for kernel in ("torch", "triton"):
-        model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel, mask_scope=scope).model
+        model = _prepared(bundle, tmp_path, noise="counter", kernel=kernel, mask_scope=scope).model
         if scope == "image":  # rows 0, 1 are one image's CFG pair, row 2 another image
             model.share = ([0, 2], RowGroups([0, 0, 1]))
         outs[kernel] = _forward(model, 3)
     torch.testing.assert_close(outs["triton"], outs["torch"], rtol=1e-4, atol=1e-5)
-    model = _prepared(tiny_bundle, tmp_path, noise="stream").model
+    model = _prepared(bundle, tmp_path, noise="stream").model
     model.row_generators = [torch.Generator().manual_seed(r) for r in range(3)]
     with torch.no_grad():
         stream = model(*_inputs(3)).sample
     assert (stream - outs["torch"]).abs().max() > 1e-4  # another noise gives other masks (the switch matters)
 
 
-def test_the_kernel_path_holds_one_copy_of_each_layers_input_factors(tiny_bundle, tmp_path, interpret, monkeypatch):
+def test_the_kernel_path_holds_one_copy_of_each_layers_input_factors(bundle, tmp_path, interpret, monkeypatch):
     """kernel: triton caches each layer's A_in and b_in once, whatever the row count (the torch path's batched GEMM
     needs them copied per row; the kernel reads them tile by tile for every row), and hands the kernel A_in as it is
     stacked, contiguous, so that no call copies it again; the next call finds them in the cache."""
@@ -296,7 +232,7 @@ def test_the_kernel_path_holds_one_copy_of_each_layers_input_factors(tiny_bundle
         return launch(h, a_in, *rest, **kw)
 
     monkeypatch.setattr(masked_weights, "masked_weights_triton", recording)
-    model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton").model
+    model = _prepared(bundle, tmp_path, noise="counter", kernel="triton").model
     _forward(model, 3)
     fused = model._fused
     assert sorted(fused._stacked) == [(g, 3, True) for g in range(len(fused.groups))]
@@ -309,18 +245,18 @@ def test_the_kernel_path_holds_one_copy_of_each_layers_input_factors(tiny_bundle
     assert all(fused._stacked[key][1] is packed for key, packed in first.items())  # cached, not packed again
 
 
-def test_sampling_with_the_kernel_matches_the_torch_path(tiny_bundle, tmp_path, interpret):
+def test_sampling_with_the_kernel_matches_the_torch_path(bundle, tmp_path, interpret):
     from mubench.sampler import SamplerConfig, sample_images
 
     cfg = SamplerConfig(scheduler="ddim", steps=3, guidance=3.0, resolution=32)
     images = {}
     for kernel in ("torch", "triton"):
-        prepared = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel)
-        images[kernel] = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+        prepared = _prepared(bundle, tmp_path, noise="counter", kernel=kernel)
+        images[kernel] = sample_images(bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
     torch.testing.assert_close(images["triton"], images["torch"], rtol=1e-4, atol=1e-5)
 
 
-def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
+def test_options_are_validated_and_recorded(bundle, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="noise=counter"):
         MaskUNetParams(kernel="triton").validate()
     MaskUNetParams(kernel="triton", deterministic=True).validate()  # no noise: any
@@ -329,8 +265,8 @@ def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "CUDA" in triton_unavailable(torch.device("cpu"))
     with pytest.raises(UsageError, match="TRITON_INTERPRET"):
-        _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton")
-    info = _prepared(tiny_bundle, tmp_path, noise="counter").info
+        _prepared(bundle, tmp_path, noise="counter", kernel="triton")
+    info = _prepared(bundle, tmp_path, noise="counter").info
     assert info["kernel"] == "torch" and "Philox" in info["noise"]
     # inference-only options: one trained artifact serves every setting
     spec = MaskUNetParams(noise="counter").training_spec()
@@ -338,7 +274,7 @@ def test_options_are_validated_and_recorded(tiny_bundle, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-def test_the_kernel_stays_inside_one_compiled_graph(tiny_bundle, tmp_path, interpret, monkeypatch, backend):
+def test_the_kernel_stays_inside_one_compiled_graph(bundle, tmp_path, interpret, monkeypatch, backend):
     """``kernel: triton`` under ``compile=``: each group's kernel calls are one ``mubench::masked_group_weights``
     operator, which dynamo keeps in its graph (traced through its fake implementation) instead of breaking the graph
     at Triton's Python launcher (20 graphs for this sampling before): one graph, no break, no recompilation for other
@@ -346,25 +282,9 @@ def test_the_kernel_stays_inside_one_compiled_graph(tiny_bundle, tmp_path, inter
     from method_cases import traced_like_eager
     from mubench.sampler import SamplerConfig
 
-    prepared = _prepared(tiny_bundle, tmp_path, noise="counter", kernel="triton")
+    prepared = _prepared(bundle, tmp_path, noise="counter", kernel="triton")
     cfg = SamplerConfig(scheduler="ddim", steps=2, guidance=3.0, resolution=32, chunk=2)
-    traced_like_eager(tiny_bundle, prepared, cfg, monkeypatch, backend)
-
-
-def test_counter_uniforms_are_the_first_philox_word_of_element_layer_slot_under_the_key():
-    """The documented keying, pinned: row ``r``'s element ``n`` of layer ``l`` is the first output word of
-    Philox-4x32-10 at counter ``(n, l, slots[r], 0)`` under key ``(low, high 32 bits of keys[r])``, its top 24 bits
-    times 2⁻²⁴ (golden: key 0 and counter 0 give Random123's first known answer, word 0x6627E8D5)."""
-    assert counter_uniform(torch.tensor([0]), torch.tensor([0]), 0, 1).item() == 0x6627E8 / 2**24
-    keys, slots, layer, numel = torch.tensor([5 + (9 << 32), 2**62 + 12345]), torch.tensor([1, 3]), 7, 50
-    u = counter_uniform(keys, slots, layer, numel)
-    n = torch.arange(numel)
-    for r in range(2):
-        key = int(keys[r])
-        word = philox4x32(n, _u32(layer), _u32(int(slots[r])), _u32(0), _u32(key & 0xFFFFFFFF), _u32(key >> 32))[0]
-        assert torch.equal(u[r], (word >> 8).float() / 2**24)
-    e = counter_exponential(keys, slots, layer, (5, 10))
-    assert torch.equal(e, -torch.log(1.0 - u).view(2, 5, 10))
+    traced_like_eager(bundle, prepared, cfg, monkeypatch, backend)
 
 
 def test_kernel_on_a_cuda_device_needs_no_interpreter(monkeypatch):
@@ -418,18 +338,18 @@ def test_noise_on_the_threshold_drops_the_weight_in_the_reference_and_the_kernel
     assert kernel_tie.sum() > 8 and (out[0, 0][kernel_tie] == 0).all()
 
 
-def test_the_triton_path_serves_deterministic_masks_and_mask_observers(tiny_bundle, tmp_path, interpret):
+def test_the_triton_path_serves_deterministic_masks_and_mask_observers(bundle, tmp_path, interpret):
     """``kernel: triton`` with ``deterministic`` gives the torch path's output (masks ``ℓ > 0``, no noise); with an
     observer of the masks (``on_mask``) the model computes bool masks with tensor operations instead of the kernel,
     and reports the torch path's masks and output."""
     outs, masks = {}, {}
     for kernel in ("torch", "triton"):
-        model = _prepared(tiny_bundle, tmp_path, deterministic=True, kernel=kernel).model
+        model = _prepared(bundle, tmp_path, deterministic=True, kernel=kernel).model
         with torch.no_grad():
             outs[kernel] = model(*_inputs(2)).sample
     assert torch.equal(outs["triton"], outs["torch"])
     for kernel in ("torch", "triton"):
-        model = _prepared(tiny_bundle, tmp_path, noise="counter", kernel=kernel).model
+        model = _prepared(bundle, tmp_path, noise="counter", kernel=kernel).model
         seen = []
         model.on_mask = lambda i, m: seen.append((i, m))
         outs[kernel] = _forward(model, 2)
@@ -437,3 +357,4 @@ def test_the_triton_path_serves_deterministic_masks_and_mask_observers(tiny_bund
     assert [i for i, _ in masks["triton"]] == list(range(len(masks["torch"])))
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(masks["triton"], masks["torch"]))
     assert torch.equal(outs["triton"], outs["torch"])
+

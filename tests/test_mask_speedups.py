@@ -1,153 +1,18 @@
 """The fast masking paths give the outputs of the plain computation on fixed seeds.
 
-The reference below is the plain (released-style) computation, written out here on purpose: for every masked layer it
-re-runs the block's mask generator on the block's raw features, runs the adapter, draws the layer's noise from each
-row's stream with the same generator calls, forms a float mask from the single-Gumbel event, multiplies ``W ⊙ M`` in
-float and applies it row by row with ``F.linear``. The optimised path (generator once per block, in-place noise and
-threshold, bool masks, one batched GEMM) must produce bitwise the same masks and the same outputs.
+The reference is the plain (released-style) computation, :class:`mask_reference.PlainMasks`. The optimised path
+(generator once per block, in-place noise and threshold, bool masks, one batched GEMM) must produce bitwise the same
+masks and the same outputs.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from mubench.methods.base import MethodContext
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams, exponential_noise, keep_probability
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle():
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
-
-
-def _prepared(bundle, tmp_path: Path, **kw):
-    method = MaskUNetMethod(MaskUNetParams(**kw), "maskunet")
-    prepared = method.build(bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # trained-looking adapters: logits spread around 0, so masks really vary
-        for adapter in prepared.model.adapters:
-            for lin in (adapter.rows, adapter.cols):
-                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * 0.3)
-                lin.bias.copy_(torch.randn(lin.bias.shape, generator=gen) * 0.5)
-        for g in prepared.model.generators.values():
-            g.conv2.weight.copy_(torch.randn(g.conv2.weight.shape, generator=gen) * 0.2)
-    return prepared
-
-
-def _noise_groups(model) -> list[list[int]]:
-    """The documented draw order: the linears of one UNet block with one weight shape draw their noise together
-    (``[layers, rows of the image, out, in]``), when the first of them runs (small models: no group is split)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, layer in enumerate(model.masked):
-        groups.setdefault((layer.block, tuple(layer.shape)), []).append(i)
-    return list(groups.values())
-
-
-class PlainMasks:
-    """The plain computation as a mask function: per-layer generator re-run, float masks, per-row linear."""
-
-    def __init__(self, model, tau: float = 1.0) -> None:
-        self.model = model
-        self.tau = tau
-        self.raw: dict[str, tuple] = {}
-        self.masks: list[torch.Tensor] = []
-        self.handles = []
-        self.first_of_group = {g[0]: g for g in _noise_groups(model)}
-        self.noise: dict[int, torch.Tensor] = {}
-        for key in model.blocks:
-            block = model.unet.get_submodule(key)
-            sig = inspect.signature(block.forward)
-            self.handles.append(block.register_forward_pre_hook(self._capture(key, sig), with_kwargs=True))
-
-    def _capture(self, key, sig):
-        def hook(module, args, kwargs):
-            bound = sig.bind_partial(*args, **kwargs).arguments
-            skips = bound.get("res_hidden_states_tuple")
-            self.raw[key] = (bound["hidden_states"], skips[-1] if skips else None, bound["temb"])
-        return hook
-
-    def logits(self, i: int) -> torch.Tensor:
-        layer = self.model.masked[i]
-        h, skip, temb = self.raw[layer.block]
-        feats = [h] if skip is None else [h, skip]
-        pooled = torch.cat([F.adaptive_avg_pool2d(f, (1, 1)) for f in feats], 1)
-        grid = self.model.generators[layer.block.replace(".", "-")](pooled, temb)  # re-run for every layer
-        adapter = self.model.adapters[i]
-        h_rows = F.linear(grid.transpose(-1, -2), adapter.rows.weight, adapter.rows.bias).transpose(-1, -2)
-        return F.linear(h_rows, adapter.cols.weight, adapter.cols.bias)
-
-    def draw(self, group: list[int], rows: int) -> None:
-        """E = -log(1 - U) for every layer of the group: each image's stream draws [layers, its rows, out, in]."""
-        gens = self.model.row_generators
-        streams: dict[int, list[int]] = {}
-        for r in range(rows):
-            streams.setdefault(id(gens[r]), []).append(r)
-        shape = tuple(self.model.masked[group[0]].shape)
-        for row_ids in streams.values():
-            u = torch.empty(len(group), len(row_ids), *shape).uniform_(0.0, 1.0, generator=gens[row_ids[0]])
-            e = -torch.log1p(-u)
-            for k, i in enumerate(group):
-                self.noise.setdefault(i, torch.empty(rows, *shape))[row_ids] = e[k]
-
-    def forward_layer(self, i: int, module, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(i)
-        if i in self.first_of_group:
-            self.draw(self.first_of_group[i], x.shape[0])
-        noise = self.noise.pop(i)
-        mask = (noise < torch.exp(logits)).float()
-        self.masks.append(mask.bool())
-        w = module.weight * mask
-        return torch.stack([F.linear(x[r], w[r], module.bias) for r in range(x.shape[0])])
-
-    def install(self):
-        for i, layer in enumerate(self.model.masked):
-            module = layer.module
-            module.forward = (lambda x, i=i, module=module: self.forward_layer(i, module, x))
-
-    def remove(self):
-        for layer in self.model.masked:
-            del layer.module.forward
-        for h in self.handles:
-            h.remove()
-
-
-def _unmasked(model, x, t, ctx) -> torch.Tensor:
-    """The UNet's output with every mask taken off (the model is unmasked afterwards)."""
-    from mubench.methods.masking import set_mask_fn
-
-    set_mask_fn(model.masked, None)
-    with torch.no_grad():
-        return model.unet(x, t, ctx).sample
-
-
-def _streams(n: int, seed: int):
-    return [torch.Generator().manual_seed(seed + r) for r in range(n)]
-
-
-def _fast_and_plain(model, x, t, ctx, streams):
-    """One call through the grouped path and one through :class:`PlainMasks`, each with fresh generators from
-    ``streams()``: (grouped output, its masks, plain output, plain masks)."""
-    fast_masks = []
-    model.on_mask = lambda i, m: fast_masks.append(m)
-    with torch.no_grad():
-        model.row_generators = streams()
-        fast = model(x, t, ctx).sample
-        plain = PlainMasks(model)
-        plain.install()
-        try:
-            model.row_generators = streams()
-            model.on_mask = None
-            ref = model(x, t, ctx).sample
-        finally:
-            plain.remove()
-    return fast, fast_masks, ref, plain.masks
+from mask_reference import PlainMasks, fast_and_plain, prepared_maskunet, row_streams, unmasked_output
+from mubench.methods.maskunet import exponential_noise, keep_probability
 
 
 def test_exponential_noise_has_the_exponential_law():
@@ -165,13 +30,13 @@ def test_exponential_noise_has_the_exponential_law():
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
-def test_fast_masks_equal_the_plain_computation(tiny_bundle, tmp_path, rows):
-    model = _prepared(tiny_bundle, tmp_path).model
+def test_fast_masks_equal_the_plain_computation(bundle, tmp_path, rows):
+    model = prepared_maskunet(bundle, tmp_path).model
     g = torch.Generator().manual_seed(3)
     x = torch.randn(rows, 4, 16, 16, generator=g)
     t = torch.tensor([900, 400, 20][:rows])
     ctx = torch.randn(rows, 16, 32, generator=g)
-    fast, fast_masks, ref, plain_masks = _fast_and_plain(model, x, t, ctx, lambda: _streams(rows, 11))
+    fast, fast_masks, ref, plain_masks = fast_and_plain(model, x, t, ctx, lambda: row_streams(rows, 11))
     assert len(fast_masks) == len(plain_masks) == len(model.masked)
     for a, b in zip(fast_masks, plain_masks):
         assert a.dtype == torch.bool and torch.equal(a, b)
@@ -179,27 +44,27 @@ def test_fast_masks_equal_the_plain_computation(tiny_bundle, tmp_path, rows):
     assert 0.2 < kept < 0.95  # the masks are far from trivial, so the comparison means something
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
     # and the masks matter: the unmasked model gives something else
-    assert (_unmasked(model, x, t, ctx) - fast).abs().max() > 1e-3
+    assert (unmasked_output(model, x, t, ctx) - fast).abs().max() > 1e-3
 
 
-def test_sampling_through_the_sampler_matches_the_plain_computation(tiny_bundle, tmp_path):
+def test_sampling_through_the_sampler_matches_the_plain_computation(bundle, tmp_path):
     from mubench.sampler import SamplerConfig, sample_images
 
-    prepared = _prepared(tiny_bundle, tmp_path)
+    prepared = prepared_maskunet(bundle, tmp_path)
     cfg = SamplerConfig(scheduler="ddim", steps=3, guidance=3.0, resolution=32)
-    fast = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+    fast = sample_images(bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
     plain = PlainMasks(prepared.model)
     plain.install()
     try:
-        ref = sample_images(tiny_bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
+        ref = sample_images(bundle, prepared, ["a red circle", "two stars"], [5, 6], cfg)
     finally:
         plain.remove()
     assert len(plain.masks) == 3 * 2 * len(prepared.model.masked)  # 3 steps x 2 images, one CFG call each
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_deterministic_and_training_paths_are_untouched(tiny_bundle, tmp_path):
-    model = _prepared(tiny_bundle, tmp_path, deterministic=True).model
+def test_deterministic_and_training_paths_are_untouched(bundle, tmp_path):
+    model = prepared_maskunet(bundle, tmp_path, deterministic=True).model
     seen = []
     model.on_mask = lambda i, m: seen.append((i, m))
     x, t, ctx = torch.randn(2, 4, 16, 16), torch.tensor([3, 700]), torch.randn(2, 16, 32)
@@ -208,7 +73,7 @@ def test_deterministic_and_training_paths_are_untouched(tiny_bundle, tmp_path):
         for i, m in seen:
             assert torch.equal(m, model.layer_logits(i) > 0)
     # with gradients the straight-through float mask is used, and the noise is drawn from the global RNG
-    model = _prepared(tiny_bundle, tmp_path).model
+    model = prepared_maskunet(bundle, tmp_path).model
     model.train()
     torch.manual_seed(0)
     model(x, t, ctx).sample.square().mean().backward()
@@ -242,25 +107,25 @@ def test_groups_on_sd15_cover_every_linear_once_and_respect_the_cap():
     assert all(len(g.layers) == 1 for g in groups)
 
 
-def test_the_sampler_uses_the_grouped_path(tiny_bundle, tmp_path, monkeypatch):
+def test_the_sampler_uses_the_grouped_path(bundle, tmp_path, monkeypatch):
     from mubench.methods import maskunet_fast
     from mubench.sampler import SamplerConfig, sample_images
 
-    prepared = _prepared(tiny_bundle, tmp_path)
+    prepared = prepared_maskunet(bundle, tmp_path)
     fused = prepared.model._fused
     assert fused is not None and len(fused.groups) < len(prepared.model.masked)
     calls = []
     original = maskunet_fast.FusedMasks._compute
     monkeypatch.setattr(maskunet_fast.FusedMasks, "_compute", lambda self, g: (calls.append(g), original(self, g)))
-    sample_images(tiny_bundle, prepared, ["a red circle"], [1], SamplerConfig("ddim", 2, 3.0, 32))
+    sample_images(bundle, prepared, ["a red circle"], [1], SamplerConfig("ddim", 2, 3.0, 32))
     assert len(calls) == 2 * len(fused.groups)  # every group once per denoiser call, never per layer
 
 
-def test_image_scope_shares_the_conditional_rows_mask(tiny_bundle, tmp_path):
+def test_image_scope_shares_the_conditional_rows_mask(bundle, tmp_path):
     from mubench.methods.base import RowInfo, StepState
 
     # deterministic: the shared mask is exactly the sign of the conditional row's logits
-    prepared = _prepared(tiny_bundle, tmp_path, deterministic=True, mask_scope="image")
+    prepared = prepared_maskunet(bundle, tmp_path, deterministic=True, mask_scope="image")
     model = prepared.model
     g = torch.Generator().manual_seed(5)
     x, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 16, 32, generator=g)
@@ -271,14 +136,14 @@ def test_image_scope_shares_the_conditional_rows_mask(tiny_bundle, tmp_path):
     prepared.begin_batch(gens, rows)
     prepared.before_step(StepState(0, 1, torch.tensor(500), x[:1], rows, gens))
     with torch.no_grad():
-        shared = model(x, torch.tensor([500, 500]), ctx).sample
+        model(x, torch.tensor([500, 500]), ctx)
         per_layer = [model.layer_logits(i) for i in range(len(model.masked))]
     prepared.end_batch()
     assert len(seen) == len(model.masked)
     for (i, m), logits in zip(seen, per_layer):
         assert m.shape[0] == 1 and torch.equal(m[0], logits[1] > 0)  # one mask, from row 1 (the cond row)
-    # stochastic: one mask per image whatever the rows, and the result differs from per-row masks
-    prepared = _prepared(tiny_bundle, tmp_path, mask_scope="image")
+    # stochastic: one mask per image whatever the rows
+    prepared = prepared_maskunet(bundle, tmp_path, mask_scope="image")
     rows2 = [RowInfo(0, False), RowInfo(1, False), RowInfo(0, True), RowInfo(1, True)]
     seen.clear()
     prepared.model.on_mask = lambda i, m: seen.append(m)
@@ -316,11 +181,11 @@ def test_thresholded_product_is_the_bool_mask_product_bit_for_bit(dtype, noisy):
 
 @pytest.mark.parametrize("layers,deterministic", [("decoder-attn", False), ("decoder-attn+conv", False),
                                                    ("decoder-attn+conv", True)])
-def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_bundle, tmp_path, layers,
+def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(bundle, tmp_path, layers,
                                                                            deterministic):
     # with on_mask set the grouped and per-layer (conv) paths keep bool masks (masked_product); without it they
     # threshold over the logits (thresholded_product): the same weights, so the same outputs to the bit
-    model = _prepared(tiny_bundle, tmp_path, layers=layers, deterministic=deterministic).model
+    model = prepared_maskunet(bundle, tmp_path, layers=layers, deterministic=deterministic).model
     assert any(layer.kind == "conv" for layer in model.masked) == (layers != "decoder-attn")
     g = torch.Generator().manual_seed(4)
     x, ctx = torch.randn(3, 4, 16, 16, generator=g), torch.randn(3, 16, 32, generator=g)
@@ -328,12 +193,12 @@ def test_the_sampling_path_gives_the_mask_observing_paths_outputs_bitwise(tiny_b
     outs = []
     for observe in (False, True):
         model.on_mask = (lambda i, m: None) if observe else None
-        model.row_generators = _streams(3, 11)
+        model.row_generators = row_streams(3, 11)
         with torch.no_grad():
             outs.append(model(x, t, ctx).sample)
     model.on_mask = None
     assert torch.equal(outs[0], outs[1])
-    assert (_unmasked(model, x, t, ctx) - outs[0]).abs().max() > 1e-3
+    assert (unmasked_output(model, x, t, ctx) - outs[0]).abs().max() > 1e-3
 
 
 def test_the_stage_benchmark_runs_on_a_tiny_model():
@@ -354,194 +219,3 @@ def test_the_stage_benchmark_runs_on_a_tiny_model():
     floor = 1 + sum(line["stages"][k]["ms"] for k in ("adapter_h", "adapter_logits", "uniform")) / line["base_ms"]
     assert abs(line["floor_ratio"] - floor) < 2e-3
 
-
-def _fresh_output(bundle, tmp_path, x, t, ctx, seed: int = 11, **kw) -> torch.Tensor:
-    """The output of a newly built model (nothing cached) for one call with stream noise."""
-    model = _prepared(bundle, tmp_path, **kw).model
-    model.row_generators = _streams(x.shape[0], seed)
-    with torch.no_grad():
-        return model(x, t, ctx).sample
-
-
-def test_a_group_holds_exactly_its_weight_cap():
-    """``max_weights`` is the most a group may hold: layers whose weights fill it exactly stay in one group."""
-    from mubench.methods.masking import MaskedLayer
-    from mubench.methods.maskunet_fast import plan_groups
-
-    def layer(block, shape, kind="linear"):
-        module = (torch.nn.Linear(shape[1], shape[0], bias=False, device="meta") if kind == "linear"
-                  else torch.nn.Conv2d(shape[1], shape[0], 1, bias=False, device="meta"))
-        return MaskedLayer(name=f"{block}.x", module=module, block=block, kind=kind)
-
-    layers = [layer("up.1", (4, 8)), layer("up.1", (4, 8)), layer("up.1", (4, 8), "conv"),
-              layer("up.1", (4, 8)), layer("up.2", (4, 8)), layer("up.1", (8, 4))]
-    groups = plan_groups(layers, max_weights=2 * 4 * 8)
-    assert [(g.block, g.shape, g.layers) for g in groups] == [
-        ("up.1", (4, 8), [0, 1]), ("up.1", (4, 8), [3]), ("up.2", (4, 8), [4]), ("up.1", (8, 4), [5])]
-    assert [g.layers for g in plan_groups(layers, max_weights=2 * 4 * 8 - 1)] == [[0], [1], [3], [4], [5]]
-
-
-def test_row_streams_must_match_the_rows():
-    """One generator per row: rows sharing a generator object share its stream (in order of first use); a count
-    that does not match the batch is an error, not a silent reuse."""
-    from mubench.methods.maskunet_fast import streams_of_rows
-
-    a, b = torch.Generator(), torch.Generator()
-    assert [(g is a, rows) for g, rows in streams_of_rows([a, b, a], 3)] == [(True, [0, 2]), (False, [1])]
-    assert streams_of_rows(None, 2) == [(None, [0, 1])]
-    with pytest.raises(RuntimeError, match="2 row generators for a batch of 3 rows"):
-        streams_of_rows([a, b], 3)
-
-
-def test_stacked_parameters_follow_updates_of_the_adapters_and_weights(tiny_bundle, tmp_path):
-    """The grouped path caches its stacked adapter factors and layer weights between calls; an in-place update of
-    an adapter or of a masked layer's weight (an optimiser step, an artifact copied in), or new tensors of the same
-    version put in place of the old ones (a state dict loaded with ``assign``), gives the masks and outputs of a
-    model built with those values, never the cached ones."""
-    g = torch.Generator().manual_seed(3)
-    x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([900, 20]), torch.randn(2, 16, 32, generator=g)
-    model = _prepared(tiny_bundle, tmp_path).model
-    unet_weight = model.masked[3].module.weight
-    saved = unet_weight.detach().clone()
-
-    def call() -> torch.Tensor:
-        model.row_generators = _streams(2, 11)
-        with torch.no_grad():
-            return model(x, t, ctx).sample
-
-    def uncached() -> torch.Tensor:
-        fused = model._fused
-        model._fused = type(fused)(model)  # a new grouped path: nothing stacked yet
-        try:
-            return call()
-        finally:
-            model._fused = fused
-
-    try:
-        for update in (lambda: model.adapters[5].cols.bias.add_(2.0), lambda: unet_weight.mul_(-1.0)):
-            before = call()
-            with torch.no_grad():  # in place: same tensors, new values
-                update()
-            after = call()
-            assert (after - before).abs().max() > 1e-4
-            assert torch.equal(after, uncached())
-        # other tensors in place of the adapters' (each a fresh tensor: version 0, like the ones they replace)
-        fresh = {k: torch.randn(v.shape, generator=g) * 0.5 for k, v in model.adapters.state_dict().items()}
-        model.adapters.load_state_dict({k: v.clone() for k, v in fresh.items()}, assign=True)
-        first = call()
-        model.adapters.load_state_dict({k: -v for k, v in fresh.items()}, assign=True)
-        second = call()
-        assert (second - first).abs().max() > 1e-4
-        assert torch.equal(second, uncached())
-    finally:
-        with torch.no_grad():
-            unet_weight.copy_(saved)  # the bundle is shared by the module's tests
-
-
-def test_one_model_serves_calls_of_any_row_count(tiny_bundle, tmp_path):
-    """The cache of stacked parameters is kept per row count: calls of 2, then 3, then 2 rows on one model give
-    what a new model gives for each."""
-    g = torch.Generator().manual_seed(6)
-    x, ctx = torch.randn(3, 4, 16, 16, generator=g), torch.randn(3, 16, 32, generator=g)
-    t = torch.tensor([900, 400, 20])
-    model = _prepared(tiny_bundle, tmp_path).model
-    for rows in (2, 3, 2):
-        model.row_generators = _streams(rows, 11)
-        with torch.no_grad():
-            out = model(x[:rows], t[:rows], ctx[:rows]).sample
-        assert torch.equal(out, _fresh_output(tiny_bundle, tmp_path, x[:rows], t[:rows], ctx[:rows]))
-
-
-def test_a_call_leaves_no_masked_weights_behind(tiny_bundle, tmp_path):
-    """Per-call state is empty after every call (each group's masked weights and masks are let go with the last
-    layer that uses them), with and without an observer of the masks."""
-    g = torch.Generator().manual_seed(2)
-    x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([900, 20]), torch.randn(2, 16, 32, generator=g)
-    model = _prepared(tiny_bundle, tmp_path).model
-    for observer in (None, lambda i, m: None):
-        model.on_mask = observer
-        model.row_generators = _streams(2, 11)
-        with torch.no_grad():
-            model(x, t, ctx)
-        assert model._fused._weights == {} and model._fused._masks == {}
-
-
-def test_a_call_interrupted_midway_does_not_leak_into_the_next(tiny_bundle, tmp_path):
-    """A call stopped inside a group (an exception from a layer) leaves that group's masked weights computed but
-    unused; the next call, on other inputs, computes its own masks from its own features."""
-    g = torch.Generator().manual_seed(8)
-    x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([900, 20]), torch.randn(2, 16, 32, generator=g)
-    x2, t2, ctx2 = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([300, 600]), torch.randn(2, 16, 32, generator=g)
-    model = _prepared(tiny_bundle, tmp_path).model
-
-    def stop(i, m):
-        raise KeyboardInterrupt
-
-    model.on_mask = stop
-    model.row_generators = _streams(2, 5)
-    with pytest.raises(KeyboardInterrupt), torch.no_grad():
-        model(x, t, ctx)
-    model.on_mask = None
-    model.row_generators = _streams(2, 11)
-    with torch.no_grad():
-        out = model(x2, t2, ctx2).sample
-    assert torch.equal(out, _fresh_output(tiny_bundle, tmp_path, x2, t2, ctx2))
-
-
-def test_noise_drawn_before_the_call_is_the_noise_drawn_during_it(two_group_bundle, tmp_path):
-    """``predraw`` (what a compiled call reads instead of generators) draws every group's noise in the order the
-    call would, so a call on the predrawn noise gives the eager call's output bit for bit; here on a UNet whose
-    masked block has two weight shapes (two groups: its square linears and its cross-attention k/v). Predrawn noise
-    of the wrong shape for a group is refused."""
-    model = _prepared(two_group_bundle, tmp_path).model
-    fused = model._fused
-    assert len(fused.groups) == 2 and fused.covers_every_layer
-    g = torch.Generator().manual_seed(4)
-    x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([900, 20]), torch.randn(2, 16, 48, generator=g)
-    gens = [torch.Generator().manual_seed(1)] * 2  # one image's CFG pair: one stream for both rows
-    model.row_generators = [torch.Generator().manual_seed(1)] * 2
-    with torch.no_grad():
-        eager = model(x, t, ctx).sample
-    model.row_generators = gens
-    fused.predrawn = fused.predraw()
-    model.row_generators = None
-    try:
-        with torch.no_grad():
-            predrawn = model(x, t, ctx).sample
-        assert torch.equal(predrawn, eager)
-        fused.predrawn = [n[:, :1] for n in fused.predrawn]  # drawn for one row, called with two
-        with pytest.raises(RuntimeError, match="noise drawn before the call"), torch.no_grad():
-            model(x, t, ctx)
-    finally:
-        fused.predrawn = None
-    # conv layers are masked one at a time: the grouped path then does not cover every layer
-    assert not _prepared(two_group_bundle, tmp_path, layers="decoder-attn+conv").model._fused.covers_every_layer
-
-
-def test_the_same_generator_gives_the_same_exponential_noise():
-    """``exponential_noise`` draws from the generator it is given (a seeded stream), not the global RNG."""
-    torch.manual_seed(0)
-    a = exponential_noise(torch.empty(1000), torch.Generator().manual_seed(5))
-    torch.manual_seed(1)
-    b = exponential_noise(torch.empty(1000), torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, exponential_noise(torch.empty(1000), torch.Generator().manual_seed(6)))
-
-
-def test_images_sharing_a_call_draw_their_noise_in_the_documented_layout(tiny_bundle, tmp_path):
-    """Two images in one call, their CFG rows interleaved as the sampler lays them out (uncond rows, then cond
-    rows): each image's stream draws ``[layers, its rows, out, in]`` in memory order, so the masks and outputs are
-    those of the plain per-layer computation (which draws exactly that) and do not depend on the other image."""
-    model = _prepared(tiny_bundle, tmp_path).model
-    g = torch.Generator().manual_seed(9)
-    x, ctx = torch.randn(4, 4, 16, 16, generator=g), torch.randn(4, 16, 32, generator=g)
-    t = torch.tensor([500, 500, 500, 500])
-
-    def streams():
-        a, b = torch.Generator().manual_seed(21), torch.Generator().manual_seed(22)
-        return [a, b, a, b]
-
-    fast, fast_masks, ref, plain_masks = _fast_and_plain(model, x, t, ctx, streams)
-    assert len(fast_masks) == len(plain_masks) == len(model.masked)
-    assert all(torch.equal(a, b) for a, b in zip(fast_masks, plain_masks))
-    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)

@@ -14,14 +14,6 @@ from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
 from mubench.models.base import ModelBundle
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle():
-    from mubench.models.base import LoadContext
-    from mubench.models.tiny import TinySD, TinySDParams
-
-    return TinySD.load(TinySDParams(), LoadContext(torch.device("cpu"), torch.float32))
-
-
 def _ctx(tmp_path: Path, train: str = "never") -> MethodContext:
     return MethodContext(artifacts_dir=tmp_path, train=train, model_name="tiny-sd")
 
@@ -31,8 +23,8 @@ def _build(bundle, tmp_path, **kw):
     return method, method.build(bundle, _ctx(tmp_path))
 
 
-def test_layer_masks_follow_the_logits_in_the_model(tiny_bundle, tmp_path):
-    _, prepared = _build(tiny_bundle, tmp_path)
+def test_layer_masks_follow_the_logits_in_the_model(bundle, tmp_path):
+    _, prepared = _build(bundle, tmp_path)
     model = prepared.model
     with torch.no_grad():
         for adapter in model.adapters:
@@ -85,8 +77,8 @@ def _probe(model):
     return across_t, across_samples
 
 
-def test_faithful_generator_never_learns(tiny_bundle, tmp_path):
-    _, prepared = _build(tiny_bundle, tmp_path, mode="faithful")
+def test_faithful_generator_never_learns(bundle, tmp_path):
+    _, prepared = _build(bundle, tmp_path, mode="faithful")
     before = {k: v.clone() for k, v in prepared.model.generators.state_dict().items()}
     grads = _train(prepared, steps=4)
     for step in grads:
@@ -103,8 +95,8 @@ def test_faithful_generator_never_learns(tiny_bundle, tmp_path):
         assert torch.equal(logits[0], logits[1])
 
 
-def test_conditional_generator_learns(tiny_bundle, tmp_path):
-    _, prepared = _build(tiny_bundle, tmp_path, mode="conditional")
+def test_conditional_generator_learns(bundle, tmp_path):
+    _, prepared = _build(bundle, tmp_path, mode="conditional")
     model = prepared.model
     # untrained: every logit is 5 (masks all ones)
     across_t, _ = _probe(model)
@@ -117,9 +109,9 @@ def test_conditional_generator_learns(tiny_bundle, tmp_path):
         assert diff > 1e-3, diff
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_bundle, tmp_path):
+def test_gradient_checkpointing_gives_the_same_gradients(bundle, tmp_path):
     def grads(checkpointing: bool):
-        _, prepared = _build(tiny_bundle, tmp_path)
+        _, prepared = _build(bundle, tmp_path)
         model = prepared.model
         torch.manual_seed(1)
         with torch.no_grad():
@@ -140,8 +132,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_bundle, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(plain, checkpointed))
 
 
-def test_deterministic_masks_are_the_logit_sign(tiny_bundle, tmp_path):
-    _, prepared = _build(tiny_bundle, tmp_path, deterministic=True)
+def test_deterministic_masks_are_the_logit_sign(bundle, tmp_path):
+    _, prepared = _build(bundle, tmp_path, deterministic=True)
     model = prepared.model
     with torch.no_grad():
         for adapter in model.adapters:
@@ -172,9 +164,9 @@ def _expected_params(unet, layers, factor=4, hidden=64) -> int:
     return total
 
 
-def test_parameter_counts_tiny(tiny_bundle, tmp_path):
+def test_parameter_counts_tiny(bundle, tmp_path):
     for mode in ("conditional", "faithful"):
-        _, prepared = _build(tiny_bundle, tmp_path, mode=mode)
+        _, prepared = _build(bundle, tmp_path, mode=mode)
         expected = _expected_params(prepared.model.unet, prepared.model.masked)
         assert prepared.added_params == prepared.trainable_params == expected
         assert sum(p.numel() for p in prepared.trainable_parameters()) == expected
@@ -199,31 +191,31 @@ def test_sd15_counts_and_the_papers_conv_increment(tmp_path):
     assert conv.added_params - attn.added_params - block0_generator == 26_632_000
 
 
-def test_missing_artifact_is_a_clear_usage_error(tiny_bundle, tmp_path):
+def test_missing_artifact_is_a_clear_usage_error(bundle, tmp_path):
     method = MaskUNetMethod(MaskUNetParams(), "maskunet")
     with pytest.raises(UsageError, match=r"(?s)no trained artifact for maskunet.*mubench train method=maskunet"):
-        method.prepare(tiny_bundle, _ctx(tmp_path, "never"))
+        method.prepare(bundle, _ctx(tmp_path, "never"))
     # train=auto trains on demand, which needs data (none in the default recipe): the message says how to give it
     with pytest.raises(UsageError, match=r"(?s)needs training data.*method.train.data"):
-        method.prepare(tiny_bundle, _ctx(tmp_path, "auto"))
+        method.prepare(bundle, _ctx(tmp_path, "auto"))
 
 
-def test_artifact_round_trip_and_key(tiny_bundle, tmp_path):
-    method, prepared = _build(tiny_bundle, tmp_path)
+def test_artifact_round_trip_and_key(bundle, tmp_path):
+    method, prepared = _build(bundle, tmp_path)
     with torch.no_grad():
         for p in prepared.trainable_parameters():
             p.normal_()
-    digest = method.save(prepared, tiny_bundle, _ctx(tmp_path))
-    loaded = method.prepare(tiny_bundle, _ctx(tmp_path))
+    digest = method.save(prepared, bundle, _ctx(tmp_path))
+    loaded = method.prepare(bundle, _ctx(tmp_path))
     assert loaded.artifact == digest
     a, b = prepared.artifact_state(), loaded.artifact_state()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # inference-only options share the artifact; training-relevant ones do not
     det = MaskUNetMethod(MaskUNetParams(deterministic=True), "maskunet")
-    assert det.artifact_location(tiny_bundle, _ctx(tmp_path))[0] == method.artifact_location(tiny_bundle, _ctx(tmp_path))[0]
+    assert det.artifact_location(bundle, _ctx(tmp_path))[0] == method.artifact_location(bundle, _ctx(tmp_path))[0]
     faithful = MaskUNetMethod(MaskUNetParams(mode="faithful"), "maskunet")
     with pytest.raises(UsageError, match="no trained artifact"):
-        faithful.prepare(tiny_bundle, _ctx(tmp_path))
+        faithful.prepare(bundle, _ctx(tmp_path))
 
 
 def test_each_block_generator_sees_the_rows_own_timestep_embedding():
