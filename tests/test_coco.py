@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,12 +15,10 @@ from mubench.config import build_params
 from mubench.errors import AssetError, UsageError
 from mubench.scorers.base import ScorerContext
 from mubench.scorers.clip_score import ClipScore, ClipScoreParams
-from mubench.scorers.fid_features import (FidFeaturesParams, InceptionFeatures, TinyFeatureNet, center_crop_resize,
-                                          protocol_resize)
+from mubench.scorers.fid_features import InceptionFeatures, TinyFeatureNet, center_crop_resize, protocol_resize
 from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.coco import CocoParams, CocoSuite, load_annotations, select_captions
 
-torch.set_num_threads(1)
 RANDOM = ScorerContext(torch.device("cpu"), weights="random")
 N = 20
 

@@ -22,7 +22,6 @@ from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.compbench import (CompBenchParams, CompBenchSuite, export_samples, import_folder,
                                       read_prompt_file, read_vqa_results, running_index, sample_name)
 
-torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "t2i-compbench"
 CPU = ScorerContext(torch.device("cpu"), weights="random")
 

@@ -14,8 +14,6 @@ from mubench.errors import UsageError
 from mubench.metrics.fid import (FIDStats, Gaussian, RefStatsCache, RefStatsKey, fid_from_features, fid_from_stats,
                                  frechet_distance)
 
-torch.set_num_threads(1)
-
 
 def _features(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
