@@ -1,8 +1,21 @@
-"""Running one `mubench COMMAND ...` in-process through typer's test runner with the function behind it faked, so a
-test sees exactly what the command prints and what it handed on, without the work itself."""
+"""Running one `mubench COMMAND ...` in-process: :func:`call` through ``main()`` as a user's shell would, and
+:func:`invoke_faked` through typer's test runner with the function behind it faked, so a test sees exactly what the
+command prints and what it handed on, without the work itself."""
 from __future__ import annotations
 
 from typing import Any, Callable
+
+import pytest
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process (main() maps errors to exit codes); return (code, stdout, stderr)."""
+    from mubench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
 
 
 def invoke_faked(monkeypatch, command: str, args: list[str], target: str, fake: Callable[..., Any]):

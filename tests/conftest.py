@@ -35,6 +35,18 @@ def _threads():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """A test (or a micro-zoo build it runs, which sets its own) may change torch's thread count: the next test
+    starts from the suite's."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m mubench ARGS`` in a subprocess (what a user types), in ``cwd`` (default: the checkout)."""
@@ -79,6 +91,22 @@ def two_group_bundle(regs):
     cls = regs.models.get("tiny-sd")
     return cls.load(cls.Params(cross_attention_dim=48), LoadContext(torch.device("cpu"), torch.float32))
 
+
+
+@pytest.fixture(scope="module")
+def dit(regs):
+    """A tiny random DiT (class-conditional), 16 px."""
+    from transformer_cases import tiny_transformer
+
+    return tiny_transformer(regs, "dit")
+
+
+@pytest.fixture(scope="module")
+def pixart(regs):
+    """A tiny random PixArt-α (text-conditional, 8-token prompts), 16 px."""
+    from transformer_cases import tiny_transformer
+
+    return tiny_transformer(regs, "pixart")
 
 MICRO_REWARD = [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]
 

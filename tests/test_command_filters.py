@@ -8,7 +8,7 @@ import pytest
 
 from mubench.store import Store
 from results_fakes import fake_results
-from test_report import call
+from cli_fakes import call
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from mubench.store import Store
 from results_fakes import fake_results, fake_units
-from test_report import call
+from cli_fakes import call
 
 N = 60
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from method_cases import CASES, Case, PROMPTS, SAMPLER, SEEDS, context, fake_training, method_of, prepared_case
+from method_cases import CASES, Case, PROMPTS, SAMPLER, SEEDS, context, method_of, prepared_case
 from mubench.methods.base import MethodContext, Prepared
 from mubench.sampler import sample_images
 

@@ -16,7 +16,7 @@ from mubench.micro import scene as S
 from mubench.micro.dit import DiTBuildParams, MicroDiTModel, MicroDiTParams, build_micro_dit
 from mubench.micro.oracle import Oracle
 from mubench.models.base import LoadContext
-from mubench.suites.base import PromptItem, SampleRecord
+from mubench.suites.base import SampleRecord
 from mubench.suites.micro import MicroFidParams
 from mubench.suites.micro_class import MicroClassParams, MicroClassSuite
 

@@ -80,7 +80,7 @@ def test_iterate_batches_is_deterministic():
     b = d.iterate_batches("train", 4, seed=7)
     c = d.iterate_batches("train", 4, seed=8)
     for _ in range(3):
-        (ia, ca), (ib, cb), (ic, cc) = next(a), next(b), next(c)
+        (ia, ca), (ib, cb), (ic, _) = next(a), next(b), next(c)
         assert np.array_equal(ia, ib) and ca == cb
         assert ia.shape == (4, 32, 32, 3)
     assert not np.array_equal(ia, ic)
@@ -156,7 +156,6 @@ def test_every_drawn_scene_is_described_by_its_caption():
     import numpy as np
 
     from mubench.micro import data as D
-    from mubench.micro import scene as S
 
     mix = {"single": 0.25, "two": 0.25, "count": 0.25, "relation": 0.25}
     scenes = D.make_scenes("val", 300, mix)
@@ -174,7 +173,6 @@ def test_every_drawn_scene_is_described_by_its_caption():
 def test_two_object_captions_tell_same_shape_objects_apart_by_colour():
     """when both objects of a two-object/relation scene have the same shape, both phrases name their colour."""
     from mubench.micro import data as D
-    from mubench.micro import scene as S
 
     mix = {"two": 0.5, "relation": 0.5}
     same = [s for s in D.make_scenes("train", 400, mix) if s.objects[0].shape == s.objects[1].shape]

@@ -8,19 +8,11 @@ import re
 import pandas as pd
 import pytest
 
-from mubench.cli import main
+from cli_fakes import call
 from mubench.errors import UsageError
 from mubench.report import build_table, load_table_spec, parse_table_spec, render
 from mubench.store import Store
 from results_fakes import fake_results
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process (main() maps errors to exit codes); return (code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture

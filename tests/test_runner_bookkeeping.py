@@ -2,7 +2,6 @@
 counts as kept, what each record says, what the protocol of a run and of an imported folder records."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np

@@ -16,7 +16,7 @@ from mubench.methods.hook_args import call_arguments, positional_names
 from mubench.methods.masking import install_masked_layers
 from mubench.methods.maskunet import MaskUNetParams
 from mubench.methods.transformer_masks import TransformerMaskUNet, conditioning_source
-from test_transformer_masks import _ctx, _method, _perturb, dit, pixart  # noqa: F401 (dit, pixart: fixtures)
+from transformer_cases import method_from_spec, perturb, untrained_ctx
 
 
 def _kwargs(bundle, labels):
@@ -29,7 +29,7 @@ def _kwargs(bundle, labels):
 
 
 def _build(regs, bundle, tmp_path, **overrides):
-    return _method(regs, "maskunet", **overrides).build(bundle, _ctx(tmp_path))
+    return method_from_spec(regs, "maskunet", **overrides).build(bundle, untrained_ctx(tmp_path))
 
 
 def _silent_perturbation(model, seed=0):
@@ -48,7 +48,7 @@ def test_generator_reads_the_mean_of_all_tokens_and_the_blocks_conditioning_of_t
     timestep; after a second call the masks come from the second call's features (no stale grid)."""
     bundle = {"dit": dit, "pixart": pixart}[which]
     prepared = _build(regs, bundle, tmp_path)
-    _perturb(prepared)
+    perturb(prepared)
     model = prepared.model
     model.deterministic = True
     unet = model.unet
@@ -92,7 +92,7 @@ def test_generator_gradients_flow_through_the_pooled_tokens(regs, dit, tmp_path)
     """Training end to end: a loss on the masks of the last masked block reaches the earlier block's adapters
     through the tokens that block's masked attention produced (the generator input is not detached)."""
     prepared = _build(regs, dit, tmp_path)
-    _perturb(prepared)
+    perturb(prepared)
     model = prepared.model
     model.train()
     first, last = model.masked[0].block, model.masked[-1].block

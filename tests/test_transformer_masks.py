@@ -8,60 +8,23 @@ DiT's 3-channel guidance work, and the trainer steps and resumes bitwise on them
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import copy
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 import torch
 
-from mubench.config import resolve_component
 from mubench.errors import UsageError
-from mubench.methods.base import MethodContext, Prepared
+from mubench.methods.base import Prepared
 from mubench.methods.masking import MaskedLinear, select_layers
 from mubench.models.base import LoadContext
 from mubench.sampler import SamplerConfig, _guide, sample_images, uses_learned_variance
+from transformer_cases import method_from_spec, perturb, untrained_ctx
 
-CPU = LoadContext(torch.device("cpu"), torch.float32, "random")
 DIT_SAMPLER = SamplerConfig(scheduler="ddpm", steps=4, guidance=1.5, resolution=16)
 PIX_SAMPLER = SamplerConfig(scheduler="dpmsolver++", steps=3, guidance=4.5, resolution=16)
 PROMPTS = {"dit": [3, 7, 0], "pixart": ["a red circle", "two dogs", "x"]}
 SEEDS = [11, 22, 33]
-
-
-def _bundle(regs, name):
-    over = {"arch": "tiny", "resolution": 16}
-    if name == "pixart":
-        over["max_length"] = 8
-    comp = resolve_component("model", name, over, regs)
-    return regs.models.get(name).load(comp.params, CPU)
-
-
-@pytest.fixture(scope="module")
-def dit(regs):
-    return _bundle(regs, "dit")
-
-
-@pytest.fixture(scope="module")
-def pixart(regs):
-    return _bundle(regs, "pixart")
-
-
-def _method(regs, spec, **overrides):
-    comp = resolve_component("method", spec, overrides, regs)
-    return regs.methods.get(comp.kind)(comp.params, comp.name)
-
-
-def _ctx(tmp: Path) -> MethodContext:
-    return MethodContext(artifacts_dir=tmp, train="never", model_name="tiny")
-
-
-def _perturb(prepared, seed=0, scale=0.5):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in prepared.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * scale)
 
 
 # ---------------------------------------------------------------------------------------------- layer sets
@@ -133,7 +96,7 @@ def test_a_full_mask_zeroes_exactly_the_selected_layers(which, regs, dit, pixart
     bundle = {"dit": dit, "pixart": pixart}[which]
     # a deterministic sampler: the mask draws consume the image streams that DDPM's ancestral noise also uses
     sampler = SamplerConfig(scheduler="ddim", steps=4, guidance=1.5, resolution=16) if which == "dit" else PIX_SAMPLER
-    prepared = _method(regs, "random-mask", ratio=1.0, resample="image").prepare(bundle, _ctx(tmp_path))
+    prepared = method_from_spec(regs, "random-mask", ratio=1.0, resample="image").prepare(bundle, untrained_ctx(tmp_path))
     masked = sample_images(bundle, prepared, PROMPTS[which][:1], SEEDS[:1], sampler)
     # reference: the same model with those weights zeroed by hand
     zeroed = copy.deepcopy(bundle.denoiser)
@@ -152,8 +115,8 @@ def test_a_full_mask_zeroes_exactly_the_selected_layers(which, regs, dit, pixart
 
 def test_maskunet_generator_sees_timestep_and_class(regs, dit, pixart, tmp_path):
     for bundle in (dit, pixart):
-        prepared = _method(regs, "maskunet").build(bundle, _ctx(tmp_path))
-        _perturb(prepared)
+        prepared = method_from_spec(regs, "maskunet").build(bundle, untrained_ctx(tmp_path))
+        perturb(prepared)
         model = prepared.model
         model.deterministic = True  # no Gumbel noise: rows with equal inputs must get equal masks in every block
         x = torch.randn(4, 4, 8, 8)
@@ -176,7 +139,7 @@ def test_maskunet_generator_sees_timestep_and_class(regs, dit, pixart, tmp_path)
 
 
 def test_maskunet_starts_as_the_base_model(regs, pixart, tmp_path):
-    prepared = _method(regs, "maskunet").build(pixart, _ctx(tmp_path))
+    prepared = method_from_spec(regs, "maskunet").build(pixart, untrained_ctx(tmp_path))
     a = sample_images(pixart, prepared, PROMPTS["pixart"][:1], SEEDS[:1], PIX_SAMPLER)
     b = sample_images(pixart, Prepared(pixart.denoiser), PROMPTS["pixart"][:1], SEEDS[:1], PIX_SAMPLER)
     assert (a - b).abs().max() < 1e-5  # logits start at 5: P(zero) ~ 1e-65
@@ -194,11 +157,11 @@ CASES = [("sd", {}), ("random-mask", {"ratio": 0.3}), ("random-mask", {"ratio": 
 def test_sampling_is_reproducible_and_batch_invariant(which, spec, overrides, regs, dit, pixart, tmp_path):
     bundle = {"dit": dit, "pixart": pixart}[which]
     sampler = DIT_SAMPLER if which == "dit" else PIX_SAMPLER
-    method = _method(regs, spec, **overrides)
-    ctx = _ctx(tmp_path)
+    method = method_from_spec(regs, spec, **overrides)
+    ctx = untrained_ctx(tmp_path)
     if getattr(method, "trainable", False):
         built = method.build(bundle, ctx)
-        _perturb(built, scale=0.05 if spec == "full-ft" else 0.5)
+        perturb(built, scale=0.05 if spec == "full-ft" else 0.5)
         method.save(built, bundle, ctx)
     prepared = method.prepare(bundle, ctx)
     prompts = PROMPTS[which]
@@ -230,13 +193,13 @@ def test_tensor_only_masks_compile_into_one_graph(which, overrides, regs, dit, p
 
     bundle = {"dit": dit, "pixart": pixart}[which]
     sampler = replace(DIT_SAMPLER if which == "dit" else PIX_SAMPLER, chunk=2)
-    method, ctx = _method(regs, "maskunet", **overrides), _ctx(tmp_path)
+    method, ctx = method_from_spec(regs, "maskunet", **overrides), untrained_ctx(tmp_path)
     built = method.build(bundle, ctx)
-    _perturb(built)
+    perturb(built)
     method.save(built, bundle, ctx)
     prepared = method.prepare(bundle, ctx)
     assert method.compile_safe and prepared.compile_safe and method.compiles_on(bundle)
-    stream = _method(regs, "maskunet")  # stream noise: drawn in every layer (transformer masks have no fused path)
+    stream = method_from_spec(regs, "maskunet")  # stream noise: drawn in every layer (transformer masks have no fused path)
     assert not stream.prepare(bundle, ctx).compile_safe and not stream.compiles_on(bundle)
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, mode=None, dynamic=None:
@@ -318,7 +281,7 @@ def test_trainer_steps_and_resumes_bitwise(which, spec, regs, dit, pixart, tmp_p
     loss = DiffusionFinetuneLoss(bundle, cfg)
 
     def run(out, stop_at=None):
-        prepared = _method(regs, spec).build(bundle, _ctx(tmp_path))
+        prepared = method_from_spec(regs, spec).build(bundle, untrained_ctx(tmp_path))
         before = [p.detach().clone() for p in prepared.trainable_parameters()]
         result = train(prepared.denoiser, loss, _batches(which, bundle), cfg, out_dir=out, show_progress=False,
                        stop_at=stop_at)

@@ -5,24 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import REPO
 from mubench.errors import UsageError
-from mubench.micro.zoo import BuildParams, build_micro
-
-TINY = {"batch_size": 2, "steps": 2, "clip_steps": 2, "checkpoint_every": 1}
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()  # a build sets its own (BuildParams.threads)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(out, **over):
-    return build_micro(out, BuildParams(**{**TINY, **over}), show_progress=False, echo=False, evaluate=False)
+from mubench.micro.zoo import BuildParams
+from zoo_builds import build
 
 
 def test_a_resumed_build_keeps_to_the_recipe_of_its_checkpoints(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from mubench.errors import AssetError, UsageError
 from mubench.micro import zoo as Z
 from mubench.micro.assets import verified_path, verify_all
-from test_zoo_build import _keep_threads, build  # noqa: F401 (_keep_threads: an autouse fixture)
+from zoo_builds import build
 
 
 def test_a_time_boxed_build_records_the_step_it_stopped_at(tmp_path):
