@@ -139,9 +139,27 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
     spec = spec or TableSpec()
     if not results:
         raise UsageError("no stored results to report")
-    notes: list[str] = []
+    rows, show_model = _rows(results, spec)
+    grid = _Grid(rows)
+    for cspec in _column_specs(results, spec):
+        grid.add(cspec, [_latest_runs(results, row, cspec) for row in rows])
+    notes = grid.notes
+    shown = {c.run_id for c in grid.cells.values()}
+    notes.extend(n for r in results if str(r["run_id"]) in shown and (n := missing_replicates_note(r)))
+    empty_rows = [rows[i].label for i in range(len(rows))
+                  if not any((i, j) in grid.cells for j in range(len(grid.columns)))]
+    if empty_rows:
+        notes.append("no stored results for: " + ", ".join(empty_rows))
+    if any(_half_width(c) is not None for c in grid.cells.values()):
+        notes.append(CI_NOTE)
+    notes.extend(spec.notes)
+    if spec.rows:  # a spec's rows need not name a model: show one where the rows' runs come from several
+        show_model = _name_models(rows, grid.cells, results) or show_model
+    return Table(spec.caption, spec.label, rows, grid.columns, grid.cells, grid.protocols(), notes, show_model)
 
-    # rows
+
+def _rows(results: Sequence[dict[str, Any]], spec: TableSpec) -> tuple[list[Row], bool]:
+    """The spec's rows, else one per stored method (per model where several); and whether to show the model."""
     models = sorted({str(r["model"]) for r in results})
     if spec.rows:
         row_specs = [RowSpec(r.method, r.name, r.model or spec.model) for r in spec.rows]
@@ -150,123 +168,134 @@ def build_table(results: Sequence[dict[str, Any]], spec: Optional[TableSpec] = N
         for method in _sort_methods([str(r["method"]) for r in results]):
             ms = sorted({str(r["model"]) for r in results if r["method"] == method})
             row_specs.extend(RowSpec(method, None, m if len(models) > 1 else None) for m in ms)
-    show_model = len(models) > 1 and not spec.rows
-    rows = [Row(r.method, r.model, r.name or r.method) for r in row_specs]
+    return [Row(r.method, r.model, r.name or r.method) for r in row_specs], len(models) > 1 and not spec.rows
 
-    # columns (one per spec column / stored metric, then split by protocol)
+
+def _column_specs(results: Sequence[dict[str, Any]], spec: TableSpec) -> list[ColumnSpec]:
+    """The spec's columns, else every stored metric of every (selected) suite, suite by suite."""
     if spec.columns:
-        col_specs = [ColumnSpec(c.metric, c.name, c.suite or spec.suite, c.format, c.higher_is_better)
-                     for c in spec.columns]
-    else:
-        col_specs = []
-        suites = sorted({str(r["suite"]) for r in results if spec.suite in (None, r["suite"])})
-        for suite in suites:
-            seen: list[str] = []
-            for r in results:
-                if r["suite"] == suite:
-                    seen.extend(m for m in (r.get("metrics") or {}) if m not in seen)
-            multi = len(suites) > 1
-            col_specs.extend(ColumnSpec(m, f"{suite}: {m}" if multi else m, suite) for m in seen)
+        return [ColumnSpec(c.metric, c.name, c.suite or spec.suite, c.format, c.higher_is_better)
+                for c in spec.columns]
+    col_specs = []
+    suites = sorted({str(r["suite"]) for r in results if spec.suite in (None, r["suite"])})
+    for suite in suites:
+        seen: list[str] = []
+        for r in results:
+            if r["suite"] == suite:
+                seen.extend(m for m in (r.get("metrics") or {}) if m not in seen)
+        col_specs.extend(ColumnSpec(m, f"{suite}: {m}" if len(suites) > 1 else m, suite) for m in seen)
+    return col_specs
 
-    columns: list[Column] = []
-    cells: dict[tuple[int, int], Cell] = {}
-    groups: dict[tuple[str, str], str] = {}  # (suite, protocol hash) -> letter
-    group_runs: dict[str, list[dict[str, Any]]] = {}
-    group_n: dict[str, list[str]] = {}
-    for cspec in col_specs:
-        per_row: list[dict[tuple[str, str], dict[str, Any]]] = []
-        for i, row in enumerate(rows):
-            found: dict[tuple[str, str], dict[str, Any]] = {}
-            for r in results:
-                if r["method"] != row.method or (row.model and r["model"] != row.model):
-                    continue
-                if cspec.suite and r["suite"] != cspec.suite:
-                    continue
-                if cspec.metric not in (r.get("metrics") or {}):
-                    continue
-                key = (str(r["suite"]), str(r.get("protocol_hash") or ""))
-                if key in found and found[key]["model"] != r["model"]:
-                    raise UsageError(
-                        f"method {row.method!r} has {cspec.metric!r} results for several models "
-                        f"({found[key]['model']}, {r['model']}); pass model=NAME or name the model in the table "
-                        "spec's rows")
-                if key not in found or str(r.get("created", "")) > str(found[key].get("created", "")):
-                    found[key] = r
-            per_row.append(found)
+
+def _latest_runs(results: Sequence[dict[str, Any]], row: Row,
+                 cspec: ColumnSpec) -> dict[tuple[str, str], dict[str, Any]]:
+    """(suite, protocol hash) → the newest run of ``row`` holding ``cspec``'s metric under that protocol."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        if r["method"] != row.method or (row.model and r["model"] != row.model):
+            continue
+        if cspec.suite and r["suite"] != cspec.suite:
+            continue
+        if cspec.metric not in (r.get("metrics") or {}):
+            continue
+        key = (str(r["suite"]), str(r.get("protocol_hash") or ""))
+        if key in found and found[key]["model"] != r["model"]:
+            raise UsageError(
+                f"method {row.method!r} has {cspec.metric!r} results for several models "
+                f"({found[key]['model']}, {r['model']}); pass model=NAME or name the model in the table "
+                "spec's rows")
+        if key not in found or str(r.get("created", "")) > str(found[key].get("created", "")):
+            found[key] = r
+    return found
+
+
+class _Grid:
+    """Columns and cells as they are added, one spec column at a time, with each protocol's letter, runs and n."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.columns: list[Column] = []
+        self.cells: dict[tuple[int, int], Cell] = {}
+        self.notes: list[str] = []
+        self.groups: dict[tuple[str, str], str] = {}  # (suite, protocol hash) -> letter
+        self.group_runs: dict[str, list[dict[str, Any]]] = {}
+        self.group_n: dict[str, list[str]] = {}
+
+    def add(self, cspec: ColumnSpec, per_row: list[dict[tuple[str, str], dict[str, Any]]]) -> None:
+        """One column per protocol found among the rows' runs (an empty column where none is)."""
         keys: list[tuple[str, str]] = []
         for found in per_row:
             keys.extend(k for k in found if k not in keys)
         if not keys:  # nothing stored for this column: keep it (a spec fixes the layout), empty
             keys = [(cspec.suite or "", "")]
-        split = len(keys) > 1
         base_label = cspec.name or cspec.metric
         for key in keys:
-            if key not in groups and key[1]:
-                groups[key] = _letter(len(groups))
-            letter = groups.get(key, "")
-            hib = cspec.higher_is_better
-            directions = {bool(found[key]["metrics"][cspec.metric].get("higher_is_better", True))
-                          for found in per_row if key in found}
-            if hib is None and len(directions) > 1:
-                hib = True
-                notes.append(f"{base_label}: runs disagree on the metric's direction; shown as higher is better")
-            elif hib is None:
-                hib = directions.pop() if directions else True
-            j = len(columns)
-            columns.append(Column(cspec.metric, base_label, key[0], key[1], letter, bool(hib), cspec.format, split))
-            ns = []
-            for i, found in enumerate(per_row):
-                if key not in found:
-                    continue
-                r = found[key]
-                m = r["metrics"][cspec.metric]
-                cells[(i, j)] = Cell(_num(m.get("value")), _num(m.get("ci_low")), _num(m.get("ci_high")),
-                                     m.get("n"), str(r["run_id"]))
-                group_runs.setdefault(letter, []).append(r)
-                ns.append((rows[i].label, m.get("n")))
-            if letter:
-                distinct = sorted({n for _, n in ns if n is not None})
-                if len(distinct) == 1:
-                    group_n.setdefault(letter, []).append(f"{base_label} n={distinct[0]}")
-                elif distinct:
-                    group_n.setdefault(letter, []).append(
-                        f"{base_label} n varies by row (" + ", ".join(f"{lab} {n}" for lab, n in ns) + ")")
-        if split:
-            letters = ", ".join(f"[{groups[k]}]" for k in keys if k in groups)
-            notes.append(f"{base_label}: the stored numbers were made under {len(keys)} different protocols; they are "
-                         f"shown in separate columns {letters} and are not comparable across them")
+            self._add_column(cspec, base_label, key, per_row, split=len(keys) > 1)
+        if len(keys) > 1:
+            letters = ", ".join(f"[{self.groups[k]}]" for k in keys if k in self.groups)
+            self.notes.append(f"{base_label}: the stored numbers were made under {len(keys)} different protocols; "
+                              f"they are shown in separate columns {letters} and are not comparable across them")
 
-    protocols = {}
-    first_of_suite: dict[str, str] = {}
-    for (suite, phash), letter in groups.items():
-        runs = group_runs.get(letter, [])
-        desc = f"{suite}: " + describe_protocol([r.get("protocol") or {} for r in runs], phash)
-        if group_n.get(letter):
-            desc += "; " + "; ".join(group_n[letter])
-        other = first_of_suite.setdefault(suite, letter)
-        if other != letter and runs and group_runs.get(other):
-            diff = protocol_diff(group_runs[other][0].get("protocol") or {}, runs[0].get("protocol") or {})
-            if diff:
-                desc += f"; differs from [{other}] in " + ", ".join(diff)
-        protocols[letter] = desc
+    def _add_column(self, cspec: ColumnSpec, base_label: str, key: tuple[str, str],
+                    per_row: list[dict[tuple[str, str], dict[str, Any]]], split: bool) -> None:
+        if key not in self.groups and key[1]:
+            self.groups[key] = _letter(len(self.groups))
+        letter = self.groups.get(key, "")
+        hib = cspec.higher_is_better
+        directions = {bool(found[key]["metrics"][cspec.metric].get("higher_is_better", True))
+                      for found in per_row if key in found}
+        if hib is None and len(directions) > 1:
+            hib = True
+            self.notes.append(f"{base_label}: runs disagree on the metric's direction; shown as higher is better")
+        elif hib is None:
+            hib = directions.pop() if directions else True
+        j = len(self.columns)
+        self.columns.append(Column(cspec.metric, base_label, key[0], key[1], letter, bool(hib), cspec.format, split))
+        ns = []
+        for i, found in enumerate(per_row):
+            if key not in found:
+                continue
+            r = found[key]
+            m = r["metrics"][cspec.metric]
+            self.cells[(i, j)] = Cell(_num(m.get("value")), _num(m.get("ci_low")), _num(m.get("ci_high")),
+                                      m.get("n"), str(r["run_id"]))
+            self.group_runs.setdefault(letter, []).append(r)
+            ns.append((self.rows[i].label, m.get("n")))
+        if letter:
+            distinct = sorted({n for _, n in ns if n is not None})
+            if len(distinct) == 1:
+                self.group_n.setdefault(letter, []).append(f"{base_label} n={distinct[0]}")
+            elif distinct:
+                self.group_n.setdefault(letter, []).append(
+                    f"{base_label} n varies by row (" + ", ".join(f"{lab} {n}" for lab, n in ns) + ")")
 
-    shown = {c.run_id for c in cells.values()}
-    notes.extend(n for r in results if str(r["run_id"]) in shown and (n := missing_replicates_note(r)))
-    empty_rows = [rows[i].label for i in range(len(rows)) if not any((i, j) in cells for j in range(len(columns)))]
-    if empty_rows:
-        notes.append("no stored results for: " + ", ".join(empty_rows))
-    if any(_half_width(c) is not None for c in cells.values()):
-        notes.append(CI_NOTE)
-    notes.extend(spec.notes)
-    if spec.rows:  # a spec's rows need not name a model: show one where the rows' runs come from several
-        model_of = {str(r["run_id"]): str(r["model"]) for r in results}
-        used = [sorted({model_of.get(c.run_id, "?") for (i, _), c in cells.items() if i == k})
-                for k in range(len(rows))]
-        if len({m for ms in used for m in ms}) > 1:
-            show_model = True
-            for row, ms in zip(rows, used):
-                row.model = row.model or ", ".join(ms)
-    return Table(spec.caption, spec.label, rows, columns, cells, protocols, notes, show_model)
+    def protocols(self) -> dict[str, str]:
+        """Letter → the footnote: the protocol, each column's n, and how it differs from its suite's first one."""
+        protocols = {}
+        first_of_suite: dict[str, str] = {}
+        for (suite, phash), letter in self.groups.items():
+            runs = self.group_runs.get(letter, [])
+            desc = f"{suite}: " + describe_protocol([r.get("protocol") or {} for r in runs], phash)
+            if self.group_n.get(letter):
+                desc += "; " + "; ".join(self.group_n[letter])
+            other = first_of_suite.setdefault(suite, letter)
+            if other != letter and runs and self.group_runs.get(other):
+                diff = protocol_diff(self.group_runs[other][0].get("protocol") or {}, runs[0].get("protocol") or {})
+                if diff:
+                    desc += f"; differs from [{other}] in " + ", ".join(diff)
+            protocols[letter] = desc
+        return protocols
+
+
+def _name_models(rows: list[Row], cells: dict[tuple[int, int], Cell], results: Sequence[dict[str, Any]]) -> bool:
+    """Where a spec's rows draw on runs of several models, name each row's model(s); True when it did."""
+    model_of = {str(r["run_id"]): str(r["model"]) for r in results}
+    used = [sorted({model_of.get(c.run_id, "?") for (i, _), c in cells.items() if i == k}) for k in range(len(rows))]
+    if len({m for ms in used for m in ms}) <= 1:
+        return False
+    for row, ms in zip(rows, used):
+        row.model = row.model or ", ".join(ms)
+    return True
 
 
 def missing_replicates_note(result: dict[str, Any]) -> Optional[str]:
