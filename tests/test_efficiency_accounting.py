@@ -84,7 +84,7 @@ def test_maskunet_peak_memory_does_not_depend_on_what_ran_before(regs, tmp_path)
 def test_reward_models_of_a_training_free_method_are_resident(regs, bundle, tmp_path):
     from mubench.config import build_params
     from mubench.methods.maskunet_free import MaskUNetFree, MaskUNetFreeParams
-    from mubench.suites.efficiency import _pipeline_modules
+    from mubench.suites.efficiency_probes import pipeline_modules
 
     params = build_params(MaskUNetFreeParams, {"rewards": [{"scorer": "micro-clip", "weight": 5.0, "target": 1.0}]},
                           where="")
@@ -93,9 +93,9 @@ def test_reward_models_of_a_training_free_method_are_resident(regs, bundle, tmp_
     scorer = prepared.rewards[0][1]
     reward = getattr(scorer, "model", None) or scorer.encoder.model
     assert isinstance(reward, torch.nn.Module) and memory_mod.tensor_bytes([reward]) > 0
-    modules = _pipeline_modules(bundle, prepared)
+    modules = pipeline_modules(bundle, prepared)
     assert any(m is reward for m in modules)
-    base = memory_mod.tensor_bytes(_pipeline_modules(bundle, Prepared(bundle.denoiser)))
+    base = memory_mod.tensor_bytes(pipeline_modules(bundle, Prepared(bundle.denoiser)))
     assert memory_mod.tensor_bytes(modules) >= base + memory_mod.tensor_bytes([reward])
 
 

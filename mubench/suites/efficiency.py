@@ -30,8 +30,6 @@ prepares it as a generating run would (loading, or training on demand, its artif
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -39,12 +37,13 @@ import torch
 
 from ..errors import UsageError
 from ..metrics.core import Metric
-from ..methods.base import Prepared, RowInfo, StepState
+from ..methods.base import Prepared
 from ..perf import flops as flops_mod
 from ..perf import memory as memory_mod
 from ..perf.timing import interleaved, median_ci, ratio_ci, resolve_clock
-from ..seeding import image_generator, image_seed
+from ..seeding import image_seed
 from .base import MeasureContext, Measurement, PromptItem, SampleRecord, SamplerParams, ScorerUse, Suite
+from .efficiency_probes import count_flops, denoiser_call, device_name, load_average, pipeline_modules
 
 TRAIN_STEP = ("auto", "always", "never")
 
@@ -94,26 +93,6 @@ def _count(value: float) -> Metric:
     return Metric(float(value), None, None, 1, False)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _load() -> Optional[list[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 class EfficiencySuite(Suite):
     Params = EfficiencyParams
     measures = True
@@ -158,7 +137,7 @@ class EfficiencySuite(Suite):
                                     train_step="never")
             notes.append("device=meta: parameters and per-forward FLOPs only (nothing runs, nothing is timed)")
         clock = resolve_clock(p.clock, device) if device.type != "meta" else "none"
-        load_before = _load()
+        load_before = load_average()
         ctx.log(f"efficiency: building {method.name} on {bundle.name}")
         # built: in its sampling form, as a run samples with it (LoRA merged unless merge: false)
         prepared = trained if trained is not None else method.for_sampling(method.build(bundle, ctx.method_context))
@@ -167,121 +146,38 @@ class EfficiencySuite(Suite):
         if base_sampler.guidance == 1.0 or method_sampler.guidance == 1.0:
             raise UsageError("the efficiency protocol measures with classifier-free guidance on; "
                              "guidance 1 turns it off (set suite.sampler.guidance)")
-        prompt = p.class_label if bundle.conditioning_kind == "class" else p.prompt
-        seeds = [image_seed(ctx.seed, self.name, f"efficiency-{i}", 0) for i in range(p.images)]
-
-        def image(prep: Prepared, sampler) -> Callable[[], Any]:
-            from ..sampler import sample_images
-
-            chunked = dataclasses.replace(sampler, chunk=p.images)  # one call of p.images images
-            return lambda: sample_images(bundle, prep, [prompt] * p.images, seeds, chunked)
-
-        variants = {"base": (base, base_sampler), "method": (prepared, method_sampler)}
-        metrics: dict[str, Metric] = {
-            "added_params": _count(prepared.added_params),
-            "trainable_params": _count(prepared.trainable_params),
-        }
-        details: dict[str, Any] = {"load_average_before": load_before, "clock": clock, "notes": notes}
+        s = _Session(
+            bundle=bundle, p=p, device=device, clock=clock, seed=ctx.seed,
+            prompt=p.class_label if bundle.conditioning_kind == "class" else p.prompt,
+            seeds=[image_seed(ctx.seed, self.name, f"efficiency-{i}", 0) for i in range(p.images)],
+            variants={"base": (base, base_sampler), "method": (prepared, method_sampler)},
+            metrics={"added_params": _count(prepared.added_params),
+                     "trainable_params": _count(prepared.trainable_params)},
+            details={"load_average_before": load_before, "clock": clock, "notes": notes})
         progress = ctx.progress
-        n_calls = (2 * (p.warmup + p.repeats) if p.latency else 0) + \
-            (2 * (p.warmup + p.forward_repeats) if p.forward_repeats else 0)
         if progress is not None:
-            progress.start("measure", n_calls)
-        advance = (lambda name, timed: progress.advance("measure", 1)) if progress is not None else None
-
-        # FLOPs: one denoiser forward at batch 1 (one row), then one whole image; counted on the eager call
-        # (compile=: a compiled graph's kernels are not the aten ops FlopCounterMode counts)
-        eager = {key: (prep, dataclasses.replace(sampler, compile="none"))
-                 for key, (prep, sampler) in variants.items()}
-        # ... and through the torch path of a fused kernel (kernel: triton), whose GEMMs FlopCounterMode cannot see
-        if p.flops:
-            counted = {key: _count_flops(prep, _denoiser_call(bundle, prep, sampler, prompt, seeds[:1], cfg=False),
-                                         notes)
-                       for key, (prep, sampler) in eager.items()}
-            base_f, method_f = counted["base"][0], counted["method"][0]
-            metrics.update({
-                "gflops": _count(method_f / 1e9), "gmacs": _count(method_f / 2e9),
-                "base_gflops": _count(base_f / 1e9), "base_gmacs": _count(base_f / 2e9),
-                "gflops_ratio": _count(method_f / base_f if base_f else float("nan")),
-            })
-            details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
-        if p.image_flops:
-            per_image = {key: _count_flops(prep, image(prep, sampler), notes)[0] / p.images
-                         for key, (prep, sampler) in eager.items()}
-            metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
-            metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
-
-        # latency: one image end to end, interleaved rounds
+            progress.start("measure", (2 * (p.warmup + p.repeats) if p.latency else 0) +
+                           (2 * (p.warmup + p.forward_repeats) if p.forward_repeats else 0))
+            s.advance = lambda name, timed: progress.advance("measure", 1)
+        _flop_counts(s)
         if p.latency:
             ctx.log(f"efficiency: timing {p.warmup}+{p.repeats} rounds of one image each ({clock} clock)")
-            times = interleaved({key: image(prep, sampler) for key, (prep, sampler) in variants.items()}, device,
-                                warmup=p.warmup, repeats=p.repeats, seed=ctx.seed, on_call=advance)
-            b = [t.get(clock) for t in times["base"]]
-            m = [t.get(clock) for t in times["method"]]
-            metrics["latency_s"] = Metric(*median_ci(m), len(m), False)
-            metrics["base_latency_s"] = Metric(*median_ci(b), len(b), False)
-            metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
-            details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v],
-                                      "cpu_s": [round(t.cpu_s, 5) for t in v]} for k, v in times.items()}
-            # context for a loaded machine: fastest method run / fastest base run (bursts of load only slow runs)
-            details["latency"]["ratio_of_minima"] = round(min(m) / min(b), 4)
-
+            _time_images(s)
         if p.forward_repeats:
-            calls = {key: _denoiser_call(bundle, prep, sampler, prompt, seeds, cfg=True)
-                     for key, (prep, sampler) in variants.items()}
-            ftimes = interleaved(calls, device, warmup=p.warmup, repeats=p.forward_repeats, seed=ctx.seed + 1,
-                                 on_call=advance)
-            fb = [t.get(clock) * 1e3 for t in ftimes["base"]]
-            fm = [t.get(clock) * 1e3 for t in ftimes["method"]]
-            metrics["forward_ms"] = Metric(*median_ci(fm), len(fm), False)
-            metrics["base_forward_ms"] = Metric(*median_ci(fb), len(fb), False)
-            metrics["forward_ratio"] = Metric(*ratio_ci(fm, fb), len(fm), False)
-
-        if p.memory:
-            peaks = {}
-            for key, (prep, sampler) in variants.items():
-                # what the method keeps from its first call on is allocated inside the measured call, whatever
-                # ran before (latency, FLOPs at one row): as in a sampling run (mubench.perf.memory)
-                memory_mod.drop_caches(prep, prep.denoiser)
-                peaks[key] = memory_mod.peak_memory(image(prep, sampler), device, _pipeline_modules(bundle, prep))
-            metrics["peak_memory_mb"] = _count(peaks["method"].peak_mb)
-            metrics["base_peak_memory_mb"] = _count(peaks["base"].peak_mb)
-            metrics["peak_memory_ratio"] = _count(peaks["method"].peak_bytes / peaks["base"].peak_bytes)
-            details["memory"] = {k: {"peak_bytes": v.peak_bytes, "resident_bytes": v.resident_bytes,
-                                     "transient_bytes": v.transient_bytes} for k, v in peaks.items()}
-            memory_tool = peaks["base"].tool
-        else:
-            memory_tool = None
-
+            _time_forwards(s)
+        memory_tool = _weigh_images(s) if p.memory else None
         trainable = bool(getattr(type(method), "trainable", False)) and hasattr(prepared, "trainable_parameters")
         if p.train_step == "always" or (p.train_step == "auto" and trainable):
             if not hasattr(prepared, "trainable_parameters"):
                 raise UsageError(f"train_step=always: method {method.name} has nothing to train")
             ctx.log("efficiency: timing one training step against a full fine-tune step")
-            details["train_resolution"] = self._train_steps(ctx, p, prompt, method_sampler.resolution, metrics,
-                                                            details)
+            s.details["train_resolution"] = self._train_steps(ctx, p, s.prompt, method_sampler.resolution,
+                                                              s.metrics, s.details)
         elif p.train_step == "auto":
-            details["notes"].append(f"train_step_ratio: {method.name} is not trainable")
-
-        details["load_average_after"] = _load()
-        self._protocol = {
-            "efficiency": {
-                "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
-                "dtype": str(ctx.dtype).replace("torch.", ""), "clock": clock, "warmup": p.warmup,
-                "repeats": p.repeats if p.latency else 0, "forward_repeats": p.forward_repeats,
-                "order": "base and method alternate, order shuffled every round (seeded)",
-                "latency": f"one call of {p.images} image(s) end to end (text encoder, all denoising steps, "
-                           f"decoder), batch {p.images}, CFG on, median over rounds",
-                "forward": f"one denoiser call of {p.images} image(s)' CFG rows ({2 * p.images} rows)",
-                "base_sampler": base_sampler.as_dict(),  # the method's: protocol.sampler
-                "method_weights": "artifact (prepared)" if p.use_artifact else "built (freshly initialised)",
-                "flops_tool": flops_mod.TOOL if (p.flops or p.image_flops) else None,
-                "flops_unit": "gflops = 2 x gmacs; per denoiser forward at batch 1 (one row); elementwise ops "
-                              "not counted",
-                "memory_tool": memory_tool, "train_step": _train_protocol(p),
-            },
-        }
-        return Measurement(metrics, prepared=prepared, sampler=method_sampler, details=details)
+            notes.append(f"train_step_ratio: {method.name} is not trainable")
+        s.details["load_average_after"] = load_average()
+        self._protocol = {"efficiency": _protocol(s, ctx, base_sampler, memory_tool)}
+        return Measurement(s.metrics, prepared=prepared, sampler=method_sampler, details=s.details)
 
     def _train_steps(self, ctx: MeasureContext, p: EfficiencyParams, prompt: Any, resolution: int,
                      metrics: dict[str, Metric], details: dict[str, Any]) -> int:
@@ -316,61 +212,114 @@ def _train_protocol(p: EfficiencyParams) -> dict[str, Any]:
             "reference": "full fine-tune: every denoiser parameter trainable, same batch"}
 
 
-def _denoiser_call(bundle, prepared: Prepared, sampler, prompt: Any, seeds: list[int],
-                   cfg: bool) -> Callable[[], Any]:
-    """One denoiser call of one image of ``prompt`` per seed through the method's hooks (begin_batch, before_step,
-    ``forward_once``, end_batch) at the sampler's first timestep: their CFG rows ``[uncond; cond]`` (``cfg``) or
-    their conditional rows alone; image ``i`` draws from the stream of ``seeds[i]``."""
-    from ..models.base import Conditioning
-    from ..sampler import call_denoiser, denoiser_of, make_scheduler
-
-    param = next(bundle.denoiser.parameters())
-    scheduler = make_scheduler(sampler.scheduler, bundle.scheduler_config)
-    scheduler.set_timesteps(sampler.steps)
-    t = scheduler.timesteps[0]
-    shape = bundle.codec.latent_shape(sampler.resolution, sampler.resolution)
-    images = len(seeds)
-    latents = torch.stack([torch.randn(shape, generator=image_generator(s)) for s in seeds]).to(param.device)
-    cond = bundle.conditioner.encode([prompt] * images)
-    rows = [RowInfo(i, True) for i in range(images)]
-    if cfg:
-        cond = Conditioning.cat(bundle.conditioner.unconditional(images), cond)
-        rows = [RowInfo(i, False) for i in range(images)] + rows
-    x = (torch.cat([latents, latents]) if cfg else latents).to(param.dtype)
-    extras = {"guidance": sampler.guidance, "prompts": [prompt] * images, "scheduler": sampler.scheduler}
-    denoiser = denoiser_of(prepared, sampler)
-
-    def call() -> torch.Tensor:
-        generators = [image_generator(s) for s in seeds]
-        prepared.begin_batch(generators, rows)
-        try:
-            state = StepState(0, sampler.steps, t, latents, rows, generators, extras=extras)
-            prepared.before_step(state)
-            with torch.no_grad():
-                return prepared.forward_once(state, lambda: call_denoiser(bundle, denoiser, x, t.to(param.device),
-                                                                          cond))
-        finally:
-            prepared.end_batch()
-
-    return call
 
 
-def _pipeline_modules(bundle, prepared: Prepared) -> list[torch.nn.Module]:
-    """The modules whose weights stay resident while an image is made: the denoisers, the modules the conditioner,
-    the codec and the bundle's extras hold, and the modules the prepared method holds in plain objects and
-    containers too (maskunet-free's reward models sit in ``prepared.rewards`` as ``(term, scorer)``;
-    :func:`~mubench.perf.memory.held_modules`)."""
-    return memory_mod.held_modules([bundle.denoiser, prepared.denoiser, bundle.conditioner, bundle.codec,
-                                    bundle.extras, prepared])
+@dataclass
+class _Session:
+    """One measurement's fixed inputs (the two variants, the prompt and seeds) and what its stages write."""
+
+    bundle: Any
+    p: EfficiencyParams
+    device: torch.device
+    clock: str
+    seed: int
+    prompt: Any
+    seeds: list[int]
+    variants: dict[str, tuple[Prepared, Any]]  # base / method -> (prepared, sampler)
+    metrics: dict[str, Metric]
+    details: dict[str, Any]
+    advance: Optional[Callable[[str, bool], None]] = None  # the progress bar's step per timed call
+
+    def image(self, prep: Prepared, sampler) -> Callable[[], Any]:
+        """One call of ``p.images`` images of the prompt, end to end, with the variant's own sampler."""
+        from ..sampler import sample_images
+
+        chunked = dataclasses.replace(sampler, chunk=self.p.images)
+        return lambda: sample_images(self.bundle, prep, [self.prompt] * self.p.images, self.seeds, chunked)
 
 
-def _count_flops(prepared: Prepared, fn: Callable[[], Any], notes: list[str]) -> tuple[int, dict[str, int]]:
-    """``fn``'s FLOPs, with the prepared denoiser's fused kernels on their torch path (the same GEMMs, as aten ops
-    FlopCounterMode sees); a note says when one was."""
-    with flops_mod.torch_kernels(prepared.denoiser.modules()) as switched:
-        counted = flops_mod.count_flops(fn)
-    note = f"FLOPs: {', '.join(switched)} counted with kernel=torch (the same arithmetic as kernel=triton, whose " \
-           "GEMMs run inside a Triton kernel FlopCounterMode cannot see)"
-    if switched and note not in notes:
-        notes.append(note)
-    return counted
+def _flop_counts(s: _Session) -> None:
+    """FLOPs: one denoiser forward at batch 1 (one row), then one whole image; counted on the eager call
+    (compile=: a compiled graph's kernels are not the aten ops FlopCounterMode counts), through the torch path of a
+    fused kernel (kernel: triton), whose GEMMs FlopCounterMode cannot see."""
+    p, notes = s.p, s.details["notes"]
+    eager = {key: (prep, dataclasses.replace(sampler, compile="none")) for key, (prep, sampler) in s.variants.items()}
+    if p.flops:
+        counted = {key: count_flops(prep, denoiser_call(s.bundle, prep, sampler, s.prompt, s.seeds[:1], cfg=False),
+                                    notes)
+                   for key, (prep, sampler) in eager.items()}
+        base_f, method_f = counted["base"][0], counted["method"][0]
+        s.metrics.update({
+            "gflops": _count(method_f / 1e9), "gmacs": _count(method_f / 2e9),
+            "base_gflops": _count(base_f / 1e9), "base_gmacs": _count(base_f / 2e9),
+            "gflops_ratio": _count(method_f / base_f if base_f else float("nan")),
+        })
+        s.details["flops_by_op"] = {k: v[1] for k, v in counted.items()}
+    if p.image_flops:
+        per_image = {key: count_flops(prep, s.image(prep, sampler), notes)[0] / p.images
+                     for key, (prep, sampler) in eager.items()}
+        s.metrics["gflops_per_image"] = _count(per_image["method"] / 1e9)
+        s.metrics["base_gflops_per_image"] = _count(per_image["base"] / 1e9)
+
+
+def _time_images(s: _Session) -> None:
+    """Latency: one call of the images end to end, interleaved rounds."""
+    times = interleaved({key: s.image(prep, sampler) for key, (prep, sampler) in s.variants.items()}, s.device,
+                        warmup=s.p.warmup, repeats=s.p.repeats, seed=s.seed, on_call=s.advance)
+    b = [t.get(s.clock) for t in times["base"]]
+    m = [t.get(s.clock) for t in times["method"]]
+    s.metrics["latency_s"] = Metric(*median_ci(m), len(m), False)
+    s.metrics["base_latency_s"] = Metric(*median_ci(b), len(b), False)
+    s.metrics["latency_ratio"] = Metric(*ratio_ci(m, b), len(m), False)
+    s.details["latency"] = {k: {"wall_s": [round(t.wall_s, 5) for t in v],
+                                "cpu_s": [round(t.cpu_s, 5) for t in v]} for k, v in times.items()}
+    # context for a loaded machine: fastest method run / fastest base run (bursts of load only slow runs)
+    s.details["latency"]["ratio_of_minima"] = round(min(m) / min(b), 4)
+
+
+def _time_forwards(s: _Session) -> None:
+    """One CFG denoiser call of the images, hooks included, interleaved rounds."""
+    calls = {key: denoiser_call(s.bundle, prep, sampler, s.prompt, s.seeds, cfg=True)
+             for key, (prep, sampler) in s.variants.items()}
+    ftimes = interleaved(calls, s.device, warmup=s.p.warmup, repeats=s.p.forward_repeats, seed=s.seed + 1,
+                         on_call=s.advance)
+    fb = [t.get(s.clock) * 1e3 for t in ftimes["base"]]
+    fm = [t.get(s.clock) * 1e3 for t in ftimes["method"]]
+    s.metrics["forward_ms"] = Metric(*median_ci(fm), len(fm), False)
+    s.metrics["base_forward_ms"] = Metric(*median_ci(fb), len(fb), False)
+    s.metrics["forward_ratio"] = Metric(*ratio_ci(fm, fb), len(fm), False)
+
+
+def _weigh_images(s: _Session) -> str:
+    """Peak memory of one call of the images per variant; returns the tool that measured it."""
+    peaks = {}
+    for key, (prep, sampler) in s.variants.items():
+        # what the method keeps from its first call on is allocated inside the measured call, whatever
+        # ran before (latency, FLOPs at one row): as in a sampling run (mubench.perf.memory)
+        memory_mod.drop_caches(prep, prep.denoiser)
+        peaks[key] = memory_mod.peak_memory(s.image(prep, sampler), s.device, pipeline_modules(s.bundle, prep))
+    s.metrics["peak_memory_mb"] = _count(peaks["method"].peak_mb)
+    s.metrics["base_peak_memory_mb"] = _count(peaks["base"].peak_mb)
+    s.metrics["peak_memory_ratio"] = _count(peaks["method"].peak_bytes / peaks["base"].peak_bytes)
+    s.details["memory"] = {k: {"peak_bytes": v.peak_bytes, "resident_bytes": v.resident_bytes,
+                               "transient_bytes": v.transient_bytes} for k, v in peaks.items()}
+    return peaks["base"].tool
+
+
+def _protocol(s: _Session, ctx: MeasureContext, base_sampler, memory_tool: Optional[str]) -> dict[str, Any]:
+    p, device = s.p, s.device
+    return {
+        "device": device.type, "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "dtype": str(ctx.dtype).replace("torch.", ""), "clock": s.clock, "warmup": p.warmup,
+        "repeats": p.repeats if p.latency else 0, "forward_repeats": p.forward_repeats,
+        "order": "base and method alternate, order shuffled every round (seeded)",
+        "latency": f"one call of {p.images} image(s) end to end (text encoder, all denoising steps, "
+                   f"decoder), batch {p.images}, CFG on, median over rounds",
+        "forward": f"one denoiser call of {p.images} image(s)' CFG rows ({2 * p.images} rows)",
+        "base_sampler": base_sampler.as_dict(),  # the method's: protocol.sampler
+        "method_weights": "artifact (prepared)" if p.use_artifact else "built (freshly initialised)",
+        "flops_tool": flops_mod.TOOL if (p.flops or p.image_flops) else None,
+        "flops_unit": "gflops = 2 x gmacs; per denoiser forward at batch 1 (one row); elementwise ops "
+                      "not counted",
+        "memory_tool": memory_tool, "train_step": _train_protocol(p),
+    }
