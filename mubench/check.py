@@ -289,69 +289,18 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
             findings.append(Finding(s, m, mo, "*", NOT_RUN, note="no current results for this suite/method/model"))
             continue
         checked += 1
-        candidates.sort(key=lambda r: str(r.get("created", "")))
-        want = str(entry.get("protocol_hash") or "")
-        same = [r for r in candidates if str(r.get("protocol_hash") or "") == want]
-        note = ""
-        if same:
-            run = same[-1]
-        else:
-            run = candidates[-1]
-            from .protocols import protocol_diff
-
-            diff = protocol_diff(entry.get("protocol") or {}, run.get("protocol") or {})
-            note = (f"protocol {want[:12] or '(none)'} → {str(run.get('protocol_hash') or '')[:12] or '(none)'}"
-                    + (": " + ", ".join(diff) if diff else ""))
-            if not any_protocol:
-                findings.append(Finding(s, m, mo, "*", PROTOCOL, note=note + "; re-write the baseline, or pass "
-                                        "protocol=any to compare anyway"))
-                continue
+        run, note = _run_for_entry(entry, candidates)
+        if note and not any_protocol:
+            findings.append(Finding(s, m, mo, "*", PROTOCOL, note=note + "; re-write the baseline, or pass "
+                                    "protocol=any to compare anyway"))
+            continue
         cur_metrics = run.get("metrics") or {}
         from .baseline_units import paired_against_baseline
 
         paired = paired_against_baseline(entry, (current_units or {}).get(str(run.get("run_id"))), alpha)
         for name, bm in entry["metrics"].items():
-            hib = bool(bm.get("higher_is_better", True))
-            base_v = float(bm["value"])
-            f = Finding(s, m, mo, name, OK, hib, base_v, note=note)
-            tol = resolve_tolerance(name, file_tols, cli_tols)
-            f.tolerance = str(tol) if tol else "exact"
-            if name not in cur_metrics or cur_metrics[name].get("value") is None:
-                f.status = MISSING_METRIC
-                f.note = (note + "; " if note else "") + "metric not in the current results"
-                findings.append(f)
-                continue
-            cur_v = float(cur_metrics[name]["value"])
-            f.current = cur_v
-            try:
-                f.allowed = tol.allowed(bm) if tol else Tolerance("abs", 0.0).allowed(bm)
-            except UsageError as err:
-                raise UsageError(f"{s} / {m} / {name}: {err} (give it tolerance.{name}=abs:X or rel:Y)") from None
-            if math.isnan(base_v) or math.isnan(cur_v):
-                f.status = OK if math.isnan(base_v) and math.isnan(cur_v) else REGRESSED
-                f.note = (note + "; " if note else "") + ("NaN" if math.isnan(cur_v) else "baseline is NaN")
-                findings.append(f)
-                continue
-            f.delta = cur_v - base_v
-            f.worse_by = -f.delta if hib else f.delta
-            test = paired.get(name)
-            if test is not None and (test.p is None or not test.testable):  # no usable test: the tolerance rule
-                f.note = (note + "; " if note else "") + f"no paired test ({test.note or 'not tested'})"
-                test = None
-            if test is not None:
-                f.p, f.significant = test.p_holm, test.significant
-            if f.worse_by > f.allowed and test is not None and not (test.significant and test.better == "a"):
-                f.status = WITHIN  # worse beyond tolerance, but the paired test does not find the current run worse
-                why = (f"not significant (paired p {f.p:.3g})" if not test.significant else
-                       f"the paired test on the {test.units} shared units finds it significantly better "
-                       f"(p {f.p:.3g})")
-                f.note = (note + "; " if note else "") + f"beyond tolerance but {why}"
-            elif f.worse_by > f.allowed:
-                f.status = REGRESSED
-            elif f.worse_by > 0 and abs(f.delta) > EXACT_REL * abs(base_v):
-                f.status = WITHIN
-            elif f.worse_by < 0 and abs(f.delta) > EXACT_REL * abs(base_v):
-                f.status = BETTER
+            f = Finding(s, m, mo, name, OK, bool(bm.get("higher_is_better", True)), float(bm["value"]), note=note)
+            _judge(f, bm, cur_metrics.get(name), resolve_tolerance(name, file_tols, cli_tols), paired.get(name))
             findings.append(f)
         for name, cm in cur_metrics.items():
             if name not in entry["metrics"]:
@@ -362,6 +311,64 @@ def compare(baseline: dict[str, Any], current: Sequence[dict[str, Any]],
         have = ", ".join(sorted({f"{r.get('suite')}/{r.get('method')}/{r.get('model')}" for r in current})) or "none"
         raise UsageError(f"no current results match the baseline (baseline has {wanted}; current results: {have})")
     return CheckReport(findings, checked, skipped)
+
+
+def _run_for_entry(entry: dict[str, Any], candidates: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The newest candidate run under the entry's protocol, with no note; else the newest run of all, with a note
+    saying how its protocol differs."""
+    candidates = sorted(candidates, key=lambda r: str(r.get("created", "")))
+    want = str(entry.get("protocol_hash") or "")
+    same = [r for r in candidates if str(r.get("protocol_hash") or "") == want]
+    if same:
+        return same[-1], ""
+    from .protocols import protocol_diff
+
+    run = candidates[-1]
+    diff = protocol_diff(entry.get("protocol") or {}, run.get("protocol") or {})
+    return run, (f"protocol {want[:12] or '(none)'} → {str(run.get('protocol_hash') or '')[:12] or '(none)'}"
+                 + (": " + ", ".join(diff) if diff else ""))
+
+
+def _judge(f: Finding, bm: Mapping[str, Any], cm: Optional[Mapping[str, Any]], tol: Optional[Tolerance],
+           test: Any) -> None:
+    """Set ``f``'s status (and current value, delta, allowance, p) from the baseline metric ``bm``, the current one
+    ``cm``, the tolerance and the paired test against the baseline's units (None: the tolerance rule alone)."""
+    note, base_v = f.note, f.baseline
+    f.tolerance = str(tol) if tol else "exact"
+    if cm is None or cm.get("value") is None:
+        f.status = MISSING_METRIC
+        f.note = (note + "; " if note else "") + "metric not in the current results"
+        return
+    cur_v = float(cm["value"])
+    f.current = cur_v
+    try:
+        f.allowed = tol.allowed(bm) if tol else Tolerance("abs", 0.0).allowed(bm)
+    except UsageError as err:
+        raise UsageError(f"{f.suite} / {f.method} / {f.metric}: {err} "
+                         f"(give it tolerance.{f.metric}=abs:X or rel:Y)") from None
+    if math.isnan(base_v) or math.isnan(cur_v):
+        f.status = OK if math.isnan(base_v) and math.isnan(cur_v) else REGRESSED
+        f.note = (note + "; " if note else "") + ("NaN" if math.isnan(cur_v) else "baseline is NaN")
+        return
+    f.delta = cur_v - base_v
+    f.worse_by = -f.delta if f.higher_is_better else f.delta
+    if test is not None and (test.p is None or not test.testable):  # no usable test: the tolerance rule
+        f.note = (note + "; " if note else "") + f"no paired test ({test.note or 'not tested'})"
+        test = None
+    if test is not None:
+        f.p, f.significant = test.p_holm, test.significant
+    if f.worse_by > f.allowed and test is not None and not (test.significant and test.better == "a"):
+        f.status = WITHIN  # worse beyond tolerance, but the paired test does not find the current run worse
+        why = (f"not significant (paired p {f.p:.3g})" if not test.significant else
+               f"the paired test on the {test.units} shared units finds it significantly better "
+               f"(p {f.p:.3g})")
+        f.note = (note + "; " if note else "") + f"beyond tolerance but {why}"
+    elif f.worse_by > f.allowed:
+        f.status = REGRESSED
+    elif f.worse_by > 0 and abs(f.delta) > EXACT_REL * abs(base_v):
+        f.status = WITHIN
+    elif f.worse_by < 0 and abs(f.delta) > EXACT_REL * abs(base_v):
+        f.status = BETTER
 
 
 __all__ = ["Tolerance", "parse_tolerance", "make_baseline", "write_baseline", "load_baseline", "validate_baseline",
