@@ -181,24 +181,13 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
         opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, opt = accelerator.prepare(module, opt)
     ema = EMA(params, cfg.ema_decay) if cfg.ema_decay is not None else None
-
     ckpt_dir = out_dir / "checkpoints" if out_dir is not None else None
-    log_fh = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_fh = open(out_dir / log_name, "a", encoding="utf-8")
-
-    def log(msg: str) -> None:
-        if log_fh is not None:
-            log_fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
-            log_fh.flush()
-
     gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
     devices = [accelerator.device] if accelerator.device.type == "cuda" else []
     result = TrainResult(step=0, ema=ema, trainable_params=sum(p.numel() for p in params))
     start_step = 0
     window: list[float] = []  # the losses since the last logged mean (kept in checkpoints: a resume logs the same)
-    with torch.random.fork_rng(devices=devices):
+    with _TrainLog(out_dir, log_name) as log, torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(cfg.seed))
         if resume and ckpt_dir is not None:
             state = _load_latest(ckpt_dir)
@@ -211,29 +200,14 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
         log(f"start step={start_step} steps={cfg.steps} trainable={result.trainable_params} precision={precision} "
             f"config={cfg.as_dict()}")
         end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        step_once = _Stepper(model, opt, accelerator, loss_fn, batches, cfg, params, ema, gen, result, log)
         t0 = time.time()
         progress = _progress(show_progress)
         with progress:
             task = progress.add_task(description, total=cfg.steps, completed=start_step, info="")
             model.train()
             for step in range(start_step, end):
-                batch = batches(step)
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * cfg.lr_factor(step)
-                with accelerator.autocast():
-                    loss = loss_fn(model, batch, gen)
-                if not torch.isfinite(loss):
-                    log(f"step {step + 1}: non-finite loss {loss.item()}")
-                    raise FloatingPointError(f"non-finite loss at step {step + 1}")
-                opt.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if cfg.grad_clip:
-                    norm = accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                    result.last_grad_norm = float(norm)
-                opt.step()
-                if ema is not None:
-                    ema.update()
-                window.append(float(loss.detach()))
+                window.append(step_once(step))
                 done = step + 1
                 result.step = done
                 # a stop (``stop_at``) logs nothing of its own: it is a kill, so a resumed run logs what an
@@ -257,10 +231,65 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
         result.step = max(result.step, start_step)
         result.wall_s = time.time() - t0
         log(f"stopped at step {result.step} after {result.wall_s:.1f}s")
-    if log_fh is not None:
-        log_fh.close()
     accelerator.free_memory()
     return result
+
+
+class _TrainLog(contextlib.AbstractContextManager):
+    """The run's log file (appended to; None: no file), a timestamped line per call, closed however the run ends."""
+
+    def __init__(self, out_dir: Optional[Path], name: str) -> None:
+        self.fh = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.fh = open(out_dir / name, "a", encoding="utf-8")
+
+    def __call__(self, msg: str) -> None:
+        if self.fh is not None:
+            self.fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+            self.fh.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+@dataclass
+class _Stepper:
+    """One optimizer step of step index ``step``: its batch, the LR of its schedule, the loss (refused when not
+    finite), backward, clipping, the update and the EMA; returns the loss."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    accelerator: Any
+    loss_fn: LossFn
+    batches: BatchSource
+    cfg: TrainConfig
+    params: list[nn.Parameter]
+    ema: Optional[EMA]
+    gen: torch.Generator
+    result: TrainResult
+    log: Callable[[str], None]
+
+    def __call__(self, step: int) -> float:
+        cfg = self.cfg
+        batch = self.batches(step)
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * cfg.lr_factor(step)
+        with self.accelerator.autocast():
+            loss = self.loss_fn(self.model, batch, self.gen)
+        if not torch.isfinite(loss):
+            self.log(f"step {step + 1}: non-finite loss {loss.item()}")
+            raise FloatingPointError(f"non-finite loss at step {step + 1}")
+        self.opt.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if cfg.grad_clip:
+            norm = self.accelerator.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.result.last_grad_norm = float(norm)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update()
+        return float(loss.detach())
 
 
 def _fmt(v: Any) -> str:
