@@ -172,11 +172,9 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
                 echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Build ``zoo/micro`` into ``out_dir`` (default: the repository's ``zoo/micro``); returns the manifest."""
     from .assets import default_zoo_root
-    from .clip import evaluate_micro_clip, load_micro_clip, save_micro_clip, train_micro_clip
-    from .text import build_tokenizer
+    from .clip import evaluate_micro_clip
 
     name = "micro"
-
     p = params or BuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / name
     work = out / ".build"
@@ -188,15 +186,77 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     log(f"zoo build {name} -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
     log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
 
-    # 1. text encoder + UNet -----------------------------------------------------------------
-    t0 = time.time()
+    t0 = time.time()  # 1. text encoder + UNet
+    tr = _train_unet(p, work, log, show_progress)
+    timings["unet_s"] = round(time.time() - t0, 1)
+    log(f"unet+text encoder trained to step {tr.steps_done} in {timings['unet_s']}s "
+        f"(final loss {tr.result.final_loss()})")
+
+    t0 = time.time()  # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part)
+    clip_work, clip_model = _micro_clip(p, work, log)
+    clip_quality = evaluate_micro_clip(clip_model)
+    log(f"micro-CLIP quality {json.dumps(clip_quality)}")
+    timings["clip_s"] = round(time.time() - t0, 1)
+
+    # 3. write weights
+    meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(tr.steps_done), "weights": "ema"}
+    save_safetensors(tr.unet, out / UNET_FILE, meta)
+    save_safetensors(tr.text_encoder, out / TEXT_ENCODER_FILE, meta)
+    shutil.copyfile(clip_work, out / (CLIP_FILE + ".tmp"))
+    os.replace(out / (CLIP_FILE + ".tmp"), out / CLIP_FILE)
+    files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
+             for f in (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)}
+    sampler = dict(DEFAULT_SAMPLER)
+
+    t0 = time.time()  # 4. quality
+    quality = _quality(p, tr, clip_model, sampler, log) if evaluate else {}
+    if quality:
+        quality["micro_clip"] = clip_quality
+    timings["eval_s"] = round(time.time() - t0, 1)
+    timings["total_s"] = round(time.time() - t_build, 1)
+
+    manifest = {
+        "format": MANIFEST_FORMAT, "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "configs": tr.configs, "sampler": sampler, "image_size": IMAGE_SIZE,
+        "files": files,
+        "data": {"train_split": "train", "data_seed": p.data_seed, "mix": p.mix,
+                 "split_seeds": dict(D.SPLITS), "held_out_pairs": sorted(map(list, D.HELD_OUT))},
+        "recipe": {**asdict(p), "steps_done": tr.steps_done, "stopped_early_at": tr.stopped_at,
+                   "text_encoder": "trained jointly with the UNet from scratch, frozen in the shipped model",
+                   "weights": "EMA", "trainer": "mubench.train.train", "train_config": tr.tcfg.as_dict()},
+        "quality": quality, "timings": timings, "versions": versions(),
+        "losses": tr.result.losses,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+    log(f"wrote {out / MANIFEST}; total {timings['total_s']}s")
+    return manifest
+
+
+@dataclass
+class _TrainedUNet:
+    unet: nn.Module
+    text_encoder: nn.Module
+    configs: dict[str, Any]
+    tcfg: TrainConfig
+    result: Any  # mubench.train.TrainResult
+    steps_done: int
+    stopped_at: Optional[int]  # the step a spent time budget stopped training at (None: it ran to ``steps``)
+
+
+def _train_unet(p: BuildParams, work: Path, log: BuildLog, show_progress: bool) -> _TrainedUNet:
+    """The text encoder and UNet trained jointly, time-boxed in chunks of ``checkpoint_every`` steps (the deadline
+    is honoured at checkpoint boundaries); the EMA weights copied into them."""
+    from .text import build_tokenizer
+
     configs = default_configs()
     configs["scheduler"]["prediction_type"] = p.prediction_type
     unet, text_encoder = random_parts(configs, p.seed)
     module = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
-    tokenizer = build_tokenizer()
     codec = build_codec(configs["codec"])
-    loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), tokenizer, p.p_uncond,
+    loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), build_tokenizer(), p.p_uncond,
                                  p.prediction_type, p.min_snr_gamma)
     batches = IteratorSource(lambda: D.iterate_batches("train", p.batch_size, p.data_seed, p.mix))
     tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
@@ -204,14 +264,12 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
     check_build_recipe(work, build_recipe(p, NOT_UNET_RECIPE, configs, tcfg))
     deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
-    stop = {"at": None}
+    stopped_at = None
 
     def on_log(info: dict[str, Any]) -> None:
         log("unet " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
 
-    # time-boxed training: run in chunks so the deadline is honoured at checkpoint boundaries
     chunk = max(p.checkpoint_every, 1)
-    result = None
     target = 0
     while True:
         target = min(p.steps, target + chunk)
@@ -220,98 +278,66 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
         if result.step >= p.steps:
             break
         if deadline is not None and time.time() > deadline:
-            stop["at"] = result.step
+            stopped_at = result.step
             log(f"time budget of {p.max_train_minutes} min spent: training stops at step {result.step} "
                 f"(a build with steps={result.step} reproduces these weights: the LR is constant after warm-up)")
             break
-    steps_done = result.step
     if result.ema is not None:
         result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
-    timings["unet_s"] = round(time.time() - t0, 1)
-    log(f"unet+text encoder trained to step {steps_done} in {timings['unet_s']}s "
-        f"(final loss {result.final_loss()})")
+    return _TrainedUNet(unet, text_encoder, configs, tcfg, result, result.step, stopped_at)
 
-    # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part) ------------------------------
+
+def _micro_clip(p: BuildParams, work: Path, log: BuildLog) -> tuple[Path, Any]:
+    """micro-CLIP from the build's cache (keyed by its own recipe), else trained and cached: (cache file, model)."""
+    from .clip import load_micro_clip, save_micro_clip, train_micro_clip
+
     t0 = time.time()
     clip_work = work / clip_cache_name(p)
     if clip_work.is_file():
-        clip_model = load_micro_clip(clip_work)
         log(f"micro-CLIP: reusing {clip_work}")
-    else:
-        log(f"micro-CLIP: training {p.clip_steps} steps (seed {p.seed})")
+        return clip_work, load_micro_clip(clip_work)
+    log(f"micro-CLIP: training {p.clip_steps} steps (seed {p.seed})")
 
-        def clip_progress(step: int, total: int, info: dict[str, float]) -> None:
-            if step % 100 == 0 or step == total:
-                log(f"micro-CLIP step {step}/{total} loss={info['loss']:.4f} elapsed={time.time() - t0:.0f}s")
+    def clip_progress(step: int, total: int, info: dict[str, float]) -> None:
+        if step % 100 == 0 or step == total:
+            log(f"micro-CLIP step {step}/{total} loss={info['loss']:.4f} elapsed={time.time() - t0:.0f}s")
 
-        with torch.random.fork_rng(devices=[]):
-            clip_model = train_micro_clip(steps=p.clip_steps, seed=p.seed, progress=clip_progress)
-        save_micro_clip(clip_model, clip_work)
-    clip_quality = evaluate_micro_clip(clip_model)
-    log(f"micro-CLIP quality {json.dumps(clip_quality)}")
-    timings["clip_s"] = round(time.time() - t0, 1)
+    with torch.random.fork_rng(devices=[]):
+        clip_model = train_micro_clip(steps=p.clip_steps, seed=p.seed, progress=clip_progress)
+    save_micro_clip(clip_model, clip_work)
+    return clip_work, clip_model
 
-    # 3. write weights ---------------------------------------------------------------------------
-    meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(steps_done), "weights": "ema"}
-    save_safetensors(unet, out / UNET_FILE, meta)
-    save_safetensors(text_encoder, out / TEXT_ENCODER_FILE, meta)
-    shutil.copyfile(clip_work, out / (CLIP_FILE + ".tmp"))
-    os.replace(out / (CLIP_FILE + ".tmp"), out / CLIP_FILE)
-    files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
-             for f in (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)}
-    sampler = dict(DEFAULT_SAMPLER)
 
-    # 4. quality ----------------------------------------------------------------------------------
-    quality: dict[str, Any] = {}
-    t0 = time.time()
-    if evaluate:
-        ctx = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
-        bundle = assemble(unet, text_encoder, configs, ctx, "micro:build")
-        prompts = single_object_prompts(p.eval_per_pair)
-        with torch.random.fork_rng(devices=[]):
-            base, base_imgs = evaluate_bundle(bundle, prompts, p.eval_seed, sampler)
-            log(f"quality base {json.dumps(base)}")
-            masked_unet, zeroed, total = random_decoder_attention_mask(unet, 0.5, p.eval_seed)
-            few = [q for i, q in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
-            masked, masked_imgs = evaluate_bundle(bundle, few, p.eval_seed, sampler, denoiser=masked_unet)
-            masked["zeroed_weights"], masked["masked_weights"] = zeroed, total
-            log(f"quality random-mask-0.5 {json.dumps(masked)}")
-            r_unet, r_te = random_parts(configs, p.seed + 1)
-            rbundle = assemble(r_unet, r_te, configs, ctx, "micro:random")
-            rand, rand_imgs = evaluate_bundle(rbundle, few, p.eval_seed, sampler)
-            log(f"quality random-weights {json.dumps(rand)}")
-        real = real_reference_images(pair_counts(prompts), "test", seed=p.data_seed)
-        real_few = real_reference_images(pair_counts(few), "test", seed=p.data_seed)
-        val_few = real_reference_images(pair_counts(few), "val", seed=p.data_seed)
-        few_idx = [i for i, _ in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
-        fids = {"n": len(prompts), "n_few": len(few), "base": clip_fid(clip_model, base_imgs, real),
-                "base_few": clip_fid(clip_model, base_imgs[few_idx], real_few),
-                "random_mask_0.5_few": clip_fid(clip_model, masked_imgs, real_few),
-                "random_weights_few": clip_fid(clip_model, rand_imgs, real_few),
-                "real_val_few": clip_fid(clip_model, torch.from_numpy(val_few).permute(0, 3, 1, 2).float() / 255,
-                                         real_few)}
-        log(f"quality clip-fid (micro-CLIP penultimate features; *_few on the comparison subset) {json.dumps(fids)}")
-        quality = {"sampler": sampler, "prompts": "a <colour> <shape> over the test split's pairs",
-                   "per_pair": p.eval_per_pair, "seed": p.eval_seed, "base": base, "random_mask_0.5": masked,
-                   "random_weights": rand, "clip_fid": fids, "micro_clip": clip_quality}
-    timings["eval_s"] = round(time.time() - t0, 1)
-    timings["total_s"] = round(time.time() - t_build, 1)
-
-    manifest = {
-        "format": MANIFEST_FORMAT, "name": name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "configs": configs, "sampler": sampler, "image_size": IMAGE_SIZE,
-        "files": files,
-        "data": {"train_split": "train", "data_seed": p.data_seed, "mix": p.mix,
-                 "split_seeds": dict(D.SPLITS), "held_out_pairs": sorted(map(list, D.HELD_OUT))},
-        "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stop["at"],
-                   "text_encoder": "trained jointly with the UNet from scratch, frozen in the shipped model",
-                   "weights": "EMA", "trainer": "mubench.train.train", "train_config": tcfg.as_dict()},
-        "quality": quality, "timings": timings, "versions": versions(),
-        "losses": result.losses,
-    }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
-    log(f"wrote {out / MANIFEST}; total {timings['total_s']}s")
-    return manifest
+def _quality(p: BuildParams, tr: _TrainedUNet, clip_model: Any, sampler: dict[str, Any],
+             log: BuildLog) -> dict[str, Any]:
+    """The build's quality check: the oracle on single-object prompts of the test split's pairs for the built model,
+    the same with 50 % of its decoder attention zeroed, and random weights; micro-CLIP FIDs against real renders."""
+    ctx = LoadContext(device=torch.device("cpu"), dtype=torch.float32)
+    bundle = assemble(tr.unet, tr.text_encoder, tr.configs, ctx, "micro:build")
+    prompts = single_object_prompts(p.eval_per_pair)
+    few_idx = [i for i, _ in enumerate(prompts) if i % p.eval_per_pair < max(1, p.eval_per_pair // 2)]
+    few = [prompts[i] for i in few_idx]
+    with torch.random.fork_rng(devices=[]):
+        base, base_imgs = evaluate_bundle(bundle, prompts, p.eval_seed, sampler)
+        log(f"quality base {json.dumps(base)}")
+        masked_unet, zeroed, total = random_decoder_attention_mask(tr.unet, 0.5, p.eval_seed)
+        masked, masked_imgs = evaluate_bundle(bundle, few, p.eval_seed, sampler, denoiser=masked_unet)
+        masked["zeroed_weights"], masked["masked_weights"] = zeroed, total
+        log(f"quality random-mask-0.5 {json.dumps(masked)}")
+        r_unet, r_te = random_parts(tr.configs, p.seed + 1)
+        rbundle = assemble(r_unet, r_te, tr.configs, ctx, "micro:random")
+        rand, rand_imgs = evaluate_bundle(rbundle, few, p.eval_seed, sampler)
+        log(f"quality random-weights {json.dumps(rand)}")
+    real = real_reference_images(pair_counts(prompts), "test", seed=p.data_seed)
+    real_few = real_reference_images(pair_counts(few), "test", seed=p.data_seed)
+    val_few = real_reference_images(pair_counts(few), "val", seed=p.data_seed)
+    fids = {"n": len(prompts), "n_few": len(few), "base": clip_fid(clip_model, base_imgs, real),
+            "base_few": clip_fid(clip_model, base_imgs[few_idx], real_few),
+            "random_mask_0.5_few": clip_fid(clip_model, masked_imgs, real_few),
+            "random_weights_few": clip_fid(clip_model, rand_imgs, real_few),
+            "real_val_few": clip_fid(clip_model, torch.from_numpy(val_few).permute(0, 3, 1, 2).float() / 255,
+                                     real_few)}
+    log(f"quality clip-fid (micro-CLIP penultimate features; *_few on the comparison subset) {json.dumps(fids)}")
+    return {"sampler": sampler, "prompts": "a <colour> <shape> over the test split's pairs",
+            "per_pair": p.eval_per_pair, "seed": p.eval_seed, "base": base, "random_mask_0.5": masked,
+            "random_weights": rand, "clip_fid": fids}
