@@ -105,6 +105,57 @@ def build_recipe(params: Any, skip: tuple[str, ...], configs: dict[str, Any], tc
             "train_config": {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}}
 
 
+def start_build(out: Path, name: str, params: Any, echo: bool) -> tuple[Path, BuildLog]:
+    """A build's working folder (``<out>/.build``, its checkpoints and caches) and log, its thread count set from
+    ``params.threads``, and its first log lines (the recipe, the versions)."""
+    from dataclasses import asdict
+
+    work = out / ".build"
+    work.mkdir(parents=True, exist_ok=True)
+    log = BuildLog(out / "build.log", echo=echo)
+    torch.set_num_threads(max(1, int(params.threads)))
+    log(f"zoo build {name} -> {out} recipe={json.dumps(asdict(params), sort_keys=True)}")
+    log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+    return work, log
+
+
+def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, work: Path, params: Any,
+                    log: BuildLog, show_progress: bool, name: str) -> tuple[Any, Optional[int]]:
+    """:func:`mubench.train.train` from the build's checkpoints in chunks of ``params.checkpoint_every`` steps, so a
+    time box (``params.max_train_minutes``) is honoured at checkpoint boundaries; the EMA weights are copied into the
+    module's trainable parameters. Returns (the train result, the step a spent time budget stopped at, or None)."""
+    from ..train import train
+
+    deadline = time.time() + 60 * params.max_train_minutes if params.max_train_minutes else None
+
+    def on_log(info: dict[str, Any]) -> None:
+        log(f"{name} " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
+
+    target, stopped_at = 0, None
+    while True:
+        target = min(params.steps, target + max(1, params.checkpoint_every))
+        result = train(module, loss_fn, batches, tcfg, out_dir=work, resume=True, show_progress=show_progress,
+                       stop_at=target, on_log=on_log, description=f"micro {name}")
+        if result.step >= params.steps:
+            break
+        if deadline is not None and time.time() > deadline:
+            stopped_at = result.step
+            log(f"time budget of {params.max_train_minutes} min spent: training stops at step {result.step} "
+                f"(the LR is constant after warm-up, so a build with steps={result.step} gives the same weights)")
+            break
+    if result.ema is not None:
+        result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
+    return result, stopped_at
+
+
+def write_manifest(out: Path, manifest: dict[str, Any], log: BuildLog) -> None:
+    """``<out>/manifest.json``, written atomically."""
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "manifest.json")
+    log(f"wrote {out / 'manifest.json'}; total {manifest['timings']['total_s']}s")
+
+
 def versions() -> dict[str, str]:
     """The versions of what a build ran on (recorded in its log and manifest)."""
     import accelerate

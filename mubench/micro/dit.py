@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +36,9 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
-from .build_common import (BuildLog, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, versions)
+from .build_common import (build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
+                           real_reference_images, save_safetensors, start_build, train_in_chunks, versions,
+                           write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -212,19 +212,14 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""
     from diffusers import DDPMScheduler
 
-    from ..train import IteratorSource, TrainConfig, train
+    from ..train import IteratorSource, TrainConfig
     from .assets import default_zoo_root
 
     p = params or DiTBuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / "micro-dit"
-    work = out / ".build"
-    work.mkdir(parents=True, exist_ok=True)
-    log = BuildLog(out / "build.log", echo=echo)
-    torch.set_num_threads(max(1, int(p.threads)))
     timings: dict[str, float] = {}
     t_build = time.time()
-    log(f"zoo build micro-dit -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
-    log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+    work, log = start_build(out, "micro-dit", p, echo)
 
     configs = default_configs()
     configs["transformer"] = dit_config(p.width, p.heads, p.layers)
@@ -241,28 +236,9 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
                        weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
     check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))
-    deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
-    stopped_at = None
-
-    def on_log(info: dict[str, Any]) -> None:
-        log("dit " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
-
     t0 = time.time()
-    target, result = 0, None
-    while True:  # chunks of checkpoint_every steps, so a time box is honoured at checkpoint boundaries
-        target = min(p.steps, target + max(1, p.checkpoint_every))
-        result = train(transformer, loss_fn, batches, tcfg, out_dir=work, resume=True, show_progress=show_progress,
-                       stop_at=target, on_log=on_log, description="micro-dit")
-        if result.step >= p.steps:
-            break
-        if deadline is not None and time.time() > deadline:
-            stopped_at = result.step
-            log(f"time budget of {p.max_train_minutes} min spent: training stops at step {result.step} "
-                f"(the LR is constant after warm-up, so a build with steps={result.step} gives the same weights)")
-            break
+    result, stopped_at = train_in_chunks(transformer, loss_fn, batches, tcfg, work, p, log, show_progress, "dit")
     steps_done = result.step
-    if result.ema is not None:
-        result.ema.copy_to([q for q in transformer.parameters() if q.requires_grad])
     timings["train_s"] = round(time.time() - t0, 1)
     log(f"micro-dit trained to step {steps_done} in {timings['train_s']}s (final loss {result.final_loss()})")
 
@@ -288,10 +264,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
                    "train_config": tcfg.as_dict()},
         "quality": quality, "timings": timings, "versions": versions(), "losses": result.losses,
     }
-    tmp_m = out / "manifest.json.tmp"
-    tmp_m.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_m, out / "manifest.json")
-    log(f"wrote {out / 'manifest.json'}; total {timings['total_s']}s")
+    write_manifest(out, manifest, log)
     return manifest
 
 

@@ -35,16 +35,16 @@ import torch
 from torch import nn
 
 from ..models.base import LoadContext
-from ..train import IteratorSource, TrainConfig, diffusion_loss, train
+from ..train import IteratorSource, TrainConfig, diffusion_loss
 from . import data as D
-from .assets import MANIFEST, sha256_file
+from .assets import sha256_file
 from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, versions)
+                           real_reference_images, save_safetensors, start_build, train_in_chunks, versions,
+                           write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
 CLIP_FILE = "micro-clip.safetensors"
-LOG_FILE = "build.log"
 MANIFEST_FORMAT = "mubench-zoo-micro/1"
 DECODER_ATTN_LINEARS = ("to_q", "to_k", "to_v", "to_out.0")
 # BuildParams fields that do not decide the UNet + text encoder weights (``steps`` and the time box: a time-boxed
@@ -177,14 +177,9 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     name = "micro"
     p = params or BuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / name
-    work = out / ".build"
-    work.mkdir(parents=True, exist_ok=True)
-    log = BuildLog(out / LOG_FILE, echo=echo)
-    torch.set_num_threads(max(1, int(p.threads)))
     timings: dict[str, float] = {}
     t_build = time.time()
-    log(f"zoo build {name} -> {out} recipe={json.dumps(asdict(p), sort_keys=True)}")
-    log(f"versions {json.dumps(versions(), sort_keys=True)} threads={torch.get_num_threads()}")
+    work, log = start_build(out, name, p, echo)
 
     t0 = time.time()  # 1. text encoder + UNet
     tr = _train_unet(p, work, log, show_progress)
@@ -228,10 +223,7 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
         "quality": quality, "timings": timings, "versions": versions(),
         "losses": tr.result.losses,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
-    log(f"wrote {out / MANIFEST}; total {timings['total_s']}s")
+    write_manifest(out, manifest, log)
     return manifest
 
 
@@ -247,8 +239,8 @@ class _TrainedUNet:
 
 
 def _train_unet(p: BuildParams, work: Path, log: BuildLog, show_progress: bool) -> _TrainedUNet:
-    """The text encoder and UNet trained jointly, time-boxed in chunks of ``checkpoint_every`` steps (the deadline
-    is honoured at checkpoint boundaries); the EMA weights copied into them."""
+    """The text encoder and UNet trained jointly (time-boxed: :func:`.build_common.train_in_chunks`), the EMA weights
+    copied into them."""
     from .text import build_tokenizer
 
     configs = default_configs()
@@ -263,27 +255,7 @@ def _train_unet(p: BuildParams, work: Path, log: BuildLog, show_progress: bool) 
                        weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
                        checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
     check_build_recipe(work, build_recipe(p, NOT_UNET_RECIPE, configs, tcfg))
-    deadline = time.time() + 60 * p.max_train_minutes if p.max_train_minutes else None
-    stopped_at = None
-
-    def on_log(info: dict[str, Any]) -> None:
-        log("unet " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()))
-
-    chunk = max(p.checkpoint_every, 1)
-    target = 0
-    while True:
-        target = min(p.steps, target + chunk)
-        result = train(module, loss_fn, batches, tcfg, out_dir=work, resume=True, show_progress=show_progress,
-                       stop_at=target, on_log=on_log, description="micro unet")
-        if result.step >= p.steps:
-            break
-        if deadline is not None and time.time() > deadline:
-            stopped_at = result.step
-            log(f"time budget of {p.max_train_minutes} min spent: training stops at step {result.step} "
-                f"(a build with steps={result.step} reproduces these weights: the LR is constant after warm-up)")
-            break
-    if result.ema is not None:
-        result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
+    result, stopped_at = train_in_chunks(module, loss_fn, batches, tcfg, work, p, log, show_progress, "unet")
     return _TrainedUNet(unet, text_encoder, configs, tcfg, result, result.step, stopped_at)
 
 
