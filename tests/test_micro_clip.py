@@ -42,6 +42,28 @@ def test_training_is_reproducible(trained):
     assert not all(torch.equal(sd_a[k], sd_o[k]) for k in sd_a)
 
 
+def test_a_retrained_model_saves_to_the_same_bytes_however_long_it_took(tmp_path, monkeypatch):
+    """The saved file holds nothing of the wall clock: two trainings of one seed give the same sha256 even when one
+    took longer (docs/micro-world.md: a rebuild of bitwise-equal weights has the same sha256)."""
+    import hashlib
+    import time
+
+    params = C.MicroClipTrainParams(batch_size=8, lr=3e-3, warmup=1, mix={"single": 1.0})
+    digests = []
+    for k, slow in enumerate((0.0, 7.3)):
+        calls: list[int] = []
+
+        def clock(slow=slow, calls=calls) -> float:  # the first reading at 1000 s, every later one `slow` s after
+            calls.append(1)
+            return 1000.0 + (slow if len(calls) > 1 else 0.0)
+
+        monkeypatch.setattr(time, "time", clock)
+        model = C.train_micro_clip(steps=2, seed=0, params=params, config=TINY)
+        path = C.save_micro_clip(model, tmp_path / f"c{k}.safetensors")
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
 def test_save_load_round_trip(trained, tmp_path):
     model, _ = trained
     path = C.save_micro_clip(model, tmp_path / "zoo" / C.CLIP_FILENAME)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -200,7 +199,7 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
     ``steps`` overrides ``params.steps`` (default 800: a few minutes on one CPU thread);
     ``seed`` seeds the weights and the data stream, so a run is reproducible on one machine;
     ``progress(step, total, {"loss": ...})`` is called after every step. The returned model
-    carries ``model.train_info`` (params, final loss, seconds) for the zoo manifest.
+    carries ``model.train_info`` (params, first and final loss) for the zoo manifest.
     """
     params = MicroClipTrainParams(**asdict(params)) if params is not None else MicroClipTrainParams()
     if steps is not None:
@@ -223,7 +222,7 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     tokenizer = T.build_tokenizer()
     stream = batches if batches is not None else _batches("train", params.batch_size, params.seed, params.mix)
-    start, losses = time.time(), []
+    losses: list[float] = []
     for step in range(params.steps):
         scenes, images = next(stream)
         ids, mask = T.encode(tokenizer, [s.caption for s in scenes])
@@ -238,8 +237,9 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
         if progress is not None:
             progress(step + 1, params.steps, {"loss": losses[-1]})
     model.eval()
+    # nothing of the wall clock: it is saved with the weights, whose file must not change with the machine's load
     model.train_info = {"params": asdict(params), "final_loss": float(np.mean(losses[-20:])) if losses else None,
-                        "first_loss": losses[0] if losses else None, "seconds": round(time.time() - start, 1)}
+                        "first_loss": losses[0] if losses else None}
     return model
 
 
