@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from coco_fakes import coco_folder
 from conftest import SHARED_DATA, run_cli
 
 TINY_PIXART = ["model=pixart", "weights=random", "model.arch=tiny", "model.resolution=32", "model.max_length=16",
@@ -15,20 +16,7 @@ GENEVAL = SHARED_DATA / "geneval" / "evaluation_metadata.jsonl"
 
 @pytest.mark.slow
 def test_pixart_coco_with_maskunet_end_to_end(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    img_dir = tmp_path / "val2017"
-    img_dir.mkdir()
-    images, anns = [], []
-    for k in range(5):
-        name = f"{200 + k:012d}.jpg"
-        Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(img_dir / name)
-        images.append({"id": 200 + k, "file_name": name})
-        anns.append({"id": k, "image_id": 200 + k, "caption": f"a photo of thing {k}"})
-    cap = tmp_path / "captions_val2017.json"
-    cap.write_text(json.dumps({"images": images, "annotations": anns}))
+    cap, img_dir = coco_folder(tmp_path, 5, 200)
     out = tmp_path / "out"
     proc = run_cli("run", "suite=coco", "method=random-mask", "method.ratio=0.2", "limit=4", f"suite.captions={cap}",
                    f"suite.images={img_dir}", "suite.fid.resolution=32", "suite.fid_force=true", *TINY_PIXART,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from coco_fakes import coco_folder
 from conftest import SHARED_DATA, run_cli
 
 TINY = ["model=tiny-sd", "weights=random", "--no-progress", "suite.sampler.steps=2", "suite.sampler.resolution=32"]
@@ -58,20 +59,7 @@ def test_geneval_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_coco_end_to_end(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    img_dir = tmp_path / "val2017"
-    img_dir.mkdir()
-    images, anns = [], []
-    for k in range(6):
-        name = f"{100 + k:012d}.jpg"
-        Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(img_dir / name)
-        images.append({"id": 100 + k, "file_name": name})
-        anns.append({"id": k, "image_id": 100 + k, "caption": f"a photo of thing {k}"})
-    cap = tmp_path / "captions_val2017.json"
-    cap.write_text(json.dumps({"images": images, "annotations": anns}))
+    cap, img_dir = coco_folder(tmp_path, 6, 100)
     out = tmp_path / "out"
     proc = run_cli("run", "suite=coco", "limit=4", f"suite.captions={cap}", f"suite.images={img_dir}",
                    "suite.fid.resolution=32", "suite.fid_force=true", *TINY, f"out={out}")
