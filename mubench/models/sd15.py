@@ -104,21 +104,16 @@ class SD15(Model):
 
     @classmethod
     def _random(cls, params: SD15Params, ctx: LoadContext) -> ModelBundle:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
+        from diffusers import UNet2DConditionModel
+
+        from .standins import tiny_text_encoder, tiny_vae
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.seed)
             with torch.device(ctx.device):
                 unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
-                vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                                    block_out_channels=(16, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
-                                    up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=8,
-                                    sample_size=params.resolution)
-                text = CLIPTextModel(CLIPTextConfig(
-                    vocab_size=514, hidden_size=768, intermediate_size=256, num_hidden_layers=1,
-                    num_attention_heads=12, max_position_embeddings=MAX_LENGTH, bos_token_id=512, eos_token_id=513,
-                    pad_token_id=513))
+                vae = tiny_vae(params.resolution)
+                text = tiny_text_encoder(768, MAX_LENGTH)
         for m in (unet, vae, text):
             m.eval().requires_grad_(False).to(dtype=ctx.dtype)
         return ModelBundle(

@@ -18,6 +18,7 @@ from ..config import stable_hash
 from .base import LoadContext, Model, ModelBundle
 from .codecs import VaeCodec
 from .sd15 import MAX_LENGTH, SD15_SCHEDULER_CONFIG, SD15_UNET_CONFIG
+from .standins import tiny_text_encoder, tiny_vae
 from .text import TextEncoderConditioner, byte_level_clip_tokenizer
 
 BLOCK_WIDTHS = (64, 128, 256, 256)
@@ -43,8 +44,7 @@ class SD15Reduced(Model):
 
     @classmethod
     def load(cls, params: SD15ReducedParams, ctx: LoadContext) -> ModelBundle:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-        from transformers import CLIPTextConfig, CLIPTextModel
+        from diffusers import UNet2DConditionModel
 
         unet_config = reduced_unet_config(params.block_out_channels, params.cross_attention_dim,
                                           params.resolution // 8)
@@ -52,13 +52,8 @@ class SD15Reduced(Model):
         with torch.random.fork_rng(devices=[]), torch.device("meta" if meta else "cpu"):
             torch.manual_seed(params.seed)
             unet = UNet2DConditionModel(**unet_config)
-            vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 16, 16),
-                                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                                layers_per_block=1, norm_num_groups=8, sample_size=params.resolution)
-            text = CLIPTextModel(CLIPTextConfig(
-                vocab_size=514, hidden_size=params.cross_attention_dim, intermediate_size=256, num_hidden_layers=1,
-                num_attention_heads=12, max_position_embeddings=MAX_LENGTH, bos_token_id=512, eos_token_id=513,
-                pad_token_id=513))
+            vae = tiny_vae(params.resolution)
+            text = tiny_text_encoder(params.cross_attention_dim, MAX_LENGTH)
         for m in (unet, vae, text):
             m.eval().requires_grad_(False)
             if not meta:
