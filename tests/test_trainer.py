@@ -387,3 +387,23 @@ def test_diffusion_timesteps_cover_the_whole_schedule():
     diffusion_loss(model_fn, torch.zeros(300, 1, 2, 2), alphas, torch.Generator().manual_seed(0))
     counts = torch.bincount(torch.cat(seen), minlength=3)
     assert counts.tolist()[0] > 50 and counts.tolist()[2] > 50 and int(counts.sum()) == 300
+
+
+def test_the_last_partial_window_of_losses_is_logged_at_the_end():
+    """With ``steps`` not a multiple of ``log_every``, the losses since the last logged mean are logged at the last
+    step: 7 steps logged every 3 give means at steps 3, 6 and 7, the last one over step 7's loss alone."""
+    logged = []
+    cfg = TrainConfig(steps=7, lr=1e-2, log_every=3, seed=0)
+    res = train(TinyNet(), mse_with_noise, batch_at, cfg, show_progress=False, on_log=logged.append)
+    assert [s for s, _ in res.losses] == [3, 6, 7] == [i["step"] for i in logged]
+
+
+def test_on_step_counts_the_steps_done_and_continues_after_a_resume(tmp_path):
+    """``on_step(done)`` gets the number of optimizer steps done so far (1, 2, …), a resumed run's from where its
+    checkpoint left off."""
+    cfg = TrainConfig(steps=5, lr=1e-2, checkpoint_every=2, seed=0)
+    first, second = [], []
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False, stop_at=3,
+          on_step=first.append)
+    train(TinyNet(), mse_with_noise, batch_at, cfg, out_dir=tmp_path, show_progress=False, on_step=second.append)
+    assert first == [1, 2, 3] and second == [3, 4, 5]  # the resume starts from the step-2 checkpoint
