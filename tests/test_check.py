@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_fakes import call
 from mubench.check import compare, load_baseline, make_baseline, parse_tolerance, Tolerance
-from mubench.cli import main
 from mubench.errors import UsageError
 from mubench.store import Store
 from results_fakes import fake_results
-
-
-def call(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def _run_dir(root, name: str, results: dict) -> str:

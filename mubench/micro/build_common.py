@@ -119,6 +119,15 @@ def start_build(out: Path, name: str, params: Any, echo: bool) -> tuple[Path, Bu
     return work, log
 
 
+def train_config(params: Any) -> Any:
+    """The trainer settings of a build recipe (``BuildParams`` / ``DiTBuildParams``): a :class:`TrainConfig`."""
+    from ..train import TrainConfig
+
+    return TrainConfig(steps=params.steps, lr=params.lr, batch_size=params.batch_size, warmup=params.warmup,
+                       weight_decay=params.weight_decay, grad_clip=params.grad_clip, ema_decay=params.ema_decay,
+                       checkpoint_every=params.checkpoint_every, seed=params.seed, log_every=params.log_every)
+
+
 def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, work: Path, params: Any,
                     log: BuildLog, show_progress: bool, name: str) -> tuple[Any, Optional[int]]:
     """:func:`mubench.train.train` from the build's checkpoints in chunks of ``params.checkpoint_every`` steps, so a

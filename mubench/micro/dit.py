@@ -37,7 +37,7 @@ from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
 from .build_common import (build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_in_chunks, versions,
+                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks, versions,
                            write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
@@ -212,7 +212,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""
     from diffusers import DDPMScheduler
 
-    from ..train import IteratorSource, TrainConfig
+    from ..train import IteratorSource
     from .assets import default_zoo_root
 
     p = params or DiTBuildParams()
@@ -232,9 +232,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     loss_fn = ClassDiffusionLoss(codec, alphas, C.NUM_CLASSES, p.p_uncond, configs["scheduler"]["prediction_type"],
                                  p.min_snr_gamma)
     batches = IteratorSource(lambda: C.iterate_class_batches("train", p.batch_size, p.data_seed))
-    tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
-                       weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
-                       checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
+    tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))
     t0 = time.time()
     result, stopped_at = train_in_chunks(transformer, loss_fn, batches, tcfg, work, p, log, show_progress, "dit")

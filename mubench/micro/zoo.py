@@ -39,7 +39,7 @@ from ..train import IteratorSource, TrainConfig, diffusion_loss
 from . import data as D
 from .assets import sha256_file
 from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_in_chunks, versions,
+                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks, versions,
                            write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
@@ -251,9 +251,7 @@ def _train_unet(p: BuildParams, work: Path, log: BuildLog, show_progress: bool) 
     loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), build_tokenizer(), p.p_uncond,
                                  p.prediction_type, p.min_snr_gamma)
     batches = IteratorSource(lambda: D.iterate_batches("train", p.batch_size, p.data_seed, p.mix))
-    tcfg = TrainConfig(steps=p.steps, lr=p.lr, batch_size=p.batch_size, warmup=p.warmup,
-                       weight_decay=p.weight_decay, grad_clip=p.grad_clip, ema_decay=p.ema_decay,
-                       checkpoint_every=p.checkpoint_every, seed=p.seed, log_every=p.log_every)
+    tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_UNET_RECIPE, configs, tcfg))
     result, stopped_at = train_in_chunks(module, loss_fn, batches, tcfg, work, p, log, show_progress, "unet")
     return _TrainedUNet(unet, text_encoder, configs, tcfg, result, result.step, stopped_at)
