@@ -1,8 +1,9 @@
 """What the micro world's zoo builds share (``zoo/micro``: :mod:`mubench.micro.zoo`, ``zoo/micro-dit``:
-:mod:`mubench.micro.dit`): the build log, the versions a manifest records, safetensors files whose bytes depend on
-the weights alone, and the quality check — samples of single-object prompts read by the oracle, and a Fréchet
-distance in micro-CLIP feature space against real renders — and the record that keeps a resumed build's checkpoints
-to their recipe (:func:`check_build_recipe`).
+:mod:`mubench.micro.dit`): the build's start (folder, log, threads), its trainer settings and time-boxed training in
+checkpoint-sized chunks, the versions and the manifest it writes, safetensors files whose bytes depend on the weights
+alone, and the quality check — samples of single-object prompts read by the oracle, and a Fréchet distance in
+micro-CLIP feature space against real renders — and the record that keeps a resumed build's checkpoints to their
+recipe (:func:`check_build_recipe`).
 """
 from __future__ import annotations
 
