@@ -88,6 +88,31 @@ def test_sigterm_raises_interrupted_with_its_exit_status_and_handlers_are_restor
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command():
+    """Python prints and drops an exception raised inside ``__del__``: a SIGTERM whose handler runs there (a
+    ZipFile being collected, seen in CI) must not be lost, but raise Interrupted as soon as the finaliser is done."""
+    import time
+
+    from mubench.interrupts import Interrupted, interrupts_raise
+
+    class SignalledWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside the finaliser
+                pass
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    with pytest.raises(Interrupted) as err:
+        with interrupts_raise():
+            obj = SignalledWhileCollected()
+            del obj
+            for _ in range(300):
+                time.sleep(0.01)
+    assert err.value.signum == signal.SIGTERM
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 def test_images_per_prompt_of_an_even_folder_is_one_number(tmp_path):
     """A folder with the same count for every prompt records that count; uneven ones record the range."""
     from mubench.imported import images_per_prompt
