@@ -113,6 +113,32 @@ def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command():
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+def test_leaving_the_command_cancels_a_pending_redelivery():
+    """A signal from a finaliser is redelivered 10 ms later; a command that ends before then leaves no alarm behind
+    to fire under the process's own SIGALRM handler."""
+    import time
+
+    from mubench.interrupts import interrupts_raise
+
+    alarms: list[int] = []
+    own = signal.signal(signal.SIGALRM, lambda s, f: alarms.append(s))
+    try:
+        class SignalledWhileCollected:
+            def __del__(self) -> None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+
+        with interrupts_raise():
+            obj = SignalledWhileCollected()
+            del obj  # the body ends at once, before the redelivery is due
+        time.sleep(0.05)
+        assert alarms == [] and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, own)
+
+
 def test_images_per_prompt_of_an_even_folder_is_one_number(tmp_path):
     """A folder with the same count for every prompt records that count; uneven ones record the range."""
     from mubench.imported import images_per_prompt
