@@ -43,8 +43,6 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
     """Resolve ``KEY=VALUE`` args, build model + method, return the report (see module docstring)."""
     from ..config import build_params, nest_overrides, resolve_component
     from ..errors import UsageError
-    from ..methods.base import MethodContext, count_params
-    from ..models.base import LoadContext
     from ..registry import load_registries
     from ._kv import parse_kv
 
@@ -60,6 +58,8 @@ def inspect_method(args: list[str]) -> dict[str, Any]:
         device = "meta" if cfg.weights == "random" else "cpu"
     import torch
 
+    from ..methods.base import MethodContext, count_params
+    from ..models.base import LoadContext
     from ..quiet import quiet_libraries
 
     quiet_libraries()  # diffusers' dtype-cast notices and the like

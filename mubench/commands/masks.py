@@ -37,11 +37,8 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     from ..config import resolve, to_plain
     from ..errors import UsageError
     from ..fsutil import atomic_write_text
-    from ..methods.mask_stats import MaskRecorder, plot_layer_ratios, plot_timestep_ratios
     from ..pathcheck import PathNeed, check_path
     from ..registry import load_registries
-    from ..runner import Runner
-    from ..sampler import make_scheduler, resolve_sampler, sample_images
 
     regs = load_registries()
     cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16})
@@ -50,6 +47,10 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
                          "padding row's mask enters the statistics; leave chunk= out")
     out = Path(cfg.run.out or f"masks-{cfg.method.name}-{cfg.model.name}").expanduser()
     check_path(PathNeed("out", out, folder=True))  # before the model loads and the images are made
+    from ..methods.mask_stats import MaskRecorder, plot_layer_ratios, plot_timestep_ratios  # heavy: after the checks
+    from ..runner import Runner
+    from ..sampler import make_scheduler, resolve_sampler, sample_images
+
     runner = Runner(cfg, regs)
     items = runner.items()
     bundle = runner.load_model()

@@ -75,7 +75,7 @@ def run_command(
         except (Interrupted, KeyboardInterrupt) as err:
             typer.echo(f"interrupted: {_kept(runners)}", err=True)
             raise typer.Exit(exit_code_of(err)) from None
-        except OSError as err:  # a full disk mid-run: what is finished is kept, as after an interrupt
+        except OSError:  # a full disk mid-run: what is finished is kept, as after an interrupt
             if runners and runners[-1].kept()[1]:
                 typer.echo(f"mubench: {_kept(runners)}", err=True)
             raise
@@ -96,17 +96,18 @@ def _run_command(ctx: typer.Context, as_json: bool, no_progress: bool, runners: 
     quiet_libraries()
     regs = load_registries()
     args, seeds = split_seeds(list(ctx.args))
+    # every run's configuration before anything heavy is imported: bad input is told in a fraction of a second
+    cfgs = [resolve(args if seeds is None else args + [f"seed={seed}"], regs) for seed in (seeds or [None])]
     shard = _shard()
     from ..progress import display_mode
 
     show = display_mode(not no_progress and shard.is_main)
     if seeds is None:
-        _run_one(resolve(args, regs), regs, shard, show, as_json, runners=runners)
+        _run_one(cfgs[0], regs, shard, show, as_json, runners=runners)
         return
     group = uuid.uuid4().hex[:16]
     outputs = []
-    for k, seed in enumerate(seeds):
-        cfg = resolve(args + [f"seed={seed}"], regs)
+    for k, (seed, cfg) in enumerate(zip(seeds, cfgs)):
         if cfg.run.out:
             cfg.run.out = str(Path(cfg.run.out).expanduser() / f"seed-{seed}")
         replicate = {"group": group, "seeds": seeds, "index": k}

@@ -35,9 +35,6 @@ def score_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results object as JSON on stdout and nothing else."),
 ) -> None:
     from ..quiet import quiet_libraries
-    from ..provenance import package_versions
-    from ..outputs import RunOutput, record_in_store, write_outputs
-    from ..runner import Runner
 
     quiet_libraries()
     own, rest = {}, []
@@ -53,6 +50,10 @@ def score_command(
     with warnings.catch_warnings():  # model/method are not used when scoring a folder: no suite/model mismatch
         warnings.simplefilter("ignore", MismatchWarning)
         cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs)
+    # the heavy imports after the input is checked: bad input is told at once
+    from ..outputs import RunOutput, record_in_store, write_outputs
+    from ..provenance import package_versions
+    from ..runner import Runner
     from ..warnlog import routed_warnings
 
     with routed_warnings() as warned:  # one line per kind on stderr, and kept in results.json as a run keeps them

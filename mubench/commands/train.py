@@ -44,16 +44,11 @@ class TrainCommandConfig:
     force: bool = False
 
 
-def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, Any]:
-    """Resolve ``KEY=VALUE`` args, load the model, train (or find) the artifact; returns a summary dict."""
-    from ..config import build_params, nest_overrides, resolve_component
+def _parse_train_args(args: list[str]) -> tuple[TrainCommandConfig, dict[str, dict[str, Any]]]:
+    """The command's own keys as a checked :class:`TrainCommandConfig`, and the model.* / method.* overrides
+    (data= joins the latter as method.train.data)."""
+    from ..config import build_params, nest_overrides
     from ..errors import UsageError
-    from ..methods.artifacts import has_artifact
-    from ..methods.base import MethodContext
-    from ..methods.training import TrainableMethod, train_artifact
-    from ..models.base import LoadContext
-    from ..registry import load_registries
-    from ..devices import cache_root, resolve_device, resolve_dtype
     from ._kv import as_bool, parse_kv
 
     flat = parse_kv(args, [f.name for f in fields(TrainCommandConfig)], prefixes=("model", "method"),
@@ -74,6 +69,21 @@ def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, An
         if not isinstance(sub["method"]["train"], dict):
             raise UsageError("data= conflicts with method.train=")
         sub["method"]["train"]["data"] = cfg.data
+    return cfg, sub
+
+
+def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, Any]:
+    """Resolve ``KEY=VALUE`` args, load the model, train (or find) the artifact; returns a summary dict."""
+    cfg, sub = _parse_train_args(args)  # before the heavy imports: bad input is told at once
+    from ..config import resolve_component
+    from ..errors import UsageError
+    from ..methods.artifacts import has_artifact
+    from ..methods.base import MethodContext
+    from ..methods.training import TrainableMethod, train_artifact
+    from ..models.base import LoadContext
+    from ..registry import load_registries
+    from ..devices import cache_root, resolve_device, resolve_dtype
+
     regs = load_registries()
     model_c = resolve_component("model", cfg.model, sub["model"], regs)
     method_c = resolve_component("method", cfg.method, sub["method"], regs, model=model_c.name)
