@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import REPO
 from mubench.errors import UsageError
@@ -25,6 +26,16 @@ def test_a_resumed_build_keeps_to_the_recipe_of_its_checkpoints(tmp_path):
     (tmp_path / ".build" / "recipe.json").unlink()  # checkpoints without a record (an older mubench)
     with pytest.raises(UsageError, match="no readable record"):
         build(tmp_path, steps=3)
+
+
+def test_a_build_runs_at_its_thread_count_and_gives_the_callers_back(tmp_path):
+    torch.set_num_threads(2)  # the caller's (conftest restores the suite's after the test)
+    build(tmp_path)  # the recipe's threads=1
+    assert "threads=1" in (tmp_path / "build.log").read_text()
+    assert torch.get_num_threads() == 2
+    with pytest.raises(UsageError, match="another recipe"):  # fails after the build set its own
+        build(tmp_path, steps=3, lr=2e-3)
+    assert torch.get_num_threads() == 2
 
 
 def test_micro_clip_cache_is_keyed_by_what_decides_it(tmp_path):
@@ -53,7 +64,9 @@ def test_a_resumed_micro_dit_build_keeps_to_its_recipe(tmp_path):
                               "layers": 1, **over})
         return build_micro_dit(tmp_path, p, show_progress=False, echo=False, evaluate=False)
 
+    torch.set_num_threads(2)
     dit()
+    assert torch.get_num_threads() == 2  # the build ran at its threads=1 and gave the caller's back
     dit(steps=2)  # more steps: a resume
     for change in ({"p_uncond": 0.2}, {"data_seed": 1}, {"min_snr_gamma": None}):
         with pytest.raises(UsageError, match="another recipe"):

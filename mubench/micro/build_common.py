@@ -7,12 +7,13 @@ recipe (:func:`check_build_recipe`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from . import scene as S
 Prompt = tuple[str, str, str]
 # what decided the weights of the checkpoints in a build's ``.build/`` (:func:`check_build_recipe`)
 RECIPE_FILE = "recipe.json"
+Build = TypeVar("Build", bound=Callable[..., Any])
 
 
 # --------------------------------------------------------------------------- logging and files
@@ -106,9 +108,26 @@ def build_recipe(params: Any, skip: tuple[str, ...], configs: dict[str, Any], tc
             "train_config": {k: v for k, v in tcfg.as_dict().items() if k in weight_fields(tcfg)}}
 
 
+def keeps_thread_count(build: Build) -> Build:
+    """A build function that sets torch's thread count (:func:`start_build`) leaves its caller's as it found it,
+    on return and on an exception."""
+
+    @functools.wraps(build)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+    return run  # type: ignore[return-value]
+
+
 def start_build(out: Path, name: str, params: Any, echo: bool) -> tuple[Path, BuildLog]:
     """A build's working folder (``<out>/.build``, its checkpoints and caches) and log, its thread count set from
-    ``params.threads``, and its first log lines (the recipe, the versions)."""
+    ``params.threads`` (the build function restores its caller's: :func:`keeps_thread_count`), and its first log
+    lines (the recipe, the versions)."""
     from dataclasses import asdict
 
     work = out / ".build"

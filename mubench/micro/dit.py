@@ -36,9 +36,9 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, sha256_file, verified_path, zoo_dir
-from .build_common import (build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks, versions,
-                           write_manifest)
+from .build_common import (build_recipe, check_build_recipe, clip_fid, evaluate_bundle, keeps_thread_count, pair_counts,
+                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
+                           versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -207,6 +207,7 @@ def class_prompts(per_class: int) -> list[tuple[str, str, str]]:
     return [(name, c, s) for name, (c, s) in zip(C.class_names(), C.class_pairs()) for _ in range(per_class)]
 
 
+@keeps_thread_count
 def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildParams] = None,
                     show_progress: bool = True, echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""

@@ -38,9 +38,9 @@ from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss
 from . import data as D
 from .assets import sha256_file
-from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks, versions,
-                           write_manifest)
+from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
+                           keeps_thread_count, pair_counts, real_reference_images, save_safetensors, start_build,
+                           train_config, train_in_chunks, versions, write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -168,6 +168,7 @@ def random_decoder_attention_mask(unet: nn.Module, ratio: float, seed: int) -> t
 # --------------------------------------------------------------------------- the build
 
 
+@keeps_thread_count
 def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = None, show_progress: bool = True,
                 echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Build ``zoo/micro`` into ``out_dir`` (default: the repository's ``zoo/micro``); returns the manifest."""
