@@ -14,6 +14,8 @@
   SD 1.5 as in the paper, v-prediction for the micro model); trainable parameters are kept in fp32 (mixed precision
   on a GPU autocasts the frozen rest); checkpoints go to ``<artifact>/train/checkpoints`` and are removed once the
   artifact is written (``train.log`` stays).
+
+The recipe and its data live in :mod:`.train_recipe`, the loss in :mod:`.finetune_loss` (both re-exported here).
 """
 from __future__ import annotations
 
@@ -21,160 +23,25 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
-from torch import nn
 
 from ..cache import cpu_threads
 from ..config import to_plain
 from ..errors import UsageError
 from ..models.base import ModelBundle
-from ..train.config import TrainConfig
 from .artifacts import (artifact_dir, artifact_key, base_dtype, has_artifact, load_artifact, missing_artifact_error,
                         save_artifact, train_command)
 from .base import Method, MethodContext, Prepared
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..train.data import TrainingData
+from .finetune_loss import DiffusionFinetuneLoss
+from .train_recipe import MethodTrainConfig, check_source_options, data_fingerprint, open_data
 
 TRAIN_DIR = "train"
 # recipe fields that do not change the trained weights (left out of the artifact key)
 NOT_IN_KEY = ("checkpoint_every", "keep_checkpoints", "log_every", "gradient_checkpointing")
-
-
-@dataclass
-class MethodTrainConfig(TrainConfig):
-    """A method's training recipe: the trainer settings plus data and diffusion-loss settings.
-
-    ``data``: a registered training-data name (``micro``, ``micro-class``: ``mubench list datasets``) | a folder of
-    images + captions | a ``.parquet`` file (see :func:`open_data`);
-    None means none is set (training then stops with a message). ``resolution``: training image side (None: the
-    model's). ``p_uncond``: probability of replacing a caption by the null prompt "" (caption dropout).
-    ``latents``: ``sample`` draws an image's latents from the VAE posterior with the trainer's generator (the
-    released scripts' ``latent_dist.sample()``), ``mean`` takes the posterior mean; no difference (and not in the
-    artifact key) for codecs without a posterior (pixels, the micro world's space-to-depth).
-    ``prediction_type``: the loss target (None: the model's, from its scheduler config).
-    """
-
-    data: Optional[str] = None
-    resolution: Optional[int] = None
-    center_crop: bool = True
-    random_flip: bool = True
-    p_uncond: float = 0.0
-    prediction_type: Optional[str] = None
-    min_snr_gamma: Optional[float] = None
-    gradient_checkpointing: bool = False
-    latents: str = "sample"  # sample | mean: how a VAE encodes the training images
-    image_column: Optional[str] = None  # parquet data: the image column (default: image, img, jpg, png, file)
-    caption_column: Optional[str] = None  # parquet data: the caption column (default: text, caption, prompt)
-
-    def __post_init__(self) -> None:
-        if str(self.mixed_precision) in ("False", "false"):  # YAML reads a bare `no` (or off) as false, and the
-            self.mixed_precision = "no"                        # typed config makes that the string 'False'
-        super().__post_init__()
-        if not 0.0 <= self.p_uncond < 1.0:
-            raise UsageError(f"train.p_uncond must be in [0, 1), got {self.p_uncond}")
-        if self.latents not in ("sample", "mean"):
-            raise UsageError(f"train.latents must be sample or mean, got {self.latents!r}")
-        if self.prediction_type not in (None, "epsilon", "v_prediction", "sample"):
-            raise UsageError(f"train.prediction_type must be epsilon, v_prediction or sample, "
-                             f"got {self.prediction_type!r}")
-
-
-# --------------------------------------------------------------------------- the loss
-
-
-class DiffusionFinetuneLoss:
-    """Loss callable for the trainer: batch = (float images [B,3,R,R] in [0,1], captions).
-
-    Captions go through the bundle's (frozen) conditioner, images through its codec, both without gradients; the
-    denoiser being trained is called exactly as the sampler calls it (:func:`mubench.sampler.call_denoiser`).
-    """
-
-    def __init__(self, bundle: ModelBundle, cfg: MethodTrainConfig) -> None:
-        from diffusers import DDPMScheduler
-
-        self.bundle = bundle
-        self.cfg = cfg
-        self.prediction_type = cfg.prediction_type or bundle.scheduler_config.get("prediction_type", "epsilon")
-        self.alphas_cumprod = DDPMScheduler.from_config(bundle.scheduler_config).alphas_cumprod.clone()
-
-    def __call__(self, module: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        from ..sampler import call_denoiser
-        from ..train.diffusion import diffusion_loss
-
-        images, captions = batch
-        captions = [str(c) for c in captions]
-        if self.cfg.p_uncond > 0:
-            drop = torch.rand(len(captions), generator=generator) < self.cfg.p_uncond
-            captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        inner = module.module if hasattr(module, "module") else module  # DDP wrapper
-        param = next(inner.parameters())
-        with torch.no_grad():
-            cond = self.bundle.conditioner.encode(captions)
-            pixels, codec = images.to(param.device), self.bundle.codec
-            x0 = codec.encode_sample(pixels, generator) if self.cfg.latents == "sample" else codec.encode(pixels)
-            x0 = x0.float()
-
-        def model_fn(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return call_denoiser(self.bundle, module, xt, t, cond)
-
-        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
-                              min_snr_gamma=self.cfg.min_snr_gamma)
-
-
-# --------------------------------------------------------------------------- training data
-
-
-def _data_sources():
-    from ..registry import load_registries
-
-    return load_registries().datasets
-
-
-def data_fingerprint(spec: Optional[str], *, image_column: Optional[str] = None,
-                     caption_column: Optional[str] = None) -> str:
-    """Content fingerprint of a data spec: a registered source's, else a folder's or parquet file's
-    (:func:`mubench.train.data.data_fingerprint`); "none" when no data is set."""
-    from ..train.data import data_fingerprint as file_fingerprint
-
-    sources = _data_sources()
-    if spec is not None and str(spec) in sources:
-        return sources.get(str(spec)).fingerprint()
-    return file_fingerprint(spec, image_column=image_column, caption_column=caption_column, names=sources.names())
-
-
-def check_source_options(cfg: "MethodTrainConfig") -> None:
-    """A registered source makes its own images (its size, no crop or flip, no columns): the file options given with
-    one would be ignored (and still change the artifact key), so they are refused."""
-    if cfg.data is None or str(cfg.data) not in _data_sources():
-        return
-    given = [f"{k}={v}" for k, v, default in (("center_crop", cfg.center_crop, True),
-                                              ("random_flip", cfg.random_flip, True),
-                                              ("image_column", cfg.image_column, None),
-                                              ("caption_column", cfg.caption_column, None)) if v != default]
-    if given:
-        raise UsageError(f"train.data={cfg.data} is a registered source, which makes its own images: "
-                         f"{', '.join(f'train.{g}' for g in given)} would be ignored; these options apply to a "
-                         "folder or .parquet file")
-
-
-def open_data(spec: Optional[str], *, batch_size: int, seed: int, resolution: int, center_crop: bool = True,
-              random_flip: bool = True, image_column: Optional[str] = None,
-              caption_column: Optional[str] = None) -> "TrainingData":
-    """The training data of a spec: a registered source (``Registries.datasets``) opened with (batch size, seed,
-    resolution), else a folder or parquet file (:func:`mubench.train.data.open_training_data`)."""
-    from ..train.data import open_training_data
-
-    sources = _data_sources()
-    if spec is not None and str(spec) in sources:
-        return sources.get(str(spec)).open(batch_size, seed, resolution)
-    return open_training_data(spec, batch_size=batch_size, seed=seed, resolution=resolution, center_crop=center_crop,
-                              random_flip=random_flip, image_column=image_column, caption_column=caption_column,
-                              names=sources.names())
 
 
 # --------------------------------------------------------------------------- trainable methods
@@ -298,52 +165,21 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
     key, directory = method.artifact_location(bundle, ctx)
     work = directory / TRAIN_DIR
     if fresh:
-        for name in ("meta.json", "weights.safetensors"):
-            (directory / name).unlink(missing_ok=True)
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    if cfg.data is None:
-        raise UsageError(f"{method.name} needs training data to train its artifact: set method.train.data=PATH "
-                         "(a folder of images + captions or a .parquet file; the paper used fantasyfish/laion-art) "
-                         "or method.train.data=micro / micro-art in the micro world (`mubench train` also takes "
-                         "data=... for short); the same method.train.data= is then needed in `mubench run` and "
-                         "`mubench masks`, as it is part of the artifact's address")
-    resolution = int(cfg.resolution or bundle.resolution)
-    if resolution != bundle.resolution:
-        warnings.warn(f"{method.name} trains at {resolution}² but {bundle.name} samples at {bundle.resolution}² "
-                      f"(method.train.resolution={resolution}); method.train.resolution=null trains at the model's own",
-                      stacklevel=2)
-    data = open_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
-                     center_crop=cfg.center_crop, random_flip=cfg.random_flip, image_column=cfg.image_column,
-                     caption_column=cfg.caption_column)
+        _discard_artifact(directory)
+    data = _open_recipe_data(method, cfg, bundle)
     prepared = method.build(bundle, ctx)
     module = prepared.denoiser
     params = list(prepared.trainable_parameters())
-    dtypes = [p.dtype for p in params]
-    with torch.no_grad():  # the optimizer works on fp32 weights; autocast runs the frozen rest in low precision
-        for p in params:
-            if p.dtype in (torch.float16, torch.bfloat16):
-                p.data = p.data.float()
+    dtypes = _params_to_fp32(params)
     if cfg.gradient_checkpointing:
         if not hasattr(module, "enable_gradient_checkpointing"):
             raise UsageError(f"{method.name}: this denoiser has no gradient checkpointing")
         module.enable_gradient_checkpointing()
-    progress = ctx.progress  # the run's progress bars: training gets a "train:<method>" bar among them
-    on_step = None
-    if progress is not None:
-        stage = f"train:{method.name}"
-        started: list[int] = []
-
-        def on_step(done: int) -> None:
-            if not started:  # the first step after a resume tells how many are left
-                progress.start(stage, cfg.steps - done + 1)
-                started.append(done)
-            progress.advance(stage, 1)
-
     loss_fn = DiffusionFinetuneLoss(bundle, cfg)
     t0 = time.time()
     result = train(module, loss_fn, data.source, cfg, out_dir=work, resume=True,
-                   show_progress=ctx.show_progress and progress is None, stop_at=stop_at, device=ctx.device,
-                   description=f"train {method.name}", on_step=on_step)
+                   show_progress=ctx.show_progress and ctx.progress is None, stop_at=stop_at, device=ctx.device,
+                   description=f"train {method.name}", on_step=_progress_callback(ctx, method.name, cfg.steps))
     if cfg.gradient_checkpointing:
         module.disable_gradient_checkpointing()
     module.eval()
@@ -357,17 +193,70 @@ def train_artifact(method: TrainableMethod, bundle: ModelBundle, ctx: MethodCont
     with torch.no_grad():
         for p, dt in zip(params, dtypes):
             p.data = p.data.to(dt)
-    precision = resolve_precision(cfg, torch.device(ctx.device))
     meta = {"steps": result.step, "data": data.describe(), "losses": result.losses, "final_loss": result.final_loss(),
             "wall_s": outcome["wall_s"], "resumed_from": result.resumed_from, "device": str(ctx.device),
-            "precision": precision, "dtype": base_dtype(bundle), "threads": cpu_threads(torch.device(ctx.device).type),
-            "prediction_type": loss_fn.prediction_type,
+            "precision": resolve_precision(cfg, torch.device(ctx.device)), "dtype": base_dtype(bundle),
+            "threads": cpu_threads(torch.device(ctx.device).type), "prediction_type": loss_fn.prediction_type,
             "deviations": deviations(method, cfg), "trainable_params": result.trainable_params,
             "weights": "ema" if result.ema is not None else "raw"}
     outcome["sha256"] = method.save(prepared, bundle, ctx, **meta)
     outcome["saved"] = True
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return outcome
+
+
+def _discard_artifact(directory: Path) -> None:
+    """``train=force``: the artifact and the checkpoints of an earlier training go first."""
+    for name in ("meta.json", "weights.safetensors"):
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / TRAIN_DIR / "checkpoints", ignore_errors=True)
+
+
+def _open_recipe_data(method: TrainableMethod, cfg: MethodTrainConfig, bundle: ModelBundle):
+    """The recipe's training data at its resolution; a clear error where none is set, a warning where the
+    resolution is not the model's."""
+    if cfg.data is None:
+        raise UsageError(f"{method.name} needs training data to train its artifact: set method.train.data=PATH "
+                         "(a folder of images + captions or a .parquet file; the paper used fantasyfish/laion-art) "
+                         "or method.train.data=micro / micro-art in the micro world (`mubench train` also takes "
+                         "data=... for short); the same method.train.data= is then needed in `mubench run` and "
+                         "`mubench masks`, as it is part of the artifact's address")
+    resolution = int(cfg.resolution or bundle.resolution)
+    if resolution != bundle.resolution:
+        warnings.warn(f"{method.name} trains at {resolution}² but {bundle.name} samples at {bundle.resolution}² "
+                      f"(method.train.resolution={resolution}); method.train.resolution=null trains at the model's own",
+                      stacklevel=3)
+    return open_data(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, resolution=resolution,
+                     center_crop=cfg.center_crop, random_flip=cfg.random_flip, image_column=cfg.image_column,
+                     caption_column=cfg.caption_column)
+
+
+def _params_to_fp32(params: list[torch.nn.Parameter]) -> list[torch.dtype]:
+    """The optimizer works on fp32 weights (autocast runs the frozen rest in low precision): half-precision
+    trainable parameters become fp32; returns their dtypes to go back to."""
+    dtypes = [p.dtype for p in params]
+    with torch.no_grad():
+        for p in params:
+            if p.dtype in (torch.float16, torch.bfloat16):
+                p.data = p.data.float()
+    return dtypes
+
+
+def _progress_callback(ctx: MethodContext, name: str, steps: int) -> Optional[Callable[[int], None]]:
+    """The run's progress bars (``ctx.progress``) get a ``train:<method>`` bar; None where there are none."""
+    progress = ctx.progress
+    if progress is None:
+        return None
+    stage = f"train:{name}"
+    started: list[int] = []
+
+    def on_step(done: int) -> None:
+        if not started:  # the first step after a resume tells how many are left
+            progress.start(stage, steps - done + 1)
+            started.append(done)
+        progress.advance(stage, 1)
+
+    return on_step
 
 
 __all__ = ["MethodTrainConfig", "TrainableMethod", "DiffusionFinetuneLoss", "train_artifact", "deviations",
