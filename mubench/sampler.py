@@ -178,6 +178,23 @@ def _chunk_size(cfg: SamplerConfig, n: int, per_image: Optional[bool]) -> int:
     return 1 if per_image else max(1, n)
 
 
+def _initial_latents(bundle: ModelBundle, cfg: SamplerConfig, scheduler, generators: list[torch.Generator]):
+    """Each image's starting noise from its own stream (float32, on the CPU), scaled for the scheduler."""
+    shape = bundle.codec.latent_shape(cfg.resolution, cfg.resolution)
+    noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+    return noise * scheduler.init_noise_sigma
+
+
+def _step_kwargs(cfg: SamplerConfig, generators: list[torch.Generator]) -> dict[str, Any]:
+    """The scheduler step's options: DDIM's eta, and the per-image streams where a step draws ancestral noise."""
+    step_kwargs: dict[str, Any] = {}
+    if cfg.scheduler == "ddim":
+        step_kwargs["eta"] = cfg.eta
+    if cfg.scheduler == "ddpm" or (cfg.scheduler == "ddim" and cfg.eta > 0):
+        step_kwargs["generator"] = generators  # per-image ancestral noise
+    return step_kwargs
+
+
 def _denoise(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds: list[int], cfg: SamplerConfig,
              chunk: int, step_callback: Optional[Callable[[int], None]]) -> torch.Tensor:
     """The loop over padded chunks; returns the padded final latents on the model's device."""
@@ -190,9 +207,7 @@ def _denoise(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds:
     generators = [image_generator(s) for s in seeds]
     scheduler = make_scheduler(cfg.scheduler, bundle.scheduler_config)
     scheduler.set_timesteps(cfg.steps)
-    shape = bundle.codec.latent_shape(cfg.resolution, cfg.resolution)
-    noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
-    latents = (noise * scheduler.init_noise_sigma).to(device)
+    latents = _initial_latents(bundle, cfg, scheduler, generators).to(device)
     use_cfg = cfg.guidance != 1.0
     keep_variance = uses_learned_variance(bundle, cfg)
     guidance_channels = bundle.extras.get("guidance_channels")
@@ -200,11 +215,7 @@ def _denoise(bundle: ModelBundle, prepared: Prepared, prompts: list[Any], seeds:
     with torch.no_grad():
         conds = [_chunk_conditioning(bundle, [prompts[b] for b in c], use_cfg) for c in chunks]
     rows = [_rows(c, use_cfg) for c in chunks]
-    step_kwargs: dict[str, Any] = {}
-    if cfg.scheduler == "ddim":
-        step_kwargs["eta"] = cfg.eta
-    if cfg.scheduler == "ddpm" or (cfg.scheduler == "ddim" and cfg.eta > 0):
-        step_kwargs["generator"] = generators  # per-image ancestral noise
+    step_kwargs = _step_kwargs(cfg, generators)
     denoiser = denoiser_of(prepared, cfg)
     prepared.begin_batch(generators, [r for chunk_rows in rows for r in chunk_rows])
     try:

@@ -167,32 +167,54 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
     """
     if results is not None and store is not None:
         raise UsageError("pass results=DIR or store=PATH, not both")
-    units: dict[str, dict[str, UnitData]] = {}
     if results is not None:
-        found, units = read_results_dir(results, with_units=True)
-        check_filters({k: {str(r.get(k)) for r in found} for k in ("suite", "method", "model")}, f"results {results}",
-                      suite, methods, model)
-        found = [r for r in found
-                 if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
-                 and (not model or r.get("model") == model)]
-        source = f"results {results}"
-        everything = found
+        found, everything, units, source = _from_results(results, suite, methods, model)
     else:
-        with Store(store, create=False) as st:
-            check_filters(store_filters(st), f"store {st.path}", suite, methods, model)
-            found = st.latest_results(suite=suite, methods=methods, model=model)
-            everything = st.all_results(suite=suite, methods=methods, model=model)  # groups, hidden settings
-            warn_hidden_settings(found, everything)
-            groups = {group_of(r) for r in found} - {None}
-            shown_ids = {str(r["run_id"]) for r in found}
-            everything = [r for r in everything if str(r["run_id"]) in shown_ids or group_of(r) in groups]
-            for r in everything:
-                units[str(r["run_id"])] = decode_units(st.unit_blobs(str(r["run_id"])), f"run {r['run_id']}")
-            source = f"store {st.path}"
+        found, everything, units, source = _from_store(store, suite, methods, model)
     if not found:
         filters = ", ".join(f"{k}={v if isinstance(v, str) else ','.join(v)}"
                             for k, v in (("suite", suite), ("methods", methods), ("model", model)) if v)
         raise UsageError(f"no results in {source}" + (f" match {filters}" if filters else ""))
+    return Selection(_pool_groups(found, everything, units), source, units)
+
+
+_Found = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, UnitData]], str]
+
+
+def _from_results(results: str, suite: Optional[str], methods: Optional[Sequence[str]],
+                  model: Optional[str]) -> _Found:
+    """(the matching results, the same as every run a group may need, their units, the source) of run folders."""
+    found, units = read_results_dir(results, with_units=True)
+    check_filters({k: {str(r.get(k)) for r in found} for k in ("suite", "method", "model")}, f"results {results}",
+                  suite, methods, model)
+    found = [r for r in found
+             if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
+             and (not model or r.get("model") == model)]
+    return found, found, units, f"results {results}"
+
+
+def _from_store(store: Optional[str], suite: Optional[str], methods: Optional[Sequence[str]],
+                model: Optional[str]) -> _Found:
+    """(the newest run per (suite, method, model, protocol hash), those and the other runs of their replicate
+    groups, the units of all of them, the source) of a store; warns where runs differ in settings the hash hides."""
+    units: dict[str, dict[str, UnitData]] = {}
+    with Store(store, create=False) as st:
+        check_filters(store_filters(st), f"store {st.path}", suite, methods, model)
+        found = st.latest_results(suite=suite, methods=methods, model=model)
+        everything = st.all_results(suite=suite, methods=methods, model=model)  # groups, hidden settings
+        warn_hidden_settings(found, everything)
+        groups = {group_of(r) for r in found} - {None}
+        shown_ids = {str(r["run_id"]) for r in found}
+        everything = [r for r in everything if str(r["run_id"]) in shown_ids or group_of(r) in groups]
+        for r in everything:
+            units[str(r["run_id"])] = decode_units(st.unit_blobs(str(r["run_id"])), f"run {r['run_id']}")
+        return found, everything, units, f"store {st.path}"
+
+
+def _pool_groups(found: list[dict[str, Any]], everything: list[dict[str, Any]],
+                 units: dict[str, dict[str, UnitData]]) -> list[dict[str, Any]]:
+    """The results to show: a run alone as it is, a replicate group's runs pooled into one result (its pooled units
+    added to ``units`` under the pooled result's run id), a group with one run found marked with its missing seeds."""
     shown, seen_groups = [], set()
     for r in found:
         gid = group_of(r)
@@ -209,7 +231,7 @@ def select(store: Optional[str] = None, results: Optional[str] = None, suite: Op
         rep, pooled = pooled_result(members, [units.get(str(x["run_id"]), {}) for x in members])
         units[rep["run_id"]] = pooled
         shown.append(rep)
-    return Selection(shown, source, units)
+    return shown
 
 
 def _settings(result: dict[str, Any]) -> dict[str, Any]:

@@ -120,14 +120,7 @@ class Store:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
-        # look before touching anything: one read snapshot of the header and the table list
-        conn.execute("BEGIN")
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # DatabaseError on a non-SQLite file
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            if conn.in_transaction:  # a failed statement may have ended it: a COMMIT would hide the real error
-                conn.execute("COMMIT")
+        app_id, tables = self._look()
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise UsageError(f"{self.path} is a SQLite file but not a mubench results store "
                              f"(application id {app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'})")
@@ -140,17 +133,41 @@ class Store:
         elif self.read_only:
             raise UsageError(f"{self.path} is an empty file in a place this user cannot write: not a results store")
         else:  # a new (empty) file: make it a store; WAL mode is persistent in the file
-            self._set_wal()
-            with self._write() as cur:
-                for stmt in DDL.split(";"):
-                    if stmt.strip():
-                        cur.execute(stmt)
-                row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None:  # we are first (another process may have created it meanwhile)
-                    cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    cur.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (_utc_now(),))
-                    cur.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    return
+            row = self._create()
+            if row is None:
+                return
+        self._check_version(row)
+
+    def _look(self) -> tuple[int, set[str]]:
+        """Look before touching anything: one read snapshot of the header's application id and the table list."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]  # DatabaseError on a non-SQLite file
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            if conn.in_transaction:  # a failed statement may have ended it: a COMMIT would hide the real error
+                conn.execute("COMMIT")
+        return app_id, tables
+
+    def _create(self) -> Optional[tuple]:
+        """Make an empty file a store; None where this process wrote its schema version, else the version row
+        another process wrote meanwhile (to be checked like an existing store's)."""
+        self._set_wal()
+        with self._write() as cur:
+            for stmt in DDL.split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+            row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:  # we are first (another process may have created it meanwhile)
+                cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                cur.execute("INSERT INTO meta (key, value) VALUES ('created', ?)", (_utc_now(),))
+                cur.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        return row
+
+    def _check_version(self, row: Optional[tuple]) -> None:
+        """A store's schema version: newer than this mubench's or unreadable is an error; older is upgraded in
+        place (new tables only, nothing existing changes) where the store is writable."""
         if row is None:
             raise UsageError(f"{self.path}: mubench store without a schema version (damaged?)")
         try:
@@ -166,7 +183,7 @@ class Store:
             raise UsageError(f"{self.path} has store schema version {version}, older than this mubench's "
                              f"({SCHEMA_VERSION}), and cannot be upgraded where it is (read-only): copy it somewhere "
                              "writable and pass store=COPY")
-        if version < SCHEMA_VERSION:  # upgrade in place: new tables only, nothing existing changes
+        if version < SCHEMA_VERSION:
             with self._write() as cur:
                 for stmt in DDL.split(";"):
                     if stmt.strip():

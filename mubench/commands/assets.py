@@ -27,6 +27,25 @@ def assets_command(
     """The external files (weights, data) suites, models and scorers need; nothing is ever downloaded."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    filters, paths = _parse_args(args)
+    selected = A.select(**filters)
+    if not selected:  # a built-in component (the micro world, toy, tiny models): nothing to find
+        what = ", ".join(f"{k}={v}" for k, v in filters.items())
+        typer.echo("[]" if json_out else f"{what}: no external files needed (built in or made from a config)")
+        return
+
+    rows = [_asset_row(asset, action, paths.get(asset.name)) for asset in selected]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print(action, rows)
+    bad = [r["name"] for r in rows if action == "verify" and not r["found"]]
+    if bad:
+        raise AssetError(f"{len(bad)} asset(s) missing or not matching: {', '.join(bad)}")
+
+
+def _parse_args(args: Optional[list[str]]) -> tuple[dict[str, str], dict]:
+    """The filters (suite=, model=, scorer=, method=, each a known name) and the assets.NAME=PATH overrides."""
     filters: dict[str, str] = {}
     overrides: list[tuple[str, object]] = []
     for key, value in parse_overrides(list(args or [])):
@@ -41,38 +60,24 @@ def assets_command(
     for key, value in filters.items():
         if value not in known[key]:
             raise unknown(key, value, known[key])
-    selected = A.select(**filters)
-    if not selected:  # a built-in component (the micro world, toy, tiny models): nothing to find
-        what = ", ".join(f"{k}={v}" for k, v in filters.items())
-        typer.echo("[]" if json_out else f"{what}: no external files needed (built in or made from a config)")
-        return
+    return filters, paths
 
-    rows = []
-    failed = False
-    for asset in selected:
-        row: dict = {"name": asset.name, "kind": asset.kind, "description": asset.description,
-                     "used_by": list(asset.used_by), "expected_sha256": asset.sha256,
-                     "config_key": asset.config_key}
-        if action == "where":
-            row["looked"] = [f"{w}: {p}" for w, p in A.candidates(asset, paths.get(asset.name))]
-            for repo in A._hf_repos(asset):
-                row["looked"].append(f"Hugging Face cache: {repo}" + (f" / {asset.hf_filename}"
-                                                                       if asset.hf_filename else ""))
-        else:
-            st = A.status(asset, paths.get(asset.name), verify=(action == "verify"))
-            row.update(found=st.ok, path=str(st.path) if st.path else None, sha256=st.sha256)
-            if not st.ok:
-                row["problem"] = st.message
-                failed = True
-        rows.append(row)
 
-    if json_out:
-        typer.echo(json.dumps(rows, indent=2))
+def _asset_row(asset, action: str, path) -> dict:
+    """One asset's row: what it is, and where mubench looks (where) or whether it is found (list, verify)."""
+    row: dict = {"name": asset.name, "kind": asset.kind, "description": asset.description,
+                 "used_by": list(asset.used_by), "expected_sha256": asset.sha256, "config_key": asset.config_key}
+    if action == "where":
+        row["looked"] = [f"{w}: {p}" for w, p in A.candidates(asset, path)]
+        for repo in A._hf_repos(asset):
+            row["looked"].append(f"Hugging Face cache: {repo}" + (f" / {asset.hf_filename}"
+                                                                   if asset.hf_filename else ""))
     else:
-        _print(action, rows)
-    if action == "verify" and failed:
-        bad = [r["name"] for r in rows if not r["found"]]
-        raise AssetError(f"{len(bad)} asset(s) missing or not matching: {', '.join(bad)}")
+        st = A.status(asset, path, verify=(action == "verify"))
+        row.update(found=st.ok, path=str(st.path) if st.path else None, sha256=st.sha256)
+        if not st.ok:
+            row["problem"] = st.message
+    return row
 
 
 def _known_names() -> dict[str, set[str]]:

@@ -29,8 +29,7 @@ def check_command(
     """
     from ..check import DEFAULT_KEY, RegressionError, compare, load_baseline, parse_tolerance
     from ..check_render import render_check
-    from ..errors import close_matches, did_you_mean
-    from ..selection import check_filters, select
+    from ..selection import select
 
     if not baseline:
         raise UsageError("mubench check needs --baseline FILE")
@@ -44,19 +43,7 @@ def check_command(
     base = load_baseline(baseline)
     methods = as_list(kv.get("methods"), "methods")
     suite, model = as_str(kv.get("suite")), as_str(kv.get("model"))
-    entries = base["entries"]
-    check_filters({k: {str(e[k]) for e in entries} for k in ("suite", "method", "model")}, f"baseline {baseline}",
-                  suite, methods, model)
-    metrics = {str(m) for e in entries for m in (e.get("metrics") or {})}
-    for metric in (k for k in tolerances if k != DEFAULT_KEY):
-        if metric not in metrics:  # a misspelt tolerance would otherwise leave its metric at the default, silently
-            raise UsageError(f"tolerance.{metric}: baseline {baseline} has no metric {metric!r}"
-                             f"{did_you_mean(close_matches(metric, metrics))}"
-                             f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
-    base["entries"] = [e for e in base["entries"] if (not suite or e["suite"] == suite)
-                       and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
-    if not base["entries"]:
-        raise UsageError(f"baseline {baseline} has no entries matching the given suite/methods/model")
+    base["entries"] = _matching_entries(base["entries"], baseline, tolerances, suite, methods, model)
     sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=suite, methods=methods,
                  model=model)
     current, source = sel.results, sel.source
@@ -75,3 +62,26 @@ def check_command(
         failures = report.failures()
         raise RegressionError(f"check failed: {len(failures)} metric(s) worse than {baseline} beyond tolerance, "
                               "missing, or under a changed protocol")
+
+
+def _matching_entries(entries: list[dict], baseline: str, tolerances: dict, suite: Optional[str],
+                      methods: Optional[list[str]], model: Optional[str]) -> list[dict]:
+    """The baseline's entries the filters select; a clear error for a filter or a tolerance.METRIC that names
+    nothing in the baseline (a misspelt tolerance would otherwise leave its metric at the default, silently)."""
+    from ..check import DEFAULT_KEY
+    from ..errors import close_matches, did_you_mean
+    from ..selection import check_filters
+
+    check_filters({k: {str(e[k]) for e in entries} for k in ("suite", "method", "model")}, f"baseline {baseline}",
+                  suite, methods, model)
+    metrics = {str(m) for e in entries for m in (e.get("metrics") or {})}
+    for metric in (k for k in tolerances if k != DEFAULT_KEY):
+        if metric not in metrics:
+            raise UsageError(f"tolerance.{metric}: baseline {baseline} has no metric {metric!r}"
+                             f"{did_you_mean(close_matches(metric, metrics))}"
+                             f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
+    kept = [e for e in entries if (not suite or e["suite"] == suite)
+            and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
+    if not kept:
+        raise UsageError(f"baseline {baseline} has no entries matching the given suite/methods/model")
+    return kept

@@ -45,7 +45,7 @@ def report_command(
 
     Example: mubench report --html out=report suite=micro baseline=sd
     """
-    from ..report import build_table, load_table_spec, render
+    from ..report import build_table, render
     from ..report.marks import apply_marks
     from ..fsutil import atomic_write_text
     from ..outfiles import output_file
@@ -60,18 +60,10 @@ def report_command(
         raise UsageError(", ".join(given) + (" applies" if len(given) == 1 else " apply") + " only to --html")
     out = None if html or not kv.get("out") else output_file(as_str(kv.get("out")), "out")  # before the work
     folders = _check_html_keys(kv) if html else None
-    spec = load_table_spec(str(kv["table"])) if kv.get("table") else None
     methods = as_list(kv.get("methods"), "methods")
     suite = as_str(kv.get("suite"))
     model = as_str(kv.get("model"))
-    if spec is not None and methods:
-        unknown_rows = [m for m in methods if m not in {r.method for r in spec.rows}] if spec.rows else []
-        if unknown_rows:
-            raise UsageError(f"table {spec.name!r} has no rows for {', '.join(unknown_rows)}; "
-                             f"its rows: {', '.join(r.method for r in spec.rows)}")
-        spec.rows = [r for r in spec.rows if r.method in methods]
-    if spec is not None and suite and not spec.columns:
-        spec.suite = suite
+    spec = _table_spec(as_str(kv.get("table")), methods, suite)
     sel = select(store=as_str(kv.get("store")), results=as_str(kv.get("results")), suite=suite, methods=methods,
                  model=model)
     alpha = as_alpha(kv.get("alpha", 0.05))
@@ -88,6 +80,25 @@ def report_command(
         typer.echo(f"wrote {path} ({fmt}, from {sel.source})", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+def _table_spec(name: Optional[str], methods: Optional[list[str]], suite: Optional[str]):
+    """table=SPEC restricted to methods= (each must be one of its rows) and, where it names no columns, to suite=;
+    None without table=."""
+    from ..report import load_table_spec
+
+    if not name:
+        return None
+    spec = load_table_spec(name)
+    if methods:
+        unknown_rows = [m for m in methods if m not in {r.method for r in spec.rows}] if spec.rows else []
+        if unknown_rows:
+            raise UsageError(f"table {spec.name!r} has no rows for {', '.join(unknown_rows)}; "
+                             f"its rows: {', '.join(r.method for r in spec.rows)}")
+        spec.rows = [r for r in spec.rows if r.method in methods]
+    if suite and not spec.columns:
+        spec.suite = suite
+    return spec
 
 
 def _check_html_keys(kv: dict) -> tuple[Path, Optional[Path]]:

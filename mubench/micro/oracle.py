@@ -184,36 +184,25 @@ class Oracle:
                                              and (ph.fill is None or o.fill == ph.fill)))  # stable: then by area
             objs = objs[: ph.count]
             claimed.update(id(o) for o in objs)
-            ok = True
-            if len(objs) < ph.count:
-                reasons.append(f"expected {ph.shape}>={ph.count}, found {len(objs)}")
-                ok = False
-            else:
-                for attr in ("color", "fill"):
-                    want = getattr(ph, attr)
-                    if want is None:
-                        continue
-                    got = [getattr(o, attr) for o in objs]
-                    if got.count(want) < ph.count:
-                        reasons.append(f"expected {want} {ph.shape}>={ph.count}, found "
-                                       f"{got.count(want)} {want}; and {', '.join(g for g in got if g != want)}")
-                        ok = False
-            kept.append(objs if ok else None)
+            missing = _include_reasons(ph, objs)
+            reasons += missing
+            kept.append(None if missing else objs)
         if relation is not None and len(phrases) == 2 and kept[0] is not None and kept[1] is not None:
-            for a in kept[0]:
-                for b in kept[1]:
-                    rel = self.relations(a, b)
-                    if relation not in rel:
-                        reasons.append(f"expected {phrases[0].shape} {relation} {phrases[1].shape}, found "
-                                       f"{', '.join(sorted(rel)) or 'no clear relation'}")
-                        break
-                else:
-                    continue
-                break
+            reasons += self._relation_reasons(phrases, kept[0], kept[1], relation)
         for ph in phrases:
             if ph.count > 1 and len(by_shape.get(ph.shape, [])) >= ph.count + 1:
                 reasons.append(f"expected {ph.shape}<{ph.count + 1}, found {len(by_shape[ph.shape])}")
         return not reasons, "; ".join(reasons)
+
+    def _relation_reasons(self, phrases, first: list[Detection], second: list[Detection], relation: str) -> list[str]:
+        """The first pair (kept object of phrase 0, of phrase 1) not in ``relation``, as a reason; none if all are."""
+        for a in first:
+            for b in second:
+                rel = self.relations(a, b)
+                if relation not in rel:
+                    return [f"expected {phrases[0].shape} {relation} {phrases[1].shape}, found "
+                            f"{', '.join(sorted(rel)) or 'no clear relation'}"]
+        return []
 
     def bindings(self, detections: list[Detection], phrases: tuple[Phrase, ...] | list[Phrase]) -> list[bool]:
         """Per phrase: is there an object whose shape and named colour and fill all match?"""
@@ -260,3 +249,19 @@ def match_objects(truth: tuple[MicroObject, ...] | list[MicroObject], found: lis
         used_t.add(i)
         used_f.add(j)
     return out
+
+
+def _include_reasons(ph: Phrase, objs: list[Detection]) -> list[str]:
+    """Why a phrase's include clause fails on its kept objects: too few, or too few with its named colour / fill."""
+    if len(objs) < ph.count:
+        return [f"expected {ph.shape}>={ph.count}, found {len(objs)}"]
+    reasons = []
+    for attr in ("color", "fill"):
+        want = getattr(ph, attr)
+        if want is None:
+            continue
+        got = [getattr(o, attr) for o in objs]
+        if got.count(want) < ph.count:
+            reasons.append(f"expected {want} {ph.shape}>={ph.count}, found "
+                           f"{got.count(want)} {want}; and {', '.join(g for g in got if g != want)}")
+    return reasons

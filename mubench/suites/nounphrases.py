@@ -150,57 +150,9 @@ class RuleChunker:
         toks = tokenize(text)
         for t in toks:
             t.tag = _base_tag(t.text)
-        n = len(toks)
-        # rule 3a: hyphenated compounds are one modifier ("diamond-studded", "heart-shaped")
-        for i in range(1, n - 1):
-            if toks[i].tag == "HYPH" and toks[i - 1].tag not in ("PUNCT",) and toks[i + 1].tag not in ("PUNCT",):
-                toks[i - 1].tag = toks[i].tag = "ADJ"
-                if toks[i + 1].tag in ("VERB", "ADJ"):
-                    toks[i + 1].tag = "ADJ"
-        # rule 3c: a verb-list word right after a determiner, possessive, number or adjective is a noun or,
-        # for a participle followed by a noun, an adjective ("a big set", "the defining features");
-        # "can" after a determiner or adjective is the noun ("a cylindrical can")
-        for i in range(1, n):
-            t, prev = toks[i], toks[i - 1].tag
-            if prev not in ("DET", "POSS", "NUM", "ADJ"):
-                continue
-            nxt = toks[i + 1] if i + 1 < n else None
-            base_verb_next = nxt is not None and nxt.tag == "VERB" and not nxt.low.endswith(("ed", "ing"))
-            if t.tag == "AUX" and t.low == "can":
-                t.tag = "NOUN"
-            elif t.tag == "NOUN" and t.low.endswith("ing") and base_verb_next:
-                t.tag = "ADJ"  # an unlisted participle before a verb-list noun ("the defining features")
-            elif t.tag == "VERB":
-                if t.low.endswith(("ed", "ing")) and (base_verb_next or nxt is not None and nxt.tag in ("NOUN", "ADJ")):
-                    t.tag = "ADJ"
-                elif not t.low.endswith(("ed", "ing")):
-                    t.tag = "NOUN"
-        # rule 3d: a base-form verb after a singular noun, ending the clause, is a compound noun's head
-        # ("a spherical trophy stand", "a teardrop remote control")
-        for i in range(1, n):
-            t, prev = toks[i], toks[i - 1]
-            nxt = toks[i + 1] if i + 1 < n else None
-            if (t.tag == "VERB" and prev.tag == "NOUN" and not prev.low.endswith("s")
-                    and not t.low.endswith(("s", "ed", "ing"))
-                    and (nxt is None or nxt.tag == "PUNCT" or nxt.low in ("and", "of"))):
-                t.tag = "NOUN"
-        # rule 3e: "that" right after a noun is a relative pronoun
-        for i in range(1, n):
-            if toks[i].low == "that" and toks[i - 1].tag == "NOUN":
-                toks[i].tag = "PRON"
-        # rule 3b: participles and adjective-like verbs inside a noun phrase ("a snow covered street")
-        for i in range(n - 1):
-            t = toks[i]
-            if t.tag != "VERB" or toks[i + 1].tag not in ("NOUN", "ADJ"):
-                continue
-            prev = toks[i - 1].tag if i else "START"
-            if prev in ("DET", "POSS", "ADJ", "NUM", "CCONJ", "NOUN") and (
-                    t.low.endswith(("ed", "ing")) or t.low in ("left", "set", "cut", "made")):
-                if prev == "NOUN" and i >= 2 and toks[i - 2].tag in ("VERB", "AUX"):
-                    continue
-                if prev == "NOUN" and not (i >= 2 and toks[i - 2].tag in ("DET", "POSS", "ADP")):
-                    continue
-                t.tag = "ADJ"
+        for rule in (_hyphenated_modifiers, _nouns_after_determiners, _compound_noun_heads, _relative_that,
+                     _participles_in_phrases):
+            rule(toks)
         return toks
 
     def chunks(self, text: str) -> list[tuple[int, int]]:
@@ -329,6 +281,74 @@ def _chunks(prompt: str, backend: str, spacy_model: str) -> list[str]:
 
 def _rule_spans(prompt: str) -> list[tuple[int, int]]:  # for tests
     return RuleChunker().chunks(prompt)
+
+
+def _hyphenated_modifiers(toks: list[Token]) -> None:
+    """Rule 3a: hyphenated compounds are one modifier ("diamond-studded", "heart-shaped")."""
+    n = len(toks)
+    for i in range(1, n - 1):
+        if toks[i].tag == "HYPH" and toks[i - 1].tag not in ("PUNCT",) and toks[i + 1].tag not in ("PUNCT",):
+            toks[i - 1].tag = toks[i].tag = "ADJ"
+            if toks[i + 1].tag in ("VERB", "ADJ"):
+                toks[i + 1].tag = "ADJ"
+
+
+def _nouns_after_determiners(toks: list[Token]) -> None:
+    """Rule 3c: a verb-list word right after a determiner, possessive, number or adjective is a noun or, for a
+    participle followed by a noun, an adjective ("a big set", "the defining features"); "can" after a determiner or
+    adjective is the noun ("a cylindrical can")."""
+    n = len(toks)
+    for i in range(1, n):
+        t, prev = toks[i], toks[i - 1].tag
+        if prev not in ("DET", "POSS", "NUM", "ADJ"):
+            continue
+        nxt = toks[i + 1] if i + 1 < n else None
+        base_verb_next = nxt is not None and nxt.tag == "VERB" and not nxt.low.endswith(("ed", "ing"))
+        if t.tag == "AUX" and t.low == "can":
+            t.tag = "NOUN"
+        elif t.tag == "NOUN" and t.low.endswith("ing") and base_verb_next:
+            t.tag = "ADJ"  # an unlisted participle before a verb-list noun ("the defining features")
+        elif t.tag == "VERB":
+            if t.low.endswith(("ed", "ing")) and (base_verb_next or nxt is not None and nxt.tag in ("NOUN", "ADJ")):
+                t.tag = "ADJ"
+            elif not t.low.endswith(("ed", "ing")):
+                t.tag = "NOUN"
+
+
+def _compound_noun_heads(toks: list[Token]) -> None:
+    """Rule 3d: a base-form verb after a singular noun, ending the clause, is a compound noun's head ("a spherical
+    trophy stand", "a teardrop remote control")."""
+    n = len(toks)
+    for i in range(1, n):
+        t, prev = toks[i], toks[i - 1]
+        nxt = toks[i + 1] if i + 1 < n else None
+        if (t.tag == "VERB" and prev.tag == "NOUN" and not prev.low.endswith("s")
+                and not t.low.endswith(("s", "ed", "ing"))
+                and (nxt is None or nxt.tag == "PUNCT" or nxt.low in ("and", "of"))):
+            t.tag = "NOUN"
+
+
+def _relative_that(toks: list[Token]) -> None:
+    """Rule 3e: "that" right after a noun is a relative pronoun."""
+    for i in range(1, len(toks)):
+        if toks[i].low == "that" and toks[i - 1].tag == "NOUN":
+            toks[i].tag = "PRON"
+
+
+def _participles_in_phrases(toks: list[Token]) -> None:
+    """Rule 3b: participles and adjective-like verbs inside a noun phrase ("a snow covered street")."""
+    for i in range(len(toks) - 1):
+        t = toks[i]
+        if t.tag != "VERB" or toks[i + 1].tag not in ("NOUN", "ADJ"):
+            continue
+        prev = toks[i - 1].tag if i else "START"
+        if prev in ("DET", "POSS", "ADJ", "NUM", "CCONJ", "NOUN") and (
+                t.low.endswith(("ed", "ing")) or t.low in ("left", "set", "cut", "made")):
+            if prev == "NOUN" and i >= 2 and toks[i - 2].tag in ("VERB", "AUX"):
+                continue
+            if prev == "NOUN" and not (i >= 2 and toks[i - 2].tag in ("DET", "POSS", "ADP")):
+                continue
+            t.tag = "ADJ"
 
 
 __all__ = ["noun_phrases", "RuleChunker", "DROPPED_CHUNKS", "RULES", "resolve_backend", "spacy_available", "Optional"]
