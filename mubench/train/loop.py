@@ -115,6 +115,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _allow_new_precision(precision: str) -> None:
     """Accelerate keeps one process-wide AcceleratorState and refuses a second Accelerator with another mixed
     precision (e.g. two trainings in one process: a run that trains two methods, or the tests). In a single-process
@@ -175,11 +181,7 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
     precision = resolve_precision(cfg, dev)
     _allow_new_precision(precision)
     accelerator = Accelerator(mixed_precision=precision, cpu=dev.type == "cpu")
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, opt = accelerator.prepare(module, opt)
+    model, opt = accelerator.prepare(module, _optimizer(cfg, params))
     ema = EMA(params, cfg.ema_decay) if cfg.ema_decay is not None else None
     ckpt_dir = out_dir / "checkpoints" if out_dir is not None else None
     gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed))
@@ -189,14 +191,13 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
     window: list[float] = []  # the losses since the last logged mean (kept in checkpoints: a resume logs the same)
     with _TrainLog(out_dir, log_name) as log, torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(cfg.seed))
-        if resume and ckpt_dir is not None:
-            state = _load_latest(ckpt_dir)
-            if state is not None:
-                check_resumable(state, cfg, precision, ckpt_dir)
-                start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
-                window = [float(v) for v in state.get("window", [])]
-                result.resumed_from = start_step
-                log(f"resumed from step {start_step}")
+        state = _load_latest(ckpt_dir) if resume and ckpt_dir is not None else None
+        if state is not None:
+            check_resumable(state, cfg, precision, ckpt_dir)
+            start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
+            window = [float(v) for v in state.get("window", [])]
+            result.resumed_from = start_step
+            log(f"resumed from step {start_step}")
         log(f"start step={start_step} steps={cfg.steps} trainable={result.trainable_params} precision={precision} "
             f"config={cfg.as_dict()}")
         end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
