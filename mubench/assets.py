@@ -190,7 +190,8 @@ def _expand(p: str) -> Optional[Path]:
     return Path(os.path.expandvars(os.path.expanduser(p)))
 
 
-def _hf_repos(asset: Asset) -> tuple[str, ...]:
+def hf_repos(asset: Asset) -> tuple[str, ...]:
+    """The Hugging Face repositories whose local cache may hold ``asset`` (none, one or several)."""
     if not asset.hf_repo:
         return ()
     return (asset.hf_repo,) if isinstance(asset.hf_repo, str) else tuple(asset.hf_repo)
@@ -309,7 +310,7 @@ def require(name: str, override_path: Union[str, Path, None] = None, *, verify: 
         looked.append(f"{where}: {path} ({problem})")
         if override_path and where.startswith("configured"):
             raise AssetError(_message(asset, looked))
-    for repo in _hf_repos(asset):
+    for repo in hf_repos(asset):
         hit, where = _hf_cache_lookup(repo, asset.hf_filename)
         if hit is None:
             looked.append(f"{where}: not cached")
@@ -375,5 +376,5 @@ def parse_asset_overrides(pairs: Iterable[tuple[str, object]]) -> dict[str, str]
     return out
 
 
-__all__ = ["Asset", "MANIFEST", "manifest", "get_asset", "select", "require", "status", "candidates",
+__all__ = ["Asset", "MANIFEST", "manifest", "get_asset", "select", "require", "status", "candidates", "hf_repos",
            "mubench_home", "assets_root", "file_sha256", "parse_asset_overrides", "AssetStatus"]

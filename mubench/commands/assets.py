@@ -69,7 +69,7 @@ def _asset_row(asset, action: str, path) -> dict:
                  "used_by": list(asset.used_by), "expected_sha256": asset.sha256, "config_key": asset.config_key}
     if action == "where":
         row["looked"] = [f"{w}: {p}" for w, p in A.candidates(asset, path)]
-        for repo in A._hf_repos(asset):
+        for repo in A.hf_repos(asset):
             row["looked"].append(f"Hugging Face cache: {repo}" + (f" / {asset.hf_filename}"
                                                                    if asset.hf_filename else ""))
     else:
