@@ -13,23 +13,15 @@ _VERBOSITY_VARIABLES = {"diffusers": "DIFFUSERS_VERBOSITY", "transformers": "TRA
 def quiet_libraries() -> None:
     """Offline mode, and diffusers' and transformers' logs at "error". Neither library is imported here (together
     some seconds): one not yet imported reads its verbosity variable when it is (a value the user set wins); one
-    already imported is set directly."""
+    already imported has its logger set directly."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # mubench never downloads
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     for library, variable in _VERBOSITY_VARIABLES.items():
-        if library in sys.modules:
-            _set_verbosity_error(library)
-        else:
-            os.environ.setdefault(variable, "error")
+        os.environ.setdefault(variable, "error")
+        if library in sys.modules:  # configured already: its variable is no longer read
+            logging.getLogger(library).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*TF32.*")
     warnings.filterwarnings("ignore", message=".*not writable.*")
     # compile=...: torch's C++ toolchain probe notes that a CPU-only machine has no CUDA runtime
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-
-def _set_verbosity_error(library: str) -> None:
-    if library == "diffusers":
-        from diffusers.utils import logging as library_logging
-    else:
-        from transformers.utils import logging as library_logging
-    library_logging.set_verbosity_error()
