@@ -88,18 +88,21 @@ def test_sigterm_raises_interrupted_with_its_exit_status_and_handlers_are_restor
     assert {s: signal.getsignal(s) for s in before} == before
 
 
+class SignalledWhileCollected:
+    """Sends this process a SIGTERM from its finaliser, whose handler then runs inside ``__del__``."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here, inside the finaliser
+            pass
+
+
 def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command():
     """Python prints and drops an exception raised inside ``__del__``: a SIGTERM whose handler runs there (a
     ZipFile being collected, seen in CI) must not be lost, but raise Interrupted as soon as the finaliser is done."""
     import time
 
     from mubench.interrupts import Interrupted, interrupts_raise
-
-    class SignalledWhileCollected:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):  # the handler runs here, inside the finaliser
-                pass
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     with pytest.raises(Interrupted) as err:
@@ -123,12 +126,6 @@ def test_leaving_the_command_cancels_a_pending_redelivery():
     alarms: list[int] = []
     own = signal.signal(signal.SIGALRM, lambda s, f: alarms.append(s))
     try:
-        class SignalledWhileCollected:
-            def __del__(self) -> None:
-                os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(1000):
-                    pass
-
         with interrupts_raise():
             obj = SignalledWhileCollected()
             del obj  # the body ends at once, before the redelivery is due
