@@ -30,8 +30,9 @@ test: setup
 # the project's own regression check (.ci/run runs it after the tests): a small micro run, seed 0, in a throwaway
 # MUBENCH_HOME, compared with the committed baseline (tolerances and how they were chosen are in the file)
 check-baseline: setup
-	d=$$(mktemp -d) && MUBENCH_HOME=$$d/home $(BIN)/mubench run suite=micro method=sd limit=320 seed=0 \
-	    out=$$d/micro-sd && $(BIN)/mubench check --baseline reports/baselines/micro-sd.json results=$$d/micro-sd
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	    MUBENCH_HOME=$$d/home $(BIN)/mubench run suite=micro method=sd limit=320 seed=0 out=$$d/micro-sd && \
+	    $(BIN)/mubench check --baseline reports/baselines/micro-sd.json results=$$d/micro-sd
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

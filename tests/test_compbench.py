@@ -17,7 +17,8 @@ from mubench.assets import get_asset
 from mubench.config import build_params
 from mubench.errors import AssetError, UsageError
 from mubench.scorers.base import ScorerContext
-from mubench.scorers.blip_vqa import BlipVqa, BlipVqaParams, image_score, preprocess, question_for, round_prob
+from mubench.scorers.blip_vqa import (BlipVqa, BlipVqaParams, image_score, preprocess, question_for, round_prob,
+                                      tiny_blip_vqa)
 from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.compbench import (CompBenchParams, CompBenchSuite, export_samples, import_folder,
                                       read_prompt_file, read_vqa_results, running_index, sample_name)
@@ -138,6 +139,16 @@ def test_tiny_blip_batching_and_padding_do_not_change_probabilities():
     np.testing.assert_allclose(together, alone, atol=1e-6)
     assert all(0 < p < 1 for p in together)
     assert max(together) - min(together) > 1e-3  # the tiny model is not constant
+
+
+def test_tiny_blip_leaves_no_temporary_files(tmp_path, monkeypatch):
+    """The tokenizer reads its vocabulary once; the folder it was written to must not outlive the call."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    _, tok = tiny_blip_vqa()
+    assert tok("a red cat?").input_ids[1:-1] == tok.convert_tokens_to_ids(["a", "red", "cat", "?"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_preprocess_squashes_with_clip_normalisation():

@@ -54,10 +54,9 @@ RAW = st.one_of(st.binary(max_size=64), st.sampled_from([
     b"&a [*a]", b"kind: maskunet\nratio: 1e999\n", b"- - - -", b"kind: toy\nimages_per_prompt: 99999999999999999999"]))
 
 
-def _spec_file(data) -> Path:
+def _write_spec(folder: Path, data) -> Path:
     import yaml
 
-    folder = Path(tempfile.mkdtemp(prefix="mubench-fuzz-"))
     path = folder / "spec.yaml"
     if isinstance(data, bytes):
         path.write_bytes(data)
@@ -69,15 +68,15 @@ def _spec_file(data) -> Path:
 @FUZZ
 @given(st.one_of(YAML_TREES, RAW), st.sampled_from(["suite", "method"]))
 def test_spec_files_resolve_or_are_usage_errors(data, role):
-    path = _spec_file(data)
     base = {"suite": "suite=toy", "method": "method=sd"}
-    args = [f"{role}={path}", "model=tiny-sd"] + [v for k, v in base.items() if k != role]
-    _resolves_or_usage_error(args)
+    with tempfile.TemporaryDirectory(prefix="mubench-fuzz-") as folder:  # hypothesis: no function-scoped tmp_path
+        path = _write_spec(Path(folder), data)
+        _resolves_or_usage_error([f"{role}={path}", "model=tiny-sd"] + [v for k, v in base.items() if k != role])
 
 
 @pytest.mark.parametrize("data", [b"", b"\x89PNG\x00\x01", b"kind: toy\n\x00"])
-def test_cli_reports_broken_specs_with_exit_2(cli, data):
-    path = _spec_file(data)
+def test_cli_reports_broken_specs_with_exit_2(cli, tmp_path, data):
+    path = _write_spec(tmp_path, data)
     proc = cli("run", f"suite={path}", "model=tiny-sd")
     assert proc.returncode == 2 and "mubench: error:" in proc.stderr and "Traceback" not in proc.stderr
     assert "unexpected" not in proc.stderr

@@ -115,7 +115,7 @@ def test_two_processes_give_the_same_samples(tmp_path, method):
     assert run_cli("run", *args, f"out={single}", f"cache={tmp_path / 'c1'}", env=env).returncode == 0
     store = tmp_path / "multi.sqlite"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "mubench", "run", *args, f"out={multi}", f"cache={tmp_path / 'c2'}",
+                           "--log-dir", str(tmp_path / "torchrun-logs"), "-m", "mubench", "run", *args, f"out={multi}", f"cache={tmp_path / 'c2'}",
                            f"store={store}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _sha_by_image(single) == _sha_by_image(multi)

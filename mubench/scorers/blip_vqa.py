@@ -91,9 +91,10 @@ def tiny_blip_vqa(seed: int = 0, image_size: int = 32):
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", "yes", "no", "?", "a", "an", "the",
              "and", "red", "green", "blue", "yellow", "white", "black", "brown", "bench", "bowl", "car", "cat",
              "dog", "book", "cake", "round", "square", "wooden", "glass", "metallic", "fluffy", "plastic"]
-    vocab_dir = Path(tempfile.mkdtemp(prefix="mubench-tiny-blip-"))
-    (vocab_dir / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizer(str(vocab_dir / "vocab.txt"), do_lower_case=True, bos_token="[DEC]")
+    with tempfile.TemporaryDirectory(prefix="mubench-tiny-blip-") as vocab_dir:  # read once, into tok.vocab
+        vocab = Path(vocab_dir) / "vocab.txt"
+        vocab.write_text("\n".join(words) + "\n")
+        tok = BertTokenizer(str(vocab), do_lower_case=True, bos_token="[DEC]")
     text = dict(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=64, max_position_embeddings=64, bos_token_id=words.index("[DEC]"),
                 initializer_range=0.5,
