@@ -33,12 +33,13 @@ def load_before(rev: str):
     """The module as of ``rev``, imported as a sibling of the current one (its relative imports resolve)."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:mubench/methods/maskunet_free.py"],
                             capture_output=True, text=True, check=True).stdout
-    tmp = Path(tempfile.mkdtemp()) / "maskunet_free_before.py"
-    tmp.write_text(source)
-    spec = importlib.util.spec_from_file_location("mubench.methods.maskunet_free_before", tmp)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:  # executed once on import: the file need not outlive it
+        tmp = Path(folder) / "maskunet_free_before.py"
+        tmp.write_text(source)
+        spec = importlib.util.spec_from_file_location("mubench.methods.maskunet_free_before", tmp)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
     return module
 
 

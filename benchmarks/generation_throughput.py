@@ -54,7 +54,7 @@ def parse() -> argparse.Namespace:
 class Setup:
     """One loaded model and the run pieces every way shares."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         from mubench.chunking import default_chunk
         from mubench.config import resolve
         from mubench.registry import load_registries
@@ -62,7 +62,7 @@ class Setup:
         from mubench.sampler import resolve_sampler
 
         self.regs = load_registries(plugins=False)
-        self.tmp = Path(tempfile.mkdtemp(prefix="mubench-genbench-"))
+        self.tmp = workdir  # every round's cache (images included): removed by main() when done
         keys = [f"suite={args.suite}", f"model={args.model}", f"device={args.device}", f"dtype={args.dtype}",
                 f"weights={args.weights}", f"cache={self.tmp / 'base'}", *args.model_arg, *args.suite_arg]
         if args.batch_size:
@@ -126,7 +126,11 @@ def _sync(device: torch.device) -> None:
 
 def main() -> None:
     args = parse()
-    s = Setup(args)
+    with tempfile.TemporaryDirectory(prefix="mubench-genbench-") as workdir:
+        measure(args, Setup(args, Path(workdir)))
+
+
+def measure(args: argparse.Namespace, s: Setup) -> None:
     extra = sorted({int(v) for v in args.chunks.split(",") if v.strip()} - {s.chunk, 1})
     ways = {"harness": lambda: s.harness(s.chunk), "bare": s.bare, "chunk1": lambda: s.harness(1)}
     ways.update({f"harness_chunk{k}": (lambda k=k: s.harness(k)) for k in extra})
