@@ -10,20 +10,20 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parent folders are created)."""
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, fsync it and rename it to ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -37,6 +37,11 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders are created)."""
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def current_umask() -> int:

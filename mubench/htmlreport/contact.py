@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fsutil import atomic_write
+
 CONTACT_N = 32  # images on the sheet
 TILE = 128  # image side on the sheet (micro images are upscaled without smoothing)
 COLUMNS = 8
@@ -46,8 +48,4 @@ def contact_sheet(samples: Sequence[dict[str, Any]], path: Path, n: int = CONTAC
         lines = textwrap.wrap(caption, width_chars)[:CAPTION_LINES]
         for m, line in enumerate(lines):
             draw.text((x, y + tile + 2 + m * line_h), line, fill="black", font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: sheet.save(fh, format="PNG"))

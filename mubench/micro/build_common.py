@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..fsutil import atomic_write_bytes, atomic_write_text
 from . import data as D
 from . import scene as S
 
@@ -49,16 +49,13 @@ class BuildLog:
 
 
 def save_safetensors(module: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
-    """``module``'s weights (float32) to ``path`` with ``metadata`` as one JSON entry, atomically, mode 0644."""
-    from safetensors.torch import save_file
+    """``module``'s weights (float32) to ``path`` with ``metadata`` as one JSON entry, atomically."""
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous().cpu().float() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
     # one metadata key: safetensors writes several keys in hash-map order, which would make the
     # file's sha256 differ between two builds of bitwise-equal weights
-    save_file(state, str(tmp), metadata={"mubench": json.dumps(metadata, sort_keys=True)})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(state, metadata={"mubench": json.dumps(metadata, sort_keys=True)}))
 
 
 def check_build_recipe(work: Path, recipe: dict[str, Any]) -> None:
@@ -179,9 +176,7 @@ def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, wo
 
 def write_manifest(out: Path, manifest: dict[str, Any], log: BuildLog) -> None:
     """``<out>/manifest.json``, written atomically."""
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {out / 'manifest.json'}; total {manifest['timings']['total_s']}s")
 
 

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..errors import AssetError
+from ..fsutil import atomic_write_bytes
 from . import art as A
 from . import data as D
 from . import scene as S
@@ -311,13 +311,9 @@ def save_micro_clip(model: MicroClip, path: str | Path, extra: Optional[dict[str
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
     # one metadata key: safetensors writes a metadata map in hash order, so several keys give a different file
     # (and sha256) on every save of the same weights
-    save_file(state, str(tmp), metadata={"mubench": json.dumps(meta, sort_keys=True)})
-    os.chmod(tmp, 0o644)  # shipped in zoo/: readable by all, whatever mode save_file created it with
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, save(state, metadata={"mubench": json.dumps(meta, sort_keys=True)}))
 
 
 def load_micro_clip(path: str | Path, device: str | torch.device = "cpu") -> MicroClip:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..fsutil import atomic_write_bytes
 from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss
 from . import data as D
@@ -198,8 +197,7 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(tr.steps_done), "weights": "ema"}
     save_safetensors(tr.unet, out / UNET_FILE, meta)
     save_safetensors(tr.text_encoder, out / TEXT_ENCODER_FILE, meta)
-    shutil.copyfile(clip_work, out / (CLIP_FILE + ".tmp"))
-    os.replace(out / (CLIP_FILE + ".tmp"), out / CLIP_FILE)
+    atomic_write_bytes(out / CLIP_FILE, clip_work.read_bytes())
     files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
              for f in (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)}
     sampler = dict(DEFAULT_SAMPLER)

@@ -15,9 +15,7 @@ same parameters as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..fsutil import current_umask
+from ..fsutil import atomic_write
 from .config import TrainConfig
 from .ema import EMA
 
@@ -100,19 +98,7 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # the mode open() would give, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
