@@ -84,6 +84,18 @@ def test_atomic_files_get_the_umask_mode(tmp_path):
         os.umask(old)
 
 
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from mubench.train.loop import atomic_torch_save
+
+    path = tmp_path / "ckpt.pt"
+    atomic_torch_save({"step": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="pickle"):
+        atomic_torch_save({"step": 2, "hook": lambda: 0}, path)  # torch.save fails after writing part of the file
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
 def test_warnings_print_once_per_kind_and_are_recorded():
     from mubench.warnlog import routed_warnings
 
