@@ -1,15 +1,10 @@
-"""Where a run computes and keeps things: its device, its dtype, its cache folder (``device=``, ``dtype=``,
-``cache=``), resolved with plain errors."""
+"""Where a run computes: its device and its dtype (``device=``, ``dtype=``), resolved with plain errors (its cache
+folder is in ``paths``)."""
 from __future__ import annotations
-
-import os
-from pathlib import Path
-from typing import Optional
 
 import torch
 
 from .errors import UsageError
-from .store import mubench_home
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -30,9 +25,3 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
-
-
-def cache_root(run_cache: Optional[str]) -> Path:
-    if run_cache:
-        return Path(run_cache).expanduser()
-    return Path(os.environ.get("MUBENCH_CACHE", mubench_home() / "cache"))

@@ -24,7 +24,8 @@ from .cache import Cache, cpu_threads, scorer_key, to_uint8
 from .chunking import SCORE_CHUNK, chunks, chunks_in_flight, default_chunk, pad, shard_chunks
 from .outputs import RunOutput, sample_row
 from .config import ResolvedConfig, build_params, stable_hash, to_plain
-from .devices import cache_root, resolve_device, resolve_dtype
+from .devices import resolve_device, resolve_dtype
+from .paths import cache_root
 from .errors import UsageError
 from .methods.base import Method, MethodContext, Prepared
 from .imported import checked_images, images_per_prompt

@@ -82,7 +82,8 @@ def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, An
     from ..methods.training import TrainableMethod, train_artifact
     from ..models.base import LoadContext
     from ..registry import load_registries
-    from ..devices import cache_root, resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
+    from ..paths import cache_root
 
     regs = load_registries()
     model_c = resolve_component("model", cfg.model, sub["model"], regs)
