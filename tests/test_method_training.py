@@ -167,7 +167,7 @@ def test_parquet_source(tmp_path):
 
 
 def test_micro_source():
-    from mubench.methods.training import open_data
+    from mubench.methods.train_recipe import open_data
 
     src = open_data("micro", batch_size=5, seed=42, resolution=32)
     images, captions = src.source(1)
@@ -180,7 +180,7 @@ def test_micro_source():
 
 def test_named_data_fingerprints_are_unchanged():
     # part of trained artifacts' addresses: a change here orphans every artifact trained on these sources
-    from mubench.methods.training import data_fingerprint
+    from mubench.methods.train_recipe import data_fingerprint
 
     assert data_fingerprint("micro") == "micro-world-train:701d493b6ae14008"
     assert data_fingerprint("micro-class") == "micro-class:1b173e0e68ee89e2"
@@ -188,7 +188,7 @@ def test_named_data_fingerprints_are_unchanged():
 
 
 def test_unknown_data_spec_lists_the_registered_sources(tmp_path):
-    from mubench.methods.training import data_fingerprint, open_data
+    from mubench.methods.train_recipe import data_fingerprint, open_data
 
     for call in (lambda: data_fingerprint(str(tmp_path / "nowhere")),
                  lambda: open_data(str(tmp_path / "nowhere"), batch_size=2, seed=0, resolution=32)):
@@ -321,7 +321,8 @@ def test_deterministic_sampling_does_not_change_how_the_shared_artifact_is_train
 def test_a_vae_trains_on_posterior_samples_unless_latents_is_mean(regs, bundle, data, tmp_path):
     """The released scripts encode with ``latent_dist.sample()``: the default draws from the posterior with the
     trainer's generator; ``latents=mean`` is another artifact, and recorded as a deviation."""
-    from mubench.methods.training import DiffusionFinetuneLoss, deviations
+    from mubench.methods.finetune_loss import DiffusionFinetuneLoss
+    from mubench.methods.training import deviations
 
     codec = bundle.codec
     images = torch.rand(2, 3, 32, 32)

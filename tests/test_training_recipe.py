@@ -12,7 +12,8 @@ from PIL import Image
 
 from mubench.errors import AssetError
 from mubench.methods.artifacts import load_artifact, save_artifact
-from mubench.methods.training import DiffusionFinetuneLoss, MethodTrainConfig
+from mubench.methods.finetune_loss import DiffusionFinetuneLoss
+from mubench.methods.train_recipe import MethodTrainConfig
 from mubench.train.data import EpochSource, data_fingerprint, open_training_data
 from training_fakes import CAPTIONS, caption_folder, parquet_file
 

@@ -273,7 +273,8 @@ def _batches(which, bundle):
 @pytest.mark.parametrize("which", ["dit", "pixart"])
 @pytest.mark.parametrize("spec", ["maskunet", "lora-micro"])
 def test_trainer_steps_and_resumes_bitwise(which, spec, regs, dit, pixart, tmp_path):
-    from mubench.methods.training import DiffusionFinetuneLoss, MethodTrainConfig
+    from mubench.methods.finetune_loss import DiffusionFinetuneLoss
+    from mubench.methods.train_recipe import MethodTrainConfig
     from mubench.train import train
 
     bundle = {"dit": dit, "pixart": pixart}[which]

@@ -30,7 +30,8 @@ from ..errors import UsageError
 from ..models.base import ModelBundle
 from .artifacts import copy_matching_state
 from .base import MethodContext, Prepared
-from .training import MethodTrainConfig, TrainableMethod
+from .train_recipe import MethodTrainConfig
+from .training import TrainableMethod
 
 DROPOUT_SITES = ("resnet", "attention", "feedforward")
 

@@ -22,7 +22,8 @@ from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import MethodContext, Prepared
 from .masking import clone_sharing_parameters
-from .training import MethodTrainConfig, TrainableMethod
+from .train_recipe import MethodTrainConfig
+from .training import TrainableMethod
 
 INITS = ("gaussian", "default")
 

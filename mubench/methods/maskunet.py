@@ -45,7 +45,8 @@ from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
 from .maskunet_sampling import MaskUNetPrepared, compiles
-from .training import MethodTrainConfig, TrainableMethod
+from .train_recipe import MethodTrainConfig
+from .training import TrainableMethod
 from .transformer_layers import is_transformer
 
 __all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",

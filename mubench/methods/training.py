@@ -15,7 +15,7 @@
   on a GPU autocasts the frozen rest); checkpoints go to ``<artifact>/train/checkpoints`` and are removed once the
   artifact is written (``train.log`` stays).
 
-The recipe and its data live in :mod:`.train_recipe`, the loss in :mod:`.finetune_loss` (both re-exported here).
+The recipe and its data live in :mod:`.train_recipe`, the loss in :mod:`.finetune_loss`.
 """
 from __future__ import annotations
 
@@ -259,5 +259,4 @@ def _progress_callback(ctx: MethodContext, name: str, steps: int) -> Optional[Ca
     return on_step
 
 
-__all__ = ["MethodTrainConfig", "TrainableMethod", "DiffusionFinetuneLoss", "train_artifact", "deviations",
-           "missing_artifact_error", "train_command", "data_fingerprint", "open_data", "base_dtype"]
+__all__ = ["TrainableMethod", "train_artifact", "deviations"]

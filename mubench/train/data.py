@@ -8,7 +8,7 @@ A batch is ``(images, captions)``: float images ``[B, 3, R, R]`` in [0, 1] and a
 
 Named sources (procedurally generated streams and the like) are registered plug-ins (``Registries.datasets``, each
 a :class:`NamedDataSource`); the caller resolves a registered name before it falls back to the paths below
-(:func:`mubench.methods.training.open_data`). Sources here (``spec``):
+(:func:`mubench.methods.train_recipe.open_data`). Sources here (``spec``):
 
 a folder
     images (``.png .jpg .jpeg .webp .bmp``, searched recursively) with captions from ``captions.jsonl`` (one
