@@ -101,6 +101,17 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def _log_mean(window: list[float], done: int, opt: torch.optim.Optimizer, result: TrainResult, elapsed: float,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """The mean loss since the last log line, kept in ``result.losses`` and written as one ``key=value`` line."""
+    mean = sum(window) / len(window)
+    result.losses.append((done, mean))
+    info = {"step": done, "loss": mean, "lr": opt.param_groups[0]["lr"], "grad_norm": result.last_grad_norm,
+            "elapsed_s": round(elapsed, 1)}
+    log(" ".join(f"{k}={_fmt(v)}" for k, v in info.items()))
+    return info
+
+
 def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -182,7 +193,6 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
             check_resumable(state, cfg, precision, ckpt_dir)
             start_step = _restore(state, named, opt, ema, gen, result, accelerator.scaler)
             window = [float(v) for v in state.get("window", [])]
-            result.resumed_from = start_step
             log(f"resumed from step {start_step}")
         log(f"start step={start_step} steps={cfg.steps} trainable={result.trainable_params} precision={precision} "
             f"config={cfg.as_dict()}")
@@ -200,15 +210,11 @@ def train(module: nn.Module, loss_fn: LossFn, batches: BatchSource, cfg: TrainCo
                 # a stop (``stop_at``) logs nothing of its own: it is a kill, so a resumed run logs what an
                 # uninterrupted one does (the window since the last mean travels in the checkpoint)
                 if done % max(1, cfg.log_every) == 0 or done == cfg.steps:
-                    mean = sum(window) / len(window)
-                    result.losses.append((done, mean))
-                    info = {"step": done, "loss": mean, "lr": opt.param_groups[0]["lr"],
-                            "grad_norm": result.last_grad_norm, "elapsed_s": round(time.time() - t0, 1)}
-                    log(" ".join(f"{k}={_fmt(v)}" for k, v in info.items()))
+                    info = _log_mean(window, done, opt, result, time.time() - t0, log)
                     if on_log is not None:
                         on_log(info)
                     window = []
-                    progress.update(task, info=f"loss {mean:.4f}")
+                    progress.update(task, info=f"loss {info['loss']:.4f}")
                 progress.update(task, completed=done)
                 if on_step is not None:
                     on_step(done)
@@ -361,5 +367,5 @@ def _restore(state: dict, named, opt, ema: Optional[EMA], gen: torch.Generator, 
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     result.losses = [(int(s), float(v)) for s, v in state.get("losses", [])]
-    result.step = int(state["step"])
-    return int(state["step"])
+    result.step = result.resumed_from = int(state["step"])
+    return result.step
