@@ -38,7 +38,9 @@ class OneCFGCall:
         really vary; the cost does not depend on them)."""
         import torch
 
-        from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+        from mubench.methods.maskunet import MaskUNetParams
+
+        from mubench.methods.maskunet_method import MaskUNetMethod
 
         prepared = MaskUNetMethod(MaskUNetParams(**params), "maskunet").build(self.bundle, self.ctx)
         gen = torch.Generator().manual_seed(0)

@@ -19,7 +19,7 @@ def register_builtins(r: "Registries") -> None:
     # method kinds
     r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
     r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")
-    r.methods.register("maskunet", "mubench.methods.maskunet:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks")
+    r.methods.register("maskunet", "mubench.methods.maskunet_method:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks")
     r.methods.register("lora", "mubench.methods.lora:LoRAMethod", "peft LoRA on the attention projections")
     r.methods.register("full-ft", "mubench.methods.finetune:FullFineTune", "full fine-tune of every denoiser weight (optionally with dropout)")
     r.methods.register("maskunet-free", "mubench.methods.maskunet_free:MaskUNetFree", "MaskUNet, training-free: per-image, per-step mask logits optimised against rewards while sampling")

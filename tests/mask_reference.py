@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from mubench.methods.base import MethodContext
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+from mubench.methods.maskunet import MaskUNetParams
+from mubench.methods.maskunet_method import MaskUNetMethod
 
 
 def prepared_maskunet(bundle, tmp_path: Path, **kw):

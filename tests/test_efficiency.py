@@ -54,7 +54,8 @@ def test_maskunet_figures_schema_and_store(regs, tmp_path):
     assert m["latency_ratio"]["value"] == pytest.approx(m["latency_s"]["value"] / m["base_latency_s"]["value"])
     assert m["train_step_ratio"]["n"] == 3
     # the mask path is counted: method - base = the generators' and adapters' GEMMs of one row, exactly
-    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+    from mubench.methods.maskunet import MaskUNetParams
+    from mubench.methods.maskunet_method import MaskUNetMethod
     prepared = MaskUNetMethod(MaskUNetParams(), "maskunet").build(_bundle(regs), _ctx(tmp_path))
     extra = (m["gflops"]["value"] - m["base_gflops"]["value"]) * 1e9
     assert extra == pytest.approx(_mask_path_flops(prepared), rel=1e-6)

@@ -145,7 +145,8 @@ def test_tensor_bytes_on_one_device():
 
 def test_a_lone_layer_is_packed_without_a_copy_and_outputs_stay_bitwise(bundle, tmp_path, monkeypatch):
     from mubench.methods import maskunet_fast
-    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+    from mubench.methods.maskunet import MaskUNetParams
+    from mubench.methods.maskunet_method import MaskUNetMethod
 
     prepared = MaskUNetMethod(MaskUNetParams(), "maskunet").build(
         bundle, MethodContext(artifacts_dir=tmp_path, train="never", model_name="tiny-sd"))

@@ -13,7 +13,8 @@ from mubench.errors import UsageError
 from mubench.kernels.masked_weights import masked_weights_reference, masked_weights_triton, triton_unavailable
 from mubench.kernels.philox import counter_exponential, counter_uniform
 from mubench.methods.base import MethodContext
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+from mubench.methods.maskunet import MaskUNetParams
+from mubench.methods.maskunet_method import MaskUNetMethod
 
 triton = pytest.importorskip("triton", reason="the Triton kernel tests need the triton package")
 

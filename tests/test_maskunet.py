@@ -10,7 +10,8 @@ import torch
 from mubench.errors import UsageError
 from mubench.methods.base import MethodContext
 from mubench.methods.hook_args import call_arguments, positional_names
-from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+from mubench.methods.maskunet import MaskUNetParams
+from mubench.methods.maskunet_method import MaskUNetMethod
 from mubench.models.base import ModelBundle
 
 
@@ -224,7 +225,8 @@ def test_each_block_generator_sees_the_rows_own_timestep_embedding():
     import torch
 
     from mubench.methods.base import MethodContext
-    from mubench.methods.maskunet import MaskUNetMethod, MaskUNetParams
+    from mubench.methods.maskunet import MaskUNetParams
+    from mubench.methods.maskunet_method import MaskUNetMethod
     from mubench.models.base import LoadContext
     from mubench.models.tiny import TinySD, TinySDParams
 

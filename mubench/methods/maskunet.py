@@ -33,24 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from ..kernels.masked_weights import register_group_operator, triton_unavailable
 from ..kernels.philox import counter_exponential
-from ..models.base import ModelBundle
 from .artifacts import copy_matching_state
-from .base import MethodContext
 from .hook_args import call_arguments, positional_names
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, install_masked_layers, keep_mask,
-                      masked_product, masked_weight_count, set_mask_fn, thresholded_product)
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, keep_mask, masked_product, set_mask_fn,
+                      thresholded_product)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
-from .maskunet_sampling import MaskUNetPrepared, compiles
 from .train_recipe import MethodTrainConfig
-from .training import TrainableMethod
-from .transformer_layers import is_transformer
 
-__all__ = ["MaskUNet", "MaskUNetMethod", "MaskUNetParams", "MaskUNetPrepared", "exponential_noise",
-           "keep_probability", "sample_hard_mask"]
+__all__ = ["MaskUNet", "MaskUNetParams", "exponential_noise", "keep_probability", "sample_hard_mask"]
 
 MODES = ("conditional", "faithful")
 MASK_SCOPES = ("row", "image")
@@ -297,65 +289,3 @@ class MaskUNet(nn.Module):
 
 def _mkey(block: str) -> str:
     return block.replace(".", "-")
-
-
-def _model_class(denoiser: nn.Module) -> type:
-    """MaskUNet, or for a DiT / PixArt transformer our adaptation (:mod:`.transformer_masks`)."""
-    from .transformer_masks import mask_model_class
-
-    return mask_model_class(denoiser)
-
-
-class MaskUNetMethod(TrainableMethod):
-    """Generator + adapter weights are the artifact; ``prepare`` (load or train on demand) comes from
-    :class:`TrainableMethod`."""
-
-    Params = MaskUNetParams
-    artifact_kind = "maskunet"
-    released_grad_clip = None  # the released script's clipping clipped nothing (method.md §8.16)
-
-    @property
-    def compile_safe(self) -> bool:
-        p = self.params  # known before loading: the grouped path covers every layer where only linears are masked
-        return compiles(p.deterministic, p.noise, fused_covers_every_layer=p.layers == "decoder-attn")
-
-    def compiles_on(self, bundle: ModelBundle) -> bool:
-        """The grouped path is MaskUNet's (UNet) own: a DiT / PixArt adaptation computes masks layer by layer."""
-        p = self.params
-        return compiles(p.deterministic, p.noise, p.layers == "decoder-attn" and not is_transformer(bundle.denoiser))
-
-    def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
-        p: MaskUNetParams = self.params
-        p.validate()
-        unet, layers = install_masked_layers(bundle.denoiser, p.layers)
-        unet.requires_grad_(False)
-        device = next(unet.parameters()).device
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p.train.seed)
-            with torch.device("meta" if device.type == "meta" else "cpu"):
-                model = _model_class(unet)(unet, layers, p)
-        if p.kernel == "triton":
-            if model._fused is None:
-                raise UsageError("kernel=triton covers the masked linears of a UNet; transformer masks use "
-                                 "kernel=torch")
-            why = triton_unavailable(device) if device.type != "meta" else None
-            if why is not None:
-                raise UsageError(f"kernel=triton: {why}")
-            register_group_operator()  # before any call: a compiled denoiser cannot register it while tracing
-        model.generators.to(device)
-        model.adapters.to(device)
-        added = sum(t.numel() for t in model.trainable_parameters())
-        info = {
-            "change": "maskunet", "mode": p.mode, "layers": p.layers, "factor": p.factor, "hidden": p.hidden,
-            "deterministic": p.deterministic,
-            "sampler": "logit > 0" if p.deterministic else "single Gumbel draw, P(keep) = 1 - exp(-e^logit)",
-            "mask_scope": ("per denoiser row (each CFG row its own mask, as released)" if p.mask_scope == "row" else
-                           "per image: both CFG rows use the conditional row's mask (ours, not released)"),
-            "noise": ("Philox counter keyed by (image stream and call, layer, weight, row slot)"
-                      if p.noise == "counter" else "per-image generator streams"),
-            "kernel": p.kernel,
-            "masked_layers": len(layers), "masked_weights": masked_weight_count(layers),
-            "generators": len(model.generators), **getattr(model, "extra_info", {}),
-        }
-        return MaskUNetPrepared(model, added_params=added, trainable_params=added, info=info,
-                                layers=[layer.describe() for layer in layers])

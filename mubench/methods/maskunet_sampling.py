@@ -1,9 +1,9 @@
 """MaskUNet at sampling time: which noise and which mask layout each row of a denoiser call gets.
 
-:class:`MaskUNetPrepared` is what :class:`~mubench.methods.maskunet.MaskUNetMethod` prepares: before every call it
-tells the model (a :class:`~mubench.methods.maskunet.MaskUNet` or its transformer variant) where each row's Gumbel noise
-comes from — a generator per image seeded from the image's stream (``noise: stream``), or a Philox key per image and a
-slot per row (``noise: counter``) — and, with ``mask_scope: image``, which rows share an image's mask.
+:class:`MaskUNetPrepared` is what :class:`~mubench.methods.maskunet_method.MaskUNetMethod` prepares: before every
+call it tells the model (a :class:`~mubench.methods.maskunet.MaskUNet` or its transformer variant) where each row's
+Gumbel noise comes from — a generator per image seeded from the image's stream (``noise: stream``), or a Philox key
+per image and a slot per row (``noise: counter``) — and, with ``mask_scope: image``, which rows share an image's mask.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ transformer (method.md §5, §8.14). We carry the UNet design over unchanged exc
 
 - **layers**: the attention q/k/v/o linears of the second half of the blocks (:mod:`.transformer_layers`);
 - **one mask generator per transformer block** with masked layers (the UNet has one per decoder block): the same
-  :class:`~mubench.methods.maskunet.MaskGenerator`, with ``in_ch = out_ch = D`` (the token width; the UNet takes
+  :class:`~mubench.methods.mask_generator.MaskGenerator`, with ``in_ch = out_ch = D`` (the token width; the UNet takes
   them from the block's first resnet) and ``grid = (D/f) × (D/f)``. Its block features are the tokens entering the
   block, mean-pooled over the sequence (the UNet's GAP of the block input; a transformer block has no skip input),
   plus ``FC_t`` of the block's conditioning vector:
