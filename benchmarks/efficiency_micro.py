@@ -21,5 +21,5 @@ from _efficiency import main, parser  # noqa: E402
 TARGETS = {("maskunet", "latency_ratio"): 1.15, ("maskunet-free", "latency_ratio"): 8.0}
 
 if __name__ == "__main__":
-    args = parser(__doc__.splitlines()[0], "maskunet,maskunet-free", repeats=10, steps=None).parse_args()
+    args = parser(__doc__.split("\n\n")[0], "maskunet,maskunet-free", repeats=10, steps=None).parse_args()
     main("efficiency_micro", "micro", args, TARGETS)

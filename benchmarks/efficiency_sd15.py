@@ -51,7 +51,7 @@ def reward_keys(vocab_dir: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__.splitlines()[0], METHODS, repeats=10, steps=None)
+    p = parser(__doc__.split("\n\n")[0], METHODS, repeats=10, steps=None)
     p.add_argument("--model", default="sd15", help="sd15 (default) or tiny-sd for a quick check of the plumbing")
     p.set_defaults(device="cuda", weights="random")
     args = p.parse_args()

@@ -20,6 +20,6 @@ from _efficiency import main, parser  # noqa: E402
 TARGETS = {("maskunet", "latency_ratio"): 1.25}
 
 if __name__ == "__main__":
-    args = parser(__doc__.splitlines()[0], "maskunet,lora,lora-unmerged=lora:merge=false", repeats=5,
+    args = parser(__doc__.split("\n\n")[0], "maskunet,lora,lora-unmerged=lora:merge=false", repeats=5,
                   steps=10).parse_args()
     main("efficiency_sdred", "sd15-reduced", args, TARGETS)

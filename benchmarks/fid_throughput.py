@@ -61,7 +61,7 @@ def extractor(kind: str, scorer):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--extractor", choices=("tiny", "inception"), default="tiny")

@@ -38,7 +38,7 @@ from _one_call import OneCFGCall  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="sd15-reduced")
     p.add_argument("--weights", default="pretrained")
     p.add_argument("--repeats", type=int, default=10)

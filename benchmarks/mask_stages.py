@@ -37,7 +37,7 @@ COMPARED = ("threshold_bool_mask",)  # timed for comparison, not part of the pat
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="sd15-reduced")
     p.add_argument("--weights", default="random", help="pretrained | random")
     p.add_argument("--repeats", type=int, default=12, help="timed rounds")
