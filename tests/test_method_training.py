@@ -96,6 +96,7 @@ def test_deviations_from_the_released_code_are_recorded(regs, bundle, data, tmp_
 # --------------------------------------------------------------------------- recipes
 
 
+@pytest.mark.filterwarnings("ignore::mubench.config.MismatchWarning")  # micro's recipe with tiny-sd / dit on purpose
 def test_micro_recipe_is_selected_by_model(regs):
     micro = resolve(["method=maskunet", "model=micro"], regs)
     assert micro.method.recipe == "micro" and micro.method.params.train.data == "micro-art"
