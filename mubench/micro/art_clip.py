@@ -19,11 +19,12 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..errors import UsageError
+from ..fsutil import atomic_write_text
 from . import art as A
 from . import data as D
 from . import scene as S
-from .assets import MANIFEST, default_zoo_root, sha256_file
-from .build_common import BuildLog, versions
+from .assets import MANIFEST, default_zoo_root
+from .build_common import BuildLog, file_entries, manifest_head, versions
 from .clip import CLIP_FILENAME, MicroClipTrainParams, evaluate_micro_clip, save_micro_clip, train_micro_clip
 
 MANIFEST_FORMAT = "mubench-zoo-micro-art/1"
@@ -77,12 +78,11 @@ def build_micro_art(out_dir: Optional[Path] = None, params: Optional[ArtClipBuil
     path = save_micro_clip(model, out / CLIP_FILENAME, {"world": "micro-art"})
     log(f"micro-clip trained in {time.time() - start:.1f}s, final loss {model.train_info['final_loss']:.4f}")
     manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT, "name": "micro-art", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe": asdict(p), "train_info": model.train_info, "versions": versions(),
-        "files": {CLIP_FILENAME: {"sha256": sha256_file(path), "bytes": path.stat().st_size}}}
+        **manifest_head(MANIFEST_FORMAT, "micro-art"), "recipe": asdict(p), "train_info": model.train_info,
+        "versions": versions(), "files": file_entries(out, (path.name,))}
     if evaluate:
         manifest["quality"] = {"micro": evaluate_micro_clip(model, split="val"),
                                "micro-art": evaluate_micro_clip(model, split="val", world="micro-art")}
         log("quality " + json.dumps(manifest["quality"], sort_keys=True))
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

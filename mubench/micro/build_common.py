@@ -7,12 +7,13 @@ recipe (:func:`check_build_recipe`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..fsutil import atomic_write_bytes, atomic_write_text
 from . import data as D
+from .assets import sha256_file
 from . import scene as S
 
 # (caption, colour, shape) of a single-object prompt of a build's quality check
@@ -172,6 +174,34 @@ def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, wo
     if result.ema is not None:
         result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
     return result, stopped_at
+
+
+class StageTimes:
+    """Seconds per build stage (``with times.stage("train_s"):``) and, from :meth:`finish`, the whole build's."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, key: str) -> Iterator[None]:
+        t0 = time.time()
+        yield
+        self.seconds[key] = round(time.time() - t0, 1)
+
+    def finish(self) -> dict[str, float]:
+        self.seconds["total_s"] = round(time.time() - self.start, 1)
+        return dict(self.seconds)
+
+
+def manifest_head(fmt: str, name: str) -> dict[str, Any]:
+    """The fields a zoo manifest starts with: its format, its name and when it was built (UTC)."""
+    return {"format": fmt, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def file_entries(out: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {sha256, bytes}}`` of files written into ``out``, as a manifest lists them."""
+    return {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}
 
 
 def write_manifest(out: Path, manifest: dict[str, Any], log: BuildLog) -> None:

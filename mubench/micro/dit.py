@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -35,10 +34,10 @@ from ..errors import AssetError, UsageError
 from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
-from .assets import load_manifest, sha256_file, verified_path, zoo_dir
-from .build_common import (build_recipe, check_build_recipe, clip_fid, evaluate_bundle, keeps_thread_count, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
-                           versions, write_manifest)
+from .assets import load_manifest, verified_path, zoo_dir
+from .build_common import (StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, file_entries,
+                           keeps_thread_count, manifest_head, pair_counts, real_reference_images, save_safetensors,
+                           start_build, train_config, train_in_chunks, versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -218,8 +217,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
 
     p = params or DiTBuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / "micro-dit"
-    timings: dict[str, float] = {}
-    t_build = time.time()
+    times = StageTimes()
     work, log = start_build(out, "micro-dit", p, echo)
 
     configs = default_configs()
@@ -235,33 +233,27 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     batches = IteratorSource(lambda: C.iterate_class_batches("train", p.batch_size, p.data_seed))
     tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))
-    t0 = time.time()
-    result, stopped_at = train_in_chunks(transformer, loss_fn, batches, tcfg, work, p, log, show_progress, "dit")
+    with times.stage("train_s"):
+        result, stopped_at = train_in_chunks(transformer, loss_fn, batches, tcfg, work, p, log, show_progress, "dit")
     steps_done = result.step
-    timings["train_s"] = round(time.time() - t0, 1)
-    log(f"micro-dit trained to step {steps_done} in {timings['train_s']}s (final loss {result.final_loss()})")
+    log(f"micro-dit trained to step {steps_done} in {times.seconds['train_s']}s (final loss {result.final_loss()})")
 
     meta = {"format": MANIFEST_FORMAT, "seed": p.seed, "steps": steps_done,
             "weights": "ema" if result.ema is not None else "raw"}
     save_safetensors(transformer, out / DIT_FILE, meta)
-    files = {DIT_FILE: {"sha256": sha256_file(out / DIT_FILE), "bytes": (out / DIT_FILE).stat().st_size}}
 
-    quality: dict[str, Any] = {}
-    t0 = time.time()
-    if evaluate:
-        quality = evaluate_micro_dit(transformer, configs, p, log)
-    timings["eval_s"] = round(time.time() - t0, 1)
-    timings["total_s"] = round(time.time() - t_build, 1)
+    with times.stage("eval_s"):
+        quality = evaluate_micro_dit(transformer, configs, p, log) if evaluate else {}
     manifest = {
-        "format": MANIFEST_FORMAT, "name": "micro-dit",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "configs": configs, "sampler": dict(DEFAULT_SAMPLER), "image_size": IMAGE_SIZE, "files": files,
+        **manifest_head(MANIFEST_FORMAT, "micro-dit"),
+        "configs": configs, "sampler": dict(DEFAULT_SAMPLER), "image_size": IMAGE_SIZE,
+        "files": file_entries(out, (DIT_FILE,)),
         "data": {"split": "train", "data_seed": p.data_seed, "classes": C.class_names(),
                  "fingerprint": C.class_fingerprint("train"), "stream_offset": C.CLASS_STREAM_OFFSET},
         "recipe": {**asdict(p), "steps_done": steps_done, "stopped_early_at": stopped_at, "weights": "EMA",
                    "prediction_type": configs["scheduler"]["prediction_type"], "trainer": "mubench.train.train",
                    "train_config": tcfg.as_dict()},
-        "quality": quality, "timings": timings, "versions": versions(), "losses": result.losses,
+        "quality": quality, "timings": times.finish(), "versions": versions(), "losses": result.losses,
     }
     write_manifest(out, manifest, log)
     return manifest

@@ -36,10 +36,9 @@ from ..fsutil import atomic_write_bytes
 from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig, diffusion_loss
 from . import data as D
-from .assets import sha256_file
-from .build_common import (BuildLog, Prompt, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
-                           keeps_thread_count, pair_counts, real_reference_images, save_safetensors, start_build,
-                           train_config, train_in_chunks, versions, write_manifest)
+from .build_common import (BuildLog, Prompt, StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
+                           file_entries, keeps_thread_count, manifest_head, pair_counts, real_reference_images,
+                           save_safetensors, start_build, train_config, train_in_chunks, versions, write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -177,49 +176,41 @@ def build_micro(out_dir: Optional[Path] = None, params: Optional[BuildParams] = 
     name = "micro"
     p = params or BuildParams()
     out = Path(out_dir) if out_dir is not None else default_zoo_root() / name
-    timings: dict[str, float] = {}
-    t_build = time.time()
+    times = StageTimes()
     work, log = start_build(out, name, p, echo)
 
-    t0 = time.time()  # 1. text encoder + UNet
-    tr = _train_unet(p, work, log, show_progress)
-    timings["unet_s"] = round(time.time() - t0, 1)
-    log(f"unet+text encoder trained to step {tr.steps_done} in {timings['unet_s']}s "
+    with times.stage("unet_s"):  # 1. text encoder + UNet
+        tr = _train_unet(p, work, log, show_progress)
+    log(f"unet+text encoder trained to step {tr.steps_done} in {times.seconds['unet_s']}s "
         f"(final loss {tr.result.final_loss()})")
 
-    t0 = time.time()  # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part)
-    clip_work, clip_model = _micro_clip(p, work, log)
-    clip_quality = evaluate_micro_clip(clip_model)
-    log(f"micro-CLIP quality {json.dumps(clip_quality)}")
-    timings["clip_s"] = round(time.time() - t0, 1)
+    with times.stage("clip_s"):  # 2. micro-CLIP (after the UNet: the UNet is the time-boxed part)
+        clip_work, clip_model = _micro_clip(p, work, log)
+        clip_quality = evaluate_micro_clip(clip_model)
+        log(f"micro-CLIP quality {json.dumps(clip_quality)}")
 
     # 3. write weights
     meta = {"format": MANIFEST_FORMAT, "seed": str(p.seed), "steps": str(tr.steps_done), "weights": "ema"}
     save_safetensors(tr.unet, out / UNET_FILE, meta)
     save_safetensors(tr.text_encoder, out / TEXT_ENCODER_FILE, meta)
     atomic_write_bytes(out / CLIP_FILE, clip_work.read_bytes())
-    files = {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
-             for f in (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)}
     sampler = dict(DEFAULT_SAMPLER)
 
-    t0 = time.time()  # 4. quality
-    quality = _quality(p, tr, clip_model, sampler, log) if evaluate else {}
-    if quality:
-        quality["micro_clip"] = clip_quality
-    timings["eval_s"] = round(time.time() - t0, 1)
-    timings["total_s"] = round(time.time() - t_build, 1)
+    with times.stage("eval_s"):  # 4. quality
+        quality = _quality(p, tr, clip_model, sampler, log) if evaluate else {}
+        if quality:
+            quality["micro_clip"] = clip_quality
 
     manifest = {
-        "format": MANIFEST_FORMAT, "name": name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest_head(MANIFEST_FORMAT, name),
         "configs": tr.configs, "sampler": sampler, "image_size": IMAGE_SIZE,
-        "files": files,
+        "files": file_entries(out, (UNET_FILE, TEXT_ENCODER_FILE, CLIP_FILE)),
         "data": {"train_split": "train", "data_seed": p.data_seed, "mix": p.mix,
                  "split_seeds": dict(D.SPLITS), "held_out_pairs": sorted(map(list, D.HELD_OUT))},
         "recipe": {**asdict(p), "steps_done": tr.steps_done, "stopped_early_at": tr.stopped_at,
                    "text_encoder": "trained jointly with the UNet from scratch, frozen in the shipped model",
                    "weights": "EMA", "trainer": "mubench.train.train", "train_config": tr.tcfg.as_dict()},
-        "quality": quality, "timings": timings, "versions": versions(),
+        "quality": quality, "timings": times.finish(), "versions": versions(),
         "losses": tr.result.losses,
     }
     write_manifest(out, manifest, log)
