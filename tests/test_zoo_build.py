@@ -71,3 +71,21 @@ def test_a_resumed_micro_dit_build_keeps_to_its_recipe(tmp_path):
     for change in ({"p_uncond": 0.2}, {"data_seed": 1}, {"min_snr_gamma": None}):
         with pytest.raises(UsageError, match="another recipe"):
             dit(steps=3, **change)
+
+
+def test_stage_times_records_each_stage_rounded_and_the_total(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from mubench.micro import build_common
+
+    clock = iter([100.0, 101.0, 103.46, 104.0, 104.04, 110.06])
+    monkeypatch.setattr(build_common, "time", SimpleNamespace(time=lambda: next(clock), strftime=time.strftime,
+                                                              gmtime=time.gmtime))
+    times = build_common.StageTimes()  # starts at 100.0
+    with times.stage("train_s"):
+        pass
+    with times.stage("eval_s"):
+        pass
+    assert times.seconds == {"train_s": 2.5, "eval_s": 0.0}
+    assert times.finish() == {"train_s": 2.5, "eval_s": 0.0, "total_s": 10.1}
