@@ -46,7 +46,7 @@ def test_caption_dropout_drops_about_p_uncond_of_the_captions(monkeypatch):
             return torch.zeros(len(images), 1)
 
     monkeypatch.setattr(Z, "encode_text", fake_encode)
-    loss = Z.MicroDiffusionLoss(Codec(), torch.ones(10), None, 0.1, "v_prediction", None)
+    loss = Z.MicroDiffusionLoss(Codec(), torch.ones(10), 0.1, "v_prediction", None, tokenizer=None)
     module = torch.nn.ModuleDict({"unet": torch.nn.Linear(1, 1), "text_encoder": torch.nn.Linear(1, 1)})
     with pytest.raises(Stop):
         loss(module, ([0] * 400, ["a red circle"] * 400), torch.Generator().manual_seed(0))

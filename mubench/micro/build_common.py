@@ -12,6 +12,7 @@ import functools
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -174,6 +175,29 @@ def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, wo
     if result.ema is not None:
         result.ema.copy_to([q for q in module.parameters() if q.requires_grad])
     return result, stopped_at
+
+
+@dataclass
+class CodecDiffusionLoss:
+    """What the micro world's trainer losses share: uint8 images encoded by ``codec``, each example's condition
+    dropped with probability ``p_uncond`` (from the trainer's generator, once per example), and the diffusion loss of
+    :func:`mubench.train.diffusion.diffusion_loss`. A subclass turns a batch into ``x0`` and a model function."""
+
+    codec: Any
+    alphas_cumprod: torch.Tensor
+    p_uncond: float
+    prediction_type: str
+    min_snr_gamma: Optional[float]
+
+    def dropped(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(n, generator=generator) < self.p_uncond
+
+    def loss(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+        from ..train.diffusion import diffusion_loss
+
+        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
+                              min_snr_gamma=self.min_snr_gamma)
 
 
 class StageTimes:

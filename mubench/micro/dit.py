@@ -35,9 +35,9 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, verified_path, zoo_dir
-from .build_common import (StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle, file_entries,
-                           keeps_thread_count, manifest_head, pair_counts, real_reference_images, save_safetensors,
-                           start_build, train_config, train_in_chunks, versions, write_manifest)
+from .build_common import (CodecDiffusionLoss, StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
+                           file_entries, keeps_thread_count, manifest_head, pair_counts, real_reference_images,
+                           save_safetensors, start_build, train_config, train_in_chunks, versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -123,25 +123,17 @@ class MicroDiTModel(Model):
 # --------------------------------------------------------------------------- training
 
 
-class ClassDiffusionLoss:
-    """Loss for the trainer: batch = (uint8 images [B,32,32,3], int labels [B]); labels are replaced by the null
-    class with probability ``p_uncond`` (from the trainer's generator, once per example)."""
+@dataclass
+class ClassDiffusionLoss(CodecDiffusionLoss):
+    """Loss for the trainer: batch = (uint8 images [B,32,32,3], int labels [B]); a dropped label becomes the null
+    class (``num_classes``)."""
 
-    def __init__(self, codec, alphas_cumprod: torch.Tensor, num_classes: int, p_uncond: float,
-                 prediction_type: str, min_snr_gamma: Optional[float]) -> None:
-        self.codec = codec
-        self.alphas_cumprod = alphas_cumprod
-        self.num_classes = num_classes
-        self.p_uncond = p_uncond
-        self.prediction_type = prediction_type
-        self.min_snr_gamma = min_snr_gamma
+    num_classes: int = C.NUM_CLASSES
 
     def __call__(self, module: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        from ..train.diffusion import diffusion_loss
-
         images, labels = batch
         labels = torch.as_tensor(labels, dtype=torch.long)
-        drop = torch.rand(len(labels), generator=generator) < self.p_uncond
+        drop = self.dropped(len(labels), generator)
         labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         device = next(module.parameters()).device
         x0 = self.codec.encode_uint8(images).to(device)
@@ -150,8 +142,7 @@ class ClassDiffusionLoss:
         def model_fn(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return module(xt, t, class_labels=labels).sample
 
-        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
-                              min_snr_gamma=self.min_snr_gamma)
+        return self.loss(model_fn, x0, generator)
 
 
 # DiTBuildParams fields that do not decide the checkpoints (the step count and time box a time-boxed build resumes
@@ -228,8 +219,7 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
     disable_label_dropout(transformer)
     codec = build_codec(configs["codec"])
     alphas = DDPMScheduler.from_config(configs["scheduler"]).alphas_cumprod.clone()
-    loss_fn = ClassDiffusionLoss(codec, alphas, C.NUM_CLASSES, p.p_uncond, configs["scheduler"]["prediction_type"],
-                                 p.min_snr_gamma)
+    loss_fn = ClassDiffusionLoss(codec, alphas, p.p_uncond, configs["scheduler"]["prediction_type"], p.min_snr_gamma)
     batches = IteratorSource(lambda: C.iterate_class_batches("train", p.batch_size, p.data_seed))
     tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))

@@ -34,11 +34,12 @@ from torch import nn
 
 from ..fsutil import atomic_write_bytes
 from ..models.base import LoadContext
-from ..train import IteratorSource, TrainConfig, diffusion_loss
+from ..train import IteratorSource, TrainConfig
 from . import data as D
-from .build_common import (BuildLog, Prompt, StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
-                           file_entries, keeps_thread_count, manifest_head, pair_counts, real_reference_images,
-                           save_safetensors, start_build, train_config, train_in_chunks, versions, write_manifest)
+from .build_common import (BuildLog, CodecDiffusionLoss, Prompt, StageTimes, build_recipe, check_build_recipe,
+                           clip_fid, evaluate_bundle, file_entries, keeps_thread_count, manifest_head, pair_counts,
+                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
+                           versions, write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -81,21 +82,15 @@ class BuildParams:
 # --------------------------------------------------------------------------- training
 
 
-class MicroDiffusionLoss:
-    """Loss callable for the trainer: batch = (uint8 images [B,32,32,3], captions)."""
+@dataclass
+class MicroDiffusionLoss(CodecDiffusionLoss):
+    """Loss callable for the trainer: batch = (uint8 images [B,32,32,3], captions); a dropped caption becomes ""."""
 
-    def __init__(self, codec, alphas_cumprod: torch.Tensor, tokenizer, p_uncond: float, prediction_type: str,
-                 min_snr_gamma: Optional[float]) -> None:
-        self.codec = codec
-        self.alphas_cumprod = alphas_cumprod
-        self.tokenizer = tokenizer
-        self.p_uncond = p_uncond
-        self.prediction_type = prediction_type
-        self.min_snr_gamma = min_snr_gamma
+    tokenizer: Any = None
 
     def __call__(self, module: nn.Module, batch: Any, generator: torch.Generator) -> torch.Tensor:
         images, captions = batch
-        drop = torch.rand(len(captions), generator=generator) < self.p_uncond
+        drop = self.dropped(len(captions), generator)
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         inner = module.module if hasattr(module, "module") else module  # DDP wrapper
         device = next(inner.parameters()).device
@@ -106,8 +101,7 @@ class MicroDiffusionLoss:
             return inner["unet"](xt, t, encoder_hidden_states=cond.hidden_states,
                                  encoder_attention_mask=cond.attention_mask).sample
 
-        return diffusion_loss(model_fn, x0, self.alphas_cumprod, generator, prediction_type=self.prediction_type,
-                              min_snr_gamma=self.min_snr_gamma)
+        return self.loss(model_fn, x0, generator)
 
 
 def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
@@ -238,8 +232,8 @@ def _train_unet(p: BuildParams, work: Path, log: BuildLog, show_progress: bool) 
     unet, text_encoder = random_parts(configs, p.seed)
     module = nn.ModuleDict({"unet": unet, "text_encoder": text_encoder})
     codec = build_codec(configs["codec"])
-    loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), build_tokenizer(), p.p_uncond,
-                                 p.prediction_type, p.min_snr_gamma)
+    loss_fn = MicroDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), p.p_uncond, p.prediction_type,
+                                 p.min_snr_gamma, tokenizer=build_tokenizer())
     batches = IteratorSource(lambda: D.iterate_batches("train", p.batch_size, p.data_seed, p.mix))
     tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_UNET_RECIPE, configs, tcfg))
