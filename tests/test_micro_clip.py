@@ -42,6 +42,17 @@ def test_training_is_reproducible(trained):
     assert not all(torch.equal(sd_a[k], sd_o[k]) for k in sd_a)
 
 
+def test_the_seed_given_in_params_is_the_one_trained_with():
+    """``params.seed`` holds unless ``seed=`` overrides it (the micro-art build passes its seed only in params)."""
+    params = C.MicroClipTrainParams(batch_size=8, lr=3e-3, warmup=1, mix={"single": 1.0}, seed=3)
+    by_params = C.train_micro_clip(steps=2, params=params, config=TINY)
+    by_arg = C.train_micro_clip(steps=2, seed=3, params=params, config=TINY)
+    overridden = C.train_micro_clip(steps=2, seed=0, params=params, config=TINY)
+    assert by_params.train_info["params"]["seed"] == 3 and overridden.train_info["params"]["seed"] == 0
+    a, b, c = by_params.state_dict(), by_arg.state_dict(), overridden.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_a_retrained_model_saves_to_the_same_bytes_however_long_it_took(tmp_path, monkeypatch):
     """The saved file holds nothing of the wall clock: two trainings of one seed give the same sha256 even when one
     took longer (docs/micro-world.md: a rebuild of bitwise-equal weights has the same sha256)."""

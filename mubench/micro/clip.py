@@ -189,7 +189,7 @@ def contrastive_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return (loss_t + loss_i) / 2
 
 
-def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optional[ProgressFn] = None,
+def train_micro_clip(steps: Optional[int] = None, seed: Optional[int] = None, progress: Optional[ProgressFn] = None,
                      params: Optional[MicroClipTrainParams] = None,
                      config: Optional[MicroClipConfig] = None,
                      batches: Optional[Iterator[tuple[list[S.Scene], np.ndarray]]] = None) -> MicroClip:
@@ -197,14 +197,16 @@ def train_micro_clip(steps: Optional[int] = None, seed: int = 0, progress: Optio
     (scenes, uint8 images) of ``params.batch_size``) and return it (eval mode, CPU).
 
     ``steps`` overrides ``params.steps`` (default 800: a few minutes on one CPU thread);
-    ``seed`` seeds the weights and the data stream, so a run is reproducible on one machine;
+    ``seed`` overrides ``params.seed`` (default 0), which seeds the weights and the data stream, so a run is
+    reproducible on one machine;
     ``progress(step, total, {"loss": ...})`` is called after every step. The returned model
     carries ``model.train_info`` (params, first and final loss) for the zoo manifest.
     """
     params = MicroClipTrainParams(**asdict(params)) if params is not None else MicroClipTrainParams()
     if steps is not None:
         params.steps = int(steps)
-    params.seed = int(seed)
+    if seed is not None:
+        params.seed = int(seed)
     torch.manual_seed(params.seed)
     model = MicroClip(config)
     model.train()
