@@ -241,3 +241,45 @@ def test_clip_keeps_captions_up_to_77_tokens():
         b = scorer.model.text_projection(scorer.model.text_model(**enc).pooler_output)
         want = float(torch.nn.functional.cosine_similarity(a.double(), b.double())[0])
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def _save_clip_folder(folder, extra_tokens: int):
+    """A transformers CLIP folder of the tiny random CLIP (as a real ``clip-vit-large-patch14`` folder is laid out),
+    its tokenizer grown by ``extra_tokens`` unused tokens."""
+    from transformers import CLIPImageProcessor
+
+    from mubench.scorers.geneval_detector import tiny_clip
+
+    model, tok = tiny_clip(0)
+    if extra_tokens:
+        tok.add_tokens([f"<unused{i}>" for i in range(extra_tokens)])
+        model.text_model.resize_token_embeddings(len(tok))
+        model.config.text_config.vocab_size = len(tok)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_clip_from_a_local_folder_scores_as_the_same_weights_in_memory(tmp_path):
+    """The real-weights branch: a CLIP folder (path=) loads offline, is fingerprinted by its files, and scores
+    what the same weights score in memory; a folder whose tokenizer is a stand-in's (< 1000 tokens) or that holds
+    no weights is refused with the folder named."""
+    folder = _save_clip_folder(tmp_path / "clip", extra_tokens=600)
+    ctx = ScorerContext(torch.device("cpu"))
+    loaded = ClipScore(ClipScoreParams(path=str(folder)), ctx, "clip")
+    in_memory = ClipScore(ClipScoreParams(), RANDOM, "clip")
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    items = [PromptItem(str(i), p, {}) for i, p in enumerate(["a red bus", "two dogs on grass", "a clock tower"])]
+    got = [r["clip_cosine"] for r in loaded.score(images, items)]
+    want = [r["clip_cosine"] for r in in_memory.score(images, items)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert len(set(np.round(got, 6))) == 3 and not loaded.weights_hash().startswith("random")
+    assert loaded.describe()["backbone"] == "openai/clip-vit-large-patch14"
+
+    small = _save_clip_folder(tmp_path / "small", extra_tokens=0)
+    with pytest.raises(AssetError, match="has only 514 tokens"):
+        ClipScore(ClipScoreParams(path=str(small)), ctx, "clip")
+    (small / "model.safetensors").unlink()
+    with pytest.raises(AssetError, match=f"cannot load CLIP from {small}"):
+        ClipScore(ClipScoreParams(path=str(small)), ctx, "clip")
