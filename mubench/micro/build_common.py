@@ -1,9 +1,10 @@
 """What the micro world's zoo builds share (``zoo/micro``: :mod:`mubench.micro.zoo`, ``zoo/micro-dit``:
-:mod:`mubench.micro.dit`): the build's start (folder, log, threads), its trainer settings and time-boxed training in
-checkpoint-sized chunks, the versions and the manifest it writes, safetensors files whose bytes depend on the weights
-alone, and the quality check — samples of single-object prompts read by the oracle, and a Fréchet distance in
-micro-CLIP feature space against real renders — and the record that keeps a resumed build's checkpoints to their
-recipe (:func:`check_build_recipe`).
+:mod:`mubench.micro.dit`, ``zoo/micro-art``: :mod:`mubench.micro.art_clip`): the build's start (folder, log,
+threads), the trainer loss's common part (:class:`CodecDiffusionLoss`), its trainer settings and time-boxed training
+in checkpoint-sized chunks, the stage times, versions, file hashes and manifest it writes, safetensors files whose
+bytes depend on the weights alone, and the quality check — samples of single-object prompts read by the oracle,
+and a Fréchet distance in micro-CLIP feature space against real renders — and the record that keeps a resumed
+build's checkpoints to their recipe (:func:`check_build_recipe`).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from torch import nn
 
 from ..fsutil import atomic_write_bytes, atomic_write_text
 from . import data as D
-from .assets import sha256_file
 from . import scene as S
+from .assets import sha256_file
 
 # (caption, colour, shape) of a single-object prompt of a build's quality check
 Prompt = tuple[str, str, str]
