@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_cli
 from mubench.config import build_params
+from mubench.errors import AssetError, UsageError
 from mubench.suites.base import PromptItem, SampleRecord
 from mubench.suites.imagenet import (ImageNetParams, ImageNetSuite, fid_label, inception_score, manifold_radii,
                                      precision_recall, uniform_labels)
@@ -144,3 +145,26 @@ def test_imagenet_inception_score_uses_the_configured_split(tmp_path):
     got = suite.aggregate(records)["inception_score"].value
     assert got == pytest.approx(inception_score(probs, 4), rel=1e-9)
     assert abs(inception_score(probs, 4) - inception_score(probs, 5000)) > 0.05
+
+
+def test_reference_features_are_cached_per_extractor_and_checked(tmp_path, monkeypatch):
+    """Precision / recall need the reference batch's images through the samples' extractor: computed once and cached
+    (a second call builds no network), refused when the extractor differs from the samples', and a batch without
+    ``arr_0`` images is named."""
+    import mubench.scorers.adm_inception as adm
+
+    ref = fake_reference_batch(tmp_path / "VIRTUAL_imagenet256_labeled.npz", images=5)
+    suite = ImageNetSuite(build_params(ImageNetParams, {"count": 4, "reference": str(ref)}), "imagenet")
+    ours = "adm-legacy-tensorflow:random:tiny-feature-net:seed0"
+    first = suite.reference_features(ours, tmp_path / "cache")
+    assert first.shape == (5, 16) and np.ptp(first, axis=0).max() > 0
+    with monkeypatch.context() as m:
+        m.setattr(adm, "AdmInception", lambda *a, **k: pytest.fail("the cached features were not used"))
+        np.testing.assert_array_equal(suite.reference_features(ours, tmp_path / "cache"), first)
+    with pytest.raises(UsageError, match="re-score the samples"):
+        suite.reference_features("adm-legacy-tensorflow:random:another-net", tmp_path / "cache")
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, mu=np.zeros(16), sigma=np.eye(16))
+    suite = ImageNetSuite(build_params(ImageNetParams, {"count": 4, "reference": str(bare)}), "imagenet")
+    with pytest.raises(AssetError, match="no arr_0"):
+        suite.reference_features(ours, tmp_path / "cache")
