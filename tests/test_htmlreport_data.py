@@ -2,6 +2,7 @@
 labels, the image folder, and escaping of prompts in the written page."""
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from mubench.htmlreport.gallery import differ_plan, differ_sections, gallery_rows, rule_field
@@ -132,3 +133,32 @@ def test_run_order_and_gallery_run_of_a_pooled_group():
     assert ordered[-1] == "zzz" and ordered.index("sd") < ordered.index("random-mask")
     assert gallery_run_id({"run_id": "group:abc", "replicates": ["r1", "r2"]}) == "r1"
     assert gallery_run_id({"run_id": "r9", "replicates": ["r1"]}) == "r9"
+
+
+def test_image_folder_copies_small_shrinks_large_and_makes_each_content_once(tmp_path, monkeypatch):
+    """A small image is copied; a large one becomes a JPEG thumbnail no larger than the thumbnail size; the same
+    content under another path, or in a later report into the same folder, reuses the file made (no new encode);
+    a missing or unreadable image gives no path."""
+    from mubench.htmlreport import images as images_mod
+
+    src = tmp_path / "src"
+    src.mkdir()
+    small = _png(src / "small.png", (200, 0, 0))
+    Image.new("RGB", (600, 300), (0, 90, 0)).save(src / "large.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    folder = ImageFolder(tmp_path / "report", thumb_size=64)
+    rel_small, rel_large = folder.add(small), folder.add(str(src / "large.png"))
+    assert rel_small.endswith(".png") and rel_large.endswith(".jpg")
+    with Image.open(tmp_path / "report" / rel_large) as im:
+        assert im.format == "JPEG" and im.size == (64, 32)
+    assert (tmp_path / "report" / rel_small).read_bytes() == (src / "small.png").read_bytes()
+    (src / "copy.png").write_bytes((src / "large.png").read_bytes())
+    again = ImageFolder(tmp_path / "report", thumb_size=64)
+    monkeypatch.setattr(images_mod.Image, "open", lambda *a, **k: pytest.fail("an image was encoded again"))
+    assert again.add(str(src / "large.png")) == rel_large and again.add(str(src / "copy.png")) == rel_large
+    assert again.add(small) == rel_small
+    monkeypatch.undo()
+    assert folder.add(str(src / "broken.png")) is None and folder.add(str(src / "gone.png")) is None
+    assert folder.add(None) is None
+    assert sorted(p.name for p in (tmp_path / "report" / "images").iterdir()) == sorted(
+        [rel_small.split("/")[1], rel_large.split("/")[1]])

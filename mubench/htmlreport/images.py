@@ -30,23 +30,26 @@ class ImageFolder:
             self._done[path] = None
             return None
         name = (sha256 or hashlib.sha256(src.read_bytes()).hexdigest())[:20]
-        rel = f"{self.subdir}/{name}{src.suffix.lower() or '.png'}"
-        dst = self.root / rel
-        if not dst.is_file():
-            try:
-                with Image.open(src) as im:
-                    if max(im.size) > self.thumb_size:
-                        im = im.convert("RGB")
-                        im.thumbnail((self.thumb_size, self.thumb_size))
-                        rel = f"{self.subdir}/{name}.jpg"
-                        im.save(self.root / rel, quality=88)
-                    else:
-                        shutil.copyfile(src, dst)
-            except OSError:
-                self._done[path] = None
-                return None
+        copy, thumb = f"{self.subdir}/{name}{src.suffix.lower() or '.png'}", f"{self.subdir}/{name}.jpg"
+        rel = next((r for r in (copy, thumb) if (self.root / r).is_file()), None)  # made before: by content
+        if rel is None:
+            rel = self._write(src, copy, thumb)
         self._done[path] = rel
         return rel
+
+    def _write(self, src: Path, copy: str, thumb: str) -> Optional[str]:
+        """``src`` copied as ``copy``, or if larger than the thumbnail size shrunk into ``thumb`` (JPEG)."""
+        try:
+            with Image.open(src) as im:
+                if max(im.size) <= self.thumb_size:
+                    shutil.copyfile(src, self.root / copy)
+                    return copy
+                im = im.convert("RGB")
+                im.thumbnail((self.thumb_size, self.thumb_size))
+                im.save(self.root / thumb, format="JPEG", quality=88)
+                return thumb
+        except OSError:
+            return None
 
     def add_file(self, src: Path, name: str) -> str:
         """A file (a mask plot) copied under its own name."""
