@@ -328,6 +328,15 @@ def install_masked_layers(unet: nn.Module, layer_set: str = "decoder-attn") -> t
     return clone, layers
 
 
+def install_frozen_masked_layers(denoiser: nn.Module, layer_set: str) -> tuple[nn.Module, list[MaskedLayer],
+                                                                                torch.device]:
+    """:func:`install_masked_layers` for a method whose only trained or optimised tensors are its own mask
+    parameters: the clone's weights (shared with ``denoiser``) frozen; with the device they are on."""
+    clone, layers = install_masked_layers(denoiser, layer_set)
+    clone.requires_grad_(False)
+    return clone, layers, next(clone.parameters()).device
+
+
 def set_mask_fn(layers: Sequence[MaskedLayer], fn_for: Optional[Callable[[int, MaskedLayer], MaskFn]]) -> None:
     """Give layer ``i`` the mask function ``fn_for(i, layer)`` (``fn_for=None`` unmasks every layer)."""
     for i, layer in enumerate(layers):

@@ -43,8 +43,8 @@ import torch
 from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator, install_masked_layers,
-                      masked_product, masked_weight_count, set_mask_fn)
+from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator,
+                      install_frozen_masked_layers, masked_product, masked_weight_count, set_mask_fn)
 from .maskunet_fast import exponential_noise
 from .prefix_cache import PrefixCache
 
@@ -316,9 +316,7 @@ class MaskUNetFree(Method):
 
         p: MaskUNetFreeParams = self.params
         p.validate()
-        unet, layers = install_masked_layers(bundle.denoiser, p.layers)
-        unet.requires_grad_(False)
-        device = next(unet.parameters()).device
+        unet, layers, device = install_frozen_masked_layers(bundle.denoiser, p.layers)
         regs = load_registries()
         rewards = []
         resolved = self.reward_scorers(regs)

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..kernels.masked_weights import register_group_operator, triton_unavailable
 from ..models.base import ModelBundle
 from .base import MethodContext
-from .masking import install_masked_layers, masked_weight_count
+from .masking import install_frozen_masked_layers, masked_weight_count
 from .maskunet import MaskUNetParams
 from .maskunet_sampling import MaskUNetPrepared, compiles
 from .training import TrainableMethod
@@ -38,9 +38,7 @@ class MaskUNetMethod(TrainableMethod):
     def build(self, bundle: ModelBundle, ctx: MethodContext) -> MaskUNetPrepared:
         p: MaskUNetParams = self.params
         p.validate()
-        unet, layers = install_masked_layers(bundle.denoiser, p.layers)
-        unet.requires_grad_(False)
-        device = next(unet.parameters()).device
+        unet, layers, device = install_frozen_masked_layers(bundle.denoiser, p.layers)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.train.seed)
             with torch.device("meta" if device.type == "meta" else "cpu"):
