@@ -24,4 +24,3 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*not writable.*")
     # compile=...: torch's C++ toolchain probe notes that a CPU-only machine has no CUDA runtime
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-

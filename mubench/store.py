@@ -64,6 +64,13 @@ def is_sqlite_file(path: Path) -> bool:
         return fh.read(16) == b"SQLite format 3\x00"
 
 
+def _create_tables(cur: sqlite3.Cursor) -> None:
+    """The schema's tables and indexes, each created where it is missing (the DDL says IF NOT EXISTS)."""
+    for stmt in DDL.split(";"):
+        if stmt.strip():
+            cur.execute(stmt)
+
+
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -155,9 +162,7 @@ class Store:
         another process wrote meanwhile (to be checked like an existing store's)."""
         self._set_wal()
         with self._write() as cur:
-            for stmt in DDL.split(";"):
-                if stmt.strip():
-                    cur.execute(stmt)
+            _create_tables(cur)
             row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:  # we are first (another process may have created it meanwhile)
                 cur.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -185,9 +190,7 @@ class Store:
                              "writable and pass store=COPY")
         if version < SCHEMA_VERSION:
             with self._write() as cur:
-                for stmt in DDL.split(";"):
-                    if stmt.strip():
-                        cur.execute(stmt)
+                _create_tables(cur)
                 cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _set_wal(self) -> None:
