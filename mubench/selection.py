@@ -140,6 +140,14 @@ def with_missing_seeds(result: dict[str, Any], members: Sequence[dict[str, Any]]
     return {**result, "replicates_missing": missing, "replicates": [str(r["run_id"]) for r in members]}
 
 
+def matches_filters(record: dict[str, Any], suite: Optional[str] = None, methods: Optional[Sequence[str]] = None,
+                    model: Optional[str] = None) -> bool:
+    """Whether a results object (or a baseline entry) is of ``suite``, one of ``methods`` and ``model`` (each filter
+    given)."""
+    return ((not suite or record.get("suite") == suite) and (not methods or record.get("method") in methods)
+            and (not model or record.get("model") == model))
+
+
 def check_filters(recorded: dict[str, set[str]], where: str, suite: Optional[str] = None,
                   methods: Optional[Sequence[str]] = None, model: Optional[str] = None) -> None:
     """A ``suite=`` / ``methods=`` / ``model=`` value with no results at all in ``where`` is a UsageError with close
@@ -187,9 +195,7 @@ def _from_results(results: str, suite: Optional[str], methods: Optional[Sequence
     found, units = read_results_dir(results, with_units=True)
     check_filters({k: {str(r.get(k)) for r in found} for k in ("suite", "method", "model")}, f"results {results}",
                   suite, methods, model)
-    found = [r for r in found
-             if (not suite or r.get("suite") == suite) and (not methods or r.get("method") in methods)
-             and (not model or r.get("model") == model)]
+    found = [r for r in found if matches_filters(r, suite, methods, model)]
     return found, found, units, f"results {results}"
 
 
@@ -280,5 +286,5 @@ def select_results(store: Optional[str] = None, results: Optional[str] = None, s
     return sel.results, sel.source
 
 
-__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of",
+__all__ = ["Selection", "select", "select_results", "read_results_dir", "pooled_result", "group_of", "matches_filters",
            "with_missing_seeds", "UNITS_FILE", "units_file_bytes", "read_units_file", "decode_units"]

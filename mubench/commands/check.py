@@ -70,7 +70,7 @@ def _matching_entries(entries: list[dict], baseline: str, tolerances: dict, suit
     nothing in the baseline (a misspelt tolerance would otherwise leave its metric at the default, silently)."""
     from ..check import DEFAULT_KEY
     from ..errors import close_matches, did_you_mean
-    from ..selection import check_filters
+    from ..selection import check_filters, matches_filters
 
     check_filters({k: {str(e[k]) for e in entries} for k in ("suite", "method", "model")}, f"baseline {baseline}",
                   suite, methods, model)
@@ -80,8 +80,7 @@ def _matching_entries(entries: list[dict], baseline: str, tolerances: dict, suit
             raise UsageError(f"tolerance.{metric}: baseline {baseline} has no metric {metric!r}"
                              f"{did_you_mean(close_matches(metric, metrics))}"
                              f"\n  its metrics: {', '.join(sorted(metrics)) or '(none)'}")
-    kept = [e for e in entries if (not suite or e["suite"] == suite)
-            and (not methods or e["method"] in methods) and (not model or e["model"] == model)]
+    kept = [e for e in entries if matches_filters(e, suite, methods, model)]
     if not kept:
         raise UsageError(f"baseline {baseline} has no entries matching the given suite/methods/model")
     return kept
