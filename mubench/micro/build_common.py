@@ -178,6 +178,13 @@ def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, wo
     return result, stopped_at
 
 
+def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
+    """The training noise schedule's cumulative alphas (a DDPM scheduler from ``scheduler_config``)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.clone()
+
+
 @dataclass
 class CodecDiffusionLoss:
     """What the micro world's trainer losses share: uint8 images encoded by ``codec``, each example's condition

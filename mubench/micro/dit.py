@@ -35,9 +35,10 @@ from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
 from . import classes as C
 from .assets import load_manifest, verified_path, zoo_dir
-from .build_common import (CodecDiffusionLoss, StageTimes, build_recipe, check_build_recipe, clip_fid, evaluate_bundle,
-                           file_entries, keeps_thread_count, manifest_head, pair_counts, real_reference_images,
-                           save_safetensors, start_build, train_config, train_in_chunks, versions, write_manifest)
+from .build_common import (CodecDiffusionLoss, StageTimes, alphas_cumprod, build_recipe, check_build_recipe, clip_fid,
+                           evaluate_bundle, file_entries, keeps_thread_count, manifest_head, pair_counts,
+                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
+                           versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
 
 DIT_FILE = "dit.safetensors"
@@ -201,8 +202,6 @@ def class_prompts(per_class: int) -> list[tuple[str, str, str]]:
 def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildParams] = None,
                     show_progress: bool = True, echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""
-    from diffusers import DDPMScheduler
-
     from ..train import IteratorSource
     from .assets import default_zoo_root
 
@@ -218,8 +217,8 @@ def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildPar
 
     disable_label_dropout(transformer)
     codec = build_codec(configs["codec"])
-    alphas = DDPMScheduler.from_config(configs["scheduler"]).alphas_cumprod.clone()
-    loss_fn = ClassDiffusionLoss(codec, alphas, p.p_uncond, configs["scheduler"]["prediction_type"], p.min_snr_gamma)
+    loss_fn = ClassDiffusionLoss(codec, alphas_cumprod(configs["scheduler"]), p.p_uncond,
+                                 configs["scheduler"]["prediction_type"], p.min_snr_gamma)
     batches = IteratorSource(lambda: C.iterate_class_batches("train", p.batch_size, p.data_seed))
     tcfg = train_config(p)
     check_build_recipe(work, build_recipe(p, NOT_DIT_RECIPE, configs, tcfg))

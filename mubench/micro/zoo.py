@@ -36,10 +36,10 @@ from ..fsutil import atomic_write_bytes
 from ..models.base import LoadContext
 from ..train import IteratorSource, TrainConfig
 from . import data as D
-from .build_common import (BuildLog, CodecDiffusionLoss, Prompt, StageTimes, build_recipe, check_build_recipe,
-                           clip_fid, evaluate_bundle, file_entries, keeps_thread_count, manifest_head, pair_counts,
-                           real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
-                           versions, write_manifest)
+from .build_common import (BuildLog, CodecDiffusionLoss, Prompt, StageTimes, alphas_cumprod, build_recipe,
+                           check_build_recipe, clip_fid, evaluate_bundle, file_entries, keeps_thread_count,
+                           manifest_head, pair_counts, real_reference_images, save_safetensors, start_build,
+                           train_config, train_in_chunks, versions, write_manifest)
 from .model import (DEFAULT_SAMPLER, IMAGE_SIZE, TEXT_ENCODER_FILE, UNET_FILE, assemble, build_codec,
                     default_configs, encode_text, random_parts)
 
@@ -102,12 +102,6 @@ class MicroDiffusionLoss(CodecDiffusionLoss):
                                  encoder_attention_mask=cond.attention_mask).sample
 
         return self.loss(model_fn, x0, generator)
-
-
-def alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.clone()
 
 
 def clip_cache_name(p: BuildParams) -> str:
