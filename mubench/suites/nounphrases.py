@@ -351,4 +351,4 @@ def _participles_in_phrases(toks: list[Token]) -> None:
             t.tag = "ADJ"
 
 
-__all__ = ["noun_phrases", "RuleChunker", "DROPPED_CHUNKS", "RULES", "resolve_backend", "spacy_available", "Optional"]
+__all__ = ["noun_phrases", "RuleChunker", "DROPPED_CHUNKS", "RULES", "resolve_backend", "spacy_available"]
