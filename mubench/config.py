@@ -15,7 +15,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -254,8 +254,11 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
                      recipe=model if recipe else None)
 
 
-def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]] = None) -> ResolvedConfig:
-    """Resolve ``key=value`` arguments into a :class:`ResolvedConfig` (raises UsageError)."""
+def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]] = None,
+            check_run: Optional[Callable[[RunConfig], None]] = None) -> ResolvedConfig:
+    """Resolve ``key=value`` arguments into a :class:`ResolvedConfig` (raises UsageError). ``check_run`` is called
+    with the top-level :class:`RunConfig` before any component's module is imported (those import torch): checks
+    that need only it, such as the paths a command writes, fail in a fraction of a second."""
     pairs = parse_overrides(args)
     top: dict[str, Any] = dict(defaults or {})
     sub: dict[str, list[tuple[str, Any]]] = {c: [] for c in COMPONENTS}
@@ -286,6 +289,8 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
         raise UsageError(f"bad value batch_size={run.batch_size}; expected >= 1")
     if run.chunk is not None and run.chunk < 1:
         raise UsageError(f"bad value chunk={run.chunk}; expected >= 1 (1 = one image per denoiser call)")
+    if check_run is not None:
+        check_run(run)
     comps = {c: resolve_component(c, getattr(run, c), nest_overrides(sub[c]), regs, model=run.model)
              for c in ("suite", "method", "model")}
     if fits and run.model not in fits and run.weights != "random":

@@ -104,6 +104,16 @@ def run_needs(run: Any, suite_params: Any, n_items: int, cache: Path,
     return needs
 
 
+def check_run_paths(run: Any) -> None:
+    """The paths of a run's top-level config (``out``, ``store``, ``cache``), checked as soon as it is parsed, before
+    the plug-ins and torch are imported (some seconds): type, writable, :data:`MIN_FREE` left; the files already
+    there (:func:`check_run_files`). The runner checks them again with the run's sizes once its suite is loaded."""
+    from .paths import cache_root
+
+    check_paths(run_needs(run, None, 0, cache_root(run.cache)))
+    check_run_files(run)
+
+
 def check_run_files(run: Any) -> None:
     """The files a run writes into, as they are now: an existing store that is not a mubench store, or a folder
     where the run writes ``results.json`` / ``samples.jsonl``, fails now, not once the images are made."""

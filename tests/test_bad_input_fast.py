@@ -1,4 +1,4 @@
-"""Bad input is told before the heavy libraries load: each command checks its keys without importing torch or
+"""Bad input is told before the heavy libraries load: each command checks its keys and paths without importing torch or
 diffusers (together some seconds), so a typo costs a fraction of a second, not a model-loading start."""
 from __future__ import annotations
 
@@ -28,8 +28,15 @@ print(json.dumps({"code": code, "loaded": [m for m in ("torch", "diffusers", "tr
     (["score", "images=.", "bogus=1"], "unknown key 'bogus'"),
     (["masks", "bogus=1"], "unknown key 'bogus'"),
     (["inspect", "method=lora", "bogus=1"], "unknown key 'bogus'"),
+    # the paths a command writes, and the folder or file it reads, are checked as soon as they are parsed
+    (["run", "method=maskunet", "out=/proc/x"], "out=/proc/x: cannot write"),
+    (["run", "seeds=0,1", "store=/proc/a/s.sqlite"], "store=/proc/a/s.sqlite: cannot write"),
+    (["score", "suite=micro", "images=/proc/no-such-folder"], "images=/proc/no-such-folder: no such folder"),
+    (["score", "suite=geneval", "results=/proc/no-such-file"], "results=/proc/no-such-file: no such file"),
+    (["score", "suite=micro", "images=.", "cache=/proc/c"], "cache=/proc/c: cannot write"),
+    (["masks", "out=/proc/x"], "out=/proc/x: cannot write"),
 ])
-def test_a_bad_key_is_told_before_torch_loads(args, says):
+def test_bad_input_is_told_before_torch_loads(args, says):
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])

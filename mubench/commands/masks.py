@@ -41,7 +41,11 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     from ..registry import load_registries
 
     regs = load_registries()
-    cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16})
+    def check_out(run) -> None:  # a given out= is checked before the plug-ins import torch
+        if run.out:
+            check_path(PathNeed("out", Path(run.out).expanduser(), folder=True))
+
+    cfg = resolve(list(args), regs, defaults={"method": "maskunet", "limit": 16}, check_run=check_out)
     if cfg.run.chunk not in (None, 1):
         raise UsageError(f"chunk={cfg.run.chunk}: masks samples one image per denoiser call (chunk 1), so that no "
                          "padding row's mask enters the statistics; leave chunk= out")

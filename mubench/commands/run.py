@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from ..config import resolve
+from ..pathcheck import check_run_paths
 from ..registry import load_registries
 
 RUN_HELP = """Generate, score and aggregate one (suite, method, model); store and print the results.
@@ -97,7 +98,8 @@ def _run_command(ctx: typer.Context, as_json: bool, no_progress: bool, runners: 
     regs = load_registries()
     args, seeds = split_seeds(list(ctx.args))
     # every run's configuration before anything heavy is imported: bad input is told in a fraction of a second
-    cfgs = [resolve(args if seeds is None else args + [f"seed={seed}"], regs) for seed in (seeds or [None])]
+    cfgs = [resolve(args if seeds is None else args + [f"seed={seed}"], regs, check_run=check_run_paths)
+            for seed in (seeds or [None])]
     shard = _shard()
     from ..progress import display_mode
 

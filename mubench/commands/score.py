@@ -13,6 +13,7 @@ import typer
 
 from ..config import MismatchWarning, parse_overrides, resolve, stable_hash
 from ..errors import UsageError
+from ..pathcheck import check_run_paths
 from ..registry import load_registries
 
 SCORE_HELP = """Score an existing folder of images in the suite's naming convention (no model, no generation).
@@ -46,10 +47,11 @@ def score_command(
             rest.append(arg)
     if ("images" in own) == ("results" in own):
         raise UsageError("give exactly one of images=DIR (score a folder) or results=FILE (import evaluator output)")
+    _check_input(own)
     regs = load_registries()
     with warnings.catch_warnings():  # model/method are not used when scoring a folder: no suite/model mismatch
         warnings.simplefilter("ignore", MismatchWarning)
-        cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs)
+        cfg = resolve(rest + ["method=sd", "model=tiny-sd"], regs, check_run=check_run_paths)
     # the heavy imports after the input is checked: bad input is told at once
     from ..outputs import RunOutput, record_in_store, write_outputs
     from ..provenance import package_versions
@@ -74,6 +76,14 @@ def score_command(
     from .run import _print_summary
 
     _print_summary(output.results, store_path, cfg.run.out)
+
+
+def _check_input(own: dict) -> None:
+    """``images=`` must be a folder and ``results=`` a file, told before torch is imported."""
+    if "images" in own and not Path(str(own["images"])).expanduser().is_dir():
+        raise UsageError(f"images={own['images']}: no such folder")
+    if "results" in own and not Path(str(own["results"])).expanduser().is_file():
+        raise UsageError(f"results={own['results']}: no such file")
 
 
 def _imported_results(cfg, path: Path, versions: dict) -> dict:
