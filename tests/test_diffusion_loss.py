@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mubench.train import diffusion_loss, min_snr_weight
+from mubench.train.diffusion import diffusion_loss, min_snr_weight
 
 
 @pytest.mark.parametrize("ptype", ["epsilon", "v_prediction", "sample"])

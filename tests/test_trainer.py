@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from mubench.errors import UsageError
-from mubench.train import IteratorSource, TrainConfig, list_checkpoints, train
+from mubench.train.config import TrainConfig
+from mubench.train.loop import IteratorSource, list_checkpoints, train
 
 
 class TinyNet(nn.Module):

@@ -275,7 +275,7 @@ def _batches(which, bundle):
 def test_trainer_steps_and_resumes_bitwise(which, spec, regs, dit, pixart, tmp_path):
     from mubench.methods.finetune_loss import DiffusionFinetuneLoss
     from mubench.methods.train_recipe import MethodTrainConfig
-    from mubench.train import train
+    from mubench.train.loop import train
 
     bundle = {"dit": dit, "pixart": pixart}[which]
     cfg = MethodTrainConfig(steps=4, lr=1e-2, batch_size=2, checkpoint_every=2, seed=3, log_every=1, p_uncond=0.5)

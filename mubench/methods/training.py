@@ -9,7 +9,7 @@
   with its ``seed``), a content fingerprint of the training data and the base model's weight fingerprint, plus the
   base's dtype where it is not float32 and, on a CPU, the thread count (:meth:`TrainableMethod.keyed_spec`).
 - :func:`train_artifact` runs the recipe (``method.params.train``, a :class:`MethodTrainConfig`) with mubench's one
-  trainer loop (:func:`mubench.train.train`): only what is trainable differs between methods
+  trainer loop (:func:`mubench.train.loop.train`): only what is trainable differs between methods
   (``prepared.trainable_parameters()``). The loss is the diffusion MSE with the model's prediction type (epsilon for
   SD 1.5 as in the paper, v-prediction for the micro model); trainable parameters are kept in fp32 (mixed precision
   on a GPU autocasts the frozen rest); checkpoints go to ``<artifact>/train/checkpoints`` and are removed once the

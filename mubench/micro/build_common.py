@@ -142,7 +142,7 @@ def start_build(out: Path, name: str, params: Any, echo: bool) -> tuple[Path, Bu
 
 def train_config(params: Any) -> Any:
     """The trainer settings of a build recipe (``BuildParams`` / ``DiTBuildParams``): a :class:`TrainConfig`."""
-    from ..train import TrainConfig
+    from ..train.config import TrainConfig
 
     return TrainConfig(steps=params.steps, lr=params.lr, batch_size=params.batch_size, warmup=params.warmup,
                        weight_decay=params.weight_decay, grad_clip=params.grad_clip, ema_decay=params.ema_decay,
@@ -151,10 +151,10 @@ def train_config(params: Any) -> Any:
 
 def train_in_chunks(module: nn.Module, loss_fn: Any, batches: Any, tcfg: Any, work: Path, params: Any,
                     log: BuildLog, show_progress: bool, name: str) -> tuple[Any, Optional[int]]:
-    """:func:`mubench.train.train` from the build's checkpoints in chunks of ``params.checkpoint_every`` steps, so a
+    """:func:`mubench.train.loop.train` from the build's checkpoints in chunks of ``params.checkpoint_every`` steps, so a
     time box (``params.max_train_minutes``) is honoured at checkpoint boundaries; the EMA weights are copied into the
     module's trainable parameters. Returns (the train result, the step a spent time budget stopped at, or None)."""
-    from ..train import train
+    from ..train.loop import train
 
     deadline = time.time() + 60 * params.max_train_minutes if params.max_train_minutes else None
 

@@ -40,6 +40,7 @@ from .build_common import (CodecDiffusionLoss, StageTimes, alphas_cumprod, build
                            real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
                            versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
+from ..models.params import MicroDiTParams
 
 DIT_FILE = "dit.safetensors"
 MANIFEST_FORMAT = "mubench-zoo-micro-dit/1"
@@ -81,12 +82,6 @@ def assemble(transformer: nn.Module, configs: dict[str, Any], ctx: LoadContext, 
                         configs.get("scheduler", SCHEDULER_CONFIG), default_sampler or DEFAULT_SAMPLER, None,
                         {"configs": configs, "class_names": names, **(extras or {})}, names=names,
                         codec=build_codec(configs.get("codec", CODEC_CONFIG)))
-
-
-@dataclass
-class MicroDiTParams:
-    path: Optional[str] = None  # zoo folder with manifest.json + dit.safetensors (default: the shipped zoo/micro-dit)
-    seed: int = 0  # seed of the random weights when weights=random
 
 
 class MicroDiTModel(Model):
@@ -202,7 +197,7 @@ def class_prompts(per_class: int) -> list[tuple[str, str, str]]:
 def build_micro_dit(out_dir: Optional[Path] = None, params: Optional[DiTBuildParams] = None,
                     show_progress: bool = True, echo: bool = True, evaluate: bool = True) -> dict[str, Any]:
     """Build ``zoo/micro-dit`` (or ``out_dir``): train, write ``dit.safetensors`` + ``manifest.json``; returns it."""
-    from ..train import IteratorSource
+    from ..train.loop import IteratorSource
     from .assets import default_zoo_root
 
     p = params or DiTBuildParams()

@@ -3,7 +3,7 @@
 :func:`build_micro` runs, seeded and resumable:
 
 1. the text encoder and the UNet, trained jointly from scratch by mubench's trainer
-   (:func:`mubench.train.train`) on the micro ``train`` split (v-prediction, min-SNR weighting,
+   (:func:`mubench.train.loop.train`) on the micro ``train`` split (v-prediction, min-SNR weighting,
    caption dropout for classifier-free guidance, EMA) → ``text_encoder.safetensors`` and
    ``unet.safetensors`` (the EMA weights). This is the part ``max_train_minutes`` may time-box;
    the learning rate is constant after warm-up, so a build stopped at step N equals one with
@@ -34,7 +34,8 @@ from torch import nn
 
 from ..fsutil import atomic_write_bytes
 from ..models.base import LoadContext
-from ..train import IteratorSource, TrainConfig
+from ..train.config import TrainConfig
+from ..train.loop import IteratorSource
 from . import data as D
 from .build_common import (BuildLog, CodecDiffusionLoss, Prompt, StageTimes, alphas_cumprod, build_recipe,
                            check_build_recipe, clip_fid, evaluate_bundle, file_entries, keeps_thread_count,
