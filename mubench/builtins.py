@@ -1,4 +1,5 @@
-"""The built-in plug-ins: one line per model, method kind, suite kind, scorer and named training data."""
+"""The built-in plug-ins: one registration per model, method kind, suite kind, scorer and named training data (models
+and method kinds also name their torch-free ``Params`` dataclass, so that configurations resolve without torch)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,20 +10,33 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register_builtins(r: "Registries") -> None:
     # models
-    r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)")
-    r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)")
-    r.models.register("sd15-reduced", "mubench.models.sd15_reduced:SD15Reduced", "SD 1.5's UNet layout at widths 64/128/256/256, random weights, 256 px (efficiency measurements)")
-    r.models.register("micro", "mubench.micro.model:MicroModel", "the embedded micro world's text-to-image model (zoo/micro)")
-    r.models.register("dit", "mubench.models.dit:DiT", "class-conditional DiT-XL/2 256 from a local folder (weights=random: from its config)")
-    r.models.register("micro-dit", "mubench.micro.dit:MicroDiTModel", "the micro world's class-conditional DiT over its 15 (colour, shape) classes (zoo/micro-dit)")
-    r.models.register("pixart", "mubench.models.pixart:PixArt", "PixArt-alpha XL-2 512 (T5 text encoder) from a local folder (weights=random: from its config)")
+    r.models.register("tiny-sd", "mubench.models.tiny:TinySD", "tiny random-weight SD-style pipeline (tests)",
+        params="mubench.models.params:TinySDParams")
+    r.models.register("sd15", "mubench.models.sd15:SD15", "Stable Diffusion 1.5 from a local folder / the HF cache (weights=random: from its config)",
+        params="mubench.models.params:SD15Params")
+    r.models.register("sd15-reduced", "mubench.models.sd15_reduced:SD15Reduced", "SD 1.5's UNet layout at widths 64/128/256/256, random weights, 256 px (efficiency measurements)",
+        params="mubench.models.params:SD15ReducedParams")
+    r.models.register("micro", "mubench.micro.model:MicroModel", "the embedded micro world's text-to-image model (zoo/micro)",
+        params="mubench.models.params:MicroParams")
+    r.models.register("dit", "mubench.models.dit:DiT", "class-conditional DiT-XL/2 256 from a local folder (weights=random: from its config)",
+        params="mubench.models.params:DiTParams")
+    r.models.register("micro-dit", "mubench.micro.dit:MicroDiTModel", "the micro world's class-conditional DiT over its 15 (colour, shape) classes (zoo/micro-dit)",
+        params="mubench.models.params:MicroDiTParams")
+    r.models.register("pixart", "mubench.models.pixart:PixArt", "PixArt-alpha XL-2 512 (T5 text encoder) from a local folder (weights=random: from its config)",
+        params="mubench.models.params:PixArtParams")
     # method kinds
-    r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged")
-    r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set")
-    r.methods.register("maskunet", "mubench.methods.maskunet_method:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks")
-    r.methods.register("lora", "mubench.methods.lora:LoRAMethod", "peft LoRA on the attention projections")
-    r.methods.register("full-ft", "mubench.methods.finetune:FullFineTune", "full fine-tune of every denoiser weight (optionally with dropout)")
-    r.methods.register("maskunet-free", "mubench.methods.maskunet_free:MaskUNetFree", "MaskUNet, training-free: per-image, per-step mask logits optimised against rewards while sampling")
+    r.methods.register("sd", "mubench.methods.sd:BaseModelMethod", "the base model unchanged",
+        params="mubench.methods.params:SDParams")
+    r.methods.register("random-mask", "mubench.methods.random_mask:RandomMask", "Bernoulli masks with an explicit ratio over a layer set",
+        params="mubench.methods.params:RandomMaskParams")
+    r.methods.register("maskunet", "mubench.methods.maskunet_method:MaskUNetMethod", "MaskUNet, training-based: learned per-sample, per-timestep masks",
+        params="mubench.methods.params:MaskUNetParams")
+    r.methods.register("lora", "mubench.methods.lora:LoRAMethod", "peft LoRA on the attention projections",
+        params="mubench.methods.params:LoRAParams")
+    r.methods.register("full-ft", "mubench.methods.finetune:FullFineTune", "full fine-tune of every denoiser weight (optionally with dropout)",
+        params="mubench.methods.params:FullFTParams")
+    r.methods.register("maskunet-free", "mubench.methods.maskunet_free:MaskUNetFree", "MaskUNet, training-free: per-image, per-step mask logits optimised against rewards while sampling",
+        params="mubench.methods.params:MaskUNetFreeParams")
     # suite kinds
     r.suites.register("toy", "mubench.suites.toy:ToySuite", "a few fixed prompts scored by pixel statistics (tests)")
     r.suites.register("micro", "mubench.suites.micro:MicroSuite", "the micro world's COCO / T2I-CompBench / GenEval analogues (CPU)")

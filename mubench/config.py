@@ -221,8 +221,7 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
     """
     registry = {"model": regs.models, "method": regs.methods, "suite": regs.suites}[role]
     if role == "model":
-        cls = registry.get(name)
-        params = build_params(cls.Params, overrides, where="model.")
+        params = build_params(registry.params(name), overrides, where="model.")
         return Component(role, name, name, params, registry.help(name), "registry")
     spec_name, path = find_spec(role + "s", name)
     spec = load_yaml(path)
@@ -230,7 +229,7 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
     if not kind or not isinstance(kind, str):
         raise UsageError(f"{path}: a {role} spec needs a 'kind' naming one of {', '.join(registry.names())}"
                          + (f" (got {kind!r})" if kind else ""))
-    cls = registry.get(kind)
+    params_cls = registry.params(kind)
     description = str(spec.pop("description", ""))
     if role == "suite":
         for meta in SUITE_MODEL_KEYS:
@@ -243,10 +242,10 @@ def resolve_component(role: str, name: str, overrides: dict[str, Any], regs: Reg
     recipe = recipes.get(model) if model is not None else None
     layers = [spec] + ([recipe] if recipe else []) + [overrides]
     try:
-        params = build_params(cls.Params, *layers, where=f"{role}.")
+        params = build_params(params_cls, *layers, where=f"{role}.")
     except UsageError as err:
         try:  # name the spec file when the fault is in it, not in the command line's overrides
-            build_params(cls.Params, *layers[:-1], where=f"{role}.")
+            build_params(params_cls, *layers[:-1], where=f"{role}.")
         except UsageError:
             raise UsageError(f"{path}: {err}") from None
         raise

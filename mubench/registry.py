@@ -37,12 +37,17 @@ class Registry(Generic[T]):
         self.kind = kind
         self._targets: dict[str, str | T] = {}
         self._help: dict[str, str] = {}
+        self._params: dict[str, str | type] = {}
 
-    def register(self, name: str, target: str | T, help: str = "") -> None:
+    def register(self, name: str, target: str | T, help: str = "", params: str | type | None = None) -> None:
+        """``params``: the entry's ``Params`` dataclass (or ``"module:attr"``) where it can be imported without the
+        entry's own module: configurations are then resolved without importing that module (and torch)."""
         if name in self._targets:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._targets[name] = target
         self._help[name] = help
+        if params is not None:
+            self._params[name] = params
 
     def get(self, name: str) -> T:
         if name not in self._targets:
@@ -52,6 +57,18 @@ class Registry(Generic[T]):
             target = import_target(target)
             self._targets[name] = target
         return target  # type: ignore[return-value]
+
+    def params(self, name: str) -> type:
+        """The entry's ``Params`` dataclass: the one registered with it (its module only is imported), else
+        ``get(name).Params``."""
+        if name not in self._targets:
+            raise unknown(self.kind, name, self._targets)
+        params = self._params.get(name)
+        if params is None:
+            return self.get(name).Params
+        if isinstance(params, str):
+            params = self._params[name] = import_target(params)
+        return params
 
     def target(self, name: str) -> str:
         """Where an entry lives ("module:attr"), without importing it."""

@@ -28,6 +28,11 @@ print(json.dumps({"code": code, "loaded": [m for m in ("torch", "diffusers", "tr
     (["score", "images=.", "bogus=1"], "unknown key 'bogus'"),
     (["masks", "bogus=1"], "unknown key 'bogus'"),
     (["inspect", "method=lora", "bogus=1"], "unknown key 'bogus'"),
+    # a component's keys and values: the built-in models' and methods' Params are torch-free
+    (["run", "method=random-mask", "method.ratio=abc"], "bad value for method.ratio"),
+    (["run", "method=maskunet", "method.kernel=cuda"], "kernel must be one of torch, triton"),
+    (["run", "model=sd15", "model.bogus=1"], "unknown key 'model.bogus'"),
+    (["masks", "model=dit", "model.arch=big"], "arch must be one of xl, tiny"),
     # the paths a command writes, and the folder or file it reads, are checked as soon as they are parsed
     (["run", "method=maskunet", "out=/proc/x"], "out=/proc/x: cannot write"),
     (["run", "seeds=0,1", "store=/proc/a/s.sqlite"], "store=/proc/a/s.sqlite: cannot write"),

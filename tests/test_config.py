@@ -117,6 +117,35 @@ def test_registry_lazy_and_plugins(regs):
         r.register("json-dumps", "json:loads")
 
 
+def test_a_registered_params_class_is_the_plugins_own_and_loads_without_importing_it(regs):
+    """Every built-in model and method names its ``Params`` apart from its module: that must be the class the plug-in
+    itself uses, and resolving with it must not import the plug-in (nor torch)."""
+    import json
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from mubench.registry import Registry
+
+    named = [(kind, name) for kind in ("models", "methods") for name in getattr(regs, kind).names()]
+    assert len(named) == 13
+    for kind, name in named:
+        registry = getattr(regs, kind)
+        assert name in registry._params, f"{kind} {name!r} names no torch-free Params"
+        assert registry.params(name) is registry.get(name).Params, (kind, name)
+    r: Registry = Registry("thing")
+    r.register("plain", SimpleNamespace(Params=dict))  # no params= given: the target's own Params
+    assert r.params("plain") is dict
+    with pytest.raises(UsageError, match="did you mean 'plain'"):
+        r.params("plai")
+    probe = ("import json, sys\nfrom mubench.registry import load_registries\nfrom mubench.config import resolve\n"
+             "resolve(['model=dit', 'method=maskunet-free', 'suite=micro'], load_registries())\n"
+             "print(json.dumps(sorted(m for m in ('torch', 'diffusers', 'mubench.methods.maskunet_free', "
+             "'mubench.models.dit') if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [], done.stderr
+
+
 def test_a_file_in_the_working_folder_does_not_shadow_a_shipped_spec(regs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "random-mask").write_text("kind: random-mask\nratio: 0.25\n")  # a spec without a suffix

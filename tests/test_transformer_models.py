@@ -101,3 +101,11 @@ def test_full_size_architectures_on_meta():
     pix = PixArt.load(PixArtParams(), meta)
     assert sum(p.numel() for p in pix.denoiser.parameters()) == 610_856_096
     assert pix.denoiser.config.caption_channels == 4096 and pix.codec.latent_shape(512, 512) == (4, 64, 64)
+
+
+def test_the_arch_names_checked_without_torch_are_the_models_archs():
+    """``model.arch=`` is validated from :mod:`mubench.models.params` (torch-free) against the names kept there."""
+    from mubench.models import dit, pixart
+    from mubench.models.params import DIT_ARCHS, PIXART_ARCHS
+
+    assert tuple(dit.ARCHS) == DIT_ARCHS and tuple(pixart.ARCHS) == PIXART_ARCHS

@@ -21,7 +21,6 @@ Dropout only acts in training mode: sampling (eval mode) uses the whole network,
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -30,11 +29,8 @@ from ..errors import UsageError
 from ..models.base import ModelBundle
 from .artifacts import copy_matching_state
 from .base import MethodContext, Prepared
-from .train_recipe import MethodTrainConfig
 from .training import TrainableMethod
-
-DROPOUT_SITES = ("resnet", "attention", "feedforward")
-
+from .params import FullFTParams
 
 def dropout_site(name: str) -> str | None:
     """Which :data:`DROPOUT_SITES` entry the ``nn.Dropout`` named ``name`` belongs to (None: another one)."""
@@ -57,26 +53,6 @@ def set_dropout(module: nn.Module, p: float, sites: list[str]) -> dict[str, int]
                 m.p = float(p)
                 counts[site] += 1
     return counts
-
-
-@dataclass
-class FullFTParams:
-    dropout: float = 0.0  # dropout probability at ``dropout_at`` during training (0: plain full fine-tuning)
-    dropout_at: list[str] = field(default_factory=lambda: ["resnet", "attention"])
-    train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
-
-    def validate(self) -> None:
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        bad = [s for s in self.dropout_at if s not in DROPOUT_SITES]
-        if bad:
-            raise ValueError(f"dropout_at: unknown site {bad[0]!r}; expected some of {', '.join(DROPOUT_SITES)}")
-
-    def training_spec(self) -> dict:
-        spec = asdict(self)
-        if not self.dropout:  # where dropout would go does not matter when there is none
-            spec.pop("dropout_at")
-        return spec
 
 
 class FullFTPrepared(Prepared):

@@ -13,7 +13,6 @@ paths round differently, ~1e-6 on fp32) but not of the artifact's key: both load
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -22,37 +21,8 @@ from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import MethodContext, Prepared
 from .masking import clone_sharing_parameters
-from .train_recipe import MethodTrainConfig
 from .training import TrainableMethod
-
-INITS = ("gaussian", "default")
-
-
-@dataclass
-class LoRAParams:
-    r: int = 256  # rank
-    alpha: float = 512.0  # scale = alpha / r
-    dropout: float = 0.0  # LoRA dropout (training only)
-    init: str = "gaussian"  # gaussian (paper) | default (peft's kaiming-uniform A)
-    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    merge: bool = True  # sampling: fold B·A·scale into the weights once per run (false: separate factor matmuls)
-    train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
-
-    def validate(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"r must be >= 1, got {self.r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if not self.targets:
-            raise ValueError("targets must name at least one module")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def training_spec(self) -> dict:
-        spec = asdict(self)
-        spec.pop("merge")  # inference only: merged and unmerged runs share one trained artifact
-        return spec
-
+from .params import LoRAParams
 
 class LoRAPrepared(Prepared):
     """The denoiser with LoRA layers injected; ``trainable_parameters()`` are the ``lora_A``/``lora_B`` weights."""

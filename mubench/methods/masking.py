@@ -37,11 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
-from .transformer_layers import TRANSFORMER_LAYER_SETS, is_transformer, select_transformer_layers
+from .params import LAYER_SETS, UNET_LAYER_SETS
+from .transformer_layers import is_transformer, select_transformer_layers
 
-UNET_LAYER_SETS = ("decoder-attn", "decoder-attn+conv", "all")
-# every name a method may be given; which apply depends on the denoiser (UNet or transformer, see transformer_layers)
-LAYER_SETS = UNET_LAYER_SETS + tuple(s for s in TRANSFORMER_LAYER_SETS if s not in UNET_LAYER_SETS)
 EXCLUDED_SUBSTRINGS = ("time_emb_proj", "ff", "conv_shortcut", "proj_in", "proj_out")
 _BLOCK_RE = re.compile(r"^(up_blocks\.\d+|down_blocks\.\d+|mid_block|transformer_blocks\.\d+)(\.|$)")
 

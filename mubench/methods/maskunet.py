@@ -26,7 +26,7 @@ noise comes from the global torch RNG.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -36,69 +36,13 @@ from torch import nn
 from ..kernels.philox import counter_exponential
 from .artifacts import copy_matching_state
 from .hook_args import call_arguments, positional_names
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, keep_mask, masked_product, set_mask_fn,
+from .masking import (MaskedLayer, MaskedWeights, RowGroups, keep_mask, masked_product, set_mask_fn,
                       thresholded_product)
 from .mask_generator import FactorisedAdapter, MaskGenerator, keep_probability, sample_hard_mask
 from .maskunet_fast import FusedMasks, draw_group_noise, exponential_noise, streams_of_rows
-from .train_recipe import MethodTrainConfig
+from .params import MaskUNetParams
 
 __all__ = ["MaskUNet", "MaskUNetParams", "exponential_noise", "keep_probability", "sample_hard_mask"]
-
-MODES = ("conditional", "faithful")
-MASK_SCOPES = ("row", "image")
-NOISES = ("stream", "counter")
-KERNELS = ("torch", "triton")
-
-
-@dataclass
-class MaskUNetParams:
-    mode: str = "conditional"  # conditional (the generator learns) | faithful (the released code)
-    layers: str = "decoder-attn"  # decoder-attn | decoder-attn+conv | all
-    factor: int = 4  # grid = (out_ch / factor) x (in_ch / factor)
-    hidden: int = 64  # generator hidden width
-    adapter_bias: float = 5.0  # initial logit of every weight
-    init_std: float = 1e-3  # conditional mode: std of the last generator conv's initial weights
-    tau: float = 1.0  # Gumbel-sigmoid temperature (shapes the straight-through gradient only)
-    deterministic: bool = False  # sampling: mask = logit > 0 instead of a Gumbel draw (inference only)
-    # sampling: row = every denoiser row its own mask (released) | image = both CFG rows of an image use the mask of
-    # its conditional row (ours: half the mask work; inference only)
-    mask_scope: str = "row"
-    # sampling: stream = each image's noise drawn from a generator seeded from its stream (the masks of every number
-    # so far) | counter = Philox keyed by (image stream and call, layer, weight index, row slot): the same masks on
-    # any device and tiling, drawn inside a fused kernel (mubench/kernels; inference only)
-    noise: str = "stream"
-    # sampling: torch = tensor operations | triton = the fused masked-weights kernel (CUDA, or TRITON_INTERPRET=1;
-    # needs noise=counter unless deterministic; inference only)
-    kernel: str = "torch"
-    train: MethodTrainConfig = field(default_factory=MethodTrainConfig)  # the training recipe
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.layers not in LAYER_SETS:
-            raise ValueError(f"layers must be one of {', '.join(LAYER_SETS)}, got {self.layers!r}")
-        if self.factor < 1 or self.hidden < 1:
-            raise ValueError("factor and hidden must be >= 1")
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
-        if self.mask_scope not in MASK_SCOPES:
-            raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
-        if self.noise not in NOISES:
-            raise ValueError(f"noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
-        if self.kernel == "triton" and self.noise != "counter" and not self.deterministic:
-            raise ValueError("kernel=triton draws the mask noise inside the kernel: it needs noise=counter "
-                             "(or deterministic=true)")
-
-    def training_spec(self) -> dict:
-        """What decides the trained weights (inference-only options left out)."""
-        spec = asdict(self)
-        spec.pop("deterministic")
-        for key in ("mask_scope", "noise", "kernel"):
-            spec.pop(key)
-        return spec
-
 
 @dataclass
 class _BlockSpec:

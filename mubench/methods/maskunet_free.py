@@ -35,7 +35,7 @@ optimizers use torch's multi-tensor AdamW.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any, Callable, Optional
 
 import torch
@@ -43,66 +43,13 @@ import torch
 from ..errors import UsageError
 from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, derived_generator,
+from .masking import (MaskedLayer, MaskedWeights, RowGroups, derived_generator,
                       install_frozen_masked_layers, masked_product, masked_weight_count, set_mask_fn)
 from .maskunet_fast import exponential_noise
 from .prefix_cache import PrefixCache
+from .params import MaskUNetFreeParams, RewardTerm
 
 X0_SCHEDULERS = ("ddim", "ddpm", "dpmsolver++", "dpmsolver++1")  # samplers on the DDPM x_t = √ᾱ x0 + √(1−ᾱ) ε grid
-
-
-@dataclass
-class RewardTerm:
-    """One term of the loss: ``weight · h(target − reward)``, ``h`` = ReLU when ``hinge`` else the identity."""
-
-    scorer: str = "hpsv2"  # a registered reward scorer
-    weight: float = 1.0
-    target: float = 1.0
-    hinge: bool = False
-    params: dict[str, Any] = field(default_factory=dict)  # the scorer's parameters (e.g. checkpoint: PATH)
-
-
-@dataclass
-class FreeSamplerParams:
-    """The method's own sampling protocol (None: the suite's setting)."""
-
-    scheduler: Optional[str] = "dpmsolver++1"
-    steps: Optional[int] = 15
-
-
-def _paper_rewards() -> list[RewardTerm]:
-    return [RewardTerm("imagereward", 1.0, 2.0, True), RewardTerm("hpsv2", 5.0, 1.0, False)]
-
-
-@dataclass
-class MaskUNetFreeParams:
-    layers: str = "decoder-attn"  # decoder-attn | decoder-attn+conv | all
-    init_logit: float = 1.0  # logits start here at every step (P(keep) = 1 − exp(−e) ≈ 0.934)
-    lr: float = 1e-2
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
-    eps: float = 1e-8
-    early_steps: int = 7  # steps with ``early_updates`` updates (the first 7 of 15)
-    early_updates: int = 1
-    late_updates: int = 10
-    final_update: bool = True  # take the K-th update too (released; it only moves AdamW's moments)
-    reuse_unmasked: bool = True  # replay the denoiser's unmasked front across a step's inner updates (same outputs)
-    tau: float = 1.0  # Gumbel-sigmoid temperature (straight-through gradient)
-    rewards: list[RewardTerm] = field(default_factory=_paper_rewards)
-    sampler: FreeSamplerParams = field(default_factory=FreeSamplerParams)
-
-    def validate(self) -> None:
-        if self.layers not in LAYER_SETS:
-            raise ValueError(f"layers must be one of {', '.join(LAYER_SETS)}, got {self.layers!r}")
-        if self.early_updates < 1 or self.late_updates < 1:
-            raise ValueError("early_updates and late_updates must be >= 1")
-        if self.early_steps < 0:
-            raise ValueError(f"early_steps must be >= 0, got {self.early_steps}")
-        if self.lr <= 0 or self.tau <= 0:
-            raise ValueError("lr and tau must be > 0")
-        if not self.rewards:
-            raise ValueError("rewards must name at least one reward scorer")
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
 
 
 def reward_locations(resolved: list[tuple[RewardTerm, type, Any]]) -> tuple[str, ...]:

@@ -12,33 +12,15 @@ nor the resampling policy (method.md §5, §8.13), so all three are parameters a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared, RowInfo, StepState
-from .masking import (LAYER_SETS, MaskedLayer, MaskedWeights, RowGroups, check_layer_set, derived_generator,
+from .masking import (MaskedLayer, MaskedWeights, RowGroups, check_layer_set, derived_generator,
                       install_masked_layers, masked_weight_count, set_mask_fn)
-
-RESAMPLE = ("step", "image")
-
-
-@dataclass
-class RandomMaskParams:
-    ratio: float = 0.5  # fraction of the masked layers' weights zeroed (each independently)
-    resample: str = "step"  # step: new masks every denoising step | image: one mask per image for all steps
-    layers: str = "decoder-attn"  # decoder-attn | decoder-attn+conv | all
-
-    def validate(self) -> None:
-        if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in [0, 1], got {self.ratio}")
-        if self.resample not in RESAMPLE:
-            raise ValueError(f"resample must be one of {', '.join(RESAMPLE)}, got {self.resample!r}")
-        if self.layers not in LAYER_SETS:
-            raise ValueError(f"layers must be one of {', '.join(LAYER_SETS)}, got {self.layers!r}")
-
+from .params import RandomMaskParams
 
 class RandomMaskPrepared(Prepared):
     """Draws the Bernoulli masks from the per-image streams and hands ``W ⊙ M`` to the masked layers."""

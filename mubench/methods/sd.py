@@ -1,15 +1,10 @@
 """``sd``: the base model as is."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from ..models.base import ModelBundle
 from .base import Method, MethodContext, Prepared
-
-
-@dataclass
-class SDParams:
-    pass
+from .params import SDParams
 
 
 class BaseModelMethod(Method):

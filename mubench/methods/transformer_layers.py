@@ -27,9 +27,8 @@ import re
 from torch import nn
 
 from ..errors import UsageError
+from .params import TRANSFORMER_LAYER_SETS
 
-TRANSFORMER_LAYER_SETS = ("decoder-attn", "decoder-self-attn", "decoder-cross-attn", "decoder-attn+ff",
-                          "encoder-attn", "all-attn", "all")
 ATTN_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 FF_LINEARS = ("ff.net.0.proj", "ff.net.2")
 _LAYER_RE = re.compile(r"^transformer_blocks\.(\d+)\.(.+)$")

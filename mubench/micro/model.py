@@ -22,7 +22,6 @@ seeded random weights.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -36,6 +35,7 @@ from ..models.base import Conditioning, LatentCodec, LoadContext, Model, ModelBu
 from ..models.text import TextEncoderConditioner
 from . import text as micro_text
 from .assets import load_manifest, verified_path, zoo_dir
+from ..models.params import MicroParams
 
 UNET_FILE = "unet.safetensors"
 TEXT_ENCODER_FILE = "text_encoder.safetensors"
@@ -143,12 +143,6 @@ def encode_text(text_encoder: torch.nn.Module, tokenizer: Any, prompts: list[Any
     ids, mask = ids.to(device), mask.to(device)
     hidden = text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
     return Conditioning(hidden_states=hidden, attention_mask=mask)
-
-
-@dataclass
-class MicroParams:
-    path: Optional[str] = None  # zoo folder holding manifest.json + safetensors (default: the shipped zoo/micro)
-    seed: int = 0  # seed of the random weights when weights=random
 
 
 def _load_safetensors(module: torch.nn.Module, path, what: str) -> None:

@@ -18,7 +18,6 @@ inside the model is switched off (:func:`~mubench.models.classes.disable_label_d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +28,7 @@ from ..errors import AssetError, UsageError
 from .base import LoadContext, Model, ModelBundle
 from .classes import ClassConditioner, disable_label_dropout
 from .codecs import VaeCodec
+from .params import DiTParams
 
 DIT_XL_2_256_CONFIG: dict[str, Any] = dict(
     num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, dropout=0.0,
@@ -48,28 +48,6 @@ DIT_SCHEDULER_CONFIG: dict[str, Any] = {
     "timestep_spacing": "linspace", "set_alpha_to_one": True, "steps_offset": 0,
 }
 DIT_SAMPLER: dict[str, Any] = {"scheduler": "ddpm", "steps": 250, "guidance": 1.5}
-VAE_CHOICES = ("ema", "bundled")
-
-
-@dataclass
-class DiTParams:
-    path: Optional[str] = None  # diffusers folder of DiT-XL/2 256 (default: $MUBENCH_HOME assets, then the HF cache)
-    vae: str = "ema"  # ema: sd-vae-ft-ema (DiT's FID protocol) | bundled: the folder's own vae/
-    vae_path: Optional[str] = None  # folder of sd-vae-ft-ema (vae=ema)
-    cfg_channels: int = 3  # latent channels classifier-free guidance applies to (3 official, 4 diffusers)
-    seed: int = 0  # weights=random only: seed of the random weights
-    arch: str = "xl"  # weights=random only: xl (DiT-XL/2 256) | tiny (tests)
-    resolution: int = 256
-
-    def validate(self) -> None:
-        if self.vae not in VAE_CHOICES:
-            raise ValueError(f"vae must be one of {', '.join(VAE_CHOICES)}, got {self.vae!r}")
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if not 1 <= self.cfg_channels <= 4:
-            raise ValueError(f"cfg_channels must be in 1..4, got {self.cfg_channels}")
-
-
 def tiny_vae(resolution: int, levels: int):
     """A random ``AutoencoderKL`` stand-in with 4 latent channels and ``2**(levels-1)`` downsampling."""
     from diffusers import AutoencoderKL

@@ -20,9 +20,8 @@ tiny VAE: the denoiser is exact, the rest only has the right shapes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -31,6 +30,7 @@ from ..errors import AssetError, UsageError
 from .base import Conditioner, Conditioning, LoadContext, Model, ModelBundle
 from .codecs import VaeCodec
 from .dit import tiny_vae
+from .params import PixArtParams
 
 PIXART_ALPHA_512_CONFIG: dict[str, Any] = dict(
     num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, dropout=0.0,
@@ -49,22 +49,6 @@ PIXART_SCHEDULER_CONFIG: dict[str, Any] = {
     "timestep_spacing": "linspace", "lower_order_final": True,
 }
 PIXART_SAMPLER: dict[str, Any] = {"scheduler": "dpmsolver++", "steps": 20, "guidance": 4.5}
-MAX_LENGTH = 120
-
-
-@dataclass
-class PixArtParams:
-    path: Optional[str] = None  # diffusers folder of PixArt-XL-2-512x512 (default: $MUBENCH_HOME assets, HF cache)
-    max_length: int = MAX_LENGTH  # T5 tokens (the pipeline's max_sequence_length)
-    seed: int = 0  # weights=random only: seed of the random weights
-    arch: str = "alpha-512"  # weights=random only: alpha-512 | tiny (tests)
-    resolution: int = 512
-
-    def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.max_length < 1:
-            raise ValueError("max_length must be >= 1")
 
 
 class T5Conditioner(Conditioner):

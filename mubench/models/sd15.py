@@ -10,9 +10,7 @@ cross-attention shapes are SD 1.5's) and a tiny 8× VAE: the denoiser is exact, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -21,6 +19,7 @@ from ..errors import AssetError
 from .base import LoadContext, Model, ModelBundle
 from .codecs import VaeCodec
 from .text import TextEncoderConditioner, byte_level_clip_tokenizer
+from .params import SD15Params
 
 SD15_UNET_CONFIG = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
@@ -40,13 +39,6 @@ SD15_SCHEDULER_CONFIG = {
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                 "diffusion_pytorch_model.bin", "model.safetensors", "model.fp16.safetensors", "pytorch_model.bin")
 MAX_LENGTH = 77
-
-
-@dataclass
-class SD15Params:
-    path: Optional[str] = None  # diffusers folder of SD 1.5 (default: $MUBENCH_HOME assets, then the HF cache)
-    seed: int = 0  # weights=random only: seed of the random weights
-    resolution: int = 512
 
 
 def _weights_file(folder: Path, part: str) -> Path:

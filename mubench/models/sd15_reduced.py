@@ -9,7 +9,6 @@ quality. ``weights=pretrained`` and ``weights=random`` build the same thing (the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,8 +19,9 @@ from .codecs import VaeCodec
 from .sd15 import MAX_LENGTH, SD15_SCHEDULER_CONFIG, SD15_UNET_CONFIG
 from .standins import tiny_text_encoder, tiny_vae
 from .text import TextEncoderConditioner, byte_level_clip_tokenizer
+from .params import REDUCED_BLOCK_WIDTHS, SD15ReducedParams
 
-BLOCK_WIDTHS = (64, 128, 256, 256)
+BLOCK_WIDTHS = REDUCED_BLOCK_WIDTHS
 
 
 def reduced_unet_config(block_out_channels: tuple[int, ...] = BLOCK_WIDTHS, cross_attention_dim: int = 768,
@@ -29,14 +29,6 @@ def reduced_unet_config(block_out_channels: tuple[int, ...] = BLOCK_WIDTHS, cros
     """SD 1.5's UNet config with other block widths (and optionally another text width / latent size)."""
     return dict(SD15_UNET_CONFIG, block_out_channels=tuple(block_out_channels),
                 cross_attention_dim=cross_attention_dim, sample_size=sample_size)
-
-
-@dataclass
-class SD15ReducedParams:
-    seed: int = 0  # seed of the random weights
-    resolution: int = 256  # image side in pixels (latents are resolution / 8)
-    block_out_channels: list[int] = field(default_factory=lambda: list(BLOCK_WIDTHS))  # SD 1.5: 320/640/1280/1280
-    cross_attention_dim: int = 768  # SD 1.5's text width
 
 
 class SD15Reduced(Model):

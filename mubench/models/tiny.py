@@ -6,7 +6,6 @@ The weights are random but seeded, so the model's fingerprint and its images are
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -16,19 +15,12 @@ from ..config import stable_hash
 from .base import LoadContext, Model, ModelBundle
 from .codecs import VaeCodec
 from .text import TextEncoderConditioner, byte_level_clip_tokenizer
+from .params import TinySDParams
 
 SD_SCHEDULER_CONFIG = {
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
     "prediction_type": "epsilon", "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
 }
-
-
-@dataclass
-class TinySDParams:
-    seed: int = 0  # seed of the random weights
-    resolution: int = 32  # image side in pixels (latents are resolution / 2)
-    cross_attention_dim: int = 32
-    max_length: int = 16
 
 
 def tiny_unet_config(cross_attention_dim: int = 32, sample_size: int = 16) -> dict:
