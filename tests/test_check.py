@@ -155,6 +155,11 @@ def test_no_matching_results_and_bad_arguments_exit_2(tmp_path, baseline, capsys
     assert code == 2 and "methods=lroa" in err and not (tmp_path / "b2.json").exists()
     code, _, err = call(capsys, "baseline", f"results={run}")
     assert code == 2 and "--write" in err
+    # the file given as a key, as the other keys are: told how to give it
+    code, _, err = call(capsys, "check", f"baseline={baseline}", f"results={run}")
+    assert code == 2 and f"give it as --baseline {baseline}, not baseline={baseline}" in err
+    code, _, err = call(capsys, "baseline", f"write={tmp_path / 'b3.json'}", f"results={run}")
+    assert code == 2 and "give it as --write" in err and not (tmp_path / "b3.json").exists()
 
 
 def test_outputs_never_overwrite_mubench_data_or_a_folder(tmp_path, baseline, capsys):

@@ -8,13 +8,18 @@ from ..errors import UsageError, close_matches, did_you_mean
 
 
 def parse_kv(args: Optional[Sequence[str]], keys: Iterable[str], prefixes: Iterable[str] = (),
-             command: str = "") -> dict[str, Any]:
+             command: str = "", options: Sequence[str] = ()) -> dict[str, Any]:
     """``["store=x", "tolerance.fid=abs:1"]`` → dict; a key outside ``keys`` (or ``PREFIX.anything``)
-    raises UsageError with close matches and the valid keys."""
+    raises UsageError with close matches and the valid keys. ``options``: the command's ``--NAME VALUE`` options,
+    which written as ``NAME=VALUE`` are told how to write instead."""
     keys, prefixes = list(keys), list(prefixes)
     out: dict[str, Any] = {}
     for key, value in parse_overrides(list(args or [])):
         head = key.split(".", 1)[0]
+        if key in options:
+            shown = plain(value)
+            raise UsageError(f"{key} is an option of `mubench {command}`, not a key: give it as --{key} {shown}, not "
+                             f"{key}={shown}")
         if key in keys or ("." in key and head in prefixes and key.split(".", 1)[1]):
             # none / null is no value; any other text stays as typed (a str), and as_int & co read its number
             out[key] = None if isinstance(value, Scalar) and value.value is None and not value.quoted else value

@@ -23,10 +23,10 @@ def baseline_command(
     from ..outfiles import BASELINE, output_file
     from ..selection import select
 
+    kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="baseline", options=("write",))
     if not write:
         raise UsageError("mubench baseline needs --write FILE")
     target = output_file(write, "--write", only_over=BASELINE)
-    kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="baseline")
     tolerances = {k.split(".", 1)[1]: v for k, v in kv.items() if k.startswith("tolerance.")}
     if kv.get("tolerance") is not None:
         tolerances[DEFAULT_KEY] = kv["tolerance"]

@@ -31,9 +31,9 @@ def check_command(
     from ..check_render import render_check
     from ..selection import select
 
+    kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="check", options=("baseline",))
     if not baseline:
         raise UsageError("mubench check needs --baseline FILE")
-    kv = parse_kv(args, KEYS, prefixes=("tolerance",), command="check")
     tolerances = {k.split(".", 1)[1]: parse_tolerance(v, k) for k, v in kv.items() if k.startswith("tolerance.")}
     if kv.get("tolerance") is not None:
         tolerances[DEFAULT_KEY] = parse_tolerance(kv["tolerance"], "tolerance")
