@@ -269,7 +269,7 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
             raise _unknown_top(key)
         else:
             top[key] = value
-    _check_keys(RunConfig, top, "")
+    _check_top_keys(top, regs)
     fits: list[str] = []
     if top.get("suite", RunConfig.suite) is not None:
         default_model, fits = suite_models(str(top.get("suite", RunConfig.suite)))
@@ -297,6 +297,47 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
                       f"the {run.model} model on its prompts, and its numbers are not comparable with that setting's",
                       MismatchWarning, stacklevel=2)
     return ResolvedConfig(run=run, **comps)
+
+
+def _check_top_keys(top: dict[str, Any], regs: Registries) -> None:
+    """:func:`_check_keys` for the top-level keys, where a key that is a parameter of this run's suite, method or
+    model (``steps=20``: ``suite.sampler.steps``) is told its full name."""
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    for key in (k for k in top if k not in run_keys):
+        nested = [path for path in _component_keys(top, regs) if path.rsplit(".", 1)[-1] == key]
+        if nested:
+            raise UsageError(f"unknown key {key!r}; did you mean {' or '.join(map(repr, nested))}? (the suite's, "
+                             "method's and model's parameters are given as suite.KEY, method.KEY, model.KEY)")
+    _check_keys(RunConfig, top, "")
+
+
+def _component_keys(top: dict[str, Any], regs: Registries) -> list[str]:
+    """Every dotted parameter key (``suite.sampler.steps``) of the suite, method and model ``top`` names; a
+    component that cannot be resolved has none here (resolving it tells why)."""
+    keys: list[str] = []
+    for role in COMPONENTS:
+        name = top.get(role, getattr(RunConfig, role))
+        try:
+            if role == "model":
+                name = top.get("model") or suite_models(str(top.get("suite", RunConfig.suite)))[0] or name
+                cls = regs.models.params(str(name))
+            else:
+                kind = load_yaml(find_spec(role + "s", str(name))[1]).get("kind")
+                cls = getattr(regs, role + "s").params(str(kind))
+        except (UsageError, AttributeError, ImportError):
+            continue
+        keys.extend(_field_keys(cls, role + "."))
+    return keys
+
+
+def _field_keys(cls: type, prefix: str) -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append(prefix + f.name)
+        sub = dataclass_type(cls, f.name)
+        if sub is not None:
+            out.extend(_field_keys(sub, f"{prefix}{f.name}."))
+    return out
 
 
 class MismatchWarning(UserWarning):

@@ -70,6 +70,11 @@ def test_resolve_defaults_and_overrides(regs):
     (["device=gpu"], "device"),
     (["train=sometimes"], "auto, never, force"),
     (["nokey"], "KEY=VALUE"),
+    # a parameter of the run's suite, method or model given at the top level is told its full name
+    (["steps=3"], "did you mean 'suite.sampler.steps'?"),
+    (["method=random-mask", "ratio=0.3"], "did you mean 'method.ratio'?"),
+    (["method=lora", "lr=1e-3"], "did you mean 'method.train.lr'?"),
+    (["cross_attention_dim=8"], "did you mean 'model.cross_attention_dim'?"),
 ])
 def test_bad_input_is_a_usage_error(regs, args, needle):
     base = ["suite=toy", "model=tiny-sd"]
