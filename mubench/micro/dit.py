@@ -33,6 +33,7 @@ from ..config import stable_hash
 from ..errors import AssetError, UsageError
 from ..models.base import LoadContext, Model, ModelBundle
 from ..models.dit import class_bundle
+from ..models.params import MicroDiTParams
 from . import classes as C
 from .assets import load_manifest, verified_path, zoo_dir
 from .build_common import (CodecDiffusionLoss, StageTimes, alphas_cumprod, build_recipe, check_build_recipe, clip_fid,
@@ -40,7 +41,6 @@ from .build_common import (CodecDiffusionLoss, StageTimes, alphas_cumprod, build
                            real_reference_images, save_safetensors, start_build, train_config, train_in_chunks,
                            versions, write_manifest)
 from .model import CODEC_CONFIG, IMAGE_SIZE, SCHEDULER_CONFIG, _load_safetensors, build_codec
-from ..models.params import MicroDiTParams
 
 DIT_FILE = "dit.safetensors"
 MANIFEST_FORMAT = "mubench-zoo-micro-dit/1"

@@ -32,10 +32,10 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from ..config import stable_hash
 from ..errors import AssetError
 from ..models.base import Conditioning, LatentCodec, LoadContext, Model, ModelBundle
+from ..models.params import MicroParams
 from ..models.text import TextEncoderConditioner
 from . import text as micro_text
 from .assets import load_manifest, verified_path, zoo_dir
-from ..models.params import MicroParams
 
 UNET_FILE = "unet.safetensors"
 TEXT_ENCODER_FILE = "text_encoder.safetensors"
