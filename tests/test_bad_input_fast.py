@@ -33,6 +33,8 @@ print(json.dumps({"code": code, "loaded": [m for m in ("torch", "diffusers", "tr
     (["run", "method=maskunet", "method.kernel=cuda"], "kernel must be one of torch, triton"),
     (["run", "model=sd15", "model.bogus=1"], "unknown key 'model.bogus'"),
     (["masks", "model=dit", "model.arch=big"], "arch must be one of xl, tiny"),
+    (["train", "method=lora-micro", "method.r=abc"], "bad value for method.r"),
+    (["train", "method=sd"], "method 'sd' (kind sd) has nothing to train"),
     # the paths a command writes, and the folder or file it reads, are checked as soon as they are parsed
     (["run", "method=maskunet", "out=/proc/x"], "out=/proc/x: cannot write"),
     (["run", "seeds=0,1", "store=/proc/a/s.sqlite"], "store=/proc/a/s.sqlite: cannot write"),
@@ -40,6 +42,7 @@ print(json.dumps({"code": code, "loaded": [m for m in ("torch", "diffusers", "tr
     (["score", "suite=geneval", "results=/proc/no-such-file"], "results=/proc/no-such-file: no such file"),
     (["score", "suite=micro", "images=.", "cache=/proc/c"], "cache=/proc/c: cannot write"),
     (["masks", "out=/proc/x"], "out=/proc/x: cannot write"),
+    (["zoo", "build", "micro", "--out", "/proc/x"], "--out=/proc/x: cannot write"),
 ])
 def test_bad_input_is_told_before_torch_loads(args, says):
     done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=REPO,

@@ -74,23 +74,29 @@ def _parse_train_args(args: list[str]) -> tuple[TrainCommandConfig, dict[str, di
 
 def train_from_args(args: list[str], show_progress: bool = True) -> dict[str, Any]:
     """Resolve ``KEY=VALUE`` args, load the model, train (or find) the artifact; returns a summary dict."""
-    cfg, sub = _parse_train_args(args)  # before the heavy imports: bad input is told at once
     from ..config import resolve_component
     from ..errors import UsageError
+    from ..methods.train_recipe import MethodTrainConfig
+    from ..registry import load_registries
+
+    # the keys, the components and their params before the heavy imports: bad input is told at once
+    cfg, sub = _parse_train_args(args)
+    regs = load_registries()
+    model_c = resolve_component("model", cfg.model, sub["model"], regs)
+    method_c = resolve_component("method", cfg.method, sub["method"], regs, model=model_c.name)
+    nothing = UsageError(f"method {method_c.name!r} (kind {method_c.kind}) has nothing to train")
+    if not isinstance(getattr(method_c.params, "train", None), MethodTrainConfig):  # a trainable method's recipe
+        raise nothing
+    from ..devices import resolve_device, resolve_dtype
     from ..methods.artifacts import has_artifact
     from ..methods.base import MethodContext
     from ..methods.training import TrainableMethod, train_artifact
     from ..models.base import LoadContext
-    from ..registry import load_registries
-    from ..devices import resolve_device, resolve_dtype
     from ..paths import cache_root
 
-    regs = load_registries()
-    model_c = resolve_component("model", cfg.model, sub["model"], regs)
-    method_c = resolve_component("method", cfg.method, sub["method"], regs, model=model_c.name)
     method = regs.methods.get(method_c.kind)(method_c.params, method_c.name)
     if not isinstance(method, TrainableMethod):
-        raise UsageError(f"method {method_c.name!r} (kind {method_c.kind}) has nothing to train")
+        raise nothing
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     bundle = regs.models.get(model_c.kind).load(model_c.params, LoadContext(device, dtype, cfg.weights))

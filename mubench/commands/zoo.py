@@ -59,6 +59,11 @@ def build_command(
     no_eval: bool = typer.Option(False, "--no-eval", help="skip the build's own quality check"),
 ) -> None:
     """Train the micro world's weights reproducibly (seeded, resumable) and write safetensors + manifest.json + build.log."""
+    if out is not None:  # before the builder imports torch, and long before the first file is written
+        from ..pathcheck import PathNeed, check_path
+
+        _check_entry(name)
+        check_path(PathNeed("--out", out, folder=True))
     _, build = _builder(name)
     params = _recipe(list(args or []), name)
     manifest = build(out, params, show_progress=not quiet, echo=True, evaluate=not no_eval)
