@@ -302,9 +302,10 @@ def resolve(args: list[str], regs: Registries, defaults: Optional[dict[str, Any]
 def _check_top_keys(top: dict[str, Any], regs: Registries) -> None:
     """:func:`_check_keys` for the top-level keys, where a key that is a parameter of this run's suite, method or
     model (``steps=20``: ``suite.sampler.steps``) is told its full name."""
-    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
-    for key in (k for k in top if k not in run_keys):
-        nested = [path for path in _component_keys(top, regs) if path.rsplit(".", 1)[-1] == key]
+    unknown_keys = [k for k in top if k not in {f.name for f in dataclasses.fields(RunConfig)}]
+    component_keys = _component_keys(top, regs) if unknown_keys else []
+    for key in unknown_keys:
+        nested = [path for path in component_keys if path.rsplit(".", 1)[-1] == key]
         if nested:
             raise UsageError(f"unknown key {key!r}; did you mean {' or '.join(map(repr, nested))}? (the suite's, "
                              "method's and model's parameters are given as suite.KEY, method.KEY, model.KEY)")
@@ -316,13 +317,12 @@ def _component_keys(top: dict[str, Any], regs: Registries) -> list[str]:
     component that cannot be resolved has none here (resolving it tells why)."""
     keys: list[str] = []
     for role in COMPONENTS:
-        name = top.get(role, getattr(RunConfig, role))
         try:
             if role == "model":
-                name = top.get("model") or suite_models(str(top.get("suite", RunConfig.suite)))[0] or name
+                name = top.get("model") or suite_models(str(top.get("suite", RunConfig.suite)))[0] or RunConfig.model
                 cls = regs.models.params(str(name))
             else:
-                kind = load_yaml(find_spec(role + "s", str(name))[1]).get("kind")
+                kind = load_yaml(find_spec(role + "s", str(top.get(role, getattr(RunConfig, role))))[1]).get("kind")
                 cls = getattr(regs, role + "s").params(str(kind))
         except (UsageError, AttributeError, ImportError):
             continue

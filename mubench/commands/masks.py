@@ -41,6 +41,7 @@ def record_masks(args: list[str], show_progress: bool = False) -> dict[str, Any]
     from ..registry import load_registries
 
     regs = load_registries()
+
     def check_out(run) -> None:  # a given out= is checked before the plug-ins import torch
         if run.out:
             check_path(PathNeed("out", Path(run.out).expanduser(), folder=True))

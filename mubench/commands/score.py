@@ -90,8 +90,6 @@ def _imported_results(cfg, path: Path, versions: dict) -> dict:
     """A reference evaluator's per-image results → a results object (only suites that support it)."""
     if cfg.suite.kind != "geneval":
         raise UsageError(f"results=FILE import is supported for suite kind 'geneval', not {cfg.suite.kind!r}")
-    if not path.is_file():
-        raise UsageError(f"results={path}: no such file")
     from ..suites.geneval import summary_from_results
 
     metrics = summary_from_results(path)
